@@ -1,0 +1,13 @@
+module github.com/sniffsplice/sniff/bench
+
+go 1.26.0
+
+replace github.com/sniffsplice/sniff => ../
+
+require github.com/sniffsplice/sniff v0.0.0-00010101000000-000000000000
+
+require (
+	github.com/soheilhy/cmux v0.1.5 // indirect
+	golang.org/x/net v0.62.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
+)
