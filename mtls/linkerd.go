@@ -1,0 +1,82 @@
+package mtls
+
+import (
+	"crypto/x509"
+	"fmt"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// IdentityMode selects where a peer's identity is read from.
+type IdentityMode uint8
+
+const (
+	// IdentitySPIFFE (the zero value) reads the identity from the leaf's
+	// single URI SAN, a SPIFFE ID, as the X.509-SVID specification says.
+	IdentitySPIFFE IdentityMode = iota
+	// IdentityLinkerdDNS reads the identity from a DNS SAN of the form
+	// <serviceaccount>.<namespace>.serviceaccount.identity.linkerd.<trust-domain>,
+	// as Linkerd issues them, and maps it to the SPIFFE ID
+	// spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount> (see
+	// [ParseLinkerdDNS]); authorizers, PeerID and Handshake see that ID, and
+	// the bundle of <trust-domain> verifies the chain. URI SANs are ignored.
+	IdentityLinkerdDNS
+)
+
+const linkerdInfix = ".serviceaccount.identity.linkerd."
+
+// ParseLinkerdDNS maps a Linkerd DNS identity
+// (web.default.serviceaccount.identity.linkerd.cluster.local) to the SPIFFE
+// ID this package uses for it (spiffe://cluster.local/ns/default/sa/web).
+func ParseLinkerdDNS(name string) (spiffeid.ID, error) {
+	name = strings.TrimSuffix(name, ".")
+	i := strings.Index(name, linkerdInfix)
+	if i <= 0 {
+		return spiffeid.ID{}, fmt.Errorf("mtls: %q is not a Linkerd identity", name)
+	}
+	tdName := name[i+len(linkerdInfix):]
+	sa, ns, ok := strings.Cut(name[:i], ".")
+	if !ok || sa == "" || ns == "" || strings.Contains(ns, ".") {
+		return spiffeid.ID{}, fmt.Errorf("mtls: %q is not a Linkerd identity", name)
+	}
+	td, err := spiffeid.TrustDomainFromString(tdName)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("mtls: Linkerd identity %q: %w", name, err)
+	}
+	return spiffeid.FromSegments(td, "ns", ns, "sa", sa)
+}
+
+// LinkerdDNS is the inverse of [ParseLinkerdDNS]: it maps
+// spiffe://td/ns/<ns>/sa/<sa> to <sa>.<ns>.serviceaccount.identity.linkerd.td.
+func LinkerdDNS(id spiffeid.ID) (string, error) {
+	seg := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
+	if id.IsZero() || len(seg) != 4 || seg[0] != "ns" || seg[2] != "sa" ||
+		strings.Contains(seg[1], ".") || strings.Contains(seg[3], ".") {
+		return "", fmt.Errorf("mtls: %q has no Linkerd form (want spiffe://td/ns/NS/sa/SA)", id)
+	}
+	return seg[3] + "." + seg[1] + linkerdInfix + id.TrustDomain().Name(), nil
+}
+
+// linkerdIDFromCert returns the identity of the single Linkerd DNS SAN of
+// cert.
+func linkerdIDFromCert(cert *x509.Certificate) (spiffeid.ID, error) {
+	var found spiffeid.ID
+	n := 0
+	for _, name := range cert.DNSNames {
+		id, err := ParseLinkerdDNS(name)
+		if err != nil {
+			continue
+		}
+		found = id
+		n++
+	}
+	switch n {
+	case 0:
+		return spiffeid.ID{}, fmt.Errorf("certificate has no Linkerd DNS identity")
+	case 1:
+		return found, nil
+	default:
+		return spiffeid.ID{}, fmt.Errorf("certificate has %d Linkerd DNS identities", n)
+	}
+}
