@@ -1,0 +1,102 @@
+package mtls_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/sniffsplice/sniff/mtls"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// "must happen" bound for loopback handshakes on a loaded machine.
+const patience = 20 * time.Second
+
+// outcome is what both ends of one loopback connection saw.
+type outcome struct {
+	srvID, cliID     spiffeid.ID
+	srvErr, cliErr   error // from mtls.Handshake
+	cliReadErr       error // client's first Read after its handshake
+	srvState         tls.ConnectionState
+	cliState         tls.ConnectionState
+	cliRead, srvRead string
+}
+
+// exchange accepts one connection with srv and dials it with the client
+// function, over real loopback TCP. After a successful handshake the server
+// writes "ok\n" and closes; the client reads it (or the refusal alert).
+func exchange(t *testing.T, srv *tls.Config, dial func(ctx context.Context, c net.Conn) (spiffeid.ID, *tls.Conn, error)) outcome {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+
+	var o outcome
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			o.srvErr = err
+			return
+		}
+		tc := tls.Server(c, srv)
+		defer tc.Close()
+		o.srvID, o.srvErr = mtls.Handshake(ctx, tc)
+		o.srvState = tc.ConnectionState()
+		if o.srvErr == nil {
+			_, _ = tc.Write([]byte("ok\n"))
+		}
+	}()
+
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	id, tc, err := dial(ctx, raw)
+	o.cliID, o.cliErr = id, err
+	if tc != nil {
+		defer tc.Close()
+		o.cliState = tc.ConnectionState()
+		if err == nil {
+			_ = tc.SetReadDeadline(time.Now().Add(patience))
+			b, rerr := io.ReadAll(tc)
+			o.cliRead, o.cliReadErr = string(b), rerr
+		}
+	} else {
+		raw.Close()
+	}
+	<-done
+	return o
+}
+
+// tlsClient dials with a *tls.Config through mtls.Handshake.
+func tlsClient(cfg *tls.Config) func(ctx context.Context, c net.Conn) (spiffeid.ID, *tls.Conn, error) {
+	return func(ctx context.Context, c net.Conn) (spiffeid.ID, *tls.Conn, error) {
+		tc := tls.Client(c, cfg)
+		id, err := mtls.Handshake(ctx, tc)
+		return id, tc, err
+	}
+}
+
+func mustServer(t *testing.T, c *mtls.Config) *tls.Config {
+	t.Helper()
+	tc, err := c.ServerTLS()
+	require.NoError(t, err)
+	return tc
+}
+
+func mustClient(t *testing.T, c *mtls.Config) *tls.Config {
+	t.Helper()
+	tc, err := c.ClientTLS()
+	require.NoError(t, err)
+	return tc
+}
