@@ -1,0 +1,52 @@
+// Package metrics counts what a sniff proxy does — connections, bytes,
+// protocol detections, policy decisions, mTLS handshakes, transport headers
+// and HTTP requests — with atomic counters in the standard library only.
+//
+// A Registry holds the counters. Labels are resolved once per connection
+// (OpenConn returns a Conn handle that updates its series directly), so the
+// per-chunk and per-event updates are a few atomic adds and never allocate.
+// Cardinality is bounded by construction: no label takes a peer address,
+// ports appear only from a declared set (Config.Ports), peer identities only
+// when Config.PeerIdentities is set (and capped), and every other free-form
+// value is capped, the excess counted as "other".
+//
+// The registry implements the hooks of the other packages: DetectHook for
+// detect.Detector.OnResult, Conn for splice.Observer, HandshakeHook for
+// mtls.Config.OnHandshake, and the Observe* methods for opaque's policy and
+// transport header. HTTPHandler and RoundTripper count HTTP traffic.
+// Snapshot copies every counter for tests and exporters; the
+// metrics/prometheus subpackage exposes it to Prometheus (it is the only
+// package that imports client_golang).
+//
+// # Metrics
+//
+// Names follow Linkerd's proxy where it has one, in base units (seconds,
+// bytes). Label values: direction is "inbound" or "outbound"; tls is "true"
+// (terminated or originated by the proxy), "false" (plaintext) or "opaque"
+// (the application's own TLS, passed through); protocol is a detect
+// protocol name ("HTTP/1", "HTTP/2", "gRPC", "TLS", "unknown", ...) or
+// "opaque".
+//
+//	name                                 type       labels                                     meaning
+//	tcp_open_total                       counter    direction, protocol, tls                   connections opened
+//	tcp_open_connections                 gauge      direction, protocol, tls                   connections open now
+//	tcp_read_bytes_total                 counter    direction, protocol, tls                   bytes read from the accepted connection's peer
+//	tcp_write_bytes_total                counter    direction, protocol, tls                   bytes written to the accepted connection's peer
+//	tcp_close_total                      counter    direction, protocol, tls, errno            connections closed; errno "" for a clean close, else e.g. "ECONNRESET"
+//	protocol_detect_total                counter    direction, protocol, reason                detections by result; reason matched, no_match, timeout, closed, limit, server_first
+//	protocol_detect_duration_seconds     histogram  direction, protocol, reason                time spent detecting
+//	policy_decision_total                counter    direction, action, port                    port policy decisions; action detect, skip, opaque, declared; port a declared port or "other"
+//	tls_handshake_total                  counter    direction, outcome, peer_identity          mTLS handshakes; outcome "success" or a failure class; peer_identity only when opted in
+//	tls_handshake_duration_seconds       histogram  direction, outcome                         handshake duration
+//	transport_header_written_total       counter    (none)                                     opaque transport headers written
+//	transport_header_read_total          counter    (none)                                     opaque transport headers read and accepted
+//	transport_header_rejected_total      counter    reason                                     opaque transport headers rejected, by reason
+//	request_total                        counter    direction, authority, route                HTTP requests
+//	response_total                       counter    direction, authority, route,               HTTP responses; classification success or failure (5xx,
+//	                                                classification, status_code, grpc_status   grpc-status != 0, no response or a broken stream)
+//	response_latency_seconds             histogram  as response_total                          time from the request to the response headers
+//
+// Histogram bounds are fixed by this package (Histogram.Bounds carries them
+// in a snapshot); response_latency_seconds uses Linkerd's
+// response_latency_ms bounds, in seconds.
+package metrics

@@ -1,0 +1,392 @@
+package metrics
+
+import (
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Direction says which side of the proxy a connection or request belongs to.
+// It is the value of the direction label.
+type Direction uint8
+
+const (
+	// Inbound is traffic accepted for the local application (server side).
+	Inbound Direction = iota
+	// Outbound is traffic the local application sends out (client side).
+	Outbound
+)
+
+// String returns "inbound" or "outbound" (the label value).
+func (d Direction) String() string {
+	if d == Outbound {
+		return "outbound"
+	}
+	return "inbound"
+}
+
+// TLSStatus is the value of the tls label of connection metrics.
+type TLSStatus uint8
+
+const (
+	// TLSFalse: plaintext, the proxy neither terminated nor saw TLS ("false").
+	TLSFalse TLSStatus = iota
+	// TLSTrue: the proxy terminated or originated (m)TLS on this connection ("true").
+	TLSTrue
+	// TLSOpaque: the connection carries the application's own TLS, which the
+	// proxy forwards without terminating it ("opaque").
+	TLSOpaque
+)
+
+// String returns "false", "true" or "opaque" (the label value).
+func (t TLSStatus) String() string {
+	switch t {
+	case TLSTrue:
+		return "true"
+	case TLSOpaque:
+		return "opaque"
+	}
+	return "false"
+}
+
+// Other is the label value that stands for every value beyond a cap or
+// outside a declared set.
+const Other = "other"
+
+// Defaults for the caps of Config.
+const (
+	DefaultMaxLabelValues    = 32
+	DefaultMaxPeerIdentities = 100
+)
+
+// Config configures a Registry. The zero value is useful: no port gets its
+// own label value, peer identities are not recorded and free-form label
+// values (protocols, errnos, reasons, actions) are capped at
+// DefaultMaxLabelValues each.
+type Config struct {
+	// Ports is the declared set of ports that appear by number in the port
+	// label of policy decisions; every other port is counted as "other".
+	Ports []uint16
+
+	// PeerIdentities turns on the peer_identity label of mTLS handshakes.
+	// Identities are high-cardinality, so it is off by default.
+	PeerIdentities bool
+	// MaxPeerIdentities caps the distinct peer identities recorded; later
+	// ones are counted as "other". 0 means DefaultMaxPeerIdentities.
+	MaxPeerIdentities int
+
+	// MaxLabelValues caps the distinct values of each free-form label
+	// (protocol, errno, detection reason, policy action, handshake outcome,
+	// transport-header reason); values beyond the cap are counted as
+	// "other". 0 means DefaultMaxLabelValues.
+	MaxLabelValues int
+}
+
+// Registry holds every counter of this package. The zero value is ready to
+// use with a zero Config; New sets a Config. A nil *Registry is valid too:
+// every method is then a no-op, so "metrics off" costs a nil check.
+//
+// All methods are safe for concurrent use. Counter updates do not allocate;
+// the first use of a new label combination does (once).
+type Registry struct {
+	cfg Config
+
+	tcp        cowMap[ConnLabels, tcpSeries]
+	detect     cowMap[detectKey, histSeries]
+	decisions  cowMap[decisionKey, counter]
+	handshakes cowMap[handshakeKey, histSeries]
+	headers    cowMap[headerKey, counter]
+	httpReqs   cowMap[httpReqKey, counter]
+	httpResps  cowMap[httpRespKey, histSeries]
+
+	protocols cappedSet // tcp + detect protocol label
+	errnos    errnoTable
+	reasons   cappedSet // detection reasons
+	actions   cappedSet // policy actions
+	outcomes  cappedSet // handshake outcomes
+	hdrReason cappedSet // transport header reasons
+	peerIDs   cappedSet
+}
+
+// New returns a Registry with the given configuration.
+func New(cfg Config) *Registry {
+	cfg.Ports = append([]uint16(nil), cfg.Ports...)
+	return &Registry{cfg: cfg}
+}
+
+func (r *Registry) maxValues() int {
+	if r.cfg.MaxLabelValues > 0 {
+		return r.cfg.MaxLabelValues
+	}
+	return DefaultMaxLabelValues
+}
+
+// portLabel returns the port label value: the number when port is in the
+// declared set, else "other".
+func (r *Registry) portLabel(port uint16) string {
+	for _, p := range r.cfg.Ports {
+		if p == port {
+			return strconv.Itoa(int(port))
+		}
+	}
+	return Other
+}
+
+func (r *Registry) declaredPort(port uint16) uint16 {
+	for _, p := range r.cfg.Ports {
+		if p == port {
+			return port
+		}
+	}
+	return 0
+}
+
+// counter is a single monotonic count.
+type counter struct{ n atomic.Uint64 }
+
+// cowMap is a copy-on-write map: lookups are one atomic load and a map read,
+// inserts (rare: once per new label combination) copy the map under a lock.
+// The zero value is empty and ready.
+type cowMap[K comparable, V any] struct {
+	mu sync.Mutex
+	p  atomic.Pointer[map[K]*V]
+}
+
+func (m *cowMap[K, V]) get(k K) *V {
+	if mp := m.p.Load(); mp != nil {
+		return (*mp)[k]
+	}
+	return nil
+}
+
+// getOrCreate returns the value for k, creating a zero one if needed.
+func (m *cowMap[K, V]) getOrCreate(k K) *V {
+	if v := m.get(k); v != nil {
+		return v
+	}
+	return m.create(k, nil)
+}
+
+// create inserts a new value for k, initialised by init (if not nil) before
+// any other goroutine can see it, unless one exists already.
+func (m *cowMap[K, V]) create(k K, init func(*V)) *V {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.p.Load()
+	if old != nil {
+		if v := (*old)[k]; v != nil {
+			return v
+		}
+	}
+	n := 1
+	if old != nil {
+		n += len(*old)
+	}
+	nm := make(map[K]*V, n)
+	if old != nil {
+		for k2, v2 := range *old {
+			nm[k2] = v2
+		}
+	}
+	v := new(V)
+	if init != nil {
+		init(v)
+	}
+	nm[k] = v
+	m.p.Store(&nm)
+	return v
+}
+
+// each calls f for every entry (order unspecified).
+func (m *cowMap[K, V]) each(f func(K, *V)) {
+	if mp := m.p.Load(); mp != nil {
+		for k, v := range *mp {
+			f(k, v)
+		}
+	}
+}
+
+// cappedSet interns label values up to a cap; values beyond it become
+// Other. Known values are found without allocating.
+type cappedSet struct {
+	mu sync.Mutex
+	p  atomic.Pointer[map[string]string]
+}
+
+// intern returns v itself (a stable copy) if it is known or there is still
+// room, else Other.
+func (s *cappedSet) intern(v string, max int) string {
+	if mp := s.p.Load(); mp != nil {
+		if iv, ok := (*mp)[v]; ok {
+			return iv
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.p.Load()
+	n := 0
+	if old != nil {
+		if iv, ok := (*old)[v]; ok {
+			return iv
+		}
+		n = len(*old)
+	}
+	if n >= max {
+		return Other
+	}
+	nm := make(map[string]string, n+1)
+	if old != nil {
+		for k, x := range *old {
+			nm[k] = x
+		}
+	}
+	iv := strings.Clone(v)
+	nm[iv] = iv
+	s.p.Store(&nm)
+	return iv
+}
+
+// errnoTable maps errno names to small indexes so a connection's close
+// counts can live in a fixed array. Index 0 is "" (clean close), the last
+// index is Other.
+type errnoTable struct {
+	mu    sync.Mutex
+	names atomic.Pointer[[]string]
+}
+
+// maxErrnos is the number of distinct errno label values per series,
+// including "" and Other.
+const maxErrnos = 32
+
+func (t *errnoTable) index(errno string) int {
+	if errno == "" {
+		return 0
+	}
+	if np := t.names.Load(); np != nil {
+		for i, n := range *np {
+			if n == errno {
+				return i + 1
+			}
+		}
+	}
+	if errno == Other {
+		return maxErrnos - 1
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var old []string
+	if np := t.names.Load(); np != nil {
+		old = *np
+	}
+	for i, n := range old {
+		if n == errno {
+			return i + 1
+		}
+	}
+	if len(old) >= maxErrnos-2 {
+		return maxErrnos - 1
+	}
+	nn := make([]string, len(old)+1)
+	copy(nn, old)
+	nn[len(old)] = strings.Clone(errno)
+	t.names.Store(&nn)
+	return len(old) + 1
+}
+
+func (t *errnoTable) name(i int) string {
+	switch {
+	case i == 0:
+		return ""
+	case i == maxErrnos-1:
+		return Other
+	}
+	if np := t.names.Load(); np != nil && i-1 < len(*np) {
+		return (*np)[i-1]
+	}
+	return Other
+}
+
+// maxBuckets is the largest number of finite bucket bounds of a histogram.
+const maxBuckets = 28
+
+// histSeries is a counter plus a fixed-bucket histogram of durations.
+// The bucket bounds live with the family, not the series.
+type histSeries struct {
+	sumNano atomic.Int64
+	buckets [maxBuckets + 1]atomic.Uint64 // non-cumulative; last is +Inf
+}
+
+func (h *histSeries) observe(bounds []int64, d time.Duration) {
+	ns := int64(d)
+	if ns < 0 {
+		ns = 0
+	}
+	i := 0
+	for i < len(bounds) && ns > bounds[i] {
+		i++
+	}
+	if i == len(bounds) {
+		i = maxBuckets
+	}
+	h.buckets[i].Add(1)
+	h.sumNano.Add(ns)
+}
+
+// snapshot reads the histogram. Count is the sum of the buckets, so it is
+// always consistent with them.
+func (h *histSeries) snapshot(secs []float64) Histogram {
+	out := Histogram{
+		Bounds: append([]float64(nil), secs...),
+		Counts: make([]uint64, len(secs)),
+	}
+	var cum uint64
+	for i := range secs {
+		cum += h.buckets[i].Load()
+		out.Counts[i] = cum
+	}
+	out.Count = cum + h.buckets[maxBuckets].Load()
+	out.Sum = time.Duration(h.sumNano.Load()).Seconds()
+	return out
+}
+
+// Merge adds the observations of o, which must have the same bounds, to h.
+// A zero h takes o's bounds.
+func (h *Histogram) Merge(o Histogram) {
+	if h.Counts == nil {
+		h.Bounds = append([]float64(nil), o.Bounds...)
+		h.Counts = make([]uint64, len(o.Counts))
+	}
+	for i := range o.Counts {
+		h.Counts[i] += o.Counts[i]
+	}
+	h.Count += o.Count
+	h.Sum += o.Sum
+}
+
+// seconds converts bucket bounds in seconds to nanoseconds.
+func nanos(secs []float64) []int64 {
+	out := make([]int64, len(secs))
+	for i, s := range secs {
+		out[i] = int64(s * float64(time.Second))
+	}
+	return out
+}
+
+// Bucket bounds, in seconds, of the histograms. They are fixed by this
+// package so that every process exports comparable histograms; snapshots
+// carry a copy (Histogram.Bounds).
+var (
+	// bounds of protocol_detect_duration_seconds.
+	detectBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+	// bounds of tls_handshake_duration_seconds.
+	handshakeBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+	// bounds of response_latency_seconds (Linkerd's response_latency_ms
+	// bounds, in seconds).
+	latencyBuckets = []float64{0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1, 2, 3, 4, 5, 10, 20, 30, 40, 50}
+
+	detectBounds    = nanos(detectBuckets)
+	handshakeBounds = nanos(handshakeBuckets)
+	latencyBounds   = nanos(latencyBuckets)
+)
