@@ -1,0 +1,395 @@
+package detect
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// phases of a detection.
+const (
+	phaseMatch       = iota // running the matchers
+	phaseGRPCPassive        // HTTP/2 matched; looking for the first HEADERS
+	phaseGRPCActive         // HTTP/2 matched; SETTINGS written; looking for HEADERS and the ACK
+)
+
+// why a fill loop stopped.
+const (
+	stopNone  = iota
+	stopDone  // step said finished
+	stopEOF   // peer closed
+	stopLimit // buffer full
+	stopDL    // read deadline
+	stopErr   // other read error (s.err)
+)
+
+// session is the pooled state of one Detect call.
+type session struct {
+	matchers []Matcher
+	max      int
+	buf      []byte
+	n        int // bytes in buf
+	res      Result
+	dead     uint64 // matchers (first 64) that said NoMatch
+	phase    int
+	stop     int
+	err      error
+
+	// gRPC refinement
+	h2          h2Scan
+	headersWait bool // the HEADERS wait ran out (active mode)
+
+	// Linux peek state (see peek_linux.go)
+	peekFn  func(fd uintptr) bool
+	tcpInfo [8]byte
+	infoLen uint32
+}
+
+var sessionPool = sync.Pool{New: func() any {
+	s := &session{buf: make([]byte, DefaultMaxPeek)}
+	s.peekFn = s.peek
+	return s
+}}
+
+func getSession(d *Detector) *session {
+	s := sessionPool.Get().(*session)
+	s.matchers = d.Matchers
+	if s.matchers == nil {
+		s.matchers = defaultMatchers
+	}
+	s.max = d.MaxPeek
+	if s.max <= 0 {
+		s.max = DefaultMaxPeek
+	}
+	if s.max > len(s.buf) {
+		s.buf = make([]byte, s.max)
+	}
+	return s
+}
+
+func putSession(s *session) {
+	if len(s.buf) != DefaultMaxPeek {
+		s.buf = make([]byte, DefaultMaxPeek)
+	}
+	s.matchers = nil
+	s.n = 0
+	s.res = Result{}
+	s.dead = 0
+	s.phase = phaseMatch
+	s.stop = stopNone
+	s.err = nil
+	s.h2 = h2Scan{}
+	s.headersWait = false
+	sessionPool.Put(s)
+}
+
+var defaultMatchers = DefaultMatchers()
+
+// match runs the matchers over the peeked bytes; it reports whether the
+// result is decided.
+func (s *session) match() bool {
+	b := s.buf[:s.n]
+	for i, m := range s.matchers {
+		if i < 64 && s.dead&(1<<uint(i)) != 0 {
+			continue
+		}
+		switch m.Match(b, &s.res) {
+		case Match:
+			s.res.Protocol = m.Protocol()
+			s.res.Reason = ReasonMatched
+			return true
+		case NoMatch:
+			if i < 64 {
+				s.dead |= 1 << uint(i)
+			}
+		default:
+			return false // an earlier matcher has priority: wait for it
+		}
+	}
+	s.res.Protocol = Unknown
+	s.res.Reason = ReasonNoMatch
+	return true
+}
+
+// step evaluates the bytes peeked so far; it reports whether the current
+// phase is finished.
+func (s *session) step() bool {
+	switch s.phase {
+	case phaseMatch:
+		return s.match()
+	case phaseGRPCPassive:
+		s.h2.scan(s.buf[:s.n])
+		return s.h2.headers || s.h2.failed
+	default: // phaseGRPCActive
+		s.h2.scan(s.buf[:s.n])
+		if s.h2.failed {
+			return true
+		}
+		return s.h2.ack >= 0 && (s.h2.headers || s.headersWait)
+	}
+}
+
+// readFill reads (consuming) from c into the buffer until step says done,
+// the peer closes, the buffer fills, the deadline passes or an error.
+func (s *session) readFill(c net.Conn) {
+	zero := 0
+	for {
+		if s.n >= s.max {
+			s.stop = stopLimit
+			return
+		}
+		n, err := c.Read(s.buf[s.n:s.max])
+		if n > 0 {
+			zero = 0
+			s.n += n
+			if s.step() {
+				s.stop = stopDone
+				return
+			}
+		}
+		switch {
+		case err == nil:
+			if n == 0 {
+				if zero++; zero > 100 {
+					s.stop, s.err = stopErr, ErrNoProgress
+					return
+				}
+			}
+		case errors.Is(err, io.EOF):
+			s.stop = stopEOF
+			return
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.stop = stopDL
+			return
+		default:
+			s.stop, s.err = stopErr, err
+			return
+		}
+	}
+}
+
+// deadlines sets and clears the connection deadlines Detect uses, honouring
+// ctx cancellation.
+type deadlines struct {
+	c         net.Conn
+	mu        sync.Mutex
+	cancelled bool // ctx fired
+	finished  bool // Detect is done with the conn
+	touched   bool // a read deadline was set
+	wtouched  bool // a write deadline was set
+}
+
+// aLongTimeAgo is a deadline in the past that makes blocked I/O return.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (d *deadlines) fire() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.finished {
+		return
+	}
+	d.cancelled = true
+	_ = d.c.SetReadDeadline(aLongTimeAgo)
+	if d.wtouched {
+		_ = d.c.SetWriteDeadline(aLongTimeAgo)
+	}
+}
+
+func (d *deadlines) setRead(t time.Time) {
+	if d.cancelled { // unlocked read is fine only when there is no ctx; see lock below
+		return
+	}
+	_ = d.c.SetReadDeadline(t)
+	d.touched = true
+}
+
+func (d *deadlines) lockedSetRead(t time.Time, withCtx bool) {
+	if !withCtx {
+		_ = d.c.SetReadDeadline(t)
+		d.touched = true
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.setRead(t)
+}
+
+func (d *deadlines) lockedSetWrite(t time.Time, withCtx bool) {
+	if withCtx {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.cancelled {
+			return
+		}
+	}
+	_ = d.c.SetWriteDeadline(t)
+	d.wtouched = true
+}
+
+// isCancelled reports whether ctx fired.
+func (d *deadlines) isCancelled(withCtx bool) bool {
+	if !withCtx {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cancelled
+}
+
+// finish clears the deadlines Detect set.
+func (d *deadlines) finish(withCtx bool) {
+	if withCtx {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.finished = true
+	}
+	if d.touched || d.cancelled {
+		_ = d.c.SetReadDeadline(time.Time{})
+	}
+	if d.wtouched {
+		_ = d.c.SetWriteDeadline(time.Time{})
+	}
+}
+
+// Detect reads the first bytes c sends and classifies them. It returns the
+// Result and a connection from which the caller reads every byte the peer
+// sent, the examined ones included, exactly once.
+//
+// On Linux, for a *net.TCPConn, Detect peeks with recv(MSG_PEEK) and
+// returns c itself: nothing is consumed, so splice(2), CloseWrite and
+// socket options keep working. For any other connection (or in gRPC active
+// mode) it reads into a pooled buffer and returns a [*ReplayConn]; when
+// nothing was consumed it returns c.
+//
+// Detection ends as soon as the matchers decide; only silence waits. When
+// the Detector's timeout fires, the Result is Protocol Unknown with Reason
+// ReasonTimeout and the error is nil: the connection is not closed and
+// stays usable. When the peer closes first the Reason is ReasonClosed and
+// the returned connection still replays what it sent.
+//
+// The error is non-nil only when ctx is done before a decision (ctx.Err())
+// or the connection fails; the returned connection is then still non-nil
+// and the caller should close it.
+//
+// Detect uses the connection's read deadline (and write deadline in gRPC
+// active mode) when a timeout or a cancellable ctx is given, and clears
+// them before it returns.
+func (d *Detector) Detect(ctx context.Context, c net.Conn) (Result, net.Conn, error) {
+	start := time.Now()
+	s := getSession(d)
+	res, out, err := d.detect(ctx, c, s, start)
+	putSession(s)
+	if d.OnResult != nil {
+		d.OnResult(res)
+	}
+	return res, out, err
+}
+
+func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start time.Time) (Result, net.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return errResult(start, 0, err), c, err
+	}
+	timeout := d.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = start.Add(timeout)
+	}
+
+	// Deadlines: one per Detect, allocated only when ctx can be cancelled.
+	var dl *deadlines
+	var local deadlines
+	withCtx := ctx.Done() != nil
+	if withCtx {
+		h := &deadlines{c: c}
+		stop := context.AfterFunc(ctx, h.fire)
+		defer stop()
+		dl = h
+	} else {
+		local.c = c
+		dl = &local
+	}
+	if !deadline.IsZero() {
+		dl.lockedSetRead(deadline, withCtx)
+	}
+
+	consumed := false
+	if len(s.matchers) == 0 {
+		s.res.Protocol, s.res.Reason = Unknown, ReasonNoMatch
+		s.stop = stopDone
+	} else if !peekConn(s, c) {
+		s.readFill(c)
+		consumed = true
+	}
+
+	// gRPC refinement.
+	if s.stop == stopDone && s.res.Protocol == HTTP2 && s.res.Reason == ReasonMatched && d.GRPC != GRPCOff {
+		consumed = d.refineGRPC(s, c, dl, withCtx, deadline, consumed) || consumed
+	}
+
+	dl.finish(withCtx)
+	if dl.cancelled && s.stop == stopDL || (s.stop == stopDL && ctx.Err() != nil) {
+		err := ctx.Err()
+		if err == nil {
+			err = context.Canceled
+		}
+		return errResult(start, s.n, err), d.handBack(s, c, consumed), err
+	}
+	switch s.stop {
+	case stopErr:
+		return errResult(start, s.n, s.err), d.handBack(s, c, consumed), s.err
+	case stopEOF:
+		if s.phase == phaseMatch {
+			s.res.Protocol, s.res.Reason = Unknown, ReasonClosed
+		}
+	case stopLimit:
+		if s.phase == phaseMatch {
+			s.res.Protocol, s.res.Reason = Unknown, ReasonLimit
+		}
+	case stopDL:
+		if s.phase == phaseMatch {
+			s.res.Protocol, s.res.Reason = Unknown, ReasonTimeout
+		}
+	}
+	if s.phase != phaseMatch && s.h2.grpc {
+		s.res.Protocol = GRPC
+	}
+	res := s.res
+	res.Bytes = s.n
+	res.Duration = time.Since(start)
+	if res.Protocol != HTTP1 {
+		res.HTTP = HTTPInfo{}
+	}
+	if res.Protocol != TLS {
+		res.TLS = TLSInfo{}
+	}
+	return res, d.handBack(s, c, consumed), nil
+}
+
+// handBack returns the connection to give the caller.
+func (d *Detector) handBack(s *session, c net.Conn, consumed bool) net.Conn {
+	if !consumed || s.n == 0 {
+		return c
+	}
+	b := s.buf[:s.n]
+	if s.phase == phaseGRPCActive && s.h2.ack >= 0 && s.h2.ack+h2FrameHeaderLen <= len(b) {
+		// Remove the client's ACK of our SETTINGS frame.
+		copy(b[s.h2.ack:], b[s.h2.ack+h2FrameHeaderLen:])
+		b = b[:len(b)-h2FrameHeaderLen]
+	}
+	return NewReplayConn(c, append([]byte(nil), b...))
+}
+
+func errResult(start time.Time, n int, err error) Result {
+	r := Result{Protocol: Unknown, Reason: ReasonClosed, Bytes: n, Duration: time.Since(start)}
+	if errors.Is(err, context.DeadlineExceeded) {
+		r.Reason = ReasonTimeout
+	}
+	return r
+}

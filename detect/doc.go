@@ -1,0 +1,30 @@
+// Package detect peeks at the first bytes of a connection, names the
+// protocol and hands the connection back with nothing lost.
+//
+// A [Detector] runs a list of [Matcher]s over the bytes the client sends
+// first. Each matcher answers [Match], [NoMatch] or [NeedMore]; detection
+// ends the moment the answer is known, so a first byte that cannot start
+// any known protocol decides [Unknown] at once and only silence waits, up
+// to the Detector's timeout (10 s by default, after which the connection is
+// opaque, not closed).
+//
+// Built-in matchers, exported so callers choose and order them:
+//
+//	HTTP2Matcher       the full 24-byte HTTP/2 prior-knowledge preface
+//	HTTP1Matcher       a complete HTTP/1.x request line with a known method (Host when peeked)
+//	TLSMatcher         a TLS ClientHello (SNI, ALPN, versions), parsed without allocating
+//	PROXYMatcher       PROXY protocol v1 and v2 headers (opt-in)
+//	SSHMatcher         an SSH-2.0 identification string (opt-in)
+//	PostgreSQLMatcher  a PostgreSQL SSLRequest, GSSENCRequest, CancelRequest or StartupMessage (opt-in)
+//
+// DefaultMatchers is HTTP/2, HTTP/1, TLS. Detector.GRPC adds a refinement
+// that tells gRPC from other HTTP/2 by the content-type of the first
+// HEADERS frame, passively or actively (see [GRPCMode]).
+//
+// Nothing is lost and, where possible, nothing is wrapped: on Linux a
+// *net.TCPConn is peeked with recv(MSG_PEEK) and returned as is, so
+// io.Copy to another TCP connection still uses splice(2). Other connections
+// (TLS, pipes, other systems) are read into a pooled buffer and returned as
+// a [*ReplayConn] that replays the bytes and then hands off to the inner
+// connection.
+package detect

@@ -1,0 +1,152 @@
+package detect
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2FrameHeaderLen is the length of an HTTP/2 frame header.
+const h2FrameHeaderLen = 9
+
+// emptySettings is an HTTP/2 SETTINGS frame with no parameters on stream 0.
+var emptySettings = [h2FrameHeaderLen]byte{0, 0, 0, byte(http2.FrameSettings), 0, 0, 0, 0, 0}
+
+// h2Scan is what scanning the client's frames after the preface found.
+type h2Scan struct {
+	headers bool // the first HEADERS (with its CONTINUATIONs) was decoded
+	grpc    bool // its content-type is application/grpc[+...|;...]
+	ack     int  // offset in the peeked bytes of the first SETTINGS ACK; -1 none
+	failed  bool // a framing or HPACK error: stop refining, report HTTP/2
+}
+
+// scan decodes the frames after the preface in b with the x/net/http2
+// Framer and an HPACK decoder, from the start each time (b grows).
+func (h *h2Scan) scan(b []byte) {
+	h.headers, h.grpc, h.ack = false, false, -1
+	if len(b) < len(h2Preface) {
+		return
+	}
+	frames := b[len(h2Preface):]
+	rd := bytes.NewReader(frames)
+	fr := http2.NewFramer(io.Discard, rd)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.MaxHeaderListSize = uint32(len(b)) * 8 // bounded by the peek limit anyway
+	for {
+		off := len(h2Preface) + len(frames) - rd.Len()
+		f, err := fr.ReadFrame()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				h.failed = true
+			}
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if f.IsAck() && h.ack < 0 {
+				h.ack = off
+			}
+		case *http2.MetaHeadersFrame:
+			if !h.headers {
+				h.headers = true
+				h.grpc = isGRPCContentType(f.PseudoValue("method"), f.Fields)
+			}
+		}
+		if h.headers && h.ack >= 0 {
+			return
+		}
+	}
+}
+
+// isGRPCContentType reports whether the header fields carry a gRPC
+// content-type: application/grpc, optionally followed by "+subtype" or
+// ";params".
+func isGRPCContentType(_ string, fields []hpack.HeaderField) bool {
+	for _, f := range fields {
+		if f.Name != "content-type" {
+			continue
+		}
+		v := f.Value
+		const p = "application/grpc"
+		if len(v) < len(p) || !strings.EqualFold(v[:len(p)], p) {
+			return false
+		}
+		return len(v) == len(p) || v[len(p)] == '+' || v[len(p)] == ';'
+	}
+	return false
+}
+
+// refineGRPC continues after an HTTP/2 preface match to tell gRPC from
+// other HTTP/2. It reports whether it consumed bytes from c.
+func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, withCtx bool, deadline time.Time, consumed bool) bool {
+	wait := d.GRPCWait
+	if wait <= 0 {
+		wait = DefaultGRPCWait
+	}
+	waitUntil := time.Now().Add(wait)
+	if !deadline.IsZero() && deadline.Before(waitUntil) {
+		waitUntil = deadline
+	}
+	s.h2 = h2Scan{ack: -1}
+
+	if d.GRPC != GRPCActive {
+		s.phase = phaseGRPCPassive
+		if s.step() {
+			return false
+		}
+		dl.lockedSetRead(waitUntil, withCtx)
+		s.stop = stopNone
+		if consumed {
+			s.readFill(c)
+			return false
+		}
+		if !peekConn(s, c) {
+			s.readFill(c)
+			return true
+		}
+		return false
+	}
+
+	s.phase = phaseGRPCActive
+	if !deadline.IsZero() {
+		dl.lockedSetWrite(deadline, withCtx)
+	}
+	if _, err := c.Write(emptySettings[:]); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.stop = stopDL
+		} else {
+			s.stop, s.err = stopErr, err
+		}
+		return false
+	}
+	if !consumed {
+		s.n = 0 // the peeked bytes are still in the socket: read them again
+	}
+	s.stop = stopNone
+	if s.n > 0 && s.step() {
+		s.stop = stopDone
+		return true
+	}
+	dl.lockedSetRead(waitUntil, withCtx)
+	s.readFill(c)
+	if s.stop == stopDL && !s.h2.headers && !dl.isCancelled(withCtx) && (deadline.IsZero() || time.Now().Before(deadline)) {
+		// No HEADERS in time. Still wait for the client's ACK, which must
+		// not reach the real server, until the detection deadline.
+		s.headersWait = true
+		if s.h2.ack >= 0 {
+			s.stop = stopDone
+			return true
+		}
+		dl.lockedSetRead(deadline, withCtx)
+		s.stop = stopNone
+		s.readFill(c)
+	}
+	return true
+}
