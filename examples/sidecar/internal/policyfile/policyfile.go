@@ -53,6 +53,9 @@ type File struct {
 	ProxyUID      int // -1 when absent
 	// Ignored lists config.linkerd.io/ keys present but not used here.
 	Ignored []string
+	// Layer is the policy layer the annotations make (opaque.LayerFromAnnotations),
+	// with DetectTimeout set.
+	Layer opaque.Layer
 }
 
 // Load reads and parses the file at path.
@@ -74,6 +77,7 @@ func Parse(r io.Reader) (File, error) {
 	pf := File{ProxyUID: -1}
 	sc := bufio.NewScanner(r)
 	seen := map[string]int{}
+	annotations := map[string]string{}
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || line[0] == '#' || line == "annotations:" {
@@ -90,6 +94,7 @@ func Parse(r io.Reader) (File, error) {
 		if !strings.HasPrefix(key, "config.linkerd.io/") {
 			continue
 		}
+		annotations[key] = val
 		bad := func(err error) error {
 			return fmt.Errorf("%w: line %d: %s: %w", ErrSyntax, n, key, err)
 		}
@@ -108,6 +113,9 @@ func Parse(r io.Reader) (File, error) {
 			default:
 				pf.SkipOutbound = s
 			}
+		case opaque.AnnotationEnableExternalProfiles:
+			// validated by LayerFromAnnotations, not used by the sidecar
+			pf.Ignored = append(pf.Ignored, key)
 		case KeyDetectTimeout:
 			d, err := time.ParseDuration(val)
 			if err != nil || d <= 0 {
@@ -127,6 +135,12 @@ func Parse(r io.Reader) (File, error) {
 	if err := sc.Err(); err != nil {
 		return File{}, fmt.Errorf("%w: %w", ErrSyntax, err)
 	}
+	l, err := opaque.LayerFromAnnotations(annotations, nil)
+	if err != nil {
+		return File{}, fmt.Errorf("%w: %w", ErrSyntax, err)
+	}
+	l.DetectTimeout = pf.DetectTimeout
+	pf.Layer = l
 	return pf, nil
 }
 

@@ -19,7 +19,7 @@ annotations:
   config.linkerd.io/skip-outbound-ports: '443'
 config.linkerd.io/skip-inbound-ports="4190-4191"
 config.linkerd.io/proxy-detect-timeout: 2s
-config.linkerd.io/proxy-cpu-limit: "1"
+config.linkerd.io/enable-external-profiles: "true"
 app.kubernetes.io/name: web
 `))
 	require.NoError(t, err)
@@ -29,7 +29,7 @@ app.kubernetes.io/name: web
 	require.Equal(t, "4190-4191", pf.SkipInbound)
 	require.Equal(t, 2*time.Second, pf.DetectTimeout)
 	require.Equal(t, -1, pf.ProxyUID)
-	require.Equal(t, []string{"config.linkerd.io/proxy-cpu-limit"}, pf.Ignored)
+	require.Equal(t, []string{"config.linkerd.io/enable-external-profiles"}, pf.Ignored)
 }
 
 func TestParseRefusesBadFiles(t *testing.T) {
@@ -61,5 +61,18 @@ func TestLoad(t *testing.T) {
 	require.False(t, pf.HasOpaque)
 
 	_, err = Load(filepath.Join(t.TempDir(), "missing"))
+	require.ErrorIs(t, err, ErrSyntax)
+}
+
+func TestLayer(t *testing.T) {
+	pf, err := Parse(strings.NewReader("config.linkerd.io/opaque-ports: \"\"\nconfig.linkerd.io/skip-outbound-ports: \"443\"\nconfig.linkerd.io/proxy-detect-timeout: 3s\n"))
+	require.NoError(t, err)
+	require.NotNil(t, pf.Layer.OpaquePorts)
+	require.True(t, pf.Layer.OpaquePorts.IsEmpty(), "an empty list means no opaque ports")
+	require.True(t, pf.Layer.SkipOutboundPorts.Contains(443))
+	require.Nil(t, pf.Layer.SkipInboundPorts)
+	require.Equal(t, 3*time.Second, pf.Layer.DetectTimeout)
+
+	_, err = Parse(strings.NewReader(`config.linkerd.io/enable-external-profiles: "maybe"`))
 	require.ErrorIs(t, err, ErrSyntax)
 }
