@@ -1,0 +1,267 @@
+package splice
+
+import (
+	"errors"
+	"io"
+	"math/bits"
+	"net"
+	"sync"
+	"syscall"
+)
+
+// maxChunk bounds one splice so that observers see live counts.
+const maxChunk = 4 << 20
+
+// Buffer pools, one per power-of-two size from 1 KiB to 1 MiB. They hold
+// *[]byte so that Get and Put allocate nothing.
+const (
+	minShift = 10
+	maxShift = 20
+)
+
+var pools [maxShift - minShift + 1]sync.Pool
+
+// size rounds n (0: def) up to a power of two within the pooled sizes.
+func size(n, def int) int {
+	if n <= 0 {
+		n = def
+	}
+	if n <= 1<<minShift {
+		return 1 << minShift
+	}
+	if n >= 1<<maxShift {
+		return 1 << maxShift
+	}
+	return 1 << bits.Len(uint(n-1))
+}
+
+func poolFor(n int) *sync.Pool { return &pools[bits.Len(uint(n))-1-minShift] }
+
+// result is how copy ended for one direction.
+type result uint8
+
+const (
+	resEOF     result = iota // source said EOF
+	resFailed                // the join was aborted by this direction
+	resAborted               // the join was already aborted (timeout, cancel, the other direction)
+)
+
+// pump copies one direction.
+type pump struct {
+	s                *join
+	dir              Direction
+	src, dst         net.Conn
+	srcSide, dstSide Side
+	n                int64 // bytes written to dst
+
+	f fastPath // state of the TCP path (platform specific)
+}
+
+func (p *pump) init(s *join, dir Direction, src, dst net.Conn, srcSide, dstSide Side) {
+	p.s, p.dir, p.src, p.dst, p.srcSide, p.dstSide = s, dir, src, dst, srcSide, dstSide
+}
+
+// run is the body of the goroutine of the second direction.
+func (p *pump) run() {
+	defer p.s.wg.Done()
+	p.copyDir()
+}
+
+// copyDir copies until the direction ends and acts on how it ended.
+func (p *pump) copyDir() {
+	if p.copy() != resEOF {
+		return
+	}
+	s := p.s
+	s.setEnd(p.srcSide, EndEOF, nil)
+	if cw, ok := p.dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		return
+	}
+	// No half-close on this connection (or it failed): closing both ends
+	// the join, cleanly.
+	if !s.aborted.Swap(true) {
+		s.a.Close()
+		s.b.Close()
+	}
+}
+
+// copy moves bytes until EOF or failure.
+func (p *pump) copy() result {
+	src := p.src
+	for {
+		u, ok := src.(Unwrapper)
+		if !ok {
+			break
+		}
+		if u.Buffered() > 0 {
+			if r, done := p.drain(u); done {
+				return r
+			}
+		}
+		src = u.NetConn()
+	}
+	if tcp, ok := src.(*net.TCPConn); ok && fastPathAvailable {
+		return p.copyTCP(tcp, unwrapTCP(p.dst))
+	}
+	return p.copyGeneric(src)
+}
+
+// unwrapTCP returns the *net.TCPConn under c when writing to it writes to
+// the TCP connection unchanged, else nil.
+func unwrapTCP(c net.Conn) *net.TCPConn {
+	for {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v
+		case Unwrapper:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+}
+
+// setLinger0 makes the next Close of c send a reset, when c is (or wraps) a
+// TCP connection, and returns that connection.
+func setLinger0(c net.Conn) *net.TCPConn {
+	for {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			v.SetLinger(0)
+			return v
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+}
+
+func (p *pump) getBuf(n int) *[]byte {
+	if h := p.s.cfg.hooks; h != nil {
+		h.buffersOut.Add(1)
+	}
+	if b, ok := poolFor(n).Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+func (p *pump) putBuf(b *[]byte) {
+	if h := p.s.cfg.hooks; h != nil {
+		h.buffersOut.Add(-1)
+	}
+	poolFor(len(*b)).Put(b)
+}
+
+// account records n bytes written to dst.
+func (p *pump) account(n int64) {
+	p.n += n
+	p.s.touch()
+	if p.s.obs != nil {
+		p.s.obs.Transferred(p.dir, n)
+	}
+}
+
+// writeAll writes b to dst, riding over deadlines that moved.
+func (p *pump) writeAll(b []byte) error {
+	for len(b) > 0 {
+		n, err := p.dst.Write(b)
+		b = b[n:]
+		if err != nil {
+			if isDeadline(err) && !p.s.expired() {
+				continue
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// fail ends the join because of err on side; the other side is reset.
+func (p *pump) fail(side Side, op string, err error) result {
+	s := p.s
+	if s.aborted.Load() {
+		return resAborted
+	}
+	end := EndError
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		end = EndReset
+	}
+	other := SideA
+	if side == SideA {
+		other = SideB
+	}
+	s.abort(side, end, &Error{Side: side, Op: op, Err: err}, other)
+	return resFailed
+}
+
+// readErr handles a read error: a deadline that moved means retry (ok).
+func (p *pump) readErr(err error) (r result, retry bool) {
+	if isDeadline(err) {
+		if p.s.expired() {
+			return resAborted, false
+		}
+		return 0, true
+	}
+	if err == io.EOF {
+		return resEOF, false
+	}
+	return p.fail(p.srcSide, "read", err), false
+}
+
+// drain copies the replay bytes of u through its Read. done reports that
+// the direction ended.
+func (p *pump) drain(u Unwrapper) (r result, done bool) {
+	b := p.getBuf(p.s.big)
+	defer p.putBuf(b)
+	for {
+		k := u.Buffered()
+		if k <= 0 {
+			return 0, false
+		}
+		k = min(k, len(*b))
+		n, err := u.Read((*b)[:k])
+		if n > 0 {
+			if werr := p.writeAll((*b)[:n]); werr != nil {
+				return p.fail(p.dstSide, "write", werr), true
+			}
+			p.addSmall(n)
+			p.account(int64(n))
+		}
+		if err != nil {
+			if r, retry := p.readErr(err); !retry {
+				return r, true
+			}
+		}
+	}
+}
+
+func (p *pump) addSmall(n int) {
+	if h := p.s.cfg.hooks; h != nil {
+		h.smallBytes.Add(int64(n))
+	}
+}
+
+// copyGeneric copies through one pooled buffer held for the life of the
+// direction (the only way to wait on an arbitrary net.Conn is to Read).
+func (p *pump) copyGeneric(src net.Conn) result {
+	b := p.getBuf(p.s.big)
+	defer p.putBuf(b)
+	for {
+		n, err := src.Read(*b)
+		if n > 0 {
+			if werr := p.writeAll((*b)[:n]); werr != nil {
+				return p.fail(p.dstSide, "write", werr)
+			}
+			p.addSmall(n)
+			p.account(int64(n))
+		}
+		if err != nil {
+			if r, retry := p.readErr(err); !retry {
+				return r
+			}
+		}
+	}
+}

@@ -1,0 +1,402 @@
+package splice
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Direction names one of the two flows of a join.
+type Direction uint8
+
+const (
+	// AToB is the flow of bytes read from a and written to b.
+	AToB Direction = iota
+	// BToA is the flow of bytes read from b and written to a.
+	BToA
+)
+
+// String returns "a_to_b" or "b_to_a".
+func (d Direction) String() string {
+	switch d {
+	case AToB:
+		return "a_to_b"
+	case BToA:
+		return "b_to_a"
+	}
+	return "unknown"
+}
+
+// Side names one of the two connections of a join.
+type Side uint8
+
+const (
+	// SideNone: the event belongs to neither connection (a timeout or a
+	// cancellation).
+	SideNone Side = iota
+	// SideA is the connection passed as a.
+	SideA
+	// SideB is the connection passed as b.
+	SideB
+)
+
+// String returns "", "a" or "b".
+func (s Side) String() string {
+	switch s {
+	case SideA:
+		return "a"
+	case SideB:
+		return "b"
+	}
+	return ""
+}
+
+// End says how a direction, or the whole join, ended.
+type End uint8
+
+const (
+	// EndEOF: the peer closed its write half cleanly (a FIN; io.EOF).
+	EndEOF End = iota
+	// EndReset: the peer reset the connection (ECONNRESET, or EPIPE on a
+	// write).
+	EndReset
+	// EndIdleTimeout: no byte moved in either direction for
+	// Joiner.IdleTimeout.
+	EndIdleTimeout
+	// EndLifetime: the join lasted Joiner.Lifetime.
+	EndLifetime
+	// EndCanceled: the context passed to Join was canceled.
+	EndCanceled
+	// EndError: any other read or write error.
+	EndError
+)
+
+// String returns "eof", "reset", "idle_timeout", "lifetime", "canceled" or
+// "error".
+func (e End) String() string {
+	switch e {
+	case EndEOF:
+		return "eof"
+	case EndReset:
+		return "reset"
+	case EndIdleTimeout:
+		return "idle_timeout"
+	case EndLifetime:
+		return "lifetime"
+	case EndCanceled:
+		return "canceled"
+	case EndError:
+		return "error"
+	}
+	return "unknown"
+}
+
+// Sentinel errors returned by Join (and found in Stats.Err) when a timeout
+// ends the join.
+var (
+	ErrIdleTimeout = errors.New("splice: idle timeout")
+	ErrLifetime    = errors.New("splice: lifetime exceeded")
+)
+
+// Error is a read or write error on one of the two connections. Join returns
+// it (wrapped in nothing) when a connection failed; errors.Is(err,
+// syscall.ECONNRESET) and Errno see through it.
+type Error struct {
+	Side Side   // the connection that failed
+	Op   string // "read", "write" or "splice"
+	Err  error  // the underlying error, usually a *net.OpError or *os.SyscallError
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	return "splice: " + e.Op + " on side " + e.Side.String() + ": " + e.Err.Error()
+}
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Observer sees bytes as they move. Transferred is called after every chunk
+// written (a read's worth, or one splice of at most a few MiB), from the
+// goroutine of that direction: the two directions call it concurrently, so
+// an implementation must be safe for concurrent use and must not block.
+type Observer interface {
+	Transferred(d Direction, n int64)
+}
+
+// Unwrapper is implemented by a connection that replays some buffered bytes
+// before reading from the connection it wraps (package detect's replaying
+// connection). Join reads through the wrapper while Buffered reports bytes,
+// then uses NetConn directly, so the bytes that follow can be spliced.
+// Closing, deadlines and CloseWrite still go through the wrapper.
+type Unwrapper interface {
+	net.Conn
+	// Buffered reports how many replay bytes the next Read will return
+	// before the wrapped connection is read.
+	Buffered() int
+	// NetConn returns the wrapped connection.
+	NetConn() net.Conn
+}
+
+// Stats describes a finished join.
+type Stats struct {
+	// AToB and BToA count the bytes written to b and to a.
+	AToB, BToA int64
+	// Duration is the time from the start of Join until both connections
+	// were closed.
+	Duration time.Duration
+	// First is the side whose event ended a direction first: the side that
+	// sent the first EOF, or that failed first. SideNone when a timeout or
+	// the context ended the join before either side did.
+	First Side
+	// End is how that first ending happened.
+	End End
+	// Err is the first error of the join (nil when both directions ended
+	// with a clean EOF). It is the error Join returns: an *Error for a read
+	// or write failure, ErrIdleTimeout, ErrLifetime, or the context's
+	// error. Its End may differ from End when a clean half-close came
+	// first.
+	Err error
+}
+
+// Joiner joins connections. The zero value is ready to use: no idle timeout,
+// no lifetime, splice on, buffers of the default sizes. A Joiner may be used
+// by many goroutines at once and must not be changed while in use.
+type Joiner struct {
+	// IdleTimeout ends the join when no byte has moved in either direction
+	// for this long. 0: none.
+	IdleTimeout time.Duration
+	// Lifetime ends the join this long after it started, busy or not.
+	// 0: none.
+	Lifetime time.Duration
+	// SpliceThreshold is the size of the pooled buffer that carries small
+	// messages between TCP connections; a read that fills it switches the
+	// direction to splice(2) while at least this many bytes are queued.
+	// 0: DefaultSpliceThreshold. It is rounded up to a power of two
+	// between 1 KiB and 1 MiB.
+	SpliceThreshold int
+	// BufferSize is the size of the pooled buffer of a direction that
+	// cannot use the TCP path (TLS, pipes). 0: DefaultBufferSize. It is
+	// rounded up to a power of two between 1 KiB and 1 MiB.
+	BufferSize int
+	// DisableSplice keeps every byte in user space (the small-message path
+	// only), for comparison and for kernels where splice misbehaves.
+	DisableSplice bool
+
+	hooks *hooks // tests only
+}
+
+// Defaults of Joiner's buffer sizes.
+const (
+	// DefaultSpliceThreshold is measured: see the splice section of
+	// BENCHMARKS.md (BenchmarkThreshold).
+	DefaultSpliceThreshold = 16 << 10
+	// DefaultBufferSize fits two TLS records.
+	DefaultBufferSize = 32 << 10
+)
+
+// hooks lets tests see inside a join. Every field is updated atomically.
+type hooks struct {
+	buffersOut   atomic.Int64 // pooled buffers checked out now
+	splicing     atomic.Int64 // ReadFrom calls in flight now
+	splicedBytes atomic.Int64 // bytes moved by (*net.TCPConn).ReadFrom from a *net.TCPConn
+	spliceCalls  atomic.Int64
+	smallBytes   atomic.Int64 // bytes moved through a buffer
+}
+
+// Join joins a and b with the zero Joiner.
+func Join(ctx context.Context, a, b net.Conn) (Stats, error) {
+	var j Joiner
+	return j.Join(ctx, a, b, nil)
+}
+
+// Join copies bytes from a to b and from b to a at once until both
+// directions have ended, then closes both connections and returns. obs, if
+// not nil, sees the bytes as they move.
+//
+// A direction ends cleanly when its source reports EOF: the destination's
+// write half is closed (CloseWrite; a connection without CloseWrite is
+// closed entirely, which ends the join) and the other direction goes on. A
+// read or write error ends the join: the connection opposite the one that
+// failed is reset (SO_LINGER 0) when it is TCP, and both are closed. The idle
+// timeout, the lifetime and ctx end the join by closing both connections.
+//
+// The returned error is nil when both directions ended with EOF, and
+// Stats.Err otherwise.
+func (j *Joiner) Join(ctx context.Context, a, b net.Conn, obs Observer) (Stats, error) {
+	s := &join{
+		cfg:   j,
+		a:     a,
+		b:     b,
+		obs:   obs,
+		start: time.Now(),
+	}
+	s.small = size(j.SpliceThreshold, DefaultSpliceThreshold)
+	s.big = size(j.BufferSize, DefaultBufferSize)
+	s.pumps[AToB].init(s, AToB, a, b, SideA, SideB)
+	s.pumps[BToA].init(s, BToA, b, a, SideB, SideA)
+
+	if err := ctx.Err(); err != nil {
+		s.setEnd(SideNone, EndCanceled, err)
+	} else {
+		if ctx.Done() != nil {
+			s.cancelDone = make(chan struct{})
+			stop := context.AfterFunc(ctx, func() {
+				s.abort(SideNone, EndCanceled, ctx.Err(), SideNone)
+				close(s.cancelDone)
+			})
+			defer func() {
+				if !stop() {
+					<-s.cancelDone
+				}
+			}()
+		}
+		if j.IdleTimeout > 0 || j.Lifetime > 0 {
+			s.deadlines = true
+			if j.Lifetime > 0 {
+				s.lifetimeEnd = s.start.Add(j.Lifetime)
+			}
+			s.mu.Lock()
+			s.armLocked(s.start)
+			s.mu.Unlock()
+		}
+		s.wg.Add(1)
+		go s.pumps[BToA].run()
+		s.pumps[AToB].copyDir()
+		s.wg.Wait()
+	}
+	a.Close()
+	b.Close()
+
+	st := Stats{
+		AToB:     s.pumps[AToB].n,
+		BToA:     s.pumps[BToA].n,
+		Duration: time.Since(s.start),
+		First:    s.first,
+		End:      s.end,
+		Err:      s.err,
+	}
+	return st, st.Err
+}
+
+// join is the state of one Join call.
+type join struct {
+	cfg        *Joiner
+	a, b       net.Conn
+	obs        Observer
+	start      time.Time
+	small, big int
+	pumps      [2]pump
+	wg         sync.WaitGroup
+	cancelDone chan struct{}
+
+	deadlines   bool
+	lifetimeEnd time.Time    // zero: none
+	last        atomic.Int64 // nanoseconds since start of the last byte moved
+
+	aborted atomic.Bool
+
+	mu      sync.Mutex
+	ended   bool // first, end are set
+	first   Side
+	end     End
+	err     error
+	armedAt time.Time // the deadline currently set on both conns
+}
+
+func (s *join) conn(side Side) net.Conn {
+	if side == SideA {
+		return s.a
+	}
+	return s.b
+}
+
+// setEnd records an ending event: the first one sets First and End, the
+// first error sets Err.
+func (s *join) setEnd(side Side, end End, err error) {
+	s.mu.Lock()
+	if !s.ended {
+		s.ended = true
+		s.first, s.end = side, end
+	}
+	if err != nil && s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+}
+
+// abort records the event, resets the connection of side reset (if it is
+// TCP) and closes both connections, which ends both directions. Only the
+// first abort acts.
+func (s *join) abort(side Side, end End, err error, reset Side) {
+	if s.aborted.Swap(true) {
+		return
+	}
+	s.setEnd(side, end, err)
+	if reset != SideNone {
+		// Close the TCP connection itself, so that a wrapper (TLS) cannot
+		// send a clean close first.
+		if tcp := setLinger0(s.conn(reset)); tcp != nil {
+			tcp.Close()
+		}
+	}
+	s.a.Close()
+	s.b.Close()
+}
+
+// touch records that bytes moved now.
+func (s *join) touch() {
+	if s.deadlines {
+		s.last.Store(int64(time.Since(s.start)))
+	}
+}
+
+// armLocked sets the next deadline on both connections. s.mu is held.
+func (s *join) armLocked(now time.Time) {
+	var d time.Time
+	if t := s.cfg.IdleTimeout; t > 0 {
+		d = s.start.Add(time.Duration(s.last.Load()) + t)
+	}
+	if !s.lifetimeEnd.IsZero() && (d.IsZero() || s.lifetimeEnd.Before(d)) {
+		d = s.lifetimeEnd
+	}
+	if d.Equal(s.armedAt) {
+		return
+	}
+	s.armedAt = d
+	s.a.SetDeadline(d)
+	s.b.SetDeadline(d)
+}
+
+// expired is called when an operation failed with os.ErrDeadlineExceeded.
+// It reports true when the join must end (and has aborted it), false when
+// the deadline moved because bytes moved in the meantime and the operation
+// may be retried.
+func (s *join) expired() bool {
+	if !s.deadlines {
+		// Somebody else's deadline: treat it as an error of the join.
+		return true
+	}
+	now := time.Now()
+	if !s.lifetimeEnd.IsZero() && !now.Before(s.lifetimeEnd) {
+		s.abort(SideNone, EndLifetime, ErrLifetime, SideNone)
+		return true
+	}
+	if t := s.cfg.IdleTimeout; t > 0 {
+		idleFor := time.Duration(int64(time.Since(s.start)) - s.last.Load())
+		if idleFor >= t {
+			s.abort(SideNone, EndIdleTimeout, ErrIdleTimeout, SideNone)
+			return true
+		}
+	}
+	s.mu.Lock()
+	s.armLocked(now)
+	s.mu.Unlock()
+	return s.aborted.Load()
+}
+
+// isDeadline reports whether err is a deadline expiry.
+func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

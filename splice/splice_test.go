@@ -1,0 +1,334 @@
+package splice
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// bulkBytes is the size sent each way by TestBulkBothWays: 1 GiB, or
+// 64 MiB under -race or -short. SPLICE_BULK_BYTES overrides it.
+func bulkBytes(t testing.TB) int64 {
+	if s := os.Getenv("SPLICE_BULK_BYTES"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		require.NoError(t, err)
+		return n
+	}
+	if raceEnabled || testing.Short() {
+		return 64 << 20
+	}
+	return 1 << 30
+}
+
+// counter is an Observer.
+type counter struct{ n [2]atomic.Int64 }
+
+func (c *counter) Transferred(d Direction, n int64) { c.n[d].Add(n) }
+
+func TestBulkBothWays(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(string(tr), func(t *testing.T) {
+			n := bulkBytes(t)
+			j := &Joiner{hooks: &hooks{}}
+			var obs counter
+			e := newEnv(t, tr, j, context.Background(), &obs)
+			exchange(t, e.client, e.server, n, 256<<10)
+			r := e.wait(t)
+			require.NoError(t, r.err)
+			pre := int64(len(preamble))
+			assert.Equal(t, n+pre, r.st.AToB)
+			assert.Equal(t, n, r.st.BToA)
+			assert.Equal(t, r.st.AToB, obs.n[AToB].Load(), "observer saw every byte a->b")
+			assert.Equal(t, r.st.BToA, obs.n[BToA].Load(), "observer saw every byte b->a")
+			assert.Equal(t, EndEOF, r.st.End)
+			assert.NotEqual(t, SideNone, r.st.First)
+			assert.NoError(t, r.st.Err)
+			spliced := j.hooks.splicedBytes.Load()
+			t.Logf("%s: %d bytes each way in %v, %d spliced in %d calls, %d through buffers",
+				tr, n, r.st.Duration, spliced, j.hooks.spliceCalls.Load(), j.hooks.smallBytes.Load())
+			assert.Equal(t, r.st.AToB+r.st.BToA, spliced+j.hooks.smallBytes.Load(), "every byte went one way or the other")
+			if tr == trTLS {
+				assert.Zero(t, spliced, "TLS cannot be spliced")
+			} else {
+				// Evidence that splice(2) carries the bulk: the bytes went
+				// through (*net.TCPConn).ReadFrom from a *net.TCPConn.
+				assert.Greater(t, spliced, (r.st.AToB+r.st.BToA)*8/10, "most bulk bytes are spliced")
+			}
+			assert.Zero(t, j.hooks.buffersOut.Load())
+			assert.Zero(t, j.hooks.splicing.Load())
+		})
+	}
+}
+
+// TestSplicePipeInUse shows from the outside that a bulk transfer through
+// two TCP connections uses a kernel pipe (splice's), and that the same
+// transfer with DisableSplice never enters ReadFrom.
+func TestSplicePipeInUse(t *testing.T) {
+	j := &Joiner{hooks: &hooks{}}
+	e := newEnv(t, trTCP, j, context.Background(), nil)
+	sawPipe := make(chan bool, 1)
+	stop := make(chan struct{})
+	go func() {
+		saw := false
+		for !saw {
+			select {
+			case <-stop:
+				sawPipe <- false
+				return
+			default:
+			}
+			if j.hooks.splicing.Load() > 0 {
+				_, pipes := countFDs(t)
+				saw = pipes > 0
+			}
+			time.Sleep(time.Millisecond)
+		}
+		sawPipe <- true
+	}()
+	go func() { io.Copy(io.Discard, e.client) }()
+	deadline := time.Now().Add(30 * time.Second)
+	buf := make([]byte, 1<<20)
+	for j.hooks.spliceCalls.Load() < 50 && time.Now().Before(deadline) {
+		_, err := e.server.Write(buf)
+		require.NoError(t, err)
+	}
+	close(stop)
+	assert.True(t, <-sawPipe, "a pipe was open while ReadFrom was in flight")
+	assert.GreaterOrEqual(t, j.hooks.spliceCalls.Load(), int64(50))
+
+	// The user-space comparison: no ReadFrom at all.
+	j2 := &Joiner{hooks: &hooks{}, DisableSplice: true}
+	e2 := newEnv(t, trTCP, j2, context.Background(), nil)
+	exchange(t, e2.client, e2.server, 32<<20, 1<<20)
+	r := e2.wait(t)
+	require.NoError(t, r.err)
+	assert.Zero(t, j2.hooks.spliceCalls.Load())
+	assert.Equal(t, r.st.AToB+r.st.BToA, j2.hooks.smallBytes.Load())
+}
+
+// TestHalfClose: one side sends a request and shuts its write half; it
+// still gets the whole response. Both directions, every transport.
+func TestHalfClose(t *testing.T) {
+	for _, tr := range transports {
+		for _, first := range []Side{SideA, SideB} {
+			t.Run(string(tr)+"/"+first.String()+"_closes_first", func(t *testing.T) {
+				e := newEnv(t, tr, &Joiner{}, context.Background(), nil)
+				closer, other := e.client, e.server
+				if first == SideB {
+					closer, other = e.server, e.client
+				}
+				req := []byte("request: all of it, then FIN")
+				_, err := closer.Write(req)
+				require.NoError(t, err)
+				closeWrite(t, closer)
+				got, err := io.ReadAll(other)
+				require.NoError(t, err)
+				require.Equal(t, req, got, "request, then EOF")
+
+				// The other direction still flows, after the half-close.
+				resp := make([]byte, 3<<20) // big enough to be spliced
+				for i := range resp {
+					resp[i] = byte(i * 7)
+				}
+				go func() {
+					other.Write(resp)
+					closeWrite(t, other)
+				}()
+				got, err = io.ReadAll(closer)
+				require.NoError(t, err)
+				require.Equal(t, resp, got)
+
+				r := e.wait(t)
+				require.NoError(t, r.err)
+				assert.Equal(t, first, r.st.First)
+				assert.Equal(t, EndEOF, r.st.End)
+			})
+		}
+	}
+}
+
+// TestResetPropagation: a reset on one side becomes a reset on the other,
+// not a clean close.
+func TestResetPropagation(t *testing.T) {
+	for _, tr := range transports {
+		for _, side := range []Side{SideA, SideB} {
+			t.Run(string(tr)+"/"+side.String()+"_resets", func(t *testing.T) {
+				e := newEnv(t, tr, &Joiner{}, context.Background(), nil)
+				resetter, other := e.clientTCP, e.server
+				if side == SideB {
+					resetter, other = e.serverTCP, e.client
+				}
+				// Some traffic first, so that the TLS handshakes are done.
+				_, err := other.Write([]byte("hello"))
+				require.NoError(t, err)
+				reset(resetter)
+				other.SetReadDeadline(time.Now().Add(30 * time.Second))
+				_, err = io.ReadAll(other)
+				require.Error(t, err)
+				assert.True(t, errors.Is(err, syscall.ECONNRESET), "peer sees a reset, got %v", err)
+
+				r := e.wait(t)
+				require.Error(t, r.err)
+				assert.Equal(t, side, r.st.First)
+				assert.Equal(t, EndReset, r.st.End)
+				var se *Error
+				require.ErrorAs(t, r.err, &se)
+				assert.Equal(t, side, se.Side)
+				assert.Contains(t, []string{"ECONNRESET", "EPIPE"}, Errno(r.err))
+			})
+		}
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(string(tr), func(t *testing.T) {
+			const idle = 300 * time.Millisecond
+			e := newEnv(t, tr, &Joiner{IdleTimeout: idle}, context.Background(), nil)
+			// Traffic in one direction only, for several idle periods,
+			// keeps the join alive.
+			go io.Copy(io.Discard, e.server)
+			end := time.Now().Add(4 * idle)
+			for time.Now().Before(end) {
+				_, err := e.client.Write([]byte("tick"))
+				require.NoError(t, err, "join ended while bytes were moving")
+				time.Sleep(idle / 10)
+			}
+			select {
+			case r := <-e.done:
+				t.Fatalf("join ended while busy: %+v", r)
+			default:
+			}
+			start := time.Now()
+			r := e.wait(t)
+			assert.ErrorIs(t, r.err, ErrIdleTimeout)
+			assert.Equal(t, EndIdleTimeout, r.st.End)
+			assert.Equal(t, SideNone, r.st.First)
+			assert.GreaterOrEqual(t, time.Since(start)+idle/10+time.Millisecond*20, idle/2, "not before idle")
+			// The client sees its connection closed.
+			e.client.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, err := io.ReadAll(e.client)
+			assert.False(t, isDeadline(err), "client connection was closed")
+		})
+	}
+}
+
+func TestLifetime(t *testing.T) {
+	const life = 400 * time.Millisecond
+	e := newEnv(t, trTCP, &Joiner{Lifetime: life, IdleTimeout: time.Hour}, context.Background(), nil)
+	go io.Copy(io.Discard, e.server)
+	go func() {
+		for {
+			if _, err := e.client.Write([]byte("busy")); err != nil {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	r := e.wait(t)
+	assert.ErrorIs(t, r.err, ErrLifetime)
+	assert.Equal(t, EndLifetime, r.st.End)
+	assert.GreaterOrEqual(t, r.st.Duration, life)
+	assert.Equal(t, "other", Errno(r.err))
+}
+
+func TestCancel(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(string(tr), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			e := newEnv(t, tr, &Joiner{}, ctx, nil)
+			cancel()
+			r := e.wait(t) // a generous bound: "promptly" on a loaded machine
+			assert.ErrorIs(t, r.err, context.Canceled)
+			assert.Equal(t, EndCanceled, r.st.End)
+			for _, c := range []net.Conn{e.client, e.server} {
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				_, err := io.ReadAll(c)
+				assert.False(t, isDeadline(err), "peer connection was closed")
+			}
+		})
+	}
+}
+
+func TestCanceledBeforeJoin(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	a, b := net.Pipe()
+	st, err := Join(ctx, a, b)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, EndCanceled, st.End)
+	_, err = a.Write([]byte("x"))
+	assert.ErrorIs(t, err, io.ErrClosedPipe, "Join closed a")
+}
+
+// TestPipes: connections without CloseWrite (net.Pipe) take the buffer
+// path; an EOF ends the join cleanly.
+func TestPipes(t *testing.T) {
+	a, client := net.Pipe()
+	b, server := net.Pipe()
+	done := make(chan joinOut, 1)
+	go func() { st, err := Join(context.Background(), a, b); done <- joinOut{st, err} }()
+	go func() {
+		buf := make([]byte, 5)
+		io.ReadFull(server, buf)
+		server.Write(buf)
+	}()
+	_, err := client.Write([]byte("hello"))
+	require.NoError(t, err)
+	buf := make([]byte, 5)
+	_, err = io.ReadFull(client, buf)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(buf))
+	client.Close()
+	r := <-done
+	assert.NoError(t, r.err)
+	assert.Equal(t, int64(5), r.st.AToB)
+	assert.Equal(t, int64(5), r.st.BToA)
+	assert.Equal(t, SideA, r.st.First)
+}
+
+func TestErrno(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{nil, ""},
+		{io.EOF, ""},
+		{&Error{Side: SideA, Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, "ECONNRESET"},
+		{&net.OpError{Op: "write", Err: os.NewSyscallError("write", syscall.EPIPE)}, "EPIPE"},
+		{syscall.ETIMEDOUT, "ETIMEDOUT"},
+		{&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, "ECONNREFUSED"},
+		{ErrIdleTimeout, "other"},
+		{context.Canceled, "other"},
+		{errors.New("connection reset by peer"), "other"}, // no string matching
+	} {
+		assert.Equal(t, c.want, Errno(c.err), "%v", c.err)
+	}
+}
+
+func TestStrings(t *testing.T) {
+	assert.Equal(t, "a_to_b", AToB.String())
+	assert.Equal(t, "b_to_a", BToA.String())
+	assert.Equal(t, "a", SideA.String())
+	assert.Equal(t, "b", SideB.String())
+	assert.Equal(t, "", SideNone.String())
+	for e, s := range map[End]string{EndEOF: "eof", EndReset: "reset", EndIdleTimeout: "idle_timeout",
+		EndLifetime: "lifetime", EndCanceled: "canceled", EndError: "error"} {
+		assert.Equal(t, s, e.String())
+	}
+	assert.Equal(t, 1<<10, size(1, 0))
+	assert.Equal(t, 16<<10, size(0, 16<<10))
+	assert.Equal(t, 32<<10, size(20000, 0))
+	assert.Equal(t, 1<<20, size(1<<30, 0))
+}
