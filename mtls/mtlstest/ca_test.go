@@ -1,0 +1,119 @@
+package mtlstest_test
+
+import (
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sniffsplice/sniff/mtls/mtlstest"
+)
+
+func TestIssueValidSVID(t *testing.T) {
+	ca := mtlstest.NewCA("example.org")
+	svid := ca.Issue("/ns/a/sa/b", mtlstest.WithLifetime(10*time.Minute))
+	assert.Equal(t, "spiffe://example.org/ns/a/sa/b", svid.ID.String())
+	leaf := svid.Certificates[0]
+	assert.WithinDuration(t, time.Now().Add(10*time.Minute), leaf.NotAfter, 2*time.Minute)
+	assert.False(t, leaf.IsCA)
+
+	// go-spiffe's own parser and verifier accept it.
+	certPEM, keyPEM, err := svid.Marshal()
+	require.NoError(t, err)
+	parsed, err := x509svid.Parse(certPEM, keyPEM)
+	require.NoError(t, err)
+	assert.Equal(t, svid.ID, parsed.ID)
+	id, chains, err := x509svid.Verify(svid.Certificates, ca.Bundle())
+	require.NoError(t, err)
+	assert.Equal(t, svid.ID, id)
+	assert.Len(t, chains[0], 2)
+}
+
+func TestIntermediateChain(t *testing.T) {
+	ca := mtlstest.NewCA("example.org")
+	i2 := ca.Intermediate().Intermediate()
+	svid := i2.Issue("/deep")
+	require.Len(t, svid.Certificates, 3)
+	assert.Equal(t, ca.Root(), i2.Root())
+	_, chains, err := x509svid.Verify(svid.Certificates, i2.Bundle())
+	require.NoError(t, err)
+	assert.Len(t, chains[0], 4)
+	// Without the intermediates the leaf does not verify.
+	_, _, err = x509svid.Verify(svid.Certificates[:1], ca.Bundle())
+	assert.Error(t, err)
+}
+
+func TestBadCertificates(t *testing.T) {
+	ca := mtlstest.NewCA("example.org")
+	other := mtlstest.NewCA("other.org")
+	set := x509bundle.NewSet(ca.Bundle(), other.Bundle())
+	for name, svid := range map[string]*x509svid.SVID{
+		"expired":       ca.Issue("/x", mtlstest.Expired()),
+		"not yet valid": ca.Issue("/x", mtlstest.NotYetValid()),
+		"wrong td":      ca.Issue("spiffe://other.org/x"),
+		"two URIs":      ca.Issue("/x", mtlstest.WithExtraURI("spiffe://example.org/y")),
+		"CA leaf":       ca.Issue("/x", mtlstest.AsCA()),
+		"no URI":        ca.Issue("/x", mtlstest.WithoutURI()),
+	} {
+		_, _, err := x509svid.Verify(svid.Certificates, set)
+		assert.Error(t, err, name)
+	}
+	nb, na := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	s := ca.Issue("/x", mtlstest.WithValidity(nb, na))
+	assert.True(t, s.Certificates[0].NotBefore.Equal(nb.Truncate(time.Second)))
+	assert.True(t, s.Certificates[0].NotAfter.Equal(na.Truncate(time.Second)))
+	_, err := ca.TryIssue("not a path")
+	assert.Error(t, err)
+	assert.Panics(t, func() { ca.Issue("not a path") })
+	assert.Panics(t, func() { mtlstest.NewCA("Not A Domain!") })
+}
+
+func TestLinkerdCertificate(t *testing.T) {
+	ca := mtlstest.NewCA("cluster.local")
+	svid := ca.IssueLinkerd("web.default.serviceaccount.identity.linkerd.cluster.local")
+	assert.Equal(t, "spiffe://cluster.local/ns/default/sa/web", svid.ID.String())
+	assert.Empty(t, svid.Certificates[0].URIs)
+	assert.Equal(t, []string{"web.default.serviceaccount.identity.linkerd.cluster.local"}, svid.Certificates[0].DNSNames)
+}
+
+func TestWritePEM(t *testing.T) {
+	ca := mtlstest.NewCA("example.org")
+	svid := ca.Intermediate().Issue("/web")
+	dir := t.TempDir()
+	f, err := mtlstest.WritePEM(dir, "web", svid, ca.Bundle())
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(dir, "web.crt"), f.Cert)
+	loaded, err := x509svid.Load(f.Cert, f.Key)
+	require.NoError(t, err)
+	assert.Equal(t, svid.ID, loaded.ID)
+	assert.Len(t, loaded.Certificates, 2)
+	b, err := x509bundle.Load(ca.TrustDomain(), f.Bundle)
+	require.NoError(t, err)
+	assert.True(t, b.Equal(ca.Bundle()))
+	raw, err := os.ReadFile(f.Bundle)
+	require.NoError(t, err)
+	assert.Equal(t, ca.BundlePEM(), raw)
+	pool := x509.NewCertPool()
+	assert.True(t, pool.AppendCertsFromPEM(raw))
+}
+
+func TestSourceRotates(t *testing.T) {
+	ca := mtlstest.NewCA("example.org")
+	other := mtlstest.NewCA("other.org")
+	src := ca.Source("/a", other)
+	s1, err := src.GetX509SVID()
+	require.NoError(t, err)
+	assert.Equal(t, "spiffe://example.org/a", s1.ID.String())
+	_, err = src.GetX509BundleForTrustDomain(other.TrustDomain())
+	require.NoError(t, err)
+	src.SetSVID(ca.Issue("/b"))
+	s2, err := src.GetX509SVID()
+	require.NoError(t, err)
+	assert.Equal(t, "spiffe://example.org/b", s2.ID.String())
+}
