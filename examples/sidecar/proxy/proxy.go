@@ -1,0 +1,300 @@
+// Package proxy is the sidecar of examples/sidecar: an outbound and an inbound
+// listener that together carry an application's TCP connections across a mesh,
+// the way Linkerd's proxy does.
+//
+// Outbound, for each connection it learns the original destination (from
+// SO_ORIGINAL_DST in transparent mode, or from an explicit table), resolves
+// the port's policy (skip, opaque, declared protocol, detect) and carries the
+// bytes to the peer sidecar's inbound port inside mutual TLS, with a transport
+// header naming the real port. On ports left to detection it races the
+// client's first bytes against the server's, so a server-speaks-first
+// protocol is never held up by detection.
+//
+// Inbound, it terminates mutual TLS (checking the peer's SPIFFE identity),
+// reads the transport header when the peer negotiated transport.l5d.io/v1,
+// and otherwise applies the local port policy and detection, then forwards to
+// the local application port.
+//
+// The same code runs in the sidecar binary (examples/sidecar), in the demo
+// (examples/sidecar/demo) and in the tests.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/mtls"
+	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/splice"
+)
+
+// Errors a caller can test for with errors.Is.
+var (
+	// ErrNoOriginalDst: the original destination of a connection is unknown.
+	ErrNoOriginalDst = errors.New("sidecar: no original destination")
+	// ErrPeerIdentity: the peer sidecar presented an identity other than the expected one.
+	ErrPeerIdentity = errors.New("sidecar: unexpected peer identity")
+	// ErrNotMeshed: a connection reached the inbound port without mutual TLS.
+	ErrNotMeshed = errors.New("sidecar: connection is not meshed")
+	// ErrLoop: the destination is this sidecar's own listener.
+	ErrLoop = errors.New("sidecar: destination is the proxy itself")
+)
+
+// Path names the way a connection went through a sidecar.
+type Path string
+
+// The paths a connection can take.
+const (
+	PathSkip        Path = "skip"         // policy: bypass the mesh, plain TCP to the destination
+	PathOpaque      Path = "opaque"       // policy: opaque port, no detection
+	PathDeclared    Path = "declared"     // policy: protocol declared, no detection
+	PathDetect      Path = "detect"       // detection named the protocol (or unknown)
+	PathServerFirst Path = "server-first" // the server spoke before the client: opaque at once
+	PathHeader      Path = "header"       // inbound: the transport header named the port
+)
+
+// DstFunc returns where a connection accepted by an outbound listener was
+// going: OriginalDst in transparent mode, Fixed for one listener per target.
+type DstFunc func(net.Conn) (netip.AddrPort, error)
+
+// Fixed returns a DstFunc that always answers dst: the explicit replacement for
+// SO_ORIGINAL_DST when there are no iptables rules (one listener per target).
+func Fixed(dst netip.AddrPort) DstFunc {
+	return func(net.Conn) (netip.AddrPort, error) { return dst, nil }
+}
+
+// Peer is the sidecar in front of a destination.
+type Peer struct {
+	// Addr is the peer's inbound address (host:port). Empty: not meshed, the
+	// connection goes straight to the destination without mutual TLS.
+	Addr string
+	// ID, when set, is the only identity the peer may present.
+	ID spiffeid.ID
+}
+
+// Event describes one proxied connection when it ends.
+type Event struct {
+	Outbound bool            // direction: outbound listener (true) or inbound (false)
+	Dst      netip.AddrPort  // original destination (outbound) or local app address (inbound)
+	Protocol detect.Protocol // detected or declared protocol; Unknown for opaque
+	Path     Path
+	Detect   detect.Result // the detection result when Path is detect or server-first
+	// PeerID is the identity the other sidecar presented (zero when no mTLS).
+	PeerID spiffeid.ID
+	// ClientBytes and ServerBytes count the bytes read from the accepted
+	// connection and written to it.
+	ClientBytes, ServerBytes int64
+	Duration                 time.Duration
+	Err                      error // why the connection failed, nil when it ran to the end
+}
+
+// Proxy is one sidecar. Fill in the fields, then call ServeOutbound and
+// ServeInbound (each in its own goroutine) or Handle* for single connections.
+// The fields must not change once serving has started.
+type Proxy struct {
+	// TLS is the sidecar's identity. Its NextProtos is ignored: the proxy
+	// offers transport.l5d.io/v1.
+	TLS *mtls.Config
+	// Policy resolves a port to skip / opaque / declared / detect. Nil: every
+	// port is detected.
+	Policy *opaque.Resolver
+	// Detector is copied per connection (the timeout set by policy). Nil: the
+	// default detector.
+	Detector *detect.Detector
+	// Peers maps a destination to the sidecar in front of it. Nil: the
+	// destination's own address at InboundPort, any identity of our trust domain.
+	Peers func(dst netip.AddrPort) (Peer, error)
+	// InboundPort is the peers' inbound port for the default Peers (0: 4143).
+	InboundPort uint16
+	// AppHost is where local applications listen (zero: 127.0.0.1).
+	AppHost netip.Addr
+	// NoRace turns off server-first racing on undeclared ports (for comparison).
+	NoRace bool
+	// DialTimeout bounds every dial and TLS handshake (0: 10s).
+	DialTimeout time.Duration
+	// Joiner carries the bytes once a connection is decided (nil: zero Joiner).
+	Joiner *splice.Joiner
+	// OnEvent, when set, is called once per connection when it ends.
+	OnEvent func(Event)
+
+	once      sync.Once
+	serverTLS *tls.Config
+	clientTLS *tls.Config
+	initErr   error
+}
+
+func (p *Proxy) init() error {
+	p.once.Do(func() {
+		if p.TLS == nil {
+			p.initErr = errors.New("sidecar: Proxy.TLS is required")
+			return
+		}
+		c := *p.TLS
+		c.NextProtos = []string{opaque.ALPN}
+		if p.serverTLS, p.initErr = c.ServerTLS(); p.initErr != nil {
+			return
+		}
+		p.clientTLS, p.initErr = c.ClientTLS()
+	})
+	return p.initErr
+}
+
+func (p *Proxy) dialTimeout() time.Duration {
+	if p.DialTimeout > 0 {
+		return p.DialTimeout
+	}
+	return 10 * time.Second
+}
+
+func (p *Proxy) appHost() netip.Addr {
+	if p.AppHost.IsValid() {
+		return p.AppHost
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+}
+
+func (p *Proxy) resolve(dir opaque.Direction, port uint16) opaque.Decision {
+	if p.Policy == nil {
+		return opaque.Decision{Action: opaque.ActionDetect}
+	}
+	return p.Policy.Resolve(dir, port)
+}
+
+func (p *Proxy) detector(d opaque.Decision) *detect.Detector {
+	var det detect.Detector
+	if p.Detector != nil {
+		det = *p.Detector
+	}
+	if d.DetectTimeout != 0 {
+		det.Timeout = d.DetectTimeout
+	}
+	return &det
+}
+
+func (p *Proxy) peer(dst netip.AddrPort) (Peer, error) {
+	if p.Peers != nil {
+		return p.Peers(dst)
+	}
+	port := p.InboundPort
+	if port == 0 {
+		port = opaque.DefaultInboundPort
+	}
+	return Peer{Addr: net.JoinHostPort(dst.Addr().String(), strconv.Itoa(int(port)))}, nil
+}
+
+func (p *Proxy) join(ctx context.Context, a, b net.Conn) (splice.Stats, error) {
+	if p.Joiner != nil {
+		return p.Joiner.Join(ctx, a, b, nil)
+	}
+	return splice.Join(ctx, a, b)
+}
+
+func (p *Proxy) emit(ev Event) {
+	if p.OnEvent != nil {
+		p.OnEvent(ev)
+	}
+}
+
+// serve runs an accept loop until ctx ends or the listener fails, then closes
+// the listener and waits for every connection handler to return.
+func serve(ctx context.Context, l net.Listener, handle func(context.Context, net.Conn)) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	var tempDelay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if tempDelay == 0 {
+					tempDelay = 5 * time.Millisecond
+				} else if tempDelay *= 2; tempDelay > time.Second {
+					tempDelay = time.Second
+				}
+				select {
+				case <-time.After(tempDelay):
+				case <-ctx.Done():
+					return nil
+				}
+				continue
+			}
+			l.Close()
+			return err
+		}
+		tempDelay = 0
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			handle(ctx, c)
+		}()
+	}
+}
+
+// dialMesh opens mutual TLS to the peer sidecar, checks its identity and
+// writes the transport header. It returns the TLS conn and the peer's identity.
+func (p *Proxy) dialMesh(ctx context.Context, peer Peer, h opaque.Header) (*tls.Conn, spiffeid.ID, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.dialTimeout())
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", peer.Addr)
+	if err != nil {
+		return nil, spiffeid.ID{}, err
+	}
+	tc := tls.Client(raw, p.clientTLS)
+	id, err := mtls.Handshake(ctx, tc)
+	if err != nil {
+		tc.Close()
+		return nil, spiffeid.ID{}, err
+	}
+	if !peer.ID.IsZero() && id != peer.ID {
+		tc.Close()
+		return nil, id, fmt.Errorf("%w: %s, want %s", ErrPeerIdentity, id, peer.ID)
+	}
+	if tc.ConnectionState().NegotiatedProtocol != opaque.ALPN {
+		tc.Close()
+		return nil, id, fmt.Errorf("sidecar: peer %s did not negotiate %s", peer.Addr, opaque.ALPN)
+	}
+	if err := opaque.WriteHeader(tc, h); err != nil {
+		tc.Close()
+		return nil, id, err
+	}
+	return tc, id, nil
+}
+
+func (p *Proxy) dialPlain(ctx context.Context, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.dialTimeout())
+	defer cancel()
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// unwrapTCP finds the *net.TCPConn under c (through NetConn methods, as a
+// replaying conn or a *tls.Conn has).
+func unwrapTCP(c net.Conn) (*net.TCPConn, bool) {
+	for range 8 {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v, true
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,190 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Forward is one explicit outbound listener: every connection accepted on
+// Listen is going to Dst. It replaces SO_ORIGINAL_DST where there are no
+// iptables rules (the demo, a laptop).
+type Forward struct {
+	Listen string
+	Dst    netip.AddrPort
+}
+
+// Listeners says where a Sidecar listens. Empty addresses are not opened.
+type Listeners struct {
+	// Outbound is the transparent outbound listener (like 4140): destinations
+	// come from SO_ORIGINAL_DST.
+	Outbound string
+	// Forwards are explicit outbound listeners, one per destination.
+	Forwards []Forward
+	// Inbound is the inbound listener (like 4143).
+	Inbound string
+	// InboundTransparent: connections redirected to Inbound from another
+	// port (SO_ORIGINAL_DST) are unmeshed clients of that local port.
+	InboundTransparent bool
+	// Admin is the admin listener (like 4191): /metrics, /ready, /live.
+	Admin string
+	// Metrics serves /metrics on the admin listener (nil: 404).
+	Metrics http.Handler
+}
+
+// Sidecar is a running Proxy with its listeners.
+type Sidecar struct {
+	Proxy *Proxy
+	// The bound addresses, in the order of Listeners (nil when not opened).
+	OutboundAddr net.Addr
+	ForwardAddrs []net.Addr
+	InboundAddr  net.Addr
+	AdminAddr    net.Addr
+
+	ready  atomic.Bool
+	cancel context.CancelFunc
+	g      *errgroup.Group
+	once   sync.Once
+	err    error
+}
+
+// Start opens every listener of ls (so bad addresses fail here, before
+// anything is served) and serves them until ctx ends or Close is called.
+func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
+	if err := p.init(); err != nil {
+		return nil, err
+	}
+	s := &Sidecar{Proxy: p}
+	var opened []net.Listener
+	fail := func(err error) (*Sidecar, error) {
+		for _, l := range opened {
+			l.Close()
+		}
+		return nil, err
+	}
+	listen := func(what, addr string) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("sidecar: %s listener: %w", what, err)
+		}
+		opened = append(opened, l)
+		return l, nil
+	}
+	type job struct {
+		l   net.Listener
+		run func(context.Context, net.Listener) error
+	}
+	var jobs []job
+	if ls.Outbound != "" {
+		l, err := listen("outbound", ls.Outbound)
+		if err != nil {
+			return fail(err)
+		}
+		s.OutboundAddr = l.Addr()
+		jobs = append(jobs, job{l, func(ctx context.Context, l net.Listener) error { return p.ServeOutbound(ctx, l, OriginalDst) }})
+	}
+	for _, f := range ls.Forwards {
+		if !f.Dst.IsValid() {
+			return fail(fmt.Errorf("sidecar: forward %s: no destination", f.Listen))
+		}
+		l, err := listen("forward", f.Listen)
+		if err != nil {
+			return fail(err)
+		}
+		s.ForwardAddrs = append(s.ForwardAddrs, l.Addr())
+		dst := Fixed(f.Dst)
+		jobs = append(jobs, job{l, func(ctx context.Context, l net.Listener) error { return p.ServeOutbound(ctx, l, dst) }})
+	}
+	if ls.Inbound != "" {
+		l, err := listen("inbound", ls.Inbound)
+		if err != nil {
+			return fail(err)
+		}
+		s.InboundAddr = l.Addr()
+		var dst DstFunc
+		if ls.InboundTransparent {
+			dst = OriginalDst
+		}
+		jobs = append(jobs, job{l, func(ctx context.Context, l net.Listener) error { return p.ServeInbound(ctx, l, dst) }})
+	}
+	var admin *http.Server
+	if ls.Admin != "" {
+		l, err := listen("admin", ls.Admin)
+		if err != nil {
+			return fail(err)
+		}
+		s.AdminAddr = l.Addr()
+		admin = &http.Server{Handler: s.adminHandler(ls.Metrics), ReadHeaderTimeout: 10 * time.Second}
+		jobs = append(jobs, job{l, func(ctx context.Context, l net.Listener) error {
+			err := admin.Serve(l)
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return err
+		}})
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	s.g = g
+	for _, j := range jobs {
+		g.Go(func() error { return j.run(gctx, j.l) })
+	}
+	if admin != nil {
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return admin.Shutdown(sctx)
+		})
+	}
+	s.ready.Store(true)
+	return s, nil
+}
+
+// Close stops every listener, waits for every connection to end and returns
+// the first serving error.
+func (s *Sidecar) Close() error {
+	s.once.Do(func() {
+		s.ready.Store(false)
+		s.cancel()
+		s.err = s.g.Wait()
+	})
+	return s.err
+}
+
+// Wait blocks until the sidecar stops (its context ended or a listener
+// failed) and returns the first serving error.
+func (s *Sidecar) Wait() error {
+	err := s.g.Wait()
+	s.Close()
+	return err
+}
+
+func (s *Sidecar) adminHandler(metrics http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "live")
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !s.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready")
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	if metrics != nil {
+		mux.Handle("GET /metrics", metrics)
+	}
+	return mux
+}
