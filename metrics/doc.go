@@ -37,9 +37,9 @@
 //	protocol_detect_duration_seconds     histogram  direction, protocol, reason                time spent detecting
 //	policy_decision_total                counter    direction, action, port                    port policy decisions; action detect, skip, opaque, declared; port a declared port or "other"
 //	tls_handshake_total                  counter    direction, outcome, peer_identity          mTLS handshakes; outcome "success" or a failure class; peer_identity only when opted in
-//	tls_handshake_duration_seconds       histogram  direction, outcome                         handshake duration
-//	transport_header_written_total       counter    (none)                                     opaque transport headers written
-//	transport_header_read_total          counter    (none)                                     opaque transport headers read and accepted
+//	tls_handshake_duration_seconds       histogram  direction, outcome                         handshake duration (of handshakes reported with one)
+//	transport_header_written_total       counter    session_protocol                           opaque transport headers written; session_protocol none, HTTP/1, HTTP/2
+//	transport_header_read_total          counter    session_protocol                           opaque transport headers read and accepted
 //	transport_header_rejected_total      counter    reason                                     opaque transport headers rejected, by reason
 //	request_total                        counter    direction, authority, route                HTTP requests
 //	response_total                       counter    direction, authority, route,               HTTP responses; classification success or failure (5xx,

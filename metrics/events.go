@@ -58,6 +58,11 @@ type handshakeKey struct {
 	peer    string
 }
 
+type handshakeSeries struct {
+	n counter
+	h histSeries
+}
+
 // OutcomeSuccess is the outcome label value of a successful handshake.
 const OutcomeSuccess = "success"
 
@@ -66,7 +71,8 @@ const OutcomeSuccess = "success"
 // side, Outbound for the client side; outcome is OutcomeSuccess or a short
 // failure class (e.g. "unauthorized", "timeout", "error"). peerID (a SPIFFE
 // ID) is recorded only when Config.PeerIdentities is set, and capped at
-// Config.MaxPeerIdentities.
+// Config.MaxPeerIdentities. A negative d counts the handshake without
+// timing it.
 func (r *Registry) ObserveHandshake(dir Direction, outcome, peerID string, d time.Duration) {
 	if r == nil {
 		return
@@ -87,7 +93,10 @@ func (r *Registry) ObserveHandshake(dir Direction, outcome, peerID string, d tim
 		}
 		s = r.handshakes.getOrCreate(k)
 	}
-	s.observe(handshakeBounds, d)
+	s.n.n.Add(1)
+	if d >= 0 {
+		s.h.observe(handshakeBounds, d)
+	}
 }
 
 // HeaderEvent is what happened to an opaque transport header.
@@ -114,27 +123,28 @@ func (e HeaderEvent) String() string {
 }
 
 type headerKey struct {
-	event  HeaderEvent
-	reason string
+	event HeaderEvent
+	value string
 }
 
-// ObserveTransportHeader counts one transport header event
-// (transport_header_written_total, transport_header_read_total,
-// transport_header_rejected_total{reason}). reason is used only for
-// HeaderRejected (e.g. "malformed", "too_large", "eof"); it is capped.
-func (r *Registry) ObserveTransportHeader(ev HeaderEvent, reason string) {
+// ObserveTransportHeader counts one transport header event:
+// transport_header_written_total{session_protocol} and
+// transport_header_read_total{session_protocol}, where value is the session
+// protocol the header announces ("none", "HTTP/1", "HTTP/2"), or
+// transport_header_rejected_total{reason}, where value is the reason
+// ("no_preface", "too_long", "timeout", ...). Values are capped; "" is
+// recorded as "unknown".
+func (r *Registry) ObserveTransportHeader(ev HeaderEvent, value string) {
 	if r == nil {
 		return
 	}
-	if ev != HeaderRejected {
-		reason = ""
-	} else if reason == "" {
-		reason = "unknown"
+	if value == "" {
+		value = "unknown"
 	}
-	k := headerKey{ev, reason}
+	k := headerKey{ev, value}
 	s := r.headers.get(k)
 	if s == nil {
-		k.reason = r.hdrReason.intern(k.reason, r.maxValues())
+		k.value = r.hdrValues.intern(k.value, r.maxValues())
 		s = r.headers.getOrCreate(k)
 	}
 	s.n.Add(1)

@@ -96,7 +96,7 @@ type Registry struct {
 	tcp        cowMap[ConnLabels, tcpSeries]
 	detect     cowMap[detectKey, histSeries]
 	decisions  cowMap[decisionKey, counter]
-	handshakes cowMap[handshakeKey, histSeries]
+	handshakes cowMap[handshakeKey, handshakeSeries]
 	headers    cowMap[headerKey, counter]
 	httpReqs   cowMap[httpReqKey, counter]
 	httpResps  cowMap[httpRespKey, histSeries]
@@ -106,7 +106,7 @@ type Registry struct {
 	reasons   cappedSet // detection reasons
 	actions   cappedSet // policy actions
 	outcomes  cappedSet // handshake outcomes
-	hdrReason cappedSet // transport header reasons
+	hdrValues cappedSet // transport header reasons and session protocols
 	peerIDs   cappedSet
 }
 

@@ -130,6 +130,7 @@ func TestHandshakePeerIdentities(t *testing.T) {
 		on.ObserveHandshake(Inbound, OutcomeSuccess, id, time.Millisecond)
 	}
 	on.ObserveHandshake(Outbound, "unauthorized", "", 2*time.Millisecond)
+	on.ObserveHandshake(Outbound, "unauthorized", "", -1) // counted, not timed
 	hs := on.Snapshot().Handshakes
 	require.Len(t, hs, 4)
 	assert.Equal(t, Other, hs[0].PeerIdentity, "the third identity is beyond the cap")
@@ -138,21 +139,25 @@ func TestHandshakePeerIdentities(t *testing.T) {
 	assert.Equal(t, uint64(2), hs[1].Count)
 	assert.Equal(t, "spiffe://td/b", hs[2].PeerIdentity)
 	assert.Equal(t, "unauthorized", hs[3].Outcome)
+	assert.Equal(t, uint64(2), hs[3].Count)
+	assert.Equal(t, uint64(1), hs[3].Duration.Count)
 	assert.Equal(t, Outbound, hs[3].Direction)
 }
 
 func TestTransportHeaders(t *testing.T) {
 	var r Registry
-	r.ObserveTransportHeader(HeaderWritten, "ignored")
-	r.ObserveTransportHeader(HeaderRead, "")
+	r.ObserveTransportHeader(HeaderWritten, "HTTP/2")
+	r.ObserveTransportHeader(HeaderWritten, "none")
+	r.ObserveTransportHeader(HeaderRead, "HTTP/2")
 	r.ObserveTransportHeader(HeaderRejected, "malformed")
 	r.ObserveTransportHeader(HeaderRejected, "malformed")
 	r.ObserveTransportHeader(HeaderRejected, "")
 	assert.Equal(t, []TransportHeaderSample{
-		{HeaderWritten, "", 1},
-		{HeaderRead, "", 1},
-		{HeaderRejected, "malformed", 2},
-		{HeaderRejected, "unknown", 1},
+		{HeaderWritten, "HTTP/2", "", 1},
+		{HeaderWritten, "none", "", 1},
+		{HeaderRead, "HTTP/2", "", 1},
+		{HeaderRejected, "", "malformed", 2},
+		{HeaderRejected, "", "unknown", 1},
 	}, r.Snapshot().TransportHeaders)
 }
 

@@ -79,13 +79,18 @@ type HandshakeSample struct {
 	Outcome      string
 	PeerIdentity string // "" unless Config.PeerIdentities
 	Count        uint64
-	Duration     Histogram
+	// Duration holds the timed handshakes only (Count may be larger).
+	Duration Histogram
 }
 
 // TransportHeaderSample counts transport header events of one kind.
 type TransportHeaderSample struct {
-	Event  HeaderEvent
-	Reason string // for HeaderRejected
+	Event HeaderEvent
+	// SessionProtocol is the announced session protocol ("none", "HTTP/1",
+	// "HTTP/2") of a written or read header; "" for HeaderRejected.
+	SessionProtocol string
+	// Reason is why a header was rejected; "" unless HeaderRejected.
+	Reason string
 	Count  uint64
 }
 
@@ -174,19 +179,25 @@ func (r *Registry) Snapshot() Snapshot {
 		return cmp.Or(cmp.Compare(a.Direction, b.Direction), cmp.Compare(a.Action, b.Action), cmp.Compare(a.Port, b.Port))
 	})
 
-	r.handshakes.each(func(k handshakeKey, h *histSeries) {
-		hs := h.snapshot(handshakeBuckets)
-		s.Handshakes = append(s.Handshakes, HandshakeSample{Direction: k.dir, Outcome: k.outcome, PeerIdentity: k.peer, Count: hs.Count, Duration: hs})
+	r.handshakes.each(func(k handshakeKey, h *handshakeSeries) {
+		hs := h.h.snapshot(handshakeBuckets)
+		s.Handshakes = append(s.Handshakes, HandshakeSample{Direction: k.dir, Outcome: k.outcome, PeerIdentity: k.peer, Count: h.n.n.Load(), Duration: hs})
 	})
 	slices.SortFunc(s.Handshakes, func(a, b HandshakeSample) int {
 		return cmp.Or(cmp.Compare(a.Direction, b.Direction), cmp.Compare(a.Outcome, b.Outcome), cmp.Compare(a.PeerIdentity, b.PeerIdentity))
 	})
 
 	r.headers.each(func(k headerKey, c *counter) {
-		s.TransportHeaders = append(s.TransportHeaders, TransportHeaderSample{Event: k.event, Reason: k.reason, Count: c.n.Load()})
+		ts := TransportHeaderSample{Event: k.event, Count: c.n.Load()}
+		if k.event == HeaderRejected {
+			ts.Reason = k.value
+		} else {
+			ts.SessionProtocol = k.value
+		}
+		s.TransportHeaders = append(s.TransportHeaders, ts)
 	})
 	slices.SortFunc(s.TransportHeaders, func(a, b TransportHeaderSample) int {
-		return cmp.Or(cmp.Compare(a.Event, b.Event), cmp.Compare(a.Reason, b.Reason))
+		return cmp.Or(cmp.Compare(a.Event, b.Event), cmp.Compare(a.SessionProtocol, b.SessionProtocol), cmp.Compare(a.Reason, b.Reason))
 	})
 
 	r.httpReqs.each(func(k httpReqKey, c *counter) {

@@ -33,11 +33,11 @@ type Collector struct {
 	reg *metrics.Registry
 
 	tcpOpen, tcpOpenConns, tcpRead, tcpWrite, tcpClose *prom.Desc
-	detect, detectDur                                 *prom.Desc
-	decision                                          *prom.Desc
-	handshake, handshakeDur                           *prom.Desc
-	hdrWritten, hdrRead, hdrRejected                  *prom.Desc
-	request, response, latency                        *prom.Desc
+	detect, detectDur                                  *prom.Desc
+	decision                                           *prom.Desc
+	handshake, handshakeDur                            *prom.Desc
+	hdrWritten, hdrRead, hdrRejected                   *prom.Desc
+	request, response, latency                         *prom.Desc
 }
 
 var _ prom.Collector = (*Collector)(nil)
@@ -62,8 +62,8 @@ func NewCollector(reg *metrics.Registry, o Options) *Collector {
 		decision:     d("policy_decision_total", "Total count of port policy decisions, by action and port.", "direction", "action", "port"),
 		handshake:    d("tls_handshake_total", "Total count of mTLS handshakes, by outcome (and peer identity when enabled).", "direction", "outcome", "peer_identity"),
 		handshakeDur: d("tls_handshake_duration_seconds", "Duration of mTLS handshakes.", "direction", "outcome"),
-		hdrWritten:   d("transport_header_written_total", "Total count of opaque transport headers written."),
-		hdrRead:      d("transport_header_read_total", "Total count of opaque transport headers read and accepted."),
+		hdrWritten:   d("transport_header_written_total", "Total count of opaque transport headers written, by announced session protocol.", "session_protocol"),
+		hdrRead:      d("transport_header_read_total", "Total count of opaque transport headers read and accepted, by announced session protocol.", "session_protocol"),
 		hdrRejected:  d("transport_header_rejected_total", "Total count of opaque transport headers rejected, by reason.", "reason"),
 		request:      d("request_total", "Total count of HTTP requests.", "direction", "authority", "route"),
 		response:     d("response_total", "Total count of HTTP responses, by classification, status code and gRPC status.", resp...),
@@ -135,25 +135,15 @@ func (c *Collector) Collect(ch chan<- prom.Metric) {
 	for _, k := range order {
 		hist(c.handshakeDur, *merged[k], k.dir.String(), k.outcome)
 	}
-	var written, read uint64
-	haveW, haveR := false, false
 	for _, h := range s.TransportHeaders {
 		switch h.Event {
 		case metrics.HeaderWritten:
-			written += h.Count
-			haveW = true
+			counter(c.hdrWritten, h.Count, h.SessionProtocol)
 		case metrics.HeaderRead:
-			read += h.Count
-			haveR = true
+			counter(c.hdrRead, h.Count, h.SessionProtocol)
 		case metrics.HeaderRejected:
 			counter(c.hdrRejected, h.Count, h.Reason)
 		}
-	}
-	if haveW {
-		counter(c.hdrWritten, written)
-	}
-	if haveR {
-		counter(c.hdrRead, read)
 	}
 	for _, r := range s.Requests {
 		counter(c.request, r.Count, r.Direction.String(), r.Authority, r.Route)

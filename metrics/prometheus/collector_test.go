@@ -30,7 +30,7 @@ func populated() *metrics.Registry {
 	r.ObserveDecision(metrics.Inbound, "detect", 8080)
 	r.ObserveHandshake(metrics.Inbound, metrics.OutcomeSuccess, "spiffe://td/ns/a", 2*time.Millisecond)
 	r.ObserveHandshake(metrics.Inbound, metrics.OutcomeSuccess, "spiffe://td/ns/b", 20*time.Millisecond)
-	r.ObserveTransportHeader(metrics.HeaderWritten, "")
+	r.ObserveTransportHeader(metrics.HeaderWritten, "HTTP/2")
 	r.ObserveTransportHeader(metrics.HeaderRejected, "malformed")
 	return r
 }
@@ -84,9 +84,9 @@ tls_handshake_duration_seconds_bucket{direction="inbound",outcome="success",le="
 tls_handshake_duration_seconds_bucket{direction="inbound",outcome="success",le="+Inf"} 2
 tls_handshake_duration_seconds_sum{direction="inbound",outcome="success"} 0.022
 tls_handshake_duration_seconds_count{direction="inbound",outcome="success"} 2
-# HELP transport_header_written_total Total count of opaque transport headers written.
+# HELP transport_header_written_total Total count of opaque transport headers written, by announced session protocol.
 # TYPE transport_header_written_total counter
-transport_header_written_total 1
+transport_header_written_total{session_protocol="HTTP/2"} 1
 # HELP transport_header_rejected_total Total count of opaque transport headers rejected, by reason.
 # TYPE transport_header_rejected_total counter
 transport_header_rejected_total{reason="malformed"} 1
@@ -104,7 +104,7 @@ transport_header_rejected_total{reason="malformed"} 1
 
 func TestCollectAndLint(t *testing.T) {
 	r := populated()
-	r.ObserveTransportHeader(metrics.HeaderRead, "")
+	r.ObserveTransportHeader(metrics.HeaderRead, "none")
 	c := NewCollector(r, Options{})
 	problems, err := testutil.CollectAndLint(c)
 	require.NoError(t, err)
