@@ -66,10 +66,10 @@ func lookupMethod(tok []byte) string {
 	return ""
 }
 
-// isMethodPrefix reports whether b is a proper prefix of an accepted method.
+// isMethodPrefix reports whether b is a prefix of an accepted method.
 func isMethodPrefix(b []byte) bool {
 	for _, m := range httpMethods {
-		if len(m) > len(b) && m[0] == b[0] && m[:len(b)] == string(b) {
+		if len(m) >= len(b) && m[0] == b[0] && m[:len(b)] == string(b) {
 			return true
 		}
 	}

@@ -36,6 +36,7 @@ func peekConn(s *session, c net.Conn) bool {
 // peek is called by the runtime poller with the socket; it returns false to
 // wait for the next segment (or FIN), true when the fill loop is over.
 func (s *session) peek(fd uintptr) bool {
+	closed := false
 	for {
 		r, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd,
 			uintptr(unsafe.Pointer(&s.buf[0])), uintptr(s.max),
@@ -66,10 +67,16 @@ func (s *session) peek(fd uintptr) bool {
 			s.stop = stopLimit
 			return true
 		}
-		if s.peerClosed(fd) {
-			// A FIN behind the peeked bytes: no more will come.
+		if closed {
 			s.stop = stopEOF
 			return true
+		}
+		if s.peerClosed(fd) {
+			// A FIN behind the peeked bytes: no more will come. Bytes
+			// that arrived before it, after the peek above, are queued
+			// now: peek once more before deciding.
+			closed = true
+			continue
 		}
 		return false
 	}
