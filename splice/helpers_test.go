@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sniffsplice/sniff/detect"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -31,10 +32,11 @@ type transport string
 const (
 	trTCP    transport = "tcp"    // *net.TCPConn on both sides: the splice path
 	trTLS    transport = "tls"    // TLS on both sides: the buffer path
-	trReplay transport = "replay" // a is a replaying conn (Unwrapper) over TCP
+	trReplay transport = "replay" // a is a test replaying conn (Unwrapper) over TCP
+	trDetect transport = "detect" // a is detect.ReplayConn over TCP
 )
 
-var transports = []transport{trTCP, trTLS, trReplay}
+var transports = []transport{trTCP, trTLS, trReplay, trDetect}
 
 // preamble is sent by every client first; the replay transport's relay
 // reads it before Join (as a detector would) and replays it.
@@ -170,11 +172,15 @@ func newEnv(t testing.TB, tr transport, j *Joiner, ctx context.Context, obs Obse
 	// The client speaks first.
 	wrote := make(chan error, 1)
 	go func() { _, err := e.client.Write([]byte(preamble)); wrote <- err }()
-	if tr == trReplay {
+	if tr == trReplay || tr == trDetect {
 		buf := make([]byte, len(preamble))
 		_, err := io.ReadFull(aTCP, buf)
 		require.NoError(t, err)
-		a = &replayConn{Conn: aTCP, buf: buf}
+		if tr == trReplay {
+			a = &replayConn{Conn: aTCP, buf: buf}
+		} else {
+			a = detect.NewReplayConn(aTCP, buf)
+		}
 	}
 	go func() {
 		st, err := j.Join(ctx, a, b, obs)

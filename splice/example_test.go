@@ -1,0 +1,78 @@
+package splice_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/splice"
+)
+
+// A proxy's connection handler: accept, detect the protocol, dial the
+// upstream for it, and join the two connections.
+func Example() {
+	ctx := context.Background()
+
+	// An upstream that answers every request with a fixed response.
+	up, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer up.Close()
+	go func() {
+		c, err := up.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.ReadAll(c) // the whole request, until the client's half-close
+		io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+	}()
+
+	// The proxy.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	done := make(chan string)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		var d detect.Detector // HTTP/1, HTTP/2 and TLS, 10 s timeout
+		res, c, err := d.Detect(ctx, c) // c still holds every byte the client sent
+		if err != nil {
+			c.Close()
+			return
+		}
+		upstream, err := net.Dial("tcp", up.Addr().String()) // chosen by res.Protocol in a real proxy
+		if err != nil {
+			c.Close()
+			return
+		}
+		var j splice.Joiner // zero value: no timeouts, splice on
+		st, err := j.Join(ctx, c, upstream, nil)
+		done <- fmt.Sprintf("%s: %d bytes up, %d bytes down, first %q ended with %s, err=%v",
+			res.Protocol, st.AToB, st.BToA, st.First, st.End, err)
+	}()
+
+	// A client that sends a request, half-closes and reads the response.
+	c, _ := net.Dial("tcp", ln.Addr().String())
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	resp, _ := io.ReadAll(c)
+	c.Close()
+	fmt.Printf("client got %q\n", resp)
+	fmt.Println(<-done)
+	// Output:
+	// client got "HTTP/1.1 204 No Content\r\n\r\n"
+	// HTTP/1: 33 bytes up, 27 bytes down, first "a" ended with eof, err=<nil>
+}
+
+// Errno turns the error of a join into a metric label.
+func ExampleErrno() {
+	a, b := net.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := splice.Join(ctx, a, b)
+	fmt.Printf("%q %q\n", splice.Errno(err), splice.Errno(nil))
+	// Output: "other" ""
+}
