@@ -37,7 +37,7 @@ func Example() {
 		if err != nil {
 			return
 		}
-		var d detect.Detector // HTTP/1, HTTP/2 and TLS, 10 s timeout
+		var d detect.Detector           // HTTP/1, HTTP/2 and TLS, 10 s timeout
 		res, c, err := d.Detect(ctx, c) // c still holds every byte the client sent
 		if err != nil {
 			c.Close()
