@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"testing"
+	"time"
 )
 
 // blockLen is not a power of two, so that bytes moved out of order by any
@@ -33,18 +34,32 @@ func block(seed uint64) []byte {
 // sendStream writes n bytes of seed's stream in writes of at most chunk
 // bytes and returns the CRC-32C of what it wrote.
 func sendStream(w io.Writer, seed uint64, n int64, chunk int) (uint32, error) {
+	return sendSchedule(w, seed, n, func(int) (int, time.Duration) { return chunk, 0 })
+}
+
+// sendSchedule is sendStream with the size of write i, and a pause before
+// it, given by next(i).
+func sendSchedule(w io.Writer, seed uint64, n int64, next func(i int) (int, time.Duration)) (uint32, error) {
 	b := block(seed)
 	var crc uint32
 	var pos int64
-	for pos < n {
+	var k int64
+	for i := 0; pos < n; {
+		if k == 0 {
+			c, pause := next(i)
+			i++
+			time.Sleep(pause)
+			k = int64(c)
+		}
 		off := int(pos % blockLen)
-		k := min(int64(chunk), n-pos, int64(blockLen-off))
-		p := b[off : off+int(k)]
+		m := min(k, n-pos, int64(blockLen-off))
+		k -= m
+		p := b[off : off+int(m)]
 		if _, err := w.Write(p); err != nil {
 			return crc, fmt.Errorf("write at %d: %w", pos, err)
 		}
 		crc = crc32.Update(crc, castagnoli, p)
-		pos += k
+		pos += m
 	}
 	return crc, nil
 }
@@ -88,20 +103,26 @@ func recvStream(r io.Reader, seed uint64, n int64) (uint32, error) {
 // both writers and checks both streams and their checksums.
 func exchange(t testing.TB, client, server net.Conn, n int64, chunk int) {
 	t.Helper()
+	exchangeSchedule(t, client, server, n, func(int) (int, time.Duration) { return chunk, 0 })
+}
+
+// exchangeSchedule is exchange with writes sized and paced by next.
+func exchangeSchedule(t testing.TB, client, server net.Conn, n int64, next func(i int) (int, time.Duration)) {
+	t.Helper()
 	type res struct {
 		crc uint32
 		err error
 	}
 	cSend, sSend, cRecv, sRecv := make(chan res, 1), make(chan res, 1), make(chan res, 1), make(chan res, 1)
 	go func() {
-		crc, err := sendStream(client, 1, n, chunk)
+		crc, err := sendSchedule(client, 1, n, next)
 		if err == nil {
 			err = client.(interface{ CloseWrite() error }).CloseWrite()
 		}
 		cSend <- res{crc, err}
 	}()
 	go func() {
-		crc, err := sendStream(server, 2, n, chunk)
+		crc, err := sendSchedule(server, 2, n, next)
 		if err == nil {
 			err = server.(interface{ CloseWrite() error }).CloseWrite()
 		}
