@@ -264,3 +264,18 @@ type Detector struct {
 	// HEADERS frame after the preface. 0 means DefaultGRPCWait.
 	GRPCWait time.Duration
 }
+
+// matcherFunc adapts a function to the Matcher interface.
+type matcherFunc struct {
+	p Protocol
+	f func(b []byte, r *Result) Verdict
+}
+
+func (m matcherFunc) Protocol() Protocol                { return m.p }
+func (m matcherFunc) Match(b []byte, r *Result) Verdict { return m.f(b, r) }
+
+// NewMatcher returns a Matcher for protocol p that calls match; match must
+// follow the rules of [Matcher.Match].
+func NewMatcher(p Protocol, match func(b []byte, r *Result) Verdict) Matcher {
+	return matcherFunc{p: p, f: match}
+}

@@ -1,0 +1,340 @@
+package detect_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/sniffsplice/sniff/detect"
+)
+
+// Timeout: the result is Unknown/timeout, err is nil, the connection is
+// open, keeps every byte and has no deadline left on it.
+func TestDetectTimeoutKeepsConnUsable(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			client, server := tr.pair(t)
+			defer client.Close()
+			go func() { _, _ = client.Write([]byte("GE")) }()
+			d := &detect.Detector{Timeout: 200 * time.Millisecond}
+			res, conn, err := d.Detect(context.Background(), server)
+			require.NoError(t, err)
+			defer conn.Close()
+			assert.Equal(t, detect.Unknown, res.Protocol)
+			assert.Equal(t, detect.ReasonTimeout, res.Reason)
+			assert.GreaterOrEqual(t, res.Duration, 200*time.Millisecond)
+			if tr.name == "tcp" && runtime.GOOS == "linux" {
+				assert.Same(t, server, conn)
+			}
+			sent := make(chan error, 1)
+			go func() {
+				time.Sleep(400 * time.Millisecond) // past the detection deadline
+				if _, err := client.Write([]byte("T / HTTP/1.1\r\n\r\n")); err != nil {
+					sent <- err
+					return
+				}
+				sent <- tr.closeWrite(client)
+			}()
+			got, err := io.ReadAll(conn)
+			require.NoError(t, err, "the detection deadline must be cleared")
+			require.NoError(t, <-sent)
+			assert.Equal(t, "GET / HTTP/1.1\r\n\r\n", string(got))
+		})
+	}
+}
+
+func TestDetectContextCancel(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			client, server := tr.pair(t)
+			defer client.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(100*time.Millisecond, cancel)
+			var calls atomic.Int32
+			d := &detect.Detector{Timeout: time.Minute, OnResult: func(detect.Result) { calls.Add(1) }}
+			res, conn, err := d.Detect(ctx, server)
+			require.ErrorIs(t, err, context.Canceled)
+			require.NotNil(t, conn)
+			defer conn.Close()
+			assert.Equal(t, detect.Unknown, res.Protocol)
+			assert.Less(t, res.Duration, 30*time.Second)
+			assert.Equal(t, int32(1), calls.Load())
+			// The conn is still usable: the cancellation deadline is gone.
+			go func() { _, _ = client.Write([]byte("late")) }()
+			buf := make([]byte, 4)
+			_, err = io.ReadFull(conn, buf)
+			require.NoError(t, err)
+			assert.Equal(t, "late", string(buf))
+		})
+	}
+}
+
+func TestDetectContextDeadlineAndAlreadyDone(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	client, server := tcpPair(t)
+	defer client.Close()
+	defer server.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, _, err := (&detect.Detector{}).Detect(ctx, server)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	done, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	res, conn, err := (&detect.Detector{}).Detect(done, server)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Same(t, server, conn)
+	assert.Equal(t, 0, res.Bytes)
+}
+
+// A FIN behind partial bytes ends detection at once with ReasonClosed
+// instead of waiting for the timeout (MSG_PEEK cannot see the FIN itself).
+func TestDetectPeerClosedBehindPartialBytes(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			client, server := tr.pair(t)
+			defer client.Close()
+			go func() {
+				_, _ = client.Write([]byte("GET / HT"))
+				_ = tr.closeWrite(client)
+			}()
+			d := &detect.Detector{Timeout: time.Minute}
+			res, conn, err := d.Detect(context.Background(), server)
+			require.NoError(t, err)
+			defer conn.Close()
+			assert.Equal(t, detect.ReasonClosed, res.Reason)
+			assert.Equal(t, detect.Unknown, res.Protocol)
+			assert.Less(t, res.Duration, 30*time.Second)
+			got, err := io.ReadAll(conn)
+			require.NoError(t, err)
+			assert.Equal(t, "GET / HT", string(got))
+		})
+	}
+}
+
+// A first byte no matcher can accept decides at once, while the client
+// keeps the connection open and silent.
+func TestDetectFirstByteDecidesAtOnce(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			client, server := tr.pair(t)
+			defer client.Close()
+			go func() { _, _ = client.Write([]byte("X")) }()
+			d := &detect.Detector{Timeout: time.Minute}
+			res, conn, err := d.Detect(context.Background(), server)
+			require.NoError(t, err)
+			defer conn.Close()
+			assert.Equal(t, detect.ReasonNoMatch, res.Reason)
+			assert.Equal(t, 1, res.Bytes)
+			assert.Less(t, res.Duration, 30*time.Second)
+		})
+	}
+}
+
+func TestDetectLimit(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	in := append([]byte("GET /"), bytes.Repeat([]byte("a"), 200)...)
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			client, server := tr.pair(t)
+			defer client.Close()
+			go func() {
+				_, _ = client.Write(in)
+				_ = tr.closeWrite(client)
+			}()
+			d := &detect.Detector{MaxPeek: 64}
+			res, conn, err := d.Detect(context.Background(), server)
+			require.NoError(t, err)
+			defer conn.Close()
+			assert.Equal(t, detect.ReasonLimit, res.Reason)
+			assert.Equal(t, 64, res.Bytes)
+			got, err := io.ReadAll(conn)
+			require.NoError(t, err)
+			assert.Equal(t, in, got)
+		})
+	}
+}
+
+// Matchers earlier in the list win, even when a later one decides first.
+func TestDetectMatcherOrder(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	slow := detect.NewMatcher("four", func(b []byte, _ *detect.Result) detect.Verdict {
+		if len(b) < 4 {
+			return detect.NeedMore
+		}
+		return detect.Match
+	})
+	fast := detect.NewMatcher("one", func(b []byte, _ *detect.Result) detect.Verdict { return detect.Match })
+	c, s := net.Pipe()
+	defer c.Close()
+	go func() {
+		for _, b := range []string{"a", "b", "c", "d"} {
+			_, _ = c.Write([]byte(b))
+		}
+	}()
+	var got []detect.Result
+	d := &detect.Detector{Matchers: []detect.Matcher{slow, fast}, OnResult: func(r detect.Result) { got = append(got, r) }}
+	res, conn, err := d.Detect(context.Background(), s)
+	require.NoError(t, err)
+	defer conn.Close()
+	assert.Equal(t, detect.Protocol("four"), res.Protocol)
+	require.Len(t, got, 1, "OnResult is called once")
+	assert.Equal(t, res, got[0])
+
+	// An empty (non-nil) list decides Unknown without reading.
+	res, conn2, err := (&detect.Detector{Matchers: []detect.Matcher{}}).Detect(context.Background(), conn)
+	require.NoError(t, err)
+	assert.Equal(t, detect.ReasonNoMatch, res.Reason)
+	assert.Equal(t, 0, res.Bytes)
+	assert.Same(t, conn, conn2)
+}
+
+// io.Copy from a detected loopback *net.TCPConn to another *net.TCPConn:
+// Detect returns the very *net.TCPConn (no wrapper), so the copy is a
+// TCP-to-TCP copy that the runtime splices.
+func TestDetectedTCPConnKeepsTypeForSplice(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("MSG_PEEK path is Linux-only")
+	}
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	client, server := tcpPair(t)
+	defer client.Close()
+	upIn, upOut := tcpPair(t)
+	defer upIn.Close()
+	defer upOut.Close()
+	payload := append([]byte("POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 65536\r\n\r\n"), bytes.Repeat([]byte{7}, 65536)...)
+	go func() {
+		_, _ = client.Write(payload)
+		_ = client.CloseWrite()
+	}()
+	res, conn, err := (&detect.Detector{}).Detect(context.Background(), server)
+	require.NoError(t, err)
+	require.Equal(t, detect.HTTP1, res.Protocol)
+	tc, ok := conn.(*net.TCPConn)
+	require.True(t, ok, "Detect must return *net.TCPConn, got %T", conn)
+	require.Same(t, server, tc)
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(upOut, tc) // *net.TCPConn -> *net.TCPConn
+		if err == nil {
+			err = upOut.CloseWrite()
+		}
+		copied <- err
+	}()
+	got, err := io.ReadAll(upIn)
+	require.NoError(t, err)
+	require.NoError(t, <-copied)
+	assert.Equal(t, payload, got)
+	tc.Close()
+}
+
+func TestDetectZeroValueDefaults(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var d detect.Detector
+	c, s := net.Pipe()
+	defer c.Close()
+	go func() { _, _ = c.Write([]byte("OPTIONS * HTTP/1.1\r\nHost: zero.example\r\n\r\n")) }()
+	res, conn, err := d.Detect(context.Background(), s)
+	require.NoError(t, err)
+	defer conn.Close()
+	assert.Equal(t, detect.HTTP1, res.Protocol)
+	assert.Equal(t, "OPTIONS", res.HTTP.Method)
+	assert.Equal(t, "zero.example", res.HTTP.Host())
+	rc, ok := conn.(*detect.ReplayConn)
+	require.True(t, ok)
+	assert.Same(t, s, rc.NetConn())
+	assert.Equal(t, res.Bytes, rc.Buffered())
+}
+
+// A failing read is returned as an error with a usable conn.
+func TestDetectReadError(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	c, s := net.Pipe()
+	s.Close() // reading a locally closed pipe fails with io.ErrClosedPipe
+	defer c.Close()
+	_, conn, err := (&detect.Detector{}).Detect(context.Background(), s)
+	require.ErrorIs(t, err, io.ErrClosedPipe)
+	require.NotNil(t, conn)
+}
+
+func TestReplayConn(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	t.Run("read-then-inner", func(t *testing.T) {
+		c, s := net.Pipe()
+		defer c.Close()
+		rc := detect.NewReplayConn(s, []byte("hello "))
+		defer rc.Close()
+		go func() { _, _ = c.Write([]byte("world")); c.Close() }()
+		b := make([]byte, 3)
+		n, err := rc.Read(b)
+		require.NoError(t, err)
+		assert.Equal(t, "hel", string(b[:n]))
+		assert.Equal(t, 3, rc.Buffered())
+		rest, err := io.ReadAll(rc)
+		require.NoError(t, err)
+		assert.Equal(t, "lo world", string(rest))
+		assert.Equal(t, 0, rc.Buffered())
+	})
+	t.Run("writeto-and-readfrom-hand-off-over-tcp", func(t *testing.T) {
+		client, server := tcpPair(t)
+		defer client.Close()
+		upIn, upOut := tcpPair(t)
+		defer upIn.Close()
+		rc := detect.NewReplayConn(server, []byte("peeked|"))
+		defer rc.Close()
+		go func() {
+			_, _ = client.Write(bytes.Repeat([]byte("x"), 100000))
+			_ = client.CloseWrite()
+		}()
+		copied := make(chan error, 1)
+		go func() {
+			n, err := io.Copy(upOut, rc) // uses rc.WriteTo
+			if err == nil && n != 100007 {
+				err = errors.New("short copy")
+			}
+			if err == nil {
+				err = upOut.CloseWrite()
+			}
+			copied <- err
+		}()
+		got, err := io.ReadAll(upIn)
+		require.NoError(t, err)
+		require.NoError(t, <-copied)
+		assert.Equal(t, "peeked|"+string(bytes.Repeat([]byte("x"), 100000)), string(got))
+
+		// ReadFrom writes through to the inner conn; CloseWrite passes through.
+		n, err := rc.ReadFrom(bytes.NewReader([]byte("reply")))
+		require.NoError(t, err)
+		assert.Equal(t, int64(5), n)
+		require.NoError(t, rc.CloseWrite())
+		back, err := io.ReadAll(client)
+		require.NoError(t, err)
+		assert.Equal(t, "reply", string(back))
+	})
+	t.Run("closewrite-unsupported", func(t *testing.T) {
+		c, s := net.Pipe()
+		defer c.Close()
+		rc := detect.NewReplayConn(s, nil)
+		defer rc.Close()
+		require.ErrorIs(t, rc.CloseWrite(), errors.ErrUnsupported)
+		require.ErrorIs(t, rc.CloseRead(), errors.ErrUnsupported)
+		assert.Equal(t, s.LocalAddr(), rc.LocalAddr())
+		assert.Equal(t, s.RemoteAddr(), rc.RemoteAddr())
+		require.NoError(t, rc.SetDeadline(time.Now().Add(time.Second)))
+		require.NoError(t, rc.SetWriteDeadline(time.Time{}))
+	})
+}
