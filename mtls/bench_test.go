@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -42,7 +43,9 @@ func benchConfigs(b *testing.B) map[string][2]*tls.Config {
 
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Root())
-	certOf := func(svid interface{ Marshal() ([]byte, []byte, error) }) tls.Certificate {
+	certOf := func(svid interface {
+		Marshal() ([]byte, []byte, error)
+	}) tls.Certificate {
 		c, k, err := svid.Marshal()
 		if err != nil {
 			b.Fatal(err)
@@ -98,35 +101,11 @@ func BenchmarkHandshake(b *testing.B) {
 				b.Fatal(err)
 			}
 			var wg sync.WaitGroup
-			wg.Go(func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					tc := tls.Server(c, cfg[0])
-					if tc.HandshakeContext(context.Background()) == nil {
-						_, _ = tc.Write([]byte{1})
-					}
-					tc.Close()
-				}
-			})
-			one := make([]byte, 1)
+			handshakeServer(ln, cfg[0], &wg)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {
-				c, err := net.Dial("tcp", ln.Addr().String())
-				if err != nil {
-					b.Fatal(err)
-				}
-				tc := tls.Client(c, cfg[1])
-				if err := tc.HandshakeContext(context.Background()); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(tc, one); err != nil {
-					b.Fatal(err)
-				}
-				tc.Close()
+				handshakeOnce(b, ln.Addr().String(), cfg[1])
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "handshakes/s")
@@ -184,4 +163,152 @@ func BenchmarkBulk(b *testing.B) {
 			wg.Wait()
 		})
 	}
+}
+
+// handshakeOnce dials addr, completes a mutual handshake and waits for the
+// server's byte.
+func handshakeOnce(b *testing.B, addr string, cfg *tls.Config) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	var one [1]byte
+	if _, err := io.ReadFull(tc, one[:]); err != nil {
+		b.Fatal(err)
+	}
+	tc.Close()
+}
+
+// handshakeServer accepts connections until ln is closed, handshakes each
+// and writes one byte.
+func handshakeServer(ln net.Listener, cfg *tls.Config, wg *sync.WaitGroup) {
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tc := tls.Server(c, cfg)
+			if tc.HandshakeContext(context.Background()) == nil {
+				_, _ = tc.Write([]byte{1})
+			}
+			tc.Close()
+		}
+	})
+}
+
+// BenchmarkHandshakeSideBySide interleaves one full mutual handshake of
+// each kind per iteration (rotating which goes first), so that load on a
+// shared machine hits all kinds alike, and reports each kind's handshakes/s
+// and the ratio mtls / crypto-tls.
+func BenchmarkHandshakeSideBySide(b *testing.B) {
+	cfgs := benchConfigs(b)
+	var wg sync.WaitGroup
+	addrs := make([]string, len(benchOrder))
+	defer wg.Wait()
+	for i, name := range benchOrder {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close() // before wg.Wait: deferred calls run last-in first-out
+		handshakeServer(ln, cfgs[name][0], &wg)
+		addrs[i] = ln.Addr().String()
+	}
+	spent := make([]time.Duration, len(benchOrder))
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range benchOrder {
+			k := (i + j) % len(benchOrder)
+			t0 := time.Now()
+			handshakeOnce(b, addrs[k], cfgs[benchOrder[k]][1])
+			spent[k] += time.Since(t0)
+		}
+	}
+	b.StopTimer()
+	rate := func(k int) float64 { return float64(b.N) / spent[k].Seconds() }
+	for k, name := range benchOrder {
+		b.ReportMetric(rate(k), name+"-hs/s")
+	}
+	b.ReportMetric(rate(0)/rate(2), "mtls/crypto-tls")
+	b.ReportMetric(rate(1)/rate(2), "mtls+hook/crypto-tls")
+}
+
+// BenchmarkBulkSideBySide moves 1 MiB (16 writes of 64 KiB, then an
+// acknowledgement from the server) through an established connection of
+// each kind per iteration and reports each kind's MB/s and the ratio
+// mtls / crypto-tls.
+func BenchmarkBulkSideBySide(b *testing.B) {
+	cfgs := benchConfigs(b)
+	const chunk, perRound = 64 << 10, 16
+	var wg sync.WaitGroup
+	conns := make([]*tls.Conn, len(benchOrder))
+	for i, name := range benchOrder {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := cfgs[name][0]
+		wg.Go(func() {
+			c, err := ln.Accept()
+			ln.Close()
+			if err != nil {
+				return
+			}
+			tc := tls.Server(c, srv)
+			defer tc.Close()
+			buf := make([]byte, chunk*perRound)
+			for {
+				if _, err := io.ReadFull(tc, buf); err != nil {
+					return
+				}
+				if _, err := tc.Write(buf[:1]); err != nil {
+					return
+				}
+			}
+		})
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		tc := tls.Client(c, cfgs[name][1])
+		if err := tc.HandshakeContext(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		conns[i] = tc
+	}
+	buf := make([]byte, chunk)
+	spent := make([]time.Duration, len(benchOrder))
+	b.SetBytes(chunk * perRound * int64(len(benchOrder)))
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range benchOrder {
+			k := (i + j) % len(benchOrder)
+			t0 := time.Now()
+			for range perRound {
+				if _, err := conns[k].Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := io.ReadFull(conns[k], buf[:1]); err != nil {
+				b.Fatal(err)
+			}
+			spent[k] += time.Since(t0)
+		}
+	}
+	b.StopTimer()
+	rate := func(k int) float64 { return float64(b.N*chunk*perRound) / 1e6 / spent[k].Seconds() }
+	for k, name := range benchOrder {
+		b.ReportMetric(rate(k), name+"-MB/s")
+	}
+	b.ReportMetric(rate(0)/rate(2), "mtls/crypto-tls")
+	b.ReportMetric(rate(1)/rate(2), "mtls+hook/crypto-tls")
+	for _, c := range conns {
+		c.Close()
+	}
+	wg.Wait()
 }

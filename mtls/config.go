@@ -251,10 +251,7 @@ func (v *verifier) verifyConnection(cs tls.ConnectionState, start time.Time) err
 		}
 		v.hook(ev)
 	}
-	if err != nil {
-		return err
-	}
-	return nil
+	return err
 }
 
 // verify checks the peer chain certs (leaf first) and returns the peer's
@@ -264,13 +261,7 @@ func (v *verifier) verify(certs []*x509.Certificate) (spiffeid.ID, error) {
 		return spiffeid.ID{}, &VerifyError{Reason: ReasonNoCertificate}
 	}
 	leaf := certs[0]
-	var id spiffeid.ID
-	var err error
-	if v.mode == IdentityLinkerdDNS {
-		id, err = linkerdIDFromCert(leaf)
-	} else {
-		id, err = x509svid.IDFromCert(leaf)
-	}
+	id, err := idFromLeaf(leaf, v.mode)
 	if err != nil {
 		return spiffeid.ID{}, &VerifyError{Reason: ReasonBadCertificate, Err: err}
 	}
@@ -346,13 +337,7 @@ func (v *verifier) ownTrustDomain() (spiffeid.TrustDomain, error) {
 		return svid.ID.TrustDomain(), nil
 	}
 	if len(svid.Certificates) > 0 {
-		var id spiffeid.ID
-		if v.mode == IdentityLinkerdDNS {
-			id, err = linkerdIDFromCert(svid.Certificates[0])
-		} else {
-			id, err = x509svid.IDFromCert(svid.Certificates[0])
-		}
-		if err == nil {
+		if id, err := idFromLeaf(svid.Certificates[0], v.mode); err == nil {
 			return id.TrustDomain(), nil
 		}
 	}

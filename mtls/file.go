@@ -246,12 +246,7 @@ func (s *FileSource) parse(data [3][]byte) (*fileState, error) {
 	if !keyMatches(key, certs[0].PublicKey) {
 		return nil, &ReloadError{Err: errors.New("private key does not match the certificate")}
 	}
-	var id spiffeid.ID
-	if s.cfg.Identity == IdentityLinkerdDNS {
-		id, err = linkerdIDFromCert(certs[0])
-	} else {
-		id, err = x509svid.IDFromCert(certs[0])
-	}
+	id, err := idFromLeaf(certs[0], s.cfg.Identity)
 	if err != nil {
 		return nil, &ReloadError{Path: s.cfg.CertFile, Err: err}
 	}

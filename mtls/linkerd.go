@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 // IdentityMode selects where a peer's identity is read from.
@@ -15,12 +16,15 @@ const (
 	// IdentitySPIFFE (the zero value) reads the identity from the leaf's
 	// single URI SAN, a SPIFFE ID, as the X.509-SVID specification says.
 	IdentitySPIFFE IdentityMode = iota
-	// IdentityLinkerdDNS reads the identity from a DNS SAN of the form
+	// IdentityLinkerdDNS also accepts leaves without a URI SAN whose
+	// identity is a single DNS SAN of the form
 	// <serviceaccount>.<namespace>.serviceaccount.identity.linkerd.<trust-domain>,
-	// as Linkerd issues them, and maps it to the SPIFFE ID
+	// as Linkerd issues them, mapped to the SPIFFE ID
 	// spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount> (see
-	// [ParseLinkerdDNS]); authorizers, PeerID and Handshake see that ID, and
-	// the bundle of <trust-domain> verifies the chain. URI SANs are ignored.
+	// [ParseLinkerdDNS]): authorizers, PeerID and Handshake see that ID, and
+	// the bundle of <trust-domain> verifies the chain. A leaf that has a URI
+	// SAN is judged by it, as in IdentitySPIFFE, so PeerID (which does not
+	// know the mode) always names the identity that was verified.
 	IdentityLinkerdDNS
 )
 
@@ -56,6 +60,14 @@ func LinkerdDNS(id spiffeid.ID) (string, error) {
 		return "", fmt.Errorf("mtls: %q has no Linkerd form (want spiffe://td/ns/NS/sa/SA)", id)
 	}
 	return seg[3] + "." + seg[1] + linkerdInfix + id.TrustDomain().Name(), nil
+}
+
+// idFromLeaf reads the identity of a leaf in the given mode.
+func idFromLeaf(leaf *x509.Certificate, mode IdentityMode) (spiffeid.ID, error) {
+	if mode == IdentityLinkerdDNS && len(leaf.URIs) == 0 {
+		return linkerdIDFromCert(leaf)
+	}
+	return x509svid.IDFromCert(leaf)
 }
 
 // linkerdIDFromCert returns the identity of the single Linkerd DNS SAN of

@@ -35,10 +35,18 @@ func TestLinkerdDNSIdentities(t *testing.T) {
 	o = exchange(t, srv, tlsClient(mustClient(t, &mtls.Config{SVID: other, Bundle: other, Identity: mtls.IdentityLinkerdDNS})))
 	assert.ErrorIs(t, o.srvErr, mtls.ErrUnauthorized)
 
-	// Refused: a SPIFFE-only certificate offers no DNS identity.
+	// A SPIFFE certificate is judged by its URI SAN in this mode too; the
+	// SPIFFE form of web's Linkerd name is the same ID.
 	spiffeOnly := mtls.NewStaticSource(ca.Issue("/ns/prod/sa/web"), ca.Bundle())
 	o = exchange(t, srv, tlsClient(mustClient(t, &mtls.Config{SVID: spiffeOnly, Bundle: spiffeOnly, Identity: mtls.IdentityLinkerdDNS, Authorize: mtls.AuthorizeAny()})))
-	assert.ErrorIs(t, o.srvErr, mtls.ErrBadCertificate)
+	require.NoError(t, o.srvErr)
+	assert.Equal(t, web, o.srvID)
+
+	// Refused: a certificate with a URI SAN and a Linkerd DNS SAN is judged
+	// by the URI, here another workload.
+	both := mtls.NewStaticSource(ca.Issue("/ns/prod/sa/batch", mtlstest.WithDNSNames("web.prod.serviceaccount.identity.linkerd.cluster.local")), ca.Bundle())
+	o = exchange(t, srv, tlsClient(mustClient(t, &mtls.Config{SVID: both, Bundle: both, Identity: mtls.IdentityLinkerdDNS, Authorize: mtls.AuthorizeAny()})))
+	assert.ErrorIs(t, o.srvErr, mtls.ErrUnauthorized)
 
 	// Refused: the DNS-only certificate in the default SPIFFE mode.
 	srvSPIFFE := mustServer(t, &mtls.Config{SVID: spiffeOnly, Bundle: spiffeOnly})

@@ -148,13 +148,24 @@ func TestRotation(t *testing.T) {
 }
 
 func TestResumedSessionStillAuthorized(t *testing.T) {
+	// With a hook the server hands crypto/tls a per-handshake copy of its
+	// configuration; without one it does not. Resumption works either way.
+	t.Run("with hook", func(t *testing.T) { testResumedSessionStillAuthorized(t, true) })
+	t.Run("without hook", func(t *testing.T) { testResumedSessionStillAuthorized(t, false) })
+}
+
+func testResumedSessionStillAuthorized(t *testing.T, withHook bool) {
 	ca := mtlstest.NewCA("example.org")
 	srvSrc := ca.Source("/server")
 	cliSrc := ca.Source("/client")
 	var deny atomic.Bool
 	var ev events
+	hook := ev.hook
+	if !withHook {
+		hook = nil
+	}
 	srv := mustServer(t, &mtls.Config{
-		SVID: srvSrc, Bundle: srvSrc, SessionTickets: true, OnHandshake: ev.hook,
+		SVID: srvSrc, Bundle: srvSrc, SessionTickets: true, OnHandshake: hook,
 		Authorize: func(id spiffeid.ID, chains [][]*x509.Certificate) error {
 			if deny.Load() {
 				return errDenied
@@ -188,6 +199,10 @@ func TestResumedSessionStillAuthorized(t *testing.T) {
 	assert.Equal(t, mtls.ReasonRejected, mtls.Classify(o3.cliReadErr))
 
 	evs := ev.all()
+	if !withHook {
+		assert.Empty(t, evs)
+		return
+	}
 	require.Len(t, evs, 3)
 	assert.False(t, evs[0].Resumed)
 	assert.True(t, evs[1].Resumed)
