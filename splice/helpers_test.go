@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -243,3 +244,6 @@ func eventually(d time.Duration, cond func() bool) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// isDeadline reports whether err is a deadline expiry.
+func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

@@ -164,19 +164,10 @@ func (p *pump) account(n int64) {
 	}
 }
 
-// writeAll writes b to dst, riding over deadlines that moved.
+// writeAll writes b to dst.
 func (p *pump) writeAll(b []byte) error {
-	for len(b) > 0 {
-		n, err := p.dst.Write(b)
-		b = b[n:]
-		if err != nil {
-			if isDeadline(err) && !p.s.expired() {
-				continue
-			}
-			return err
-		}
-	}
-	return nil
+	_, err := p.dst.Write(b)
+	return err
 }
 
 // fail ends the join because of err on side; the other side is reset.
@@ -197,18 +188,12 @@ func (p *pump) fail(side Side, op string, err error) result {
 	return resFailed
 }
 
-// readErr handles a read error: a deadline that moved means retry (ok).
-func (p *pump) readErr(err error) (r result, retry bool) {
-	if isDeadline(err) {
-		if p.s.expired() {
-			return resAborted, false
-		}
-		return 0, true
-	}
+// readErr handles a read error.
+func (p *pump) readErr(err error) result {
 	if err == io.EOF {
-		return resEOF, false
+		return resEOF
 	}
-	return p.fail(p.srcSide, "read", err), false
+	return p.fail(p.srcSide, "read", err)
 }
 
 // drain copies the replay bytes of u through its Read. done reports that
@@ -231,9 +216,7 @@ func (p *pump) drain(u Unwrapper) (r result, done bool) {
 			p.account(int64(n))
 		}
 		if err != nil {
-			if r, retry := p.readErr(err); !retry {
-				return r, true
-			}
+			return p.readErr(err), true
 		}
 	}
 }
@@ -259,9 +242,7 @@ func (p *pump) copyGeneric(src net.Conn) result {
 			p.account(int64(n))
 		}
 		if err != nil {
-			if r, retry := p.readErr(err); !retry {
-				return r
-			}
+			return p.readErr(err)
 		}
 	}
 }

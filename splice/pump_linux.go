@@ -78,10 +78,7 @@ func (p *pump) copyTCP(src, dst *net.TCPConn) result {
 	for {
 		f.buf, f.rn, f.rerr, f.avail = nil, 0, nil, 0
 		if err := f.rc.Read(f.readFn); err != nil {
-			if r, retry := p.readErr(err); !retry {
-				return r
-			}
-			continue
+			return p.readErr(err)
 		}
 		if f.avail > 0 {
 			f.lr.R, f.lr.N = src, int64(min(f.avail, maxChunk))
@@ -101,12 +98,6 @@ func (p *pump) copyTCP(src, dst *net.TCPConn) result {
 				f.bulk = false // nothing moved: fall back to a read
 			}
 			if err != nil {
-				if isDeadline(err) {
-					if p.s.expired() {
-						return resAborted
-					}
-					continue
-				}
 				return p.fail(spliceSide(p, src, dst, err), "splice", err)
 			}
 			continue

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -255,12 +254,13 @@ func (j *Joiner) Join(ctx context.Context, a, b net.Conn, obs Observer) (Stats, 
 			}()
 		}
 		if j.IdleTimeout > 0 || j.Lifetime > 0 {
-			s.deadlines = true
-			if j.Lifetime > 0 {
-				s.lifetimeEnd = s.start.Add(j.Lifetime)
+			s.idle = j.IdleTimeout > 0
+			first := j.IdleTimeout
+			if j.Lifetime > 0 && (first <= 0 || j.Lifetime < first) {
+				first = j.Lifetime
 			}
 			s.mu.Lock()
-			s.armLocked(s.start)
+			s.timer = time.AfterFunc(first, s.tick)
 			s.mu.Unlock()
 		}
 		s.wg.Add(1)
@@ -268,17 +268,22 @@ func (j *Joiner) Join(ctx context.Context, a, b net.Conn, obs Observer) (Stats, 
 		s.pumps[AToB].copyDir()
 		s.wg.Wait()
 	}
+	s.mu.Lock()
+	s.finished = true // a tick from now on does nothing
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	st := Stats{
+		AToB:  s.pumps[AToB].n,
+		BToA:  s.pumps[BToA].n,
+		First: s.first,
+		End:   s.end,
+		Err:   s.err,
+	}
+	s.mu.Unlock()
 	a.Close()
 	b.Close()
-
-	st := Stats{
-		AToB:     s.pumps[AToB].n,
-		BToA:     s.pumps[BToA].n,
-		Duration: time.Since(s.start),
-		First:    s.first,
-		End:      s.end,
-		Err:      s.err,
-	}
+	st.Duration = time.Since(s.start)
 	return st, st.Err
 }
 
@@ -293,18 +298,18 @@ type join struct {
 	wg         sync.WaitGroup
 	cancelDone chan struct{}
 
-	deadlines   bool
-	lifetimeEnd time.Time    // zero: none
-	last        atomic.Int64 // nanoseconds since start of the last byte moved
+	idle bool         // IdleTimeout > 0: touch records activity
+	last atomic.Int64 // nanoseconds from start to the last byte moved
 
 	aborted atomic.Bool
 
-	mu      sync.Mutex
-	ended   bool // first, end are set
-	first   Side
-	end     End
-	err     error
-	armedAt time.Time // the deadline currently set on both conns
+	mu       sync.Mutex
+	ended    bool // first, end are set
+	first    Side
+	end      End
+	err      error
+	timer    *time.Timer // idle timeout and lifetime
+	finished bool        // Join is returning
 }
 
 func (s *join) conn(side Side) net.Conn {
@@ -318,6 +323,11 @@ func (s *join) conn(side Side) net.Conn {
 // first error sets Err.
 func (s *join) setEnd(side Side, end End, err error) {
 	s.mu.Lock()
+	s.setEndLocked(side, end, err)
+	s.mu.Unlock()
+}
+
+func (s *join) setEndLocked(side Side, end End, err error) {
 	if !s.ended {
 		s.ended = true
 		s.first, s.end = side, end
@@ -325,17 +335,22 @@ func (s *join) setEnd(side Side, end End, err error) {
 	if err != nil && s.err == nil {
 		s.err = err
 	}
-	s.mu.Unlock()
 }
 
 // abort records the event, resets the connection of side reset (if it is
 // TCP) and closes both connections, which ends both directions. Only the
 // first abort acts.
 func (s *join) abort(side Side, end End, err error, reset Side) {
+	s.mu.Lock()
+	s.abortLocked(side, end, err, reset)
+	s.mu.Unlock()
+}
+
+func (s *join) abortLocked(side Side, end End, err error, reset Side) {
 	if s.aborted.Swap(true) {
 		return
 	}
-	s.setEnd(side, end, err)
+	s.setEndLocked(side, end, err)
 	if reset != SideNone {
 		// Close the TCP connection itself, so that a wrapper (TLS) cannot
 		// send a clean close first.
@@ -349,54 +364,39 @@ func (s *join) abort(side Side, end End, err error, reset Side) {
 
 // touch records that bytes moved now.
 func (s *join) touch() {
-	if s.deadlines {
+	if s.idle {
 		s.last.Store(int64(time.Since(s.start)))
 	}
 }
 
-// armLocked sets the next deadline on both connections. s.mu is held.
-func (s *join) armLocked(now time.Time) {
-	var d time.Time
-	if t := s.cfg.IdleTimeout; t > 0 {
-		d = s.start.Add(time.Duration(s.last.Load()) + t)
-	}
-	if !s.lifetimeEnd.IsZero() && (d.IsZero() || s.lifetimeEnd.Before(d)) {
-		d = s.lifetimeEnd
-	}
-	if d.Equal(s.armedAt) {
+// tick runs on the timer: it ends the join when the lifetime is over or no
+// byte moved for the idle timeout, else it sets the timer for the next
+// possible end. It holds s.mu throughout, so once Join has set finished
+// no tick touches anything.
+func (s *join) tick() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finished || s.aborted.Load() {
 		return
 	}
-	s.armedAt = d
-	s.a.SetDeadline(d)
-	s.b.SetDeadline(d)
-}
-
-// expired is called when an operation failed with os.ErrDeadlineExceeded.
-// It reports true when the join must end (and has aborted it), false when
-// the deadline moved because bytes moved in the meantime and the operation
-// may be retried.
-func (s *join) expired() bool {
-	if !s.deadlines {
-		// Somebody else's deadline: treat it as an error of the join.
-		return true
-	}
-	now := time.Now()
-	if !s.lifetimeEnd.IsZero() && !now.Before(s.lifetimeEnd) {
-		s.abort(SideNone, EndLifetime, ErrLifetime, SideNone)
-		return true
+	now := time.Since(s.start)
+	var next time.Duration
+	if l := s.cfg.Lifetime; l > 0 {
+		if now >= l {
+			s.abortLocked(SideNone, EndLifetime, ErrLifetime, SideNone)
+			return
+		}
+		next = l - now
 	}
 	if t := s.cfg.IdleTimeout; t > 0 {
-		idleFor := time.Duration(int64(time.Since(s.start)) - s.last.Load())
+		idleFor := now - time.Duration(s.last.Load())
 		if idleFor >= t {
-			s.abort(SideNone, EndIdleTimeout, ErrIdleTimeout, SideNone)
-			return true
+			s.abortLocked(SideNone, EndIdleTimeout, ErrIdleTimeout, SideNone)
+			return
+		}
+		if next == 0 || t-idleFor < next {
+			next = t - idleFor
 		}
 	}
-	s.mu.Lock()
-	s.armLocked(now)
-	s.mu.Unlock()
-	return s.aborted.Load()
+	s.timer.Reset(next)
 }
-
-// isDeadline reports whether err is a deadline expiry.
-func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
