@@ -67,7 +67,7 @@ func (p *Proxy) HandleInbound(ctx context.Context, c net.Conn) {
 		ev.Err = fmt.Errorf("%w: no %s", ErrNotMeshed, opaque.ALPN)
 		return
 	}
-	h, err := opaque.ReadHeaderContext(hctx, tc)
+	h, _, err := p.codec.ReadContext(hctx, tc)
 	if err != nil {
 		tc.Close()
 		ev.Err = err
@@ -120,7 +120,7 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 		p.finish(ctx, &ev, c, app)
 		return
 	}
-	det := p.detector(dec)
+	det := p.detector(opaque.Inbound, dec)
 	if p.NoRace {
 		res, cc, err := det.Detect(ctx, c)
 		ev.Detect, ev.Protocol = res, res.Protocol

@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/opaque"
 )
 
@@ -89,7 +90,7 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		return
 	}
 
-	det := p.detector(dec)
+	det := p.detector(opaque.Outbound, dec)
 	ev.Path = PathDetect
 	if p.NoRace {
 		res, cc, err := det.Detect(ctx, c)
@@ -152,7 +153,9 @@ func (p *Proxy) dialUpstream(ctx context.Context, dst netip.AddrPort, sp opaque.
 
 // finish joins the client and the upstream and records the byte counts.
 func (p *Proxy) finish(ctx context.Context, ev *Event, client, up net.Conn) {
-	st, err := p.join(ctx, client, up)
+	mc := p.Metrics.OpenConn(connLabels(ev))
+	st, err := p.join(ctx, client, up, mc.Observer())
+	mc.CloseErr(err)
 	ev.ClientBytes, ev.ServerBytes = st.AToB, st.BToA
 	if err != nil && ev.Err == nil {
 		ev.Err = err
@@ -168,4 +171,24 @@ func sessionFor(proto detect.Protocol) opaque.SessionProtocol {
 		return opaque.SessionHTTP2
 	}
 	return opaque.SessionNone
+}
+
+// connLabels resolves a connection's metric labels once, when it is decided.
+func connLabels(ev *Event) metrics.ConnLabels {
+	l := metrics.ConnLabels{Direction: metrics.Inbound, Protocol: string(ev.Protocol)}
+	if ev.Outbound {
+		l.Direction = metrics.Outbound
+	}
+	switch {
+	case ev.Path == PathOpaque, ev.Path == PathServerFirst, ev.Path == PathSkip,
+		ev.Path == PathHeader && ev.Protocol == detect.Unknown:
+		l.Protocol = "opaque"
+	}
+	switch {
+	case ev.Protocol == detect.TLS:
+		l.TLS = metrics.TLSOpaque
+	case !ev.PeerID.IsZero():
+		l.TLS = metrics.TLSTrue
+	}
+	return l
 }

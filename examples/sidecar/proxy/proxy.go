@@ -25,14 +25,19 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 
+	prom "github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/metrics"
+	promcollector "github.com/sniffsplice/sniff/metrics/prometheus"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/opaque"
 	"github.com/sniffsplice/sniff/splice"
@@ -126,10 +131,14 @@ type Proxy struct {
 	Joiner *splice.Joiner
 	// OnEvent, when set, is called once per connection when it ends.
 	OnEvent func(Event)
+	// Metrics counts connections, bytes, detections, policy decisions,
+	// handshakes and transport headers (nil: off). Serve it with MetricsHandler.
+	Metrics *metrics.Registry
 
 	once      sync.Once
 	serverTLS *tls.Config
 	clientTLS *tls.Config
+	codec     opaque.HeaderCodec
 	initErr   error
 }
 
@@ -141,6 +150,10 @@ func (p *Proxy) init() error {
 		}
 		c := *p.TLS
 		c.NextProtos = []string{opaque.ALPN}
+		if hook := p.Metrics.HandshakeHook(); hook != nil {
+			c.OnHandshake = chain(c.OnHandshake, hook)
+		}
+		p.codec = opaque.HeaderCodec{Observer: p.Metrics.HeaderObserver()}
 		if p.serverTLS, p.initErr = c.ServerTLS(); p.initErr != nil {
 			return
 		}
@@ -164,16 +177,21 @@ func (p *Proxy) appHost() netip.Addr {
 }
 
 func (p *Proxy) resolve(dir opaque.Direction, port uint16) opaque.Decision {
-	if p.Policy == nil {
-		return opaque.Decision{Action: opaque.ActionDetect}
+	dec := opaque.Decision{Action: opaque.ActionDetect}
+	if p.Policy != nil {
+		dec = p.Policy.Resolve(dir, port)
 	}
-	return p.Policy.Resolve(dir, port)
+	p.Metrics.ObservePolicy(dir, port, dec)
+	return dec
 }
 
-func (p *Proxy) detector(d opaque.Decision) *detect.Detector {
+func (p *Proxy) detector(dir opaque.Direction, d opaque.Decision) *detect.Detector {
 	var det detect.Detector
 	if p.Detector != nil {
 		det = *p.Detector
+	}
+	if hook := p.Metrics.DetectHook(metrics.DirectionOf(dir)); hook != nil {
+		det.OnResult = chain(det.OnResult, hook)
 	}
 	if d.DetectTimeout != 0 {
 		det.Timeout = d.DetectTimeout
@@ -192,11 +210,12 @@ func (p *Proxy) peer(dst netip.AddrPort) (Peer, error) {
 	return Peer{Addr: net.JoinHostPort(dst.Addr().String(), strconv.Itoa(int(port)))}, nil
 }
 
-func (p *Proxy) join(ctx context.Context, a, b net.Conn) (splice.Stats, error) {
-	if p.Joiner != nil {
-		return p.Joiner.Join(ctx, a, b, nil)
+func (p *Proxy) join(ctx context.Context, a, b net.Conn, obs splice.Observer) (splice.Stats, error) {
+	j := p.Joiner
+	if j == nil {
+		j = &splice.Joiner{}
 	}
-	return splice.Join(ctx, a, b)
+	return j.Join(ctx, a, b, obs)
 }
 
 func (p *Proxy) emit(ev Event) {
@@ -269,7 +288,7 @@ func (p *Proxy) dialMesh(ctx context.Context, peer Peer, h opaque.Header) (*tls.
 		tc.Close()
 		return nil, id, fmt.Errorf("sidecar: peer %s did not negotiate %s", peer.Addr, opaque.ALPN)
 	}
-	if err := opaque.WriteHeader(tc, h); err != nil {
+	if _, err := p.codec.Write(tc, h); err != nil {
 		tc.Close()
 		return nil, id, err
 	}
@@ -297,4 +316,20 @@ func unwrapTCP(c net.Conn) (*net.TCPConn, bool) {
 		}
 	}
 	return nil, false
+}
+
+// chain calls a (when set) then b.
+func chain[T any](a, b func(T)) func(T) {
+	if a == nil {
+		return b
+	}
+	return func(v T) { a(v); b(v) }
+}
+
+// MetricsHandler serves reg in the Prometheus text format (through
+// metrics/prometheus and client_golang), for the admin listener's /metrics.
+func MetricsHandler(reg *metrics.Registry) http.Handler {
+	pr := prom.NewRegistry()
+	pr.MustRegister(promcollector.NewCollector(reg, promcollector.Options{}))
+	return promhttp.HandlerFor(pr, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
