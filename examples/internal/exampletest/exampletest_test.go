@@ -1,0 +1,64 @@
+package exampletest
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestRequireProgramFound(t *testing.T) {
+	// "sh" is in every Debian base image.
+	require.NotEmpty(t, RequireProgram(t, "sh", "dash"))
+}
+
+func TestRequireProgramMissing(t *testing.T) {
+	for _, ci := range []string{"", "true"} {
+		t.Run("CI="+ci, func(t *testing.T) {
+			t.Setenv("CI", ci)
+			ft := &fakeT{}
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { // Skip and Fatal end the goroutine through runtime.Goexit.
+				defer wg.Done()
+				RequireProgram(ft, "no-such-program-sniff-test", "no-such-package")
+			}()
+			wg.Wait()
+			require.Contains(t, ft.msg, "no-such-package")
+			require.Equal(t, ci == "true", ft.failed, "failed")
+			require.Equal(t, ci != "true", ft.skipped, "skipped")
+		})
+	}
+}
+
+func TestBuffer(t *testing.T) {
+	var b Buffer
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fmt.Fprintf(&b, "%d", i)
+		}()
+	}
+	wg.Wait()
+	require.Len(t, b.String(), 4)
+}
+
+// fakeT records Skip and Fatal instead of ending the real test.
+type fakeT struct {
+	testing.TB
+	msg             string
+	failed, skipped bool
+}
+
+func (f *fakeT) Helper() {}
+func (f *fakeT) Fatal(args ...any) {
+	f.failed, f.msg = true, fmt.Sprint(args...)
+	runtimeGoexit()
+}
+func (f *fakeT) Skip(args ...any) {
+	f.skipped, f.msg = true, fmt.Sprint(args...)
+	runtimeGoexit()
+}

@@ -1,0 +1,5 @@
+package exampletest
+
+import "runtime"
+
+func runtimeGoexit() { runtime.Goexit() }
