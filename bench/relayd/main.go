@@ -1,0 +1,102 @@
+// Command relayd is a TCP relay for the relay benchmarks (bench/relay.sh):
+// it accepts on -listen, dials -target for every connection and joins the
+// two with one of three copy loops:
+//
+//	splice  sniff's splice.Join (readiness wait, pooled small buffer, splice for bulk)
+//	bare    io.Copy both ways (Go splices *net.TCPConn pairs on its own)
+//	buf32k  io.CopyBuffer both ways through a 32 KiB buffer per direction, hiding ReadFrom/WriteTo
+//
+// It prints the address it listens on, then serves until killed.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/sniffsplice/sniff/splice"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
+	target := flag.String("target", "", "address to dial for every connection")
+	mode := flag.String("mode", "splice", "splice, bare or buf32k")
+	flag.Parse()
+
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil {
+		lim.Cur = lim.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	var handle func(a, b net.Conn)
+	switch *mode {
+	case "splice":
+		handle = func(a, b net.Conn) { splice.Join(context.Background(), a, b) }
+	case "bare":
+		handle = bare
+	case "buf32k":
+		handle = buf32k
+	default:
+		fmt.Fprintln(os.Stderr, "relayd: unknown -mode", *mode)
+		os.Exit(2)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "relayd:", err)
+		os.Exit(1)
+	}
+	fmt.Println(ln.Addr())
+	for {
+		a, err := ln.Accept()
+		if err != nil {
+			time.Sleep(10 * time.Millisecond) // EMFILE and the like
+			continue
+		}
+		go func() {
+			b, err := net.Dial("tcp", *target)
+			if err != nil {
+				a.Close()
+				return
+			}
+			handle(a, b)
+		}()
+	}
+}
+
+// bare is the naive relay: io.Copy each way, CloseWrite on EOF.
+func bare(a, b net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		io.Copy(b, a)
+		b.(*net.TCPConn).CloseWrite()
+		close(done)
+	}()
+	io.Copy(a, b)
+	a.(*net.TCPConn).CloseWrite()
+	<-done
+	a.Close()
+	b.Close()
+}
+
+type reader struct{ io.Reader }
+type writer struct{ io.Writer }
+
+// buf32k copies through a 32 KiB user-space buffer per direction.
+func buf32k(a, b net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		io.CopyBuffer(writer{b}, reader{a}, make([]byte, 32<<10))
+		b.(*net.TCPConn).CloseWrite()
+		close(done)
+	}()
+	io.CopyBuffer(writer{a}, reader{b}, make([]byte, 32<<10))
+	a.(*net.TCPConn).CloseWrite()
+	<-done
+	a.Close()
+	b.Close()
+}
