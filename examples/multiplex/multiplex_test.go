@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sniffsplice/sniff/examples/internal/exampletest"
+	"github.com/sniffsplice/sniff/examples/internal/selfsigned"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// server is one multiplexer started in-process by start.
+type server struct {
+	addr string
+	cert tls.Certificate
+	out  *exampletest.Buffer
+}
+
+// start runs the program on a free loopback port until the test ends, and
+// checks then that it stopped cleanly.
+func start(t *testing.T, cfg config) *server {
+	t.Helper()
+	cert, err := selfsigned.New("multiplex test", "localhost", "127.0.0.1")
+	require.NoError(t, err)
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	if cfg.DetectTimeout == 0 {
+		cfg.DetectTimeout = 10 * time.Second
+	}
+	if cfg.ShutdownGrace == 0 {
+		cfg.ShutdownGrace = 5 * time.Second
+	}
+	cfg.certificate = &cert
+	ready := make(chan net.Addr, 1)
+	cfg.ready = func(a net.Addr) { ready <- a }
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &exampletest.Buffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, out) }()
+	var addr net.Addr
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("run ended before it was ready: %v\n%s", err, out)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatalf("run not ready after 30s\n%s", out)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err, "run's result after cancel\n%s", out)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("run did not return 30s after cancel\n%s", out)
+		}
+		require.Contains(t, out.String(), "multiplex: stopped")
+		if t.Failed() {
+			t.Logf("program output:\n%s", out)
+		}
+	})
+	require.Contains(t, out.String(), "multiplex: listening on "+addr.String())
+	return &server{addr: addr.String(), cert: cert, out: out}
+}
+
+func (s *server) clientTLS(nextProtos ...string) *tls.Config {
+	return &tls.Config{RootCAs: selfsigned.Pool(s.cert), ServerName: "localhost", NextProtos: nextProtos}
+}
+
+func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	require.NoError(t, err)
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	return resp, string(body)
+}
+
+func TestHTTP1NetHTTP(t *testing.T) {
+	s := start(t, config{})
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, body := get(t, &http.Client{Transport: tr}, "http://"+s.addr+"/hello")
+	require.Equal(t, "HTTP/1.1", resp.Proto)
+	require.Equal(t, "multiplex: GET /hello HTTP/1.1 tls=none\n", body)
+	// A second request on the same (kept-alive) connection.
+	_, body = get(t, &http.Client{Transport: tr}, "http://"+s.addr+"/again")
+	require.Equal(t, "multiplex: GET /again HTTP/1.1 tls=none\n", body)
+}
+
+func TestH2CNetHTTP(t *testing.T) {
+	s := start(t, config{})
+	protos := new(http.Protocols)
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: protos}
+	defer tr.CloseIdleConnections()
+	resp, body := get(t, &http.Client{Transport: tr}, "http://"+s.addr+"/h2c")
+	require.Equal(t, "HTTP/2.0", resp.Proto)
+	require.Equal(t, "multiplex: GET /h2c HTTP/2.0 tls=none\n", body)
+}
+
+func TestH2CXNetHTTP2(t *testing.T) {
+	s := start(t, config{})
+	tr := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+	defer tr.CloseIdleConnections()
+	resp, body := get(t, &http.Client{Transport: tr}, "http://"+s.addr+"/x-net")
+	require.Equal(t, "HTTP/2.0", resp.Proto)
+	require.Equal(t, "multiplex: GET /x-net HTTP/2.0 tls=none\n", body)
+}
+
+func TestTLSNetHTTP(t *testing.T) {
+	s := start(t, config{})
+	for _, tc := range []struct {
+		name      string
+		forceH2   bool
+		nextProto []string
+		want      string
+	}{
+		{"h2", true, nil, `multiplex: GET /tls HTTP/2.0 tls="TLS 1.3" alpn=h2 sni=localhost` + "\n"},
+		{"http1.1", false, []string{"http/1.1"}, `multiplex: GET /tls HTTP/1.1 tls="TLS 1.3" alpn=http/1.1 sni=localhost` + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tlsCfg := s.clientTLS(tc.nextProto...)
+			tr := &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: tc.forceH2}
+			defer tr.CloseIdleConnections()
+			_, body := get(t, &http.Client{Transport: tr}, "https://localhost:"+port(t, s.addr)+"/tls")
+			require.Equal(t, tc.want, body)
+		})
+	}
+}
+
+func TestGRPC(t *testing.T) {
+	s := start(t, config{})
+	for _, tc := range []struct {
+		name  string
+		creds credentials.TransportCredentials
+	}{
+		{"plaintext", insecure.NewCredentials()},
+		{"tls", credentials.NewTLS(s.clientTLS())},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cc, err := grpc.NewClient("passthrough:///"+s.addr, grpc.WithTransportCredentials(tc.creds), grpc.WithAuthority("localhost"))
+			require.NoError(t, err)
+			defer cc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+
+			hc, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: echoService})
+			require.NoError(t, err)
+			require.Equal(t, healthpb.HealthCheckResponse_SERVING, hc.GetStatus())
+
+			out := new(wrapperspb.StringValue)
+			require.NoError(t, cc.Invoke(ctx, echoMethod, wrapperspb.String("over "+tc.name), out))
+			require.Equal(t, "echo: over "+tc.name, out.GetValue())
+		})
+	}
+	// The program logged the gRPC connections as such, inside TLS too.
+	require.Contains(t, s.out.String(), ": gRPC (matched")
+	require.Contains(t, s.out.String(), `alpn="h2"): gRPC (matched)`)
+}
+
+func TestRawTCPEcho(t *testing.T) {
+	s := start(t, config{})
+	c, err := net.Dial("tcp", s.addr)
+	require.NoError(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	for _, line := range []string{"hello raw tcp\n", "second line\n"} {
+		_, err = io.WriteString(c, line)
+		require.NoError(t, err)
+		got, err := br.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, line, got)
+	}
+	// Half-close: the echo answers the end of stream with its own.
+	require.NoError(t, c.(*net.TCPConn).CloseWrite())
+	_, err = br.ReadByte()
+	require.ErrorIs(t, err, io.EOF)
+	require.Contains(t, s.out.String(), ": unknown (no_match")
+}
+
+// A client that connects and stays silent is served by the echo once the
+// detection timeout passes; meanwhile others are served at once.
+func TestSilentClientTimesOutToEcho(t *testing.T) {
+	s := start(t, config{DetectTimeout: 500 * time.Millisecond})
+	silent, err := net.Dial("tcp", s.addr)
+	require.NoError(t, err)
+	defer silent.Close()
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	_, body := get(t, &http.Client{Transport: tr}, "http://"+s.addr+"/while-silent")
+	require.Equal(t, "multiplex: GET /while-silent HTTP/1.1 tls=none\n", body)
+
+	require.Eventually(t, func() bool { return strings.Contains(s.out.String(), ": unknown (timeout") }, 30*time.Second, 20*time.Millisecond)
+	silent.SetDeadline(time.Now().Add(30 * time.Second))
+	_, err = io.WriteString(silent, "GET / HTTP/1.1\r\n\r\n") // too late to be HTTP: echoed
+	require.NoError(t, err)
+	got := make([]byte, len("GET / HTTP/1.1\r\n\r\n"))
+	_, err = io.ReadFull(silent, got)
+	require.NoError(t, err)
+	require.Equal(t, "GET / HTTP/1.1\r\n\r\n", string(got))
+}
+
+// Inside TLS, bytes that are not HTTP reach the echo too.
+func TestTLSRawEcho(t *testing.T) {
+	s := start(t, config{})
+	c, err := tls.Dial("tcp", s.addr, s.clientTLS())
+	require.NoError(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	_, err = io.WriteString(c, "ping inside tls\n")
+	require.NoError(t, err)
+	got, err := bufio.NewReader(c).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "ping inside tls\n", got)
+	require.Contains(t, s.out.String(), `inside TLS (TLS 1.3, sni="localhost", alpn=""): unknown (no_match)`)
+}
+
+func TestCurl(t *testing.T) {
+	curl := exampletest.RequireProgram(t, "curl", "curl")
+	s := start(t, config{})
+	p := port(t, s.addr)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"http1.1", []string{"--http1.1", "http://" + s.addr + "/curl"}, "multiplex: GET /curl HTTP/1.1 tls=none\n"},
+		{"h2c-prior-knowledge", []string{"--http2-prior-knowledge", "http://" + s.addr + "/curl"}, "multiplex: GET /curl HTTP/2.0 tls=none\n"},
+		{"tls-h2", []string{"-k", "--http2", "--resolve", "localhost:" + p + ":127.0.0.1", "https://localhost:" + p + "/curl"},
+			`multiplex: GET /curl HTTP/2.0 tls="TLS 1.3" alpn=h2 sni=localhost` + "\n"},
+		{"tls-http1.1", []string{"-k", "--http1.1", "--resolve", "localhost:" + p + ":127.0.0.1", "https://localhost:" + p + "/curl"},
+			`multiplex: GET /curl HTTP/1.1 tls="TLS 1.3" alpn=http/1.1 sni=localhost` + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			args := append([]string{"--silent", "--show-error", "--max-time", "30"}, tc.args...)
+			out, err := exec.CommandContext(ctx, curl, args...).CombinedOutput()
+			require.NoError(t, err, "curl %v: %s", args, out)
+			require.Equal(t, tc.want, string(out))
+		})
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	cfg, err := parseFlags(nil, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:8080", cfg.Addr)
+	require.Equal(t, 10*time.Second, cfg.DetectTimeout)
+
+	cfg, err = parseFlags([]string{"-addr", "127.0.0.1:0", "-detect-timeout", "2s", "-quiet"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, config{Addr: "127.0.0.1:0", DetectTimeout: 2 * time.Second, EchoIdle: 2 * time.Minute, ShutdownGrace: 5 * time.Second, Quiet: true}, cfg)
+
+	_, err = parseFlags([]string{"-h"}, io.Discard)
+	require.ErrorIs(t, err, flag.ErrHelp)
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-addr", "8080"}, `-addr "8080"`},
+		{[]string{"-detect-timeout", "-1s"}, "-detect-timeout must not be negative"},
+		{[]string{"-detect-timeout", "0"}, "-detect-timeout must be positive"},
+		{[]string{"-tls-cert", "c.pem"}, "-tls-cert and -tls-key go together"},
+		{[]string{"-no-such-flag"}, "flag provided but not defined"},
+		{[]string{"extra"}, "unexpected arguments"},
+	} {
+		_, err := parseFlags(tc.args, io.Discard)
+		require.ErrorIs(t, err, errUsage, "%v", tc.args)
+		require.ErrorContains(t, err, tc.want, "%v", tc.args)
+	}
+}
+
+func TestListenError(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	err = run(context.Background(), config{Addr: l.Addr().String(), DetectTimeout: time.Second}, io.Discard)
+	var opErr *net.OpError
+	require.True(t, errors.As(err, &opErr), "want a listen error, got %v", err)
+}
+
+func port(t *testing.T, addr string) string {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	return p
+}
+
