@@ -324,4 +324,3 @@ func port(t *testing.T, addr string) string {
 	require.NoError(t, err)
 	return p
 }
-
