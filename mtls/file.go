@@ -44,7 +44,8 @@ type FileConfig struct {
 	// OnReload, when non-nil, is called after every attempt to load changed
 	// files: with nil when the new SVID and bundle were taken, with a
 	// *ReloadError when they were refused and the previous ones kept. It is
-	// called from the polling goroutine or from Reload.
+	// called from the polling goroutine or from Reload, while the reload
+	// lock is held: it must not call Reload.
 	OnReload func(error)
 }
 
