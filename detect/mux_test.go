@@ -1,0 +1,689 @@
+package detect_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/sniffsplice/sniff/detect"
+)
+
+// muxNeedProgram skips the test when a Debian program is missing, naming its package, except under
+// CI=true, where the program must be there and the test fails instead.
+func muxNeedProgram(t *testing.T, prog, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(prog)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found (Debian package %s) and CI=true", prog, pkg)
+		}
+		t.Skipf("%s not found: install the Debian package %s", prog, pkg)
+	}
+	return p
+}
+
+// lockedBuffer is a goroutine-safe bytes.Buffer for server error logs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// muxEvents collects the mux's OnConn events.
+type muxEvents struct {
+	mu  sync.Mutex
+	evs []detect.MuxEvent
+}
+
+func (e *muxEvents) add(ev detect.MuxEvent) {
+	e.mu.Lock()
+	e.evs = append(e.evs, ev)
+	e.mu.Unlock()
+}
+
+func (e *muxEvents) count(o detect.MuxOutcome, p detect.Protocol) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, ev := range e.evs {
+		if ev.Outcome == o && (p == "" || ev.Result.Protocol == p) {
+			n++
+		}
+	}
+	return n
+}
+
+// startMux listens on loopback and returns the mux (not yet serving) and a function that runs Serve
+// on a goroutine and returns a channel with Serve's error.
+func startMux(t *testing.T, d *detect.Detector, cfg detect.MuxConfig) (*detect.Mux, func() <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	m := detect.NewMux(ln, d, cfg)
+	serve := func() <-chan error {
+		ch := make(chan error, 1)
+		go func() { ch <- m.Serve() }()
+		return ch
+	}
+	return m, serve
+}
+
+// echoServe echoes every connection accepted from l until Accept fails.
+func echoServe(l net.Listener, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}
+
+func selfSignedTLS(t *testing.T, name string) (*tls.Config, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pool
+}
+
+// TestMuxRealPeers serves net/http (HTTP/1.1 and h2c), grpc-go, TLS and raw TCP on one loopback
+// port through one Mux whose Detector tells gRPC from other HTTP/2 actively, and talks to it with
+// the real clients: net/http, x/net/http2 h2c, grpc-go, crypto/tls, curl, and a raw TCP echo.
+func TestMuxRealPeers(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	var events muxEvents
+	d := &detect.Detector{GRPC: detect.GRPCActive}
+	m, serve := startMux(t, d, detect.MuxConfig{OnConn: events.add})
+	httpL := m.Match(detect.HTTP1, detect.HTTP2)
+	grpcL := m.Match(detect.GRPC)
+	tlsL := m.Match(detect.TLS)
+	rawL := m.Default()
+	for _, l := range []net.Listener{httpL, grpcL, tlsL, rawL} {
+		assert.Equal(t, m.Addr(), l.Addr(), "child Addr is the parent's")
+	}
+	addr := m.Addr().String()
+
+	// net/http with HTTP/1 and unencrypted HTTP/2 (h2c prior knowledge).
+	var httpLog lockedBuffer
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	hs := &http.Server{
+		Protocols: &protos,
+		ErrorLog:  log.New(&httpLog, "", 0),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s %s %d", r.Proto, r.URL.Path, len(body))
+		}),
+	}
+	// grpc-go with the standard health service.
+	gs := grpc.NewServer()
+	hsrv := health.NewServer()
+	hsrv.SetServingStatus("sniff", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hsrv)
+	// TLS: an HTTPS server behind the TLS child.
+	tlsConf, pool := selfSignedTLS(t, "sniff.test")
+	tlsConf.NextProtos = []string{"http/1.1"}
+	tlsHS := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls %s %s", r.TLS.ServerName, r.Proto)
+	})}
+
+	var wg sync.WaitGroup
+	wg.Add(4)
+	go func() { defer wg.Done(); _ = hs.Serve(httpL) }()
+	go func() { defer wg.Done(); _ = gs.Serve(grpcL) }()
+	go func() { defer wg.Done(); _ = tlsHS.Serve(tls.NewListener(tlsL, tlsConf)) }()
+	go echoServe(rawL, &wg)
+	serveErr := serve()
+
+	h2c := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, a string, _ *tls.Config) (net.Conn, error) {
+			var nd net.Dialer
+			return nd.DialContext(ctx, network, a)
+		},
+	}
+	defer h2c.CloseIdleConnections()
+	h2cGet := func(t *testing.T) {
+		t.Helper()
+		c := &http.Client{Transport: h2c, Timeout: 10 * time.Second}
+		for i := range 3 {
+			resp, err := c.Post("http://"+addr+"/h2c", "text/plain", strings.NewReader(strings.Repeat("x", 1000*i)))
+			require.NoError(t, err)
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.NoError(t, err)
+			assert.Equal(t, fmt.Sprintf("HTTP/2.0 /h2c %d", 1000*i), string(b))
+		}
+	}
+
+	t.Run("net/http HTTP/1.1", func(t *testing.T) {
+		tr := &http.Transport{}
+		defer tr.CloseIdleConnections()
+		c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		resp, err := c.Get("http://" + addr + "/one")
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, "HTTP/1.1 /one 0", string(b))
+	})
+	t.Run("h2c client", h2cGet)
+	t.Run("grpc-go health", func(t *testing.T) {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		require.NoError(t, err)
+		defer cc.Close()
+		hc := healthpb.NewHealthClient(cc)
+		for range 3 {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "sniff"})
+			cancel()
+			require.NoError(t, err)
+			assert.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
+		}
+	})
+	t.Run("h2c client after gRPC on the same port", func(t *testing.T) {
+		h2c.CloseIdleConnections() // a new connection, detected again in active gRPC mode
+		h2cGet(t)
+	})
+	t.Run("crypto/tls client with SNI", func(t *testing.T) {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "sniff.test"}}
+		defer tr.CloseIdleConnections()
+		c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		resp, err := c.Get("https://" + addr + "/")
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, "tls sniff.test HTTP/1.1", string(b))
+	})
+	t.Run("curl HTTP/1.1", func(t *testing.T) {
+		curl := muxNeedProgram(t, "curl", "curl")
+		out, err := exec.Command(curl, "-sS", "--max-time", "10", "--http1.1", "http://"+addr+"/curl1").CombinedOutput()
+		require.NoError(t, err, string(out))
+		assert.Equal(t, "HTTP/1.1 /curl1 0", string(out))
+	})
+	t.Run("curl --http2-prior-knowledge", func(t *testing.T) {
+		curl := muxNeedProgram(t, "curl", "curl")
+		out, err := exec.Command(curl, "-sS", "--max-time", "10", "--http2-prior-knowledge", "http://"+addr+"/curl2").CombinedOutput()
+		require.NoError(t, err, string(out))
+		assert.Equal(t, "HTTP/2.0 /curl2 0", string(out))
+	})
+	t.Run("raw TCP echo on Default", func(t *testing.T) {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+		msg := []byte("hello raw tcp\x00\x01\x02")
+		_, err = c.Write(msg)
+		require.NoError(t, err)
+		got := make([]byte, len(msg))
+		_, err = io.ReadFull(c, got)
+		require.NoError(t, err)
+		assert.Equal(t, msg, got)
+	})
+
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+	require.NoError(t, hs.Close())
+	require.NoError(t, tlsHS.Close())
+	gs.Stop()
+	wg.Wait()
+
+	assert.Empty(t, httpLog.String(), "net/http server logged errors (a stray SETTINGS ACK would show here)")
+	st := m.Stats()
+	assert.Zero(t, st.Unrouted)
+	assert.Zero(t, st.DetectFailed)
+	assert.Zero(t, st.InFlight)
+	assert.Equal(t, st.Accepted, st.Routed+st.Shutdown)
+	assert.GreaterOrEqual(t, events.count(detect.MuxRouted, detect.GRPC), 1, "gRPC detected and routed")
+	assert.GreaterOrEqual(t, events.count(detect.MuxRouted, detect.HTTP2), 2, "h2c detected as HTTP/2 (not gRPC)")
+	assert.GreaterOrEqual(t, events.count(detect.MuxRouted, detect.HTTP1), 1)
+	assert.GreaterOrEqual(t, events.count(detect.MuxRouted, detect.TLS), 1)
+	assert.GreaterOrEqual(t, events.count(detect.MuxRouted, detect.Unknown), 1)
+}
+
+// raiseNoFile raises RLIMIT_NOFILE's soft limit to at least n when the hard limit allows.
+func raiseNoFile(t *testing.T, n uint64) {
+	t.Helper()
+	var rl syscall.Rlimit
+	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl))
+	if rl.Cur >= n {
+		return
+	}
+	if rl.Max < n {
+		t.Skipf("RLIMIT_NOFILE hard limit %d < %d", rl.Max, n)
+	}
+	old := rl
+	rl.Cur = n
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl))
+	t.Cleanup(func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+}
+
+// TestMuxSilentClientsDoNotDelayOthers: 1,000 clients connect and send nothing; one HTTP/1 client
+// then connects and is served while all 1,000 are still waiting in detection.
+func TestMuxSilentClientsDoNotDelayOthers(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	const silent = 1000
+	raiseNoFile(t, 2*silent+512)
+
+	m, serve := startMux(t, &detect.Detector{}, detect.MuxConfig{}) // default 10 s timeout and bound
+	httpL := m.Match(detect.HTTP1)
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "served")
+	})}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = hs.Serve(httpL) }()
+	serveErr := serve()
+	addr := m.Addr().String()
+
+	conns := make([]net.Conn, 0, silent)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range silent {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		require.NoError(t, err)
+		conns = append(conns, c)
+	}
+	require.Eventually(t, func() bool { return m.Stats().InFlight == silent }, 20*time.Second, 5*time.Millisecond,
+		"all silent clients accepted and detecting")
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	resp, err := c.Get("http://" + addr + "/")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "served", string(b))
+
+	// The HTTP client was served while every silent client is still held in detection, untouched.
+	st := m.Stats()
+	assert.Equal(t, int64(silent), st.InFlight, "silent clients still waiting")
+	assert.Equal(t, uint64(1), st.Routed)
+	assert.Zero(t, st.Waited)
+	for _, sc := range []net.Conn{conns[0], conns[silent/2], conns[silent-1]} {
+		require.NoError(t, sc.SetReadDeadline(time.Now().Add(10*time.Millisecond)))
+		_, err := sc.Read(make([]byte, 1))
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded, "a silent client's connection is still open")
+	}
+
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+	st = m.Stats()
+	assert.Equal(t, uint64(silent), st.Shutdown, "Close ended every pending detection")
+	assert.Zero(t, st.InFlight)
+	require.NoError(t, hs.Close())
+	wg.Wait()
+	// Close closed the silent clients' server sides: they see EOF (or a reset).
+	require.NoError(t, conns[0].SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = conns[0].Read(make([]byte, 1))
+	assert.Error(t, err)
+	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
+}
+
+// TestMuxCloseClosesEveryChild: Close makes pending and later Accepts of every child fail with
+// net.ErrClosed, Serve returns ErrMuxClosed, and Close waits for Serve's goroutines.
+func TestMuxCloseClosesEveryChild(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	m, serve := startMux(t, nil, detect.MuxConfig{})
+	children := []net.Listener{m.Match(detect.HTTP1, detect.HTTP2), m.Match(detect.GRPC), m.Match(detect.TLS), m.Default()}
+	serveErr := serve()
+
+	errs := make(chan error, len(children))
+	for _, l := range children {
+		go func() {
+			c, err := l.Accept()
+			if c != nil {
+				c.Close()
+			}
+			errs <- err
+		}()
+	}
+	// A silent client in detection while the mux closes.
+	c, err := net.Dial("tcp", m.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	require.Eventually(t, func() bool { return m.Stats().InFlight == 1 }, 10*time.Second, time.Millisecond)
+
+	require.NoError(t, m.Close())
+	select {
+	case err := <-serveErr:
+		assert.ErrorIs(t, err, detect.ErrMuxClosed)
+		assert.ErrorIs(t, err, net.ErrClosed)
+	default:
+		t.Fatal("Close returned before Serve")
+	}
+	for range children {
+		select {
+		case err := <-errs:
+			assert.ErrorIs(t, err, net.ErrClosed)
+			assert.ErrorIs(t, err, detect.ErrMuxClosed)
+		case <-time.After(10 * time.Second):
+			t.Fatal("a child's Accept did not return after Close")
+		}
+	}
+	for _, l := range children { // later Accepts fail at once
+		_, err := l.Accept()
+		assert.ErrorIs(t, err, net.ErrClosed)
+	}
+	assert.Equal(t, uint64(1), m.Stats().Shutdown)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF, "the connection in detection was closed")
+
+	assert.NoError(t, m.Close(), "a second Close is harmless")
+	assert.ErrorIs(t, m.Serve(), detect.ErrMuxClosed, "Serve after Close")
+	_, err = net.DialTimeout("tcp", m.Addr().String(), time.Second)
+	assert.Error(t, err, "the parent listener is closed")
+}
+
+// TestMuxChildCloseKeepsSiblings: closing one child ends its Accept and closes (and counts) its
+// later connections; the other children keep serving.
+func TestMuxChildCloseKeepsSiblings(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var events muxEvents
+	m, serve := startMux(t, nil, detect.MuxConfig{OnConn: events.add})
+	httpL := m.Match(detect.HTTP1)
+	rawL := m.Default()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go echoServe(rawL, &wg)
+	serveErr := serve()
+	addr := m.Addr().String()
+
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := httpL.Accept()
+		accepted <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // let Accept block (the test holds either way)
+	require.NoError(t, httpL.Close())
+	select {
+	case err := <-accepted:
+		assert.ErrorIs(t, err, net.ErrClosed, "Accept honours Close")
+		assert.NotErrorIs(t, err, detect.ErrMuxClosed, "only the child closed")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Accept did not return after the child's Close")
+	}
+	assert.ErrorIs(t, httpL.Close(), net.ErrClosed, "second Close reports it")
+
+	// An HTTP/1 client now is detected, then closed and counted.
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	assert.Error(t, err, "closed by the mux (EOF, or a reset as the request was unread)")
+	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
+	assert.Equal(t, uint64(1), m.Stats().ChildClosed)
+	assert.Equal(t, 1, events.count(detect.MuxChildClosed, detect.HTTP1))
+
+	// The sibling still serves.
+	e, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer e.Close()
+	require.NoError(t, e.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = io.WriteString(e, "\x00still here")
+	require.NoError(t, err)
+	got := make([]byte, 11)
+	_, err = io.ReadFull(e, got)
+	require.NoError(t, err)
+	assert.Equal(t, "\x00still here", string(got))
+	e.Close()
+
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+	wg.Wait()
+}
+
+// TestMuxUnroutedIsClosed: a protocol with no child and no Default is closed and counted, not
+// leaked; gRPC without a GRPC child goes to the HTTP/2 child.
+func TestMuxUnroutedIsClosed(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var events muxEvents
+	m, serve := startMux(t, nil, detect.MuxConfig{OnConn: events.add})
+	_ = m.Match(detect.HTTP1) // never Accepts: must not matter for other protocols
+	serveErr := serve()
+
+	closedByMux := func(c net.Conn) {
+		t.Helper()
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+		_, err := c.Read(make([]byte, 1))
+		assert.Error(t, err, "the mux closed the unrouted connection")
+		assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
+	}
+	for _, first := range []string{"SSH-2.0-x\r\n", "\x00\x00\x00\x08\x04\xd2\x16\x2f"} {
+		c, err := net.Dial("tcp", m.Addr().String())
+		require.NoError(t, err)
+		_, err = io.WriteString(c, first)
+		require.NoError(t, err)
+		closedByMux(c)
+		c.Close()
+	}
+	// A real TLS client: its handshake fails because the mux closes the connection.
+	c, err := net.Dial("tcp", m.Addr().String())
+	require.NoError(t, err)
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	tc := tls.Client(c, &tls.Config{ServerName: "sniff.test", InsecureSkipVerify: true})
+	err = tc.Handshake()
+	assert.Error(t, err)
+	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
+	c.Close()
+
+	require.Eventually(t, func() bool { return m.Stats().Unrouted == 3 }, 10*time.Second, time.Millisecond)
+	assert.Equal(t, 1, events.count(detect.MuxUnrouted, detect.TLS))
+	assert.Equal(t, 2, events.count(detect.MuxUnrouted, detect.Unknown))
+	assert.Zero(t, m.Stats().InFlight)
+
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+}
+
+// TestMuxGRPCFallsBackToHTTP2: with gRPC refinement on and no GRPC child, gRPC goes to the HTTP/2
+// child (a grpc-go server there serves it).
+func TestMuxGRPCFallsBackToHTTP2(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var events muxEvents
+	m, serve := startMux(t, &detect.Detector{GRPC: detect.GRPCActive}, detect.MuxConfig{OnConn: events.add})
+	h2L := m.Match(detect.HTTP2)
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = gs.Serve(h2L) }()
+	serveErr := serve()
+
+	cc, err := grpc.NewClient(m.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	cancel()
+	require.NoError(t, err)
+	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
+	cc.Close()
+	assert.Equal(t, 1, events.count(detect.MuxRouted, detect.GRPC))
+
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+	gs.Stop()
+	wg.Wait()
+}
+
+// TestMuxBoundWaitsOrRefuses: with MaxDetections in flight, the next connection waits for a slot
+// (default) or is refused (RefuseWhenFull); both are counted.
+func TestMuxBoundWaitsOrRefuses(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	t.Run("refuse", func(t *testing.T) {
+		var events muxEvents
+		m, serve := startMux(t, nil, detect.MuxConfig{MaxDetections: 2, RefuseWhenFull: true, OnConn: events.add})
+		_ = m.Default()
+		serveErr := serve()
+		for range 2 {
+			c, err := net.Dial("tcp", m.Addr().String())
+			require.NoError(t, err)
+			defer c.Close()
+		}
+		require.Eventually(t, func() bool { return m.Stats().InFlight == 2 }, 10*time.Second, time.Millisecond)
+		c, err := net.Dial("tcp", m.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+		_, err = c.Read(make([]byte, 1))
+		assert.ErrorIs(t, err, io.EOF, "refused at once")
+		assert.Equal(t, uint64(1), m.Stats().Refused)
+		assert.Equal(t, 1, events.count(detect.MuxRefused, ""))
+		require.NoError(t, m.Close())
+		<-serveErr
+	})
+
+	t.Run("wait", func(t *testing.T) {
+		m, serve := startMux(t, nil, detect.MuxConfig{MaxDetections: 1})
+		httpL := m.Match(detect.HTTP1) // no Default: the silent client, once it leaves, is unrouted
+		hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "ok")
+		})}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = hs.Serve(httpL) }()
+		serveErr := serve()
+
+		silent, err := net.Dial("tcp", m.Addr().String())
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return m.Stats().InFlight == 1 }, 10*time.Second, time.Millisecond)
+		c, err := net.Dial("tcp", m.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+		_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return m.Stats().Waited == 1 }, 10*time.Second, time.Millisecond,
+			"the accept loop waits for the slot")
+		// Freeing the slot (the silent client leaves) lets the waiting HTTP client through.
+		silent.Close()
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, "ok", string(b))
+		require.NoError(t, m.Close())
+		<-serveErr
+		require.NoError(t, hs.Close())
+		wg.Wait()
+	})
+}
+
+// errListener fails Accept with a permanent error after handing out nothing.
+type errListener struct {
+	net.Listener
+	err error
+}
+
+func (l errListener) Accept() (net.Conn, error) { return nil, l.err }
+
+// TestMuxServeEndsOnListenerError: a permanent Accept error ends Serve with that error and closes
+// the children; Serve cannot run twice.
+func TestMuxServeEndsOnListenerError(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	boom := errors.New("boom")
+	m := detect.NewMux(errListener{ln, boom}, nil)
+	child := m.Default()
+	assert.ErrorIs(t, m.Serve(), boom)
+	_, err = child.Accept()
+	assert.ErrorIs(t, err, net.ErrClosed)
+	assert.ErrorIs(t, m.Serve(), detect.ErrMuxClosed)
+	assert.NoError(t, m.Close())
+}
+
+func TestMuxServeTwice(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	m, serve := startMux(t, nil, detect.MuxConfig{})
+	_ = m.Default()
+	serveErr := serve()
+	c, err := net.Dial("tcp", m.Addr().String()) // once accepted, Serve is surely running
+	require.NoError(t, err)
+	defer c.Close()
+	require.Eventually(t, func() bool { return m.Stats().Accepted == 1 }, 10*time.Second, time.Millisecond)
+	assert.ErrorIs(t, m.Serve(), detect.ErrMuxServing)
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+}
+
+func TestMuxOutcomeString(t *testing.T) {
+	for o, s := range map[detect.MuxOutcome]string{
+		detect.MuxRouted: "routed", detect.MuxUnrouted: "unrouted", detect.MuxChildClosed: "child_closed",
+		detect.MuxRefused: "refused", detect.MuxDetectFailed: "detect_failed", detect.MuxShutdown: "shutdown",
+		detect.MuxOutcome(200): "unknown",
+	} {
+		assert.Equal(t, s, o.String())
+	}
+}
