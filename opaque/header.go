@@ -437,6 +437,25 @@ func IsDNSName(s string) bool {
 
 func isDNSNameBytes(b []byte) bool { return isDNSName(string(b)) } // no copy: the compiler elides it
 
+// Character classes for isDNSName.
+const (
+	dnsBad = iota
+	dnsLabel
+	dnsDash
+	dnsDot
+)
+
+var dnsClass = func() (t [256]uint8) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = dnsLabel, dnsLabel
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = dnsLabel
+	}
+	t['_'], t['-'], t['.'] = dnsLabel, dnsDash, dnsDot
+	return t
+}()
+
 func isDNSName(s string) bool {
 	if len(s) > 0 && s[len(s)-1] == '.' {
 		s = s[:len(s)-1]
@@ -444,31 +463,32 @@ func isDNSName(s string) bool {
 	if len(s) == 0 || len(s) > maxDNSName {
 		return false
 	}
-	label := 0
+	label := 0 // length of the current label
+	prev := uint8(dnsDot)
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_':
-			label++
-		case c == '-':
-			if label == 0 {
-				return false // label starts with '-'
-			}
-			label++
-		case c == '.':
-			if label == 0 || s[i-1] == '-' {
-				return false // empty label, or label ends with '-'
+		cl := dnsClass[s[i]]
+		switch cl {
+		case dnsBad:
+			return false
+		case dnsDot:
+			if prev != dnsLabel {
+				return false // empty label, or label ending with '-'
 			}
 			label = 0
-			continue
+		case dnsDash:
+			if prev == dnsDot {
+				return false // label starting with '-'
+			}
+			label++
 		default:
-			return false
+			label++
 		}
 		if label > 63 {
 			return false
 		}
+		prev = cl
 	}
-	return label > 0 && s[len(s)-1] != '-'
+	return prev == dnsLabel
 }
 
 // bufPool holds buffers for encoding and decoding, so that WriteHeader and

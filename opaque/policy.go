@@ -426,13 +426,23 @@ func NewResolver(t *Table) *Resolver {
 func (r *Resolver) Resolve(dir Direction, port uint16) Decision {
 	t := r.t.Load()
 	if t == nil {
-		t = defaultTable()
+		t = r.init()
 	}
 	return t.Resolve(dir, port)
 }
 
+// init installs DefaultTable in a zero Resolver on first use, unless a Store
+// got there first.
+func (r *Resolver) init() *Table {
+	r.t.CompareAndSwap(nil, defaultTable())
+	return r.t.Load()
+}
+
 // Store makes t the current Table (nil: DefaultTable).
 func (r *Resolver) Store(t *Table) {
+	if t == nil {
+		t = defaultTable()
+	}
 	r.t.Store(t)
 }
 
@@ -441,7 +451,7 @@ func (r *Resolver) Load() *Table {
 	if t := r.t.Load(); t != nil {
 		return t
 	}
-	return defaultTable()
+	return r.init()
 }
 
 // Update compiles p and stores the result; on error the current Table stays.
