@@ -329,31 +329,59 @@ func BenchmarkVerifyPeer(b *testing.B) {
 		b.Fatal(err)
 	}
 	cs := tls.ConnectionState{PeerCertificates: peer.Certificates, HandshakeComplete: true}
-	b.Run("mtls", func(b *testing.B) {
-		b.ReportAllocs()
-		for range b.N {
-			if err := srv.VerifyConnection(cs); err != nil {
-				b.Fatal(err)
-			}
+	verifyMTLS := func() {
+		if err := srv.VerifyConnection(cs); err != nil {
+			b.Fatal(err)
 		}
-	})
+	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Root())
 	want := peer.ID.String()
+	verifyX509 := func() {
+		// crypto/tls builds the intermediates pool per handshake too.
+		opts := x509.VerifyOptions{Roots: roots, Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		for _, c := range cs.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+		if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+			b.Fatal(err)
+		}
+		if u := cs.PeerCertificates[0].URIs; len(u) != 1 || u[0].String() != want {
+			b.Fatal("wrong peer")
+		}
+	}
+	b.Run("mtls", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			verifyMTLS()
+		}
+	})
 	b.Run("crypto-x509", func(b *testing.B) {
 		b.ReportAllocs()
 		for range b.N {
-			// crypto/tls builds the intermediates pool per handshake too.
-			opts := x509.VerifyOptions{Roots: roots, Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-			for _, c := range cs.PeerCertificates[1:] {
-				opts.Intermediates.AddCert(c)
-			}
-			if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
-				b.Fatal(err)
-			}
-			if u := cs.PeerCertificates[0].URIs; len(u) != 1 || u[0].String() != want {
-				b.Fatal("wrong peer")
+			verifyX509()
+		}
+	})
+	// Interleaved, for the ratio.
+	b.Run("side-by-side", func(b *testing.B) {
+		var tm, tx time.Duration
+		for i := range b.N {
+			if i%2 == 0 {
+				t0 := time.Now()
+				verifyMTLS()
+				t1 := time.Now()
+				verifyX509()
+				tm, tx = tm+t1.Sub(t0), tx+time.Since(t1)
+			} else {
+				t0 := time.Now()
+				verifyX509()
+				t1 := time.Now()
+				verifyMTLS()
+				tx, tm = tx+t1.Sub(t0), tm+time.Since(t1)
 			}
 		}
+		b.ReportMetric(float64(tm.Nanoseconds())/float64(b.N), "mtls-ns/verify")
+		b.ReportMetric(float64(tx.Nanoseconds())/float64(b.N), "crypto-x509-ns/verify")
+		b.ReportMetric(tx.Seconds()/tm.Seconds(), "mtls/crypto-x509-speed")
 	})
 }
