@@ -80,7 +80,8 @@ type HandshakeEvent struct {
 // ServerTLS returns a *tls.Config for accepting connections: TLS 1.3 only,
 // the certificate fetched from c.SVID on every handshake, client
 // certificates requested and verified in VerifyConnection (a client without
-// one is refused with ErrNoPeerCertificate), session tickets as
+// one is refused with ErrNoPeerCertificate and a bad_certificate alert, so
+// that the refusal is reported like every other), session tickets as
 // c.SessionTickets says.
 func (c *Config) ServerTLS() (*tls.Config, error) {
 	v, err := c.newVerifier(true)

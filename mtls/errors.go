@@ -147,6 +147,9 @@ func Classify(err error) Reason {
 	if ve, ok := errors.AsType[*VerifyError](err); ok {
 		return ve.Reason
 	}
+	if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		return ReasonUntrusted // crypto/tls's own verification (not a config of this package)
+	}
 	if errors.Is(err, ErrNoSVID) || errors.Is(err, ErrNoSVIDSource) || errors.Is(err, ErrNoBundleSource) {
 		return ReasonLocal
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -165,4 +166,45 @@ func ExampleParseLinkerdDNS() {
 	// Output:
 	// spiffe://cluster.local/ns/default/sa/web <nil>
 	// web.default.serviceaccount.identity.linkerd.cluster.local <nil>
+}
+
+// A FileSource serves the files of a secret mount and picks up new ones;
+// here Reload is called by hand instead of waiting for the poll.
+func ExampleNewFileSource() {
+	dir, err := os.MkdirTemp("", "mtls-example")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	ca := mtlstest.NewCA("example.org")
+	files, _ := mtlstest.WritePEM(dir, "tls", ca.Issue("/web"), ca.Bundle())
+
+	src, err := mtls.NewFileSource(context.Background(), mtls.FileConfig{
+		CertFile: files.Cert, KeyFile: files.Key, BundleFile: files.Bundle,
+		Interval: -1, // no polling in this example
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer src.Close()
+	svid, _ := src.GetX509SVID()
+	fmt.Println("serving", svid.ID)
+
+	// A half-written certificate is refused; the old one stays.
+	_ = os.WriteFile(files.Cert, []byte("-----BEGIN CERTIFICATE-----\nMIIB"), 0o600)
+	err = src.Reload()
+	svid, _ = src.GetX509SVID()
+	fmt.Println("refused:", err != nil, "serving", svid.ID)
+
+	// Complete new files are taken.
+	_, _ = mtlstest.WritePEM(dir, "tls", ca.Issue("/web-v2"), ca.Bundle())
+	err = src.Reload()
+	svid, _ = src.GetX509SVID()
+	fmt.Println("reloaded:", err, "serving", svid.ID)
+	// Output:
+	// serving spiffe://example.org/web
+	// refused: true serving spiffe://example.org/web
+	// reloaded: <nil> serving spiffe://example.org/web-v2
 }
