@@ -193,7 +193,7 @@ func TestDetectSpliceCounters(t *testing.T) {
 			run: func(a string) (int64, int64) { return plainExchange(t, a, unknown, false) }},
 		{name: "Timeout", up: plainUp, labels: metrics.ConnLabels{Protocol: "unknown"}, protocol: "unknown", reason: "timeout",
 			timeout: 300 * time.Millisecond,
-			run: func(a string) (int64, int64) { return plainExchange(t, a, []byte("ping after the greeting"), true) }},
+			run:     func(a string) (int64, int64) { return plainExchange(t, a, []byte("ping after the greeting"), true) }},
 		{name: "TLS", up: tlsUp, labels: metrics.ConnLabels{Protocol: "TLS", TLS: metrics.TLSOpaque}, protocol: "TLS", reason: "matched",
 			run: func(a string) (int64, int64) { return tlsExchange(t, a, randomBytes(t, 200000)) }},
 	}
