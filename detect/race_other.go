@@ -1,0 +1,8 @@
+//go:build !linux
+
+package detect
+
+import "net"
+
+// peekReady reports ok == false: outside Linux every connection takes the read-one-byte path.
+func peekReady(net.Conn) (ok bool, err error) { return false, nil }

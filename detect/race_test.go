@@ -1,0 +1,581 @@
+package detect_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/sniffsplice/sniff/detect"
+)
+
+// Proxy modes of raceProxy.
+const (
+	modeRace   = iota // dial the upstream, then DetectUpstream (this package's rule)
+	modeOpaque        // the port is declared opaque: dial and splice, no detection
+	modeDetect        // Linkerd-style: Detect the client (with its timeout), then dial and splice
+)
+
+// raceProxy is a minimal loopback TCP proxy to one upstream address, detecting as its mode says and
+// then splicing with io.Copy (splice(2) between *net.TCPConn) and half-close.
+type raceProxy struct {
+	ln       net.Listener
+	mode     int
+	det      *detect.Detector
+	upstream atomic.Pointer[string]
+	results  chan detect.Result
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+}
+
+func startRaceProxy(tb testing.TB, mode int, d *detect.Detector, upstream string) *raceProxy {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	p := &raceProxy{ln: ln, mode: mode, det: d, results: make(chan detect.Result, 64), conns: map[net.Conn]struct{}{}}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.upstream.Store(&upstream)
+	p.wg.Add(1)
+	go p.serve()
+	tb.Cleanup(p.close)
+	return p
+}
+
+func (p *raceProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *raceProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns == nil {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *raceProxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !p.track(c) {
+			c.Close()
+			return
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.handle(c)
+		}()
+	}
+}
+
+func (p *raceProxy) dial() (net.Conn, error) {
+	up, err := net.Dial("tcp", *p.upstream.Load())
+	if err == nil && !p.track(up) {
+		up.Close()
+		return nil, net.ErrClosed
+	}
+	return up, err
+}
+
+func (p *raceProxy) report(r detect.Result) {
+	select {
+	case p.results <- r:
+	default:
+	}
+}
+
+func (p *raceProxy) handle(c net.Conn) {
+	defer c.Close()
+	switch p.mode {
+	case modeOpaque:
+		up, err := p.dial()
+		if err != nil {
+			return
+		}
+		joinConns(c, up)
+	case modeRace:
+		up, err := p.dial()
+		if err != nil {
+			return
+		}
+		res, c2, up2, err := p.det.DetectUpstream(p.ctx, c, up)
+		if err != nil {
+			up.Close()
+			return
+		}
+		p.report(res)
+		joinConns(c2, up2)
+	case modeDetect:
+		res, c2, err := p.det.Detect(p.ctx, c)
+		if err != nil {
+			return
+		}
+		p.report(res)
+		up, err := p.dial()
+		if err != nil {
+			return
+		}
+		joinConns(c2, up)
+	}
+}
+
+func (p *raceProxy) close() {
+	p.cancel()
+	p.ln.Close()
+	p.mu.Lock()
+	for c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// joinConns copies both ways until both directions end, propagating half-close, then closes both.
+func joinConns(a, b net.Conn) {
+	var wg sync.WaitGroup
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		_, _ = io.Copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		} else {
+			_ = dst.Close()
+		}
+	}
+	wg.Add(2)
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
+// upstreamServer accepts on loopback and runs handle for each connection.
+func upstreamServer(tb testing.TB, handle func(c net.Conn)) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	tb.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+func nextResult(t *testing.T, p *raceProxy) detect.Result {
+	t.Helper()
+	select {
+	case r := <-p.results:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("no detection result")
+		return detect.Result{}
+	}
+}
+
+// mysqlGreeting is a MariaDB-style initial handshake packet (protocol 10), as a server sends it
+// unprompted on connect.
+func mysqlGreeting() []byte {
+	var p []byte
+	p = append(p, 10)                                       // protocol version
+	p = append(p, "5.5.5-10.11.6-MariaDB-0+deb12u1\x00"...) // server version
+	p = binary.LittleEndian.AppendUint32(p, 42)             // connection id
+	p = append(p, "abcdefgh\x00"...)                        // auth-plugin-data part 1 + filler
+	p = binary.LittleEndian.AppendUint16(p, 0xf7fe)         // capability flags (lower)
+	p = append(p, 45)                                       // charset
+	p = binary.LittleEndian.AppendUint16(p, 2)              // status flags
+	p = binary.LittleEndian.AppendUint16(p, 0x81ff)         // capability flags (upper)
+	p = append(p, 21)                                       // auth plugin data length
+	p = append(p, make([]byte, 6)...)                       // filler
+	p = binary.LittleEndian.AppendUint32(p, 0x1d)           // MariaDB extended capabilities
+	p = append(p, "ijklmnopqrst\x00"...)                    // auth-plugin-data part 2
+	p = append(p, "mysql_native_password\x00"...)
+	hdr := []byte{byte(len(p)), byte(len(p) >> 8), byte(len(p) >> 16), 0} // length, sequence 0
+	return append(hdr, p...)
+}
+
+// TestDetectUpstreamServerFirst: through a proxy port not declared opaque, a server that greets
+// first (SMTP "220", a MySQL handshake packet) reaches the client within 50 ms of the server
+// sending it, and every byte both ways is intact.
+func TestDetectUpstreamServerFirst(t *testing.T) {
+	raceLeakCheck(t)
+	payload := make([]byte, 1<<20)
+	_, _ = rand.Read(payload)
+
+	for _, tc := range []struct {
+		name     string
+		greeting []byte
+	}{
+		{"SMTP", []byte("220 mail.sniff.test ESMTP Postfix (Debian/GNU)\r\n")},
+		{"MySQL", mysqlGreeting()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sent := make(chan time.Time, 1)
+			upSum := make(chan [32]byte, 1)
+			up := upstreamServer(t, func(c net.Conn) {
+				sent <- time.Now()
+				if _, err := c.Write(tc.greeting); err != nil {
+					return
+				}
+				// Read the client's payload, answer with its digest and our own payload.
+				got := make([]byte, len(payload))
+				if _, err := io.ReadFull(c, got); err != nil {
+					return
+				}
+				upSum <- sha256.Sum256(got)
+				_, _ = c.Write(payload)
+			})
+			p := startRaceProxy(t, modeRace, &detect.Detector{}, up)
+
+			c, err := net.Dial("tcp", p.addr())
+			require.NoError(t, err)
+			defer c.Close()
+			require.NoError(t, c.SetDeadline(time.Now().Add(20*time.Second)))
+			g := make([]byte, len(tc.greeting))
+			_, err = io.ReadFull(c, g)
+			got := time.Now()
+			require.NoError(t, err)
+			assert.Equal(t, tc.greeting, g)
+			lat := got.Sub(<-sent)
+			t.Logf("greeting reached the client %v after the server sent it", lat)
+			assert.Less(t, lat, 50*time.Millisecond)
+
+			res := nextResult(t, p)
+			assert.Equal(t, detect.ReasonServerFirst, res.Reason)
+			assert.Equal(t, detect.Unknown, res.Protocol)
+
+			// Both ways, 1 MiB each, intact.
+			werr := make(chan error, 1)
+			go func() { _, err := c.Write(payload); werr <- err }()
+			back := make([]byte, len(payload))
+			_, err = io.ReadFull(c, back)
+			require.NoError(t, err)
+			require.NoError(t, <-werr)
+			assert.Equal(t, sha256.Sum256(payload), <-upSum, "client to server intact")
+			assert.True(t, bytes.Equal(payload, back), "server to client intact")
+		})
+	}
+}
+
+// TestDetectUpstreamSilentClientThenMemcache: a client that connects and says nothing for 3 s (a
+// pooled Memcache connection) is not timed out by detection; its `get` is classified at once and
+// served with no extra delay. The Detector's timeout (1 s) is shorter than the silence on purpose.
+func TestDetectUpstreamSilentClientThenMemcache(t *testing.T) {
+	raceLeakCheck(t)
+	up := upstreamServer(t, func(c net.Conn) {
+		buf := make([]byte, 256)
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		if string(buf[:n]) == "get sniff\r\n" {
+			io.WriteString(c, "VALUE sniff 0 5\r\nhello\r\nEND\r\n")
+		}
+	})
+	p := startRaceProxy(t, modeRace, &detect.Detector{Timeout: time.Second}, up)
+
+	c, err := net.Dial("tcp", p.addr())
+	require.NoError(t, err)
+	defer c.Close()
+	time.Sleep(3 * time.Second)
+	select {
+	case r := <-p.results:
+		t.Fatalf("detection ended during the silence: %+v", r)
+	default:
+	}
+
+	start := time.Now()
+	_, err = io.WriteString(c, "get sniff\r\n")
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	want := "VALUE sniff 0 5\r\nhello\r\nEND\r\n"
+	got := make([]byte, len(want))
+	_, err = io.ReadFull(c, got)
+	require.NoError(t, err)
+	elapsed := time.Since(start)
+	assert.Equal(t, want, string(got))
+
+	res := nextResult(t, p)
+	assert.Equal(t, detect.Unknown, res.Protocol)
+	assert.Equal(t, detect.ReasonNoMatch, res.Reason, "decided by the first byte, not by a timeout")
+	t.Logf("served %v after the client's first bytes; detection took %v", elapsed, res.Duration)
+	// No timer is involved: anything near the 1 s timeout would mean detection waited.
+	assert.Less(t, res.Duration, 500*time.Millisecond)
+	assert.Less(t, elapsed, 500*time.Millisecond)
+}
+
+// TestDetectUpstreamHTTP1StillDetected: on the same kind of undeclared port, a client-first HTTP/1
+// client is detected as HTTP/1 and served.
+func TestDetectUpstreamHTTP1StillDetected(t *testing.T) {
+	raceLeakCheck(t)
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s", r.Method, r.URL.Path)
+	})}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = hs.Serve(hl) }()
+	defer func() { hs.Close(); <-done }()
+
+	p := startRaceProxy(t, modeRace, &detect.Detector{}, hl.Addr().String())
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + p.addr() + "/hello")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "GET /hello", string(b))
+	res := nextResult(t, p)
+	assert.Equal(t, detect.HTTP1, res.Protocol)
+	assert.Equal(t, detect.ReasonMatched, res.Reason)
+	assert.Equal(t, "GET", res.HTTP.Method)
+}
+
+// TestDetectUpstreamOneProxyPort runs the three cases above through one proxy port, switching only
+// the upstream behind it, as a sidecar's undeclared port would see them.
+func TestDetectUpstreamOneProxyPort(t *testing.T) {
+	raceLeakCheck(t)
+	smtp := upstreamServer(t, func(c net.Conn) { io.WriteString(c, "220 ready\r\n"); io.Copy(io.Discard, c) })
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = hs.Serve(hl) }()
+	defer func() { hs.Close(); <-done }()
+
+	p := startRaceProxy(t, modeRace, &detect.Detector{}, smtp)
+	c, err := net.Dial("tcp", p.addr())
+	require.NoError(t, err)
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	g := make([]byte, 11)
+	_, err = io.ReadFull(c, g)
+	require.NoError(t, err)
+	assert.Equal(t, "220 ready\r\n", string(g))
+	c.Close()
+	assert.Equal(t, detect.ReasonServerFirst, nextResult(t, p).Reason)
+
+	h := hl.Addr().String()
+	p.upstream.Store(&h)
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + p.addr() + "/")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "ok", string(b))
+	assert.Equal(t, detect.HTTP1, nextResult(t, p).Protocol)
+}
+
+// raceLeakCheck checks for leaked goroutines after every cleanup of the test has run (servers and
+// proxies stop in cleanups registered later, which run first).
+func raceLeakCheck(t *testing.T) {
+	t.Helper()
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
+// raceTCPPair returns a connected loopback pair, closed when the test ends.
+func raceTCPPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	b, err := ln.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a.(*net.TCPConn), b.(*net.TCPConn)
+}
+
+// pipePair returns the two ends of an in-memory connection (the replay path: no MSG_PEEK).
+func pipePair() (net.Conn, net.Conn) { return net.Pipe() }
+
+// TestDetectUpstreamPipes covers the path for connections that cannot be peeked (pipes, TLS): the
+// byte read during the race is handed back in front of the rest, on both sides.
+func TestDetectUpstreamPipes(t *testing.T) {
+	raceLeakCheck(t)
+	ctx := context.Background()
+
+	t.Run("server first", func(t *testing.T) {
+		cli, cliProxy := pipePair()
+		upProxy, srv := pipePair()
+		defer cli.Close()
+		defer srv.Close()
+		go io.WriteString(srv, "220 hi\r\n")
+		res, c, u, err := (&detect.Detector{}).DetectUpstream(ctx, cliProxy, upProxy)
+		require.NoError(t, err)
+		defer c.Close()
+		defer u.Close()
+		assert.Equal(t, detect.ReasonServerFirst, res.Reason)
+		g := make([]byte, 8)
+		_, err = io.ReadFull(u, g)
+		require.NoError(t, err)
+		assert.Equal(t, "220 hi\r\n", string(g), "the greeting's first byte is replayed")
+	})
+
+	t.Run("client first", func(t *testing.T) {
+		cli, cliProxy := pipePair()
+		upProxy, srv := pipePair()
+		defer cli.Close()
+		defer srv.Close()
+		req := "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+		go io.WriteString(cli, req)
+		res, c, u, err := (&detect.Detector{}).DetectUpstream(ctx, cliProxy, upProxy)
+		require.NoError(t, err)
+		defer c.Close()
+		defer u.Close()
+		assert.Equal(t, detect.HTTP1, res.Protocol)
+		g := make([]byte, len(req))
+		_, err = io.ReadFull(c, g)
+		require.NoError(t, err)
+		assert.Equal(t, req, string(g))
+		assert.Same(t, upProxy, u, "the upstream, untouched, is returned as given")
+	})
+}
+
+// TestDetectUpstreamEOFAndCancel: an upstream that closes first is server-first (the close reaches
+// the client by the splice); a client that half-closes first is detected (closed); a cancelled ctx
+// ends a silent wait with ctx.Err() and leaves both connections usable (deadlines cleared).
+func TestDetectUpstreamEOFAndCancel(t *testing.T) {
+	raceLeakCheck(t)
+	pair := func() (client, clientProxy, upProxy, server *net.TCPConn) {
+		a, b := raceTCPPair(t)
+		c, d := raceTCPPair(t)
+		return a, b, c, d
+	}
+
+	t.Run("upstream closes", func(t *testing.T) {
+		_, cp, up, srv := pair()
+		srv.Close()
+		res, _, _, err := (&detect.Detector{}).DetectUpstream(context.Background(), cp, up)
+		require.NoError(t, err)
+		assert.Equal(t, detect.ReasonServerFirst, res.Reason)
+	})
+	t.Run("client half-closes", func(t *testing.T) {
+		cli, cp, up, _ := pair()
+		require.NoError(t, cli.CloseWrite())
+		res, _, _, err := (&detect.Detector{}).DetectUpstream(context.Background(), cp, up)
+		require.NoError(t, err)
+		assert.Equal(t, detect.ReasonClosed, res.Reason)
+		assert.Equal(t, detect.Unknown, res.Protocol)
+	})
+	t.Run("cancel", func(t *testing.T) {
+		cli, cp, up, srv := pair()
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		res, c, u, err := (&detect.Detector{}).DetectUpstream(ctx, cp, up)
+		assert.ErrorIs(t, err, context.Canceled)
+		assert.Equal(t, detect.Unknown, res.Protocol)
+		assert.Same(t, cp, c)
+		assert.Same(t, up, u)
+		// Still usable: deadlines were cleared.
+		go io.WriteString(cli, "x")
+		go io.WriteString(srv, "y")
+		b := make([]byte, 1)
+		_, err = io.ReadFull(c, b)
+		require.NoError(t, err)
+		_, err = io.ReadFull(u, b)
+		require.NoError(t, err)
+	})
+	t.Run("already cancelled", func(t *testing.T) {
+		_, cp, up, _ := pair()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, _, _, err := (&detect.Detector{}).DetectUpstream(ctx, cp, up)
+		assert.True(t, errors.Is(err, context.Canceled))
+	})
+	t.Run("OnResult sees server-first", func(t *testing.T) {
+		_, cp, up, srv := pair()
+		io.WriteString(srv, "+OK\r\n")
+		var seen atomic.Value
+		d := &detect.Detector{OnResult: func(r detect.Result) { seen.Store(r) }}
+		res, c, u, err := d.DetectUpstream(context.Background(), cp, up)
+		require.NoError(t, err)
+		assert.Equal(t, res, seen.Load())
+		if runtime.GOOS == "linux" { // MSG_PEEK: nothing consumed, nothing wrapped
+			assert.Same(t, cp, c)
+			assert.Same(t, up, u)
+		}
+		b := make([]byte, 5)
+		_, err = io.ReadFull(u, b)
+		require.NoError(t, err)
+		assert.Equal(t, "+OK\r\n", string(b))
+	})
+}
+
+// BenchmarkServerFirst measures the time from a client's dial to the first byte of a server-first
+// greeting, through a loopback proxy on a port that is not declared opaque (DetectUpstream), through
+// the same proxy with the port declared opaque (plain splice), and through a Linkerd-style
+// detect-then-timeout proxy. The detect-then-timeout case uses a 1 s timeout so the run stays short;
+// Linkerd's default is 10 s, so its cost there is ten times this row. "direct" is the client dialing
+// the server itself (the limit).
+func BenchmarkServerFirst(b *testing.B) {
+	greeting := []byte("220 mail.sniff.test ESMTP\r\n")
+	up := upstreamServer(b, func(c net.Conn) {
+		c.Write(greeting)
+		io.Copy(io.Discard, c)
+	})
+	run := func(b *testing.B, addr string) {
+		buf := make([]byte, len(greeting))
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, buf); err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	}
+	b.Run("direct", func(b *testing.B) { run(b, up) })
+	b.Run("opaque-declared", func(b *testing.B) {
+		run(b, startRaceProxy(b, modeOpaque, &detect.Detector{}, up).addr())
+	})
+	b.Run("undeclared-DetectUpstream", func(b *testing.B) {
+		run(b, startRaceProxy(b, modeRace, &detect.Detector{}, up).addr())
+	})
+	b.Run("undeclared-detect-timeout-1s", func(b *testing.B) {
+		run(b, startRaceProxy(b, modeDetect, &detect.Detector{Timeout: time.Second}, up).addr())
+	})
+}
