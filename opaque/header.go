@@ -354,10 +354,11 @@ func decodeMessage(msg []byte) (Header, error) {
 	}
 	h.Port = uint16(port)
 	if hasName && len(name) > 0 {
-		if !isDNSNameBytes(name) {
-			return Header{}, &HeaderError{Reason: RejectBadName, Detail: strconv.Quote(truncate(string(name)))}
+		ns := string(name)
+		if !isDNSName(ns) {
+			return Header{}, &HeaderError{Reason: RejectBadName, Detail: strconv.Quote(truncate(ns))}
 		}
-		h.Name = string(name)
+		h.Name = ns
 	}
 	return h, nil
 }
@@ -434,8 +435,6 @@ func truncate(s string) string {
 func IsDNSName(s string) bool {
 	return isDNSName(s)
 }
-
-func isDNSNameBytes(b []byte) bool { return isDNSName(string(b)) } // no copy: the compiler elides it
 
 // Character classes for isDNSName.
 const (
