@@ -292,7 +292,7 @@ func parsePEMCerts(b []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("trailing data that is not a complete PEM block (file truncated or being written?)")
 	}
 	if len(certs) == 0 {
-		return nil, errors.New("no certificate")
+		return nil, errors.New("no certificate (empty file: being written?)")
 	}
 	return certs, nil
 }
