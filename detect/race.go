@@ -1,53 +1,5 @@
 package detect
 
-// Server-first detection: racing the client's first bytes against the upstream's.
-//
-// # The rule
-//
-// A proxy that already holds the upstream connection (inbound: the local application; outbound: the
-// original destination) calls [Detector.DetectUpstream] instead of [Detector.Detect]. It waits for
-// the first of two events, without consuming a byte on either side:
-//
-//   - the upstream is readable first (a greeting, or its EOF): the result is [ReasonServerFirst] with
-//     Protocol [Unknown] at that moment; the caller splices, and the greeting reaches the client as
-//     fast as with a port declared opaque;
-//   - the client is readable first (data, or its EOF): ordinary detection starts at that moment, with
-//     the Detector's Timeout counted from the client's first byte.
-//
-// While neither side has sent anything, nothing waits on detection: there are no bytes to deliver in
-// either direction, so there is no deadline (only ctx ends the wait). A pooled client that connects
-// and speaks minutes later (a Memcache pool) is classified the moment its first bytes arrive; a first
-// byte that cannot begin any known protocol decides [Unknown] at once. This is the difference from
-// Linkerd, which starts a 10 s detection timer at accept: a server-first protocol (SMTP, MySQL,
-// MariaDB) on a port not declared opaque stalls 10 s there, because the server is dialled only after
-// detection; here the upstream is dialled first and its greeting ends detection.
-//
-// # Limits
-//
-// HTTP/1, HTTP/2 and TLS clients can never be misclassified as server-first: in all three the client
-// speaks first and the server sends nothing until it has read the client's request, preface or
-// ClientHello — a server that must answer cannot win the race against the bytes it is waiting for.
-// The same holds for every request/response protocol (Redis, Memcache, PostgreSQL).
-//
-// A connection is misclassified only if the upstream sends bytes before the client while the client
-// would have been detected as a known protocol: an upstream that speaks unprompted on a port whose
-// clients speak HTTP or TLS (for instance a server that writes a banner and then also accepts HTTP),
-// or a client whose first bytes are delayed past an eager server's. Such a connection is proxied
-// opaque: no bytes are lost or reordered, only the protocol-aware features (HTTP routing, SNI) are
-// skipped. A protocol where the client speaks first but is not recognised is [Unknown] by the
-// ordinary rule, so it is proxied opaque too, just as it would be without the race.
-//
-// The race needs the upstream before detection: a proxy that routes by what it detects (HTTP Host,
-// TLS SNI) cannot dial first, and for it the Detector's Timeout stays the bound. [Learner] lets such
-// a proxy remember ports that keep turning out server-first or opaque, and skip detection there.
-//
-// # How
-//
-// On Linux, for *net.TCPConn and *net.UnixConn, readiness is observed with recv(MSG_PEEK) through
-// SyscallConn, so both connections are returned unchanged and nothing is consumed. For other
-// connections (TLS, pipes) one byte is read from the side that became readable (and from the other if
-// it had one at the same moment) and handed back in front of the connection's remaining bytes.
-
 import (
 	"context"
 	"errors"
@@ -58,20 +10,43 @@ import (
 )
 
 // DetectUpstream detects the protocol of client while watching upstream, an already established
-// connection to the client's destination, as described in this file's rule: if upstream's first
-// bytes (or its EOF) arrive before any of the client's, it returns at once with
-// Result{Protocol: Unknown, Reason: ReasonServerFirst}; otherwise it runs [Detector.Detect] on client
-// from the moment the client's first bytes arrive. No detection timeout runs while both are silent.
+// connection to the client's destination (inbound: the local application; outbound: the original
+// destination), so that server-speaks-first protocols need no configuration. It waits for the first
+// of two events, consuming nothing:
 //
-// It returns the connections to use from now on, client first: on Linux for *net.TCPConn the very
-// connections given; otherwise they may replay bytes read during the race. Nothing from either side is
-// lost or reordered. Neither connection is closed; a caller that does not use the upstream (HTTP
-// routed elsewhere) closes it. DetectUpstream uses and then clears the read deadlines of both
-// connections.
+//   - upstream's first bytes (or its EOF) arrive before any of the client's: it returns at once with
+//     Result{Protocol: Unknown, Reason: ReasonServerFirst}; the caller splices, and the greeting
+//     (SMTP "220", a MySQL handshake) reaches the client as fast as through a port declared opaque;
+//   - the client's first bytes (or its EOF) arrive first: it runs [Detector.Detect] on client, whose
+//     Timeout counts from that moment.
+//
+// While both are silent no detection clock runs (only ctx ends the wait): there are no bytes to
+// deliver, so nothing is late. A pooled client that speaks minutes after connecting (Memcache) is
+// classified the moment its first bytes come, and a first byte no matcher can start decides Unknown
+// at once. Linkerd instead starts its 10 s detection timer at accept and dials the server only after
+// detection, so a server-first protocol on a port not declared opaque waits the full timeout.
+//
+// Client-first protocols keep their detection: HTTP/1, TLS and every request/response protocol
+// send nothing from the server until the client's bytes reach it, and nothing is forwarded during
+// the race, so their server cannot speak first. Two tie-breaks keep it so: if the client also has
+// bytes when the upstream wins, the client wins; and an upstream whose first bytes are an HTTP/2
+// SETTINGS frame (grpc-go and x/net/http2 servers send theirs before reading the client preface)
+// is not a greeting, so the client is awaited, for at most the Detector's Timeout. A connection is
+// misclassified only when its server speaks unprompted and its client would have been recognised:
+// it is then proxied opaque, with every byte intact, but without the protocol-aware features. See
+// SERVERFIRST.md in this directory for the full rule, its limits and the measurements.
+//
+// It returns the connections to use from now on, client first. On Linux, *net.TCPConn and
+// *net.UnixConn are watched with recv(MSG_PEEK) and returned unchanged (Detect may still wrap the
+// client, e.g. in gRPC active mode). Other connections (TLS, pipes) lose one byte to the race, which
+// the returned [ReplayConn] hands back first. Neither connection is closed: a caller that does not
+// use the upstream (HTTP routed elsewhere) closes it. Read deadlines of both connections are used
+// and then cleared.
 //
 // err is non-nil only when ctx ends first (ctx.Err()) or a read fails with an error other than EOF;
 // the returned connections are then still valid and the caller closes them. OnResult, if set, sees
-// every result, server-first ones included.
+// every result, server-first ones included. Use [Learner] to skip the race on ports that keep turning
+// out server-first.
 func (d *Detector) DetectUpstream(ctx context.Context, client, upstream net.Conn) (Result, net.Conn, net.Conn, error) {
 	start := time.Now()
 	if err := ctx.Err(); err != nil {
@@ -85,33 +60,72 @@ func (d *Detector) DetectUpstream(ctx context.Context, client, upstream net.Conn
 	cancel()
 	second := <-ch // the loser stops at once; it may have seen bytes in the same instant
 
-	var cf, uf firstBytes
-	if first.side == sideClient {
-		cf, uf = first, second
-	} else {
+	cf, uf := first, second
+	if first.side == sideUpstream {
 		cf, uf = second, first
 	}
 	client = withPrefix(client, cf.b)
 	upstream = withPrefix(upstream, uf.b)
-
 	if err := ctx.Err(); err != nil {
 		return Result{Protocol: Unknown, Duration: time.Since(start)}, client, upstream, err
 	}
-	if first.side == sideUpstream {
+
+	clientFirst := first.side == sideClient
+	if !clientFirst {
+		var one [1]byte
+		if _, ready, _ := peekNow(client, one[:]); ready || cf.ready {
+			clientFirst = true // a tie goes to the client
+		} else if uf.err == nil && isH2ServerPreface(upstream) {
+			wctx, wcancel := context.WithCancel(ctx)
+			if t := d.timeout(); t > 0 {
+				wctx, wcancel = context.WithTimeout(ctx, t)
+			}
+			w := awaitFirst(wctx, client, sideClient)
+			wcancel()
+			client = withPrefix(client, w.b)
+			if err := ctx.Err(); err != nil {
+				return Result{Protocol: Unknown, Duration: time.Since(start)}, client, upstream, err
+			}
+			clientFirst, cf = w.ready, w
+		}
+	}
+	if !clientFirst {
 		res := Result{Protocol: Unknown, Reason: ReasonServerFirst, Bytes: len(cf.b), Duration: time.Since(start)}
 		if d.OnResult != nil {
 			d.OnResult(res)
 		}
-		return res, client, upstream, first.err
+		return res, client, upstream, uf.err
 	}
-	if first.err != nil {
-		return Result{Protocol: Unknown, Duration: time.Since(start)}, client, upstream, first.err
+	if cf.err != nil {
+		return Result{Protocol: Unknown, Duration: time.Since(start)}, client, upstream, cf.err
 	}
 	res, c, err := d.Detect(ctx, client)
 	if c == nil {
 		c = client
 	}
 	return res, c, upstream, err
+}
+
+// timeout is the detection timeout in effect (<= 0: none).
+func (d *Detector) timeout() time.Duration {
+	if d.Timeout == 0 {
+		return DefaultTimeout
+	}
+	return d.Timeout
+}
+
+// isH2ServerPreface reports whether the bytes ready on c begin with an HTTP/2 SETTINGS frame header
+// (type 4, no flags, stream 0, a length that is a multiple of 6): the server preface that
+// x/net/http2 and grpc-go servers send before reading the client's. Only peekable connections are
+// looked at.
+func isH2ServerPreface(c net.Conn) bool {
+	var h [9]byte
+	n, _, ok := peekNow(c, h[:])
+	if !ok || n < len(h) {
+		return false
+	}
+	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+	return h[3] == 0x4 && h[4] == 0 && h[5]&0x7f == 0 && h[6] == 0 && h[7] == 0 && h[8] == 0 && length%6 == 0
 }
 
 const (
@@ -121,17 +135,17 @@ const (
 
 // firstBytes is what awaitFirst saw on one side.
 type firstBytes struct {
-	side int
-	b    []byte // bytes consumed from the connection (never on the MSG_PEEK path)
-	err  error  // nil for data or EOF; a read error; or nil after an interrupted wait
+	side  int
+	ready bool   // data, EOF or an error was there (not an interrupted wait)
+	b     []byte // bytes consumed from the connection (never on the MSG_PEEK path)
+	err   error  // a read error other than EOF
 }
 
 // longAgo is a deadline in the past: setting it interrupts a blocked read at once.
 var longAgo = time.Unix(1, 0)
 
 // awaitFirst waits until c has a byte or EOF to read, or ctx ends. On the MSG_PEEK path nothing is
-// consumed; otherwise at most one byte is read and returned in b. An interrupted wait reports
-// err == nil and no bytes; the caller looks at ctx and at which side finished first.
+// consumed; otherwise at most one byte is read and returned in b.
 func awaitFirst(ctx context.Context, c net.Conn, side int) firstBytes {
 	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
@@ -139,22 +153,28 @@ func awaitFirst(ctx context.Context, c net.Conn, side int) firstBytes {
 		_ = c.SetReadDeadline(longAgo)
 	})
 	r := firstBytes{side: side}
-	if ok, err := peekReady(c); ok {
-		r.err = err
+	var err error
+	if ok, perr := peekReady(c); ok {
+		err = perr
 	} else {
 		var one [1]byte
-		n, err := c.Read(one[:])
+		var n int
+		n, err = c.Read(one[:])
 		if n > 0 {
 			r.b = []byte{one[0]}
 		}
-		r.err = err
 	}
 	if !stop() {
 		<-fired // the deadline was set: wait so that clearing it below comes after
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	if r.err == io.EOF || errors.Is(r.err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
-		r.err = nil
+	switch {
+	case len(r.b) > 0 || err == nil || err == io.EOF:
+		r.ready = true
+	case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
+		// interrupted: not ready
+	default:
+		r.ready, r.err = true, err
 	}
 	return r
 }

@@ -20,6 +20,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sniffsplice/sniff/detect"
 )
@@ -403,6 +407,61 @@ func TestDetectUpstreamOneProxyPort(t *testing.T) {
 	assert.Equal(t, detect.HTTP1, nextResult(t, p).Protocol)
 }
 
+// TestDetectUpstreamHTTP2ServerPrefaceIsNotAGreeting: grpc-go servers write their SETTINGS frame
+// before reading the client preface. That is not a server-first greeting: the client (here one that
+// waits 100 ms, so the server's frame surely arrives first) is still detected as HTTP/2, and a real
+// grpc-go client works through the proxy.
+func TestDetectUpstreamHTTP2ServerPrefaceIsNotAGreeting(t *testing.T) {
+	raceLeakCheck(t)
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = gs.Serve(gl) }()
+	t.Cleanup(func() { gs.Stop(); <-done })
+
+	p := startRaceProxy(t, modeRace, &detect.Detector{}, gl.Addr().String())
+	c, err := net.Dial("tcp", p.addr())
+	require.NoError(t, err)
+	defer c.Close()
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+	require.NoError(t, err)
+	res := nextResult(t, p)
+	assert.Equal(t, detect.HTTP2, res.Protocol)
+	assert.Equal(t, detect.ReasonMatched, res.Reason)
+	hdr := make([]byte, 9)
+	_, err = io.ReadFull(c, hdr)
+	require.NoError(t, err)
+	assert.Equal(t, byte(0x4), hdr[3], "the server's SETTINGS frame reaches the client")
+
+	cc, err := grpc.NewClient(p.addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
+	assert.Equal(t, detect.HTTP2, nextResult(t, p).Protocol)
+}
+
+// TestDetectUpstreamHTTP2PrefaceThenSilence: an upstream that sends an HTTP/2 SETTINGS frame to a
+// client that never speaks is server-first after the Detector's timeout, not never.
+func TestDetectUpstreamHTTP2PrefaceThenSilence(t *testing.T) {
+	raceLeakCheck(t)
+	_, cp := raceTCPPair(t)
+	up, srv := raceTCPPair(t)
+	_, err := srv.Write([]byte{0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100})
+	require.NoError(t, err)
+	res, _, _, err := (&detect.Detector{Timeout: 200 * time.Millisecond}).DetectUpstream(context.Background(), cp, up)
+	require.NoError(t, err)
+	assert.Equal(t, detect.ReasonServerFirst, res.Reason)
+	assert.GreaterOrEqual(t, res.Duration, 200*time.Millisecond)
+}
+
 // raceLeakCheck checks for leaked goroutines after every cleanup of the test has run (servers and
 // proxies stop in cleanups registered later, which run first).
 func raceLeakCheck(t *testing.T) {
@@ -574,6 +633,37 @@ func BenchmarkServerFirst(b *testing.B) {
 	})
 	b.Run("undeclared-DetectUpstream", func(b *testing.B) {
 		run(b, startRaceProxy(b, modeRace, &detect.Detector{}, up).addr())
+	})
+	// The three fast paths alternated within each iteration, so that load from elsewhere on the
+	// machine hits them alike: time to first byte per path, in µs, as custom metrics.
+	b.Run("interleaved", func(b *testing.B) {
+		paths := []struct {
+			name string
+			addr string
+		}{
+			{"direct-µs", up},
+			{"opaque-µs", startRaceProxy(b, modeOpaque, &detect.Detector{}, up).addr()},
+			{"race-µs", startRaceProxy(b, modeRace, &detect.Detector{}, up).addr()},
+		}
+		sums := make([]time.Duration, len(paths))
+		buf := make([]byte, len(greeting))
+		for b.Loop() {
+			for i, p := range paths {
+				t0 := time.Now()
+				c, err := net.Dial("tcp", p.addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+				sums[i] += time.Since(t0)
+				c.Close()
+			}
+		}
+		for i, p := range paths {
+			b.ReportMetric(float64(sums[i].Microseconds())/float64(b.N), p.name)
+		}
 	})
 	b.Run("undeclared-detect-timeout-1s", func(b *testing.B) {
 		run(b, startRaceProxy(b, modeDetect, &detect.Detector{Timeout: time.Second}, up).addr())
