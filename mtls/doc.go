@@ -29,8 +29,8 @@
 // sentinel errors ([ErrNoPeerCertificate], [ErrExpired], [ErrUnauthorized],
 // ...) with [errors.Is]; [Classify] maps any handshake error to a small,
 // bounded set of [Reason] values suitable as a metric label, and
-// [Config.OnHandshake] reports every handshake outcome. Nothing in this
-// package logs.
+// [Config.OnHandshake] reports the outcome of every handshake that reaches
+// peer verification. Nothing in this package logs.
 //
 // [Handshake] runs a handshake with a context and a default timeout and
 // returns the peer's SPIFFE ID; [PeerID] reads it from a connection state.
