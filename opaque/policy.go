@@ -227,7 +227,9 @@ func (e *PolicyError) Unwrap() error { return e.Err }
 // safe for concurrent use.
 type Table struct {
 	class     [2][1 << 16]uint8
-	decisions [2][]Decision
+	decisions [2][256]Decision // indexed by class: no bounds check
+	ndec      [2]int           // decisions in use
+	ok        bool             // built by Compile
 
 	opaque, skipIn, skipOut PortSet
 	external                bool
@@ -235,21 +237,40 @@ type Table struct {
 }
 
 // Resolve returns the decision for port in direction dir. An unknown
-// direction gets detection with the table's timeout.
+// direction gets detection with the table's timeout. A Table that did not
+// come from Compile (the zero Table, or nil) answers as DefaultTable.
 func (t *Table) Resolve(dir Direction, port uint16) Decision {
+	if t != nil && t.ok && dir <= Outbound {
+		return t.decisions[dir&1][t.class[dir&1][port]]
+	}
+	return t.fallback(dir, port)
+}
+
+// fallback answers for a nil or zero Table and for unknown directions.
+func (t *Table) fallback(dir Direction, port uint16) Decision {
+	t = t.compiled()
 	if dir > Outbound {
 		return Decision{Action: ActionDetect, DetectTimeout: t.timeout}
 	}
-	return t.decisions[dir][t.class[dir][port]]
+	return t.Resolve(dir, port)
+}
+
+// compiled returns t, or DefaultTable for a nil or zero Table.
+func (t *Table) compiled() *Table {
+	if t == nil || !t.ok {
+		return defaultTable()
+	}
+	return t
 }
 
 // OpaquePorts returns the effective opaque ports of the layers (before
 // per-port policies).
-func (t *Table) OpaquePorts() PortSet { return t.opaque }
+func (t *Table) OpaquePorts() PortSet { return t.compiled().opaque }
 
 // SkipPorts returns the effective skip ports for dir (before per-port
 // policies). A sidecar's iptables setup uses these.
 func (t *Table) SkipPorts(dir Direction) PortSet {
+	t = t.compiled()
 	if dir == Outbound {
 		return t.skipOut
 	}
@@ -257,10 +278,10 @@ func (t *Table) SkipPorts(dir Direction) PortSet {
 }
 
 // ExternalProfiles reports the effective enable-external-profiles setting.
-func (t *Table) ExternalProfiles() bool { return t.external }
+func (t *Table) ExternalProfiles() bool { return t.compiled().external }
 
 // DetectTimeout returns the effective detection timeout.
-func (t *Table) DetectTimeout() time.Duration { return t.timeout }
+func (t *Table) DetectTimeout() time.Duration { return t.compiled().timeout }
 
 // Compile checks p and builds its Table. Errors are *PolicyError values.
 func Compile(p Policy) (*Table, error) {
@@ -325,18 +346,22 @@ func Compile(p Policy) (*Table, error) {
 			if c, ok := index[d]; ok {
 				return c, true
 			}
-			if len(t.decisions[dir]) == 256 {
+			if t.ndec[dir] == len(t.decisions[dir]) {
 				return 0, false
 			}
-			c := uint8(len(t.decisions[dir]))
+			c := uint8(t.ndec[dir])
 			index[d] = c
-			t.decisions[dir] = append(t.decisions[dir], d)
+			t.decisions[dir][c] = d
+			t.ndec[dir]++
 			return c, true
 		}
 		cDetect, _ := add(detectD)
 		cSkip, _ := add(Decision{Action: ActionSkip})
 		cOpaque, _ := add(Decision{Action: ActionOpaque})
-		skip := t.SkipPorts(dir)
+		skip := t.skipIn
+		if dir == Outbound {
+			skip = t.skipOut
+		}
 		for port := range 1 << 16 {
 			c := cDetect
 			switch p := uint16(port); {
@@ -359,6 +384,7 @@ func Compile(p Policy) (*Table, error) {
 			t.class[dir][k.port] = c
 		}
 	}
+	t.ok = true
 	return t, nil
 }
 

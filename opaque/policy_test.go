@@ -414,3 +414,19 @@ func TestTableAccessors(t *testing.T) {
 	assert.Equal(t, "25", tb.SkipPorts(Outbound).String())
 	assert.Equal(t, DefaultOpaquePorts().String(), tb.OpaquePorts().String())
 }
+
+func TestZeroAndNilTable(t *testing.T) {
+	var zero Table
+	var nilT *Table
+	for _, tb := range []*Table{&zero, nilT} {
+		assert.Equal(t, opaqueD, tb.Resolve(Inbound, 3306))
+		assert.Equal(t, detect10s, tb.Resolve(Outbound, 80))
+		assert.Equal(t, detect10s, tb.Resolve(Direction(9), 3306))
+		assert.Equal(t, DefaultOpaquePorts().String(), tb.OpaquePorts().String())
+		assert.True(t, tb.SkipPorts(Inbound).IsEmpty())
+		assert.Equal(t, DefaultDetectTimeout, tb.DetectTimeout())
+		assert.False(t, tb.ExternalProfiles())
+	}
+	r := NewResolver(&zero)
+	assert.Equal(t, opaqueD, r.Resolve(Outbound, 6379))
+}
