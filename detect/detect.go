@@ -172,87 +172,90 @@ func (s *session) readFill(c net.Conn) {
 	}
 }
 
-// deadlines sets and clears the connection deadlines Detect uses, honouring
-// ctx cancellation.
+// deadlines sets and clears the connection deadlines Detect uses. With a
+// cancellable ctx, a heap-allocated guard serialises them with the
+// context.AfterFunc that interrupts blocked reads; without one nothing is
+// allocated.
 type deadlines struct {
+	c        net.Conn
+	g        *ctxGuard // nil without a cancellable ctx
+	touched  bool      // a read deadline was set
+	wtouched bool      // a write deadline was set
+}
+
+// ctxGuard is shared with the context.AfterFunc callback.
+type ctxGuard struct {
 	c         net.Conn
 	mu        sync.Mutex
 	cancelled bool // ctx fired
 	finished  bool // Detect is done with the conn
-	touched   bool // a read deadline was set
-	wtouched  bool // a write deadline was set
 }
 
 // aLongTimeAgo is a deadline in the past that makes blocked I/O return.
 var aLongTimeAgo = time.Unix(1, 0)
 
-func (d *deadlines) fire() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.finished {
+func (g *ctxGuard) fire() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.finished {
 		return
 	}
-	d.cancelled = true
-	_ = d.c.SetReadDeadline(aLongTimeAgo)
-	if d.wtouched {
-		_ = d.c.SetWriteDeadline(aLongTimeAgo)
-	}
+	g.cancelled = true
+	_ = g.c.SetReadDeadline(aLongTimeAgo)
+	_ = g.c.SetWriteDeadline(aLongTimeAgo)
 }
 
 func (d *deadlines) setRead(t time.Time) {
-	if d.cancelled { // unlocked read is fine only when there is no ctx; see lock below
-		return
-	}
-	_ = d.c.SetReadDeadline(t)
 	d.touched = true
-}
-
-func (d *deadlines) lockedSetRead(t time.Time, withCtx bool) {
-	if !withCtx {
+	if d.g == nil {
 		_ = d.c.SetReadDeadline(t)
-		d.touched = true
 		return
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.setRead(t)
-}
-
-func (d *deadlines) lockedSetWrite(t time.Time, withCtx bool) {
-	if withCtx {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.cancelled {
-			return
-		}
+	d.g.mu.Lock()
+	defer d.g.mu.Unlock()
+	if !d.g.cancelled {
+		_ = d.c.SetReadDeadline(t)
 	}
-	_ = d.c.SetWriteDeadline(t)
-	d.wtouched = true
 }
 
-// isCancelled reports whether ctx fired.
-func (d *deadlines) isCancelled(withCtx bool) bool {
-	if !withCtx {
+func (d *deadlines) setWrite(t time.Time) {
+	d.wtouched = true
+	if d.g == nil {
+		_ = d.c.SetWriteDeadline(t)
+		return
+	}
+	d.g.mu.Lock()
+	defer d.g.mu.Unlock()
+	if !d.g.cancelled {
+		_ = d.c.SetWriteDeadline(t)
+	}
+}
+
+// cancelled reports whether ctx fired.
+func (d *deadlines) cancelled() bool {
+	if d.g == nil {
 		return false
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.cancelled
+	d.g.mu.Lock()
+	defer d.g.mu.Unlock()
+	return d.g.cancelled
 }
 
-// finish clears the deadlines Detect set.
-func (d *deadlines) finish(withCtx bool) {
-	if withCtx {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		d.finished = true
+// finish clears the deadlines Detect set; it reports whether ctx fired.
+func (d *deadlines) finish() (cancelled bool) {
+	if d.g != nil {
+		d.g.mu.Lock()
+		defer d.g.mu.Unlock()
+		d.g.finished = true
+		cancelled = d.g.cancelled
 	}
-	if d.touched || d.cancelled {
+	if d.touched || cancelled {
 		_ = d.c.SetReadDeadline(time.Time{})
 	}
-	if d.wtouched {
+	if d.wtouched || cancelled {
 		_ = d.c.SetWriteDeadline(time.Time{})
 	}
+	return cancelled
 }
 
 // Detect reads the first bytes c sends and classifies them. It returns the
@@ -303,20 +306,15 @@ func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start tim
 	}
 
 	// Deadlines: one per Detect, allocated only when ctx can be cancelled.
-	var dl *deadlines
-	var local deadlines
-	withCtx := ctx.Done() != nil
-	if withCtx {
-		h := &deadlines{c: c}
-		stop := context.AfterFunc(ctx, h.fire)
+	dl := &deadlines{c: c}
+	if ctx.Done() != nil {
+		g := &ctxGuard{c: c}
+		stop := context.AfterFunc(ctx, g.fire)
 		defer stop()
-		dl = h
-	} else {
-		local.c = c
-		dl = &local
+		dl.g = g
 	}
 	if !deadline.IsZero() {
-		dl.lockedSetRead(deadline, withCtx)
+		dl.setRead(deadline)
 	}
 
 	consumed := false
@@ -330,11 +328,11 @@ func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start tim
 
 	// gRPC refinement.
 	if s.stop == stopDone && s.res.Protocol == HTTP2 && s.res.Reason == ReasonMatched && d.GRPC != GRPCOff {
-		consumed = d.refineGRPC(s, c, dl, withCtx, deadline, consumed) || consumed
+		consumed = d.refineGRPC(s, c, dl, deadline, consumed) || consumed
 	}
 
-	dl.finish(withCtx)
-	if dl.cancelled && s.stop == stopDL || (s.stop == stopDL && ctx.Err() != nil) {
+	cancelled := dl.finish()
+	if s.stop == stopDL && (cancelled || ctx.Err() != nil) {
 		err := ctx.Err()
 		if err == nil {
 			err = context.Canceled

@@ -85,7 +85,7 @@ func isGRPCContentType(_ string, fields []hpack.HeaderField) bool {
 
 // refineGRPC continues after an HTTP/2 preface match to tell gRPC from
 // other HTTP/2. It reports whether it consumed bytes from c.
-func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, withCtx bool, deadline time.Time, consumed bool) bool {
+func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, deadline time.Time, consumed bool) bool {
 	wait := d.GRPCWait
 	if wait <= 0 {
 		wait = DefaultGRPCWait
@@ -101,7 +101,7 @@ func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, withCtx boo
 		if s.step() {
 			return false
 		}
-		dl.lockedSetRead(waitUntil, withCtx)
+		dl.setRead(waitUntil)
 		s.stop = stopNone
 		if consumed {
 			s.readFill(c)
@@ -116,7 +116,7 @@ func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, withCtx boo
 
 	s.phase = phaseGRPCActive
 	if !deadline.IsZero() {
-		dl.lockedSetWrite(deadline, withCtx)
+		dl.setWrite(deadline)
 	}
 	if _, err := c.Write(emptySettings[:]); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -134,9 +134,9 @@ func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, withCtx boo
 		s.stop = stopDone
 		return true
 	}
-	dl.lockedSetRead(waitUntil, withCtx)
+	dl.setRead(waitUntil)
 	s.readFill(c)
-	if s.stop == stopDL && !s.h2.headers && !dl.isCancelled(withCtx) && (deadline.IsZero() || time.Now().Before(deadline)) {
+	if s.stop == stopDL && !s.h2.headers && !dl.cancelled() && (deadline.IsZero() || time.Now().Before(deadline)) {
 		// No HEADERS in time. Still wait for the client's ACK, which must
 		// not reach the real server, until the detection deadline.
 		s.headersWait = true
@@ -144,7 +144,7 @@ func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, withCtx boo
 			s.stop = stopDone
 			return true
 		}
-		dl.lockedSetRead(deadline, withCtx)
+		dl.setRead(deadline)
 		s.stop = stopNone
 		s.readFill(c)
 	}

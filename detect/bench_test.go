@@ -1,0 +1,87 @@
+package detect_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/sniffsplice/sniff/detect"
+)
+
+// benchDetect measures Detect on a loopback *net.TCPConn holding in. On
+// Linux the MSG_PEEK path consumes nothing, so every iteration examines
+// the same queued bytes: the cost measured is the peek syscalls plus the
+// matchers.
+func benchDetect(b *testing.B, in []byte, want detect.Protocol) {
+	client, server := tcpPair(b)
+	defer client.Close()
+	defer server.Close()
+	if _, err := client.Write(in); err != nil {
+		b.Fatal(err)
+	}
+	var d detect.Detector
+	// Wait until every byte is queued on the server side.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, _, err := d.Detect(context.Background(), server)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Protocol == want && (want != detect.Unknown || res.Reason == detect.ReasonNoMatch) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("got %v/%v, want %v", res.Protocol, res.Reason, want)
+		}
+	}
+	ctx := context.Background()
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		res, c, err := d.Detect(ctx, server)
+		if err != nil || res.Protocol != want || c != net.Conn(server) {
+			b.Fatalf("%v %v %v", res.Protocol, c, err)
+		}
+	}
+}
+
+func BenchmarkDetectHTTP1(b *testing.B) {
+	benchDetect(b, []byte("GET /api/v1/items?limit=10 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"), detect.HTTP1)
+}
+
+func BenchmarkDetectHTTP2Preface(b *testing.B) {
+	benchDetect(b, []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"), detect.HTTP2)
+}
+
+func BenchmarkDetectTLSClientHello(b *testing.B) {
+	benchDetect(b, goClientHello(b, "api.example.com", []string{"h2", "http/1.1"}), detect.TLS)
+}
+
+func BenchmarkDetectNoMatch(b *testing.B) {
+	benchDetect(b, []byte("\x7fELF binary stuff"), detect.Unknown)
+}
+
+// benchMatch measures the matchers alone over bytes already in memory.
+func benchMatch(b *testing.B, m detect.Matcher, in []byte) {
+	var r detect.Result
+	if m.Match(in, &r) != detect.Match {
+		b.Fatal("no match")
+	}
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if m.Match(in, &r) != detect.Match {
+			b.Fatal("no match")
+		}
+	}
+}
+
+func BenchmarkMatchTLSClientHello(b *testing.B) {
+	benchMatch(b, detect.TLSMatcher(), goClientHello(b, "api.example.com", []string{"h2", "http/1.1"}))
+}
+
+func BenchmarkMatchHTTP1(b *testing.B) {
+	benchMatch(b, detect.HTTP1Matcher(), []byte("GET /api/v1/items?limit=10 HTTP/1.1\r\nHost: api.example.com\r\n\r\n"))
+}
