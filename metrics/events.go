@@ -19,12 +19,21 @@ func (r *Registry) ObserveDetection(dir Direction, protocol, reason string, d ti
 	if protocol == "" {
 		protocol = "unknown"
 	}
-	k := detectKey{dir, protocol, reason}
-	s := r.detect.get(k)
+	if dir != Outbound {
+		dir = Inbound
+	}
+	var s *histSeries
+	es := r.detect.load()
+	for i := range es {
+		if e := &es[i]; e.k.dir == dir && e.k.reason == reason && e.k.protocol == protocol {
+			s = e.v
+			break
+		}
+	}
 	if s == nil {
-		k.protocol = r.protocols.intern(k.protocol, r.maxValues())
-		k.reason = r.reasons.intern(k.reason, r.maxValues())
-		s = r.detect.getOrCreate(k)
+		k := detectKey{dir, protocol, reason}
+		c := detectKey{dir, r.protocols.intern(protocol, r.maxValues()), r.reasons.intern(reason, r.maxValues())}
+		s = r.detect.create(k, c, nil)
 	}
 	s.observe(detectBounds, d)
 }
@@ -43,11 +52,22 @@ func (r *Registry) ObserveDecision(dir Direction, action string, port uint16) {
 	if r == nil {
 		return
 	}
-	k := decisionKey{dir, action, r.declaredPort(port)}
-	s := r.decisions.get(k)
+	if dir != Outbound {
+		dir = Inbound
+	}
+	port = r.declaredPort(port)
+	var s *counter
+	es := r.decisions.load()
+	for i := range es {
+		if e := &es[i]; e.k.dir == dir && e.k.port == port && e.k.action == action {
+			s = e.v
+			break
+		}
+	}
 	if s == nil {
-		k.action = r.actions.intern(k.action, r.maxValues())
-		s = r.decisions.getOrCreate(k)
+		k := decisionKey{dir, action, port}
+		c := decisionKey{dir, r.actions.intern(action, r.maxValues()), port}
+		s = r.decisions.create(k, c, nil)
 	}
 	s.n.Add(1)
 }
@@ -80,18 +100,28 @@ func (r *Registry) ObserveHandshake(dir Direction, outcome, peerID string, d tim
 	if !r.cfg.PeerIdentities {
 		peerID = ""
 	}
-	k := handshakeKey{dir, outcome, peerID}
-	s := r.handshakes.get(k)
+	if dir != Outbound {
+		dir = Inbound
+	}
+	var s *handshakeSeries
+	es := r.handshakes.load()
+	for i := range es {
+		if e := &es[i]; e.k.dir == dir && e.k.outcome == outcome && e.k.peer == peerID {
+			s = e.v
+			break
+		}
+	}
 	if s == nil {
-		k.outcome = r.outcomes.intern(k.outcome, r.maxValues())
-		if k.peer != "" {
+		k := handshakeKey{dir, outcome, peerID}
+		c := handshakeKey{dir, r.outcomes.intern(outcome, r.maxValues()), peerID}
+		if peerID != "" {
 			max := r.cfg.MaxPeerIdentities
 			if max <= 0 {
 				max = DefaultMaxPeerIdentities
 			}
-			k.peer = r.peerIDs.intern(k.peer, max)
+			c.peer = r.peerIDs.intern(peerID, max)
 		}
-		s = r.handshakes.getOrCreate(k)
+		s = r.handshakes.create(k, c, nil)
 	}
 	s.n.n.Add(1)
 	if d >= 0 {
@@ -141,11 +171,19 @@ func (r *Registry) ObserveTransportHeader(ev HeaderEvent, value string) {
 	if value == "" {
 		value = "unknown"
 	}
-	k := headerKey{ev, value}
-	s := r.headers.get(k)
+	if ev > HeaderRejected {
+		ev = HeaderRejected
+	}
+	var s *counter
+	es := r.headers.load()
+	for i := range es {
+		if e := &es[i]; e.k.event == ev && e.k.value == value {
+			s = e.v
+			break
+		}
+	}
 	if s == nil {
-		k.value = r.hdrValues.intern(k.value, r.maxValues())
-		s = r.headers.getOrCreate(k)
+		s = r.headers.create(headerKey{ev, value}, headerKey{ev, r.hdrValues.intern(value, r.maxValues())}, nil)
 	}
 	s.n.Add(1)
 }

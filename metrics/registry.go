@@ -93,12 +93,15 @@ type Config struct {
 type Registry struct {
 	cfg Config
 
-	tcp        cowMap[ConnLabels, tcpSeries]
-	detect     cowMap[detectKey, histSeries]
-	decisions  cowMap[decisionKey, counter]
-	handshakes cowMap[handshakeKey, handshakeSeries]
-	headers    cowMap[headerKey, counter]
-	httpReqs   cowMap[httpReqKey, counter]
+	// Per-connection families: copy-on-write slices scanned linearly (a
+	// handful of entries; faster than hashing string keys).
+	tcp        family[ConnLabels, tcpSeries]
+	detect     family[detectKey, histSeries]
+	decisions  family[decisionKey, counter]
+	handshakes family[handshakeKey, handshakeSeries]
+	headers    family[headerKey, counter]
+	// Per-request families.
+	httpReqs  cowMap[httpReqKey, counter]
 	httpResps  cowMap[httpRespKey, histSeries]
 
 	protocols cappedSet // tcp + detect protocol label
@@ -204,6 +207,88 @@ func (m *cowMap[K, V]) each(f func(K, *V)) {
 	if mp := m.p.Load(); mp != nil {
 		for k, v := range *mp {
 			f(k, v)
+		}
+	}
+}
+
+// cowSlice is a copy-on-write slice of series entries: readers load it with
+// one atomic read and scan it; writers (once per new label combination)
+// append under mu. Entries flagged as aliases map a raw label value beyond a
+// cap to the series of its capped value; snapshots skip them.
+type cowSlice[E any] struct {
+	mu sync.Mutex
+	p  atomic.Pointer[[]E]
+}
+
+func (c *cowSlice[E]) load() []E {
+	if p := c.p.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// maxEntries bounds the entries (series and aliases) of a family's lookup
+// slice; beyond it, a value takes the locked slow path each time.
+const maxEntries = 512
+
+// appendLocked publishes e; the caller holds c.mu. An alias is dropped when
+// the slice already holds maxEntries entries.
+func (c *cowSlice[E]) appendLocked(e E, alias bool) {
+	old := c.load()
+	if alias && len(old) >= maxEntries {
+		return
+	}
+	n := make([]E, len(old), len(old)+1)
+	copy(n, old)
+	n = append(n, e)
+	c.p.Store(&n)
+}
+
+// entry is one element of a family's lookup slice.
+type entry[K comparable, V any] struct {
+	k     K
+	v     *V
+	alias bool // k is a raw key whose capped key owns v
+}
+
+// family is a set of series of one metric, keyed by label set. Hot paths
+// scan load() with a typed loop; create is the slow path.
+type family[K comparable, V any] struct {
+	cowSlice[entry[K, V]]
+}
+
+// create returns the series of capped (creating it, initialised by init,
+// if needed) and makes raw an alias of it when raw differs.
+func (f *family[K, V]) create(raw, capped K, init func(*V)) *V {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var v *V
+	for _, e := range f.load() {
+		if e.k == raw {
+			return e.v // another goroutine created it
+		}
+		if e.k == capped && !e.alias {
+			v = e.v
+		}
+	}
+	if v == nil {
+		v = new(V)
+		if init != nil {
+			init(v)
+		}
+		f.appendLocked(entry[K, V]{k: capped, v: v}, false)
+	}
+	if raw != capped {
+		f.appendLocked(entry[K, V]{k: raw, v: v, alias: true}, true)
+	}
+	return v
+}
+
+// each calls fn for every series (aliases skipped).
+func (f *family[K, V]) each(fn func(K, *V)) {
+	for _, e := range f.load() {
+		if !e.alias {
+			fn(e.k, e.v)
 		}
 	}
 }

@@ -43,10 +43,23 @@ func (r *Registry) OpenConn(l ConnLabels) Conn {
 	if r == nil {
 		return Conn{}
 	}
+	if l.Direction != Outbound {
+		l.Direction = Inbound
+	}
+	if l.TLS > TLSOpaque {
+		l.TLS = TLSFalse
+	}
 	if l.Protocol == "" {
 		l.Protocol = "unknown"
 	}
-	s := r.tcp.get(l)
+	var s *tcpSeries
+	es := r.tcp.load()
+	for i := range es {
+		if e := &es[i]; e.k.Direction == l.Direction && e.k.TLS == l.TLS && e.k.Protocol == l.Protocol {
+			s = e.v
+			break
+		}
+	}
 	if s == nil {
 		s = r.newTCP(l)
 	}
@@ -55,8 +68,9 @@ func (r *Registry) OpenConn(l ConnLabels) Conn {
 }
 
 func (r *Registry) newTCP(l ConnLabels) *tcpSeries {
-	l.Protocol = r.protocols.intern(l.Protocol, r.maxValues())
-	return r.tcp.create(l, func(s *tcpSeries) { s.errnos = &r.errnos })
+	capped := l
+	capped.Protocol = r.protocols.intern(l.Protocol, r.maxValues())
+	return r.tcp.create(l, capped, func(s *tcpSeries) { s.errnos = &r.errnos })
 }
 
 // Read counts n bytes read from the connection's peer (tcp_read_bytes_total).
