@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -277,5 +278,165 @@ func BenchmarkHeaderDecode(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	})
+}
+
+// BenchmarkSideBySide interleaves the compared implementations in every
+// iteration (a batch of 1024 operations each, the order rotating), so that
+// load from other processes on a shared machine hits all of them alike.
+// Each reports ns per operation as a metric, and the ratios are taken from
+// the summed time of each kind.
+func BenchmarkSideBySide(b *testing.B) {
+	type kind struct {
+		name string
+		run  func() // one batch of 1024 operations
+	}
+	side := func(b *testing.B, kinds []kind, baseline string) {
+		total := make([]time.Duration, len(kinds))
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			for j := range kinds {
+				k := (i + j) % len(kinds)
+				start := time.Now()
+				kinds[k].run()
+				total[k] += time.Since(start)
+			}
+			i++
+		}
+		base := time.Duration(0)
+		for k := range kinds {
+			if kinds[k].name == baseline {
+				base = total[k]
+			}
+		}
+		for k := range kinds {
+			b.ReportMetric(float64(total[k].Nanoseconds())/float64(i*1024), kinds[k].name+"-ns/op")
+			if kinds[k].name != baseline && base > 0 {
+				b.ReportMetric(float64(total[k])/float64(base), kinds[k].name+"/"+baseline)
+			}
+		}
+	}
+
+	b.Run("Contains", func(b *testing.B) {
+		set := DefaultOpaquePorts().Union(MustParsePortSet("4567-4568,8000-8100"))
+		m := map[uint16]struct{}{}
+		for p := range set.All() {
+			m[p] = struct{}{}
+		}
+		sorted := slices.Collect(set.All())
+		side(b, []kind{
+			{"PortSet", func() {
+				hit := false
+				for _, p := range benchPorts {
+					hit = hit != set.Contains(p)
+				}
+				sinkBool = hit
+			}},
+			{"map", func() {
+				hit := false
+				for _, p := range benchPorts {
+					_, ok := m[p]
+					hit = hit != ok
+				}
+				sinkBool = hit
+			}},
+			{"sorted-slice", func() {
+				hit := false
+				for _, p := range benchPorts {
+					_, ok := slices.BinarySearch(sorted, p)
+					hit = hit != ok
+				}
+				sinkBool = hit
+			}},
+		}, "PortSet")
+	})
+
+	b.Run("Resolve", func(b *testing.B) {
+		tb, err := Compile(benchPolicy())
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := NewResolver(tb)
+		m := &mutexResolver{
+			explicit: map[uint16]Decision{8080: {Action: ActionDeclared, Protocol: "HTTP/1"}, 50051: {Action: ActionDeclared, Protocol: "gRPC"}},
+			skip:     MustParsePortSet("22,4190-4191"),
+			opaque:   DefaultOpaquePorts(),
+		}
+		side(b, []kind{
+			{"Resolver", func() {
+				var d Decision
+				for _, p := range benchPorts {
+					d = r.Resolve(Inbound, p)
+				}
+				sinkDecision = d
+			}},
+			{"RWMutex-map", func() {
+				var d Decision
+				for _, p := range benchPorts {
+					d = m.Resolve(p)
+				}
+				sinkDecision = d
+			}},
+		}, "Resolver")
+	})
+
+	b.Run("HeaderDecode", func(b *testing.B) {
+		enc, err := benchHeader.MarshalBinary()
+		if err != nil {
+			b.Fatal(err)
+		}
+		msg := enc[fixedLen:]
+		md := headerDescriptor(b)
+		rd := bytes.NewReader(enc)
+		side(b, []kind{
+			{"ReadHeader", func() {
+				for range 1024 {
+					rd.Reset(enc)
+					if _, err := ReadHeader(rd); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}},
+			{"protobuf-runtime", func() {
+				for range 1024 {
+					m := dynamicpb.NewMessage(md)
+					if err := proto.Unmarshal(msg, m); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}},
+		}, "ReadHeader")
+	})
+
+	b.Run("HeaderEncode", func(b *testing.B) {
+		md := headerDescriptor(b)
+		spd := md.Fields().ByName("session_protocol").Message()
+		m := dynamicpb.NewMessage(md)
+		m.Set(md.Fields().ByName("port"), protoreflect.ValueOfInt32(int32(benchHeader.Port)))
+		m.Set(md.Fields().ByName("name"), protoreflect.ValueOfString(benchHeader.Name))
+		sp := dynamicpb.NewMessage(spd)
+		h2 := spd.Fields().ByName("http2")
+		sp.Set(h2, protoreflect.ValueOfMessage(dynamicpb.NewMessage(h2.Message())))
+		m.Set(md.Fields().ByName("session_protocol"), protoreflect.ValueOfMessage(sp))
+		buf := make([]byte, 0, 128)
+		side(b, []kind{
+			{"AppendBinary", func() {
+				for range 1024 {
+					var err error
+					if buf, err = benchHeader.AppendBinary(buf[:0]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}},
+			{"protobuf-runtime", func() {
+				for range 1024 {
+					var err error
+					if buf, err = (proto.MarshalOptions{}).MarshalAppend(buf[:0], m); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}},
+		}, "AppendBinary")
 	})
 }
