@@ -25,12 +25,12 @@ func (r *Registry) DetectHook(dir Direction) func(detect.Result) {
 	}
 }
 
-// ConnLabelsFor returns the connection labels of a detection result: its
-// protocol, and TLSOpaque when the connection carries TLS the proxy does
-// not terminate.
-func ConnLabelsFor(dir Direction, res detect.Result) ConnLabels {
-	l := ConnLabels{Direction: dir, Protocol: string(res.Protocol)}
-	if res.Protocol == detect.TLS {
+// ConnLabelsFor returns the connection labels for a detected protocol p
+// (detect.Result.Protocol): TLSOpaque when p is detect.TLS (the
+// application's own TLS, not terminated by the proxy), else TLSFalse.
+func ConnLabelsFor(dir Direction, p detect.Protocol) ConnLabels {
+	l := ConnLabels{Direction: dir, Protocol: string(p)}
+	if p == detect.TLS {
 		l.TLS = TLSOpaque
 	}
 	return l

@@ -91,7 +91,7 @@ func proxy(t *testing.T, reg *metrics.Registry, d *detect.Detector, upstream str
 					c.Close()
 					return
 				}
-				mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res))
+				mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
 				up, err := net.Dial("tcp", upstream)
 				if err != nil {
 					c.Close()

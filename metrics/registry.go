@@ -276,7 +276,14 @@ func (f *family[K, V]) create(raw, capped K, init func(*V)) *V {
 		if init != nil {
 			init(v)
 		}
-		f.appendLocked(entry[K, V]{k: capped, v: v}, false)
+		// Keep the caller's strings as the key when they are the capped
+		// value: they are usually constants, so later lookups compare
+		// equal pointers and skip the byte comparison.
+		k := capped
+		if raw == capped {
+			k = raw
+		}
+		f.appendLocked(entry[K, V]{k: k, v: v}, false)
 	}
 	if raw != capped {
 		f.appendLocked(entry[K, V]{k: raw, v: v, alias: true}, true)
@@ -375,7 +382,7 @@ func (t *errnoTable) index(errno string) int {
 	}
 	nn := make([]string, len(old)+1)
 	copy(nn, old)
-	nn[len(old)] = strings.Clone(errno)
+	nn[len(old)] = errno // usually a constant (splice.Errno): equal pointers compare fast
 	t.names.Store(&nn)
 	return len(old) + 1
 }
