@@ -102,7 +102,7 @@ type Registry struct {
 	headers    family[headerKey, counter]
 	// Per-request families.
 	httpReqs  cowMap[httpReqKey, counter]
-	httpResps  cowMap[httpRespKey, histSeries]
+	httpResps cowMap[httpRespKey, histSeries]
 
 	protocols cappedSet // tcp + detect protocol label
 	errnos    errnoTable
