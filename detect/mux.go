@@ -284,8 +284,8 @@ func (m *Mux) acceptLoop(g *errgroup.Group) error {
 			continue
 		}
 		if m.cfg.RefuseWhenFull {
-			_ = c.Close()
 			m.finish(MuxEvent{Outcome: MuxRefused, RemoteAddr: c.RemoteAddr()})
+			_ = c.Close()
 			continue
 		}
 		m.waited.Add(1)
@@ -309,39 +309,43 @@ func temporaryAcceptError(err error) bool {
 	return false
 }
 
-// handle detects c and hands it to its child listener, or closes it.
+// handle detects c and hands it to its child listener, or closes it. A connection the mux closes is
+// counted (and reported) before it is closed, so a peer that sees the close also sees the count.
 func (m *Mux) handle(c net.Conn) {
+	remote := c.RemoteAddr()
 	// A Close of the mux during detection closes the connection, which ends any read in progress.
 	stop := context.AfterFunc(m.ctx, func() { _ = c.Close() })
 	res, dc, err := m.det.Detect(m.ctx, c)
 	if dc == nil {
 		dc = c
 	}
-	if !stop() {
+	drop := func(ev MuxEvent) {
+		m.finish(ev)
 		_ = dc.Close()
-		m.finish(MuxEvent{Outcome: MuxShutdown, Result: res, RemoteAddr: c.RemoteAddr()})
+	}
+	if !stop() {
+		drop(MuxEvent{Outcome: MuxShutdown, Result: res, RemoteAddr: remote})
 		return
 	}
 	if err != nil {
-		_ = dc.Close()
 		if m.ctx.Err() != nil {
-			m.finish(MuxEvent{Outcome: MuxShutdown, Result: res, RemoteAddr: c.RemoteAddr()})
+			drop(MuxEvent{Outcome: MuxShutdown, Result: res, RemoteAddr: remote})
 		} else {
-			m.finish(MuxEvent{Outcome: MuxDetectFailed, Result: res, Err: err, RemoteAddr: c.RemoteAddr()})
+			drop(MuxEvent{Outcome: MuxDetectFailed, Result: res, Err: err, RemoteAddr: remote})
 		}
 		return
 	}
 	l := m.route(res.Protocol)
 	if l == nil {
-		_ = dc.Close()
-		m.finish(MuxEvent{Outcome: MuxUnrouted, Result: res, RemoteAddr: c.RemoteAddr()})
+		drop(MuxEvent{Outcome: MuxUnrouted, Result: res, RemoteAddr: remote})
 		return
 	}
 	out := l.deliver(dc)
 	if out != MuxRouted {
-		_ = dc.Close()
+		drop(MuxEvent{Outcome: out, Result: res, RemoteAddr: remote})
+		return
 	}
-	m.finish(MuxEvent{Outcome: out, Result: res, RemoteAddr: c.RemoteAddr()})
+	m.finish(MuxEvent{Outcome: MuxRouted, Result: res, RemoteAddr: remote})
 }
 
 func (m *Mux) route(p Protocol) *muxListener {
