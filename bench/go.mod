@@ -9,6 +9,7 @@ require github.com/sniffsplice/sniff v0.0.0-00010101000000-000000000000
 require (
 	github.com/soheilhy/cmux v0.1.5 // indirect
 	golang.org/x/net v0.62.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 )
