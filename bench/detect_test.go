@@ -247,4 +247,3 @@ func BenchmarkDetect(b *testing.B) {
 		})
 	}
 }
-
