@@ -26,12 +26,7 @@ func TLSMatcher() Matcher { return tlsMatcher{} }
 func (tlsMatcher) Protocol() Protocol { return TLS }
 
 func (tlsMatcher) Match(b []byte, r *Result) Verdict {
-	var info TLSInfo
-	v := ParseClientHello(b, &info)
-	if v == Match {
-		r.TLS = info
-	}
-	return v
+	return ParseClientHello(b, &r.TLS) // writes r.TLS only on Match
 }
 
 // ParseClientHello parses a TLS ClientHello from the start of a TLS stream
@@ -76,7 +71,8 @@ type hsCursor struct {
 	b      []byte
 	p      int  // next byte in b
 	recEnd int  // end in b of the current record's payload
-	off    int  // bytes of the handshake stream consumed
+	lim    int  // min(recEnd, len(b)): bytes readable without crossing
+	hdrs   int  // record header bytes skipped (handshake offset = p - hdrs)
 	more   bool // b ended: need more bytes
 	bad    bool // malformed
 }
@@ -103,7 +99,9 @@ func (c *hsCursor) ready() bool {
 			return false
 		}
 		c.p = h + tlsRecordHeaderLen
+		c.hdrs += tlsRecordHeaderLen
 		c.recEnd = c.p + n
+		c.lim = min(c.recEnd, len(c.b))
 	}
 	if c.p >= len(c.b) {
 		c.more = true
@@ -113,16 +111,32 @@ func (c *hsCursor) ready() bool {
 }
 
 func (c *hsCursor) u8() int {
+	if c.p < c.lim { // fast path, inlined
+		c.p++
+		return int(c.b[c.p-1])
+	}
+	return c.u8Slow()
+}
+
+//go:noinline
+func (c *hsCursor) u8Slow() int {
 	if !c.ready() {
 		return 0
 	}
-	v := c.b[c.p]
 	c.p++
-	c.off++
-	return int(v)
+	return int(c.b[c.p-1])
 }
 
-func (c *hsCursor) u16() int { return c.u8()<<8 | c.u8() }
+func (c *hsCursor) u16() int {
+	if c.p+1 < c.lim { // fast path, inlined
+		c.p += 2
+		return int(c.b[c.p-2])<<8 | int(c.b[c.p-1])
+	}
+	return c.u16Slow()
+}
+
+//go:noinline
+func (c *hsCursor) u16Slow() int { return c.u8Slow()<<8 | c.u8Slow() }
 
 func (c *hsCursor) u24() int { return c.u8()<<16 | c.u8()<<8 | c.u8() }
 
@@ -132,11 +146,7 @@ func (c *hsCursor) read(dst []byte, n int) {
 		if !c.ready() {
 			return
 		}
-		end := c.recEnd
-		if end > len(c.b) {
-			end = len(c.b)
-		}
-		k := end - c.p
+		k := c.lim - c.p
 		if k > n {
 			k = n
 		}
@@ -144,10 +154,12 @@ func (c *hsCursor) read(dst []byte, n int) {
 			dst = dst[copy(dst, c.b[c.p:c.p+k]):]
 		}
 		c.p += k
-		c.off += k
 		n -= k
 	}
 }
+
+// at is the offset in the handshake stream of the next byte.
+func (c *hsCursor) at() int { return c.p - c.hdrs }
 
 func (c *hsCursor) stopped() bool { return c.more || c.bad }
 
@@ -168,7 +180,7 @@ func (c *hsCursor) clientHello(info *TLSInfo) Verdict {
 	if typ != tlsHandshakeHello || length < 2+32+1+2+1 {
 		return NoMatch
 	}
-	end := c.off + length
+	end := c.at() + length
 
 	info.LegacyVersion = uint16(c.u16())
 	c.read(nil, 32) // random
@@ -184,7 +196,7 @@ func (c *hsCursor) clientHello(info *TLSInfo) Verdict {
 	if c.stopped() {
 		return c.verdict()
 	}
-	if cs < 2 || cs%2 != 0 || c.off+cs > end {
+	if cs < 2 || cs%2 != 0 || c.at()+cs > end {
 		return NoMatch
 	}
 	c.read(nil, cs)
@@ -192,26 +204,26 @@ func (c *hsCursor) clientHello(info *TLSInfo) Verdict {
 	if c.stopped() {
 		return c.verdict()
 	}
-	if cm < 1 || c.off+cm > end {
+	if cm < 1 || c.at()+cm > end {
 		return NoMatch
 	}
 	c.read(nil, cm)
 	if c.stopped() {
 		return c.verdict()
 	}
-	if c.off == end {
+	if c.at() == end {
 		return Match // no extensions (TLS 1.2 and older may omit them)
 	}
 	extLen := c.u16()
 	if c.stopped() {
 		return c.verdict()
 	}
-	if c.off+extLen != end {
+	if c.at()+extLen != end {
 		return NoMatch
 	}
 	sawSNI, sawALPN, sawVersions := false, false, false
-	for c.off < end {
-		if c.off+4 > end {
+	for c.at() < end {
+		if c.at()+4 > end {
 			return NoMatch
 		}
 		typ := c.u16()
@@ -219,7 +231,7 @@ func (c *hsCursor) clientHello(info *TLSInfo) Verdict {
 		if c.stopped() {
 			return c.verdict()
 		}
-		extEnd := c.off + n
+		extEnd := c.at() + n
 		if extEnd > end {
 			return NoMatch
 		}
@@ -254,7 +266,7 @@ func (c *hsCursor) clientHello(info *TLSInfo) Verdict {
 		if c.stopped() {
 			return c.verdict()
 		}
-		if c.off != extEnd {
+		if c.at() != extEnd {
 			return NoMatch
 		}
 	}
@@ -267,16 +279,16 @@ func (c *hsCursor) serverName(info *TLSInfo, extEnd int) Verdict {
 	if c.stopped() {
 		return c.verdict()
 	}
-	if c.off+list != extEnd || list < 3 {
+	if c.at()+list != extEnd || list < 3 {
 		return NoMatch
 	}
-	for c.off < extEnd {
+	for c.at() < extEnd {
 		typ := c.u8()
 		n := c.u16()
 		if c.stopped() {
 			return c.verdict()
 		}
-		if c.off+n > extEnd || n == 0 {
+		if c.at()+n > extEnd || n == 0 {
 			return NoMatch
 		}
 		if typ == 0 && info.sniLen == 0 && n <= maxSNI {
@@ -299,15 +311,15 @@ func (c *hsCursor) alpn(info *TLSInfo, extEnd int) Verdict {
 	if c.stopped() {
 		return c.verdict()
 	}
-	if c.off+list != extEnd || list < 2 {
+	if c.at()+list != extEnd || list < 2 {
 		return NoMatch
 	}
-	for c.off < extEnd {
+	for c.at() < extEnd {
 		n := c.u8()
 		if c.stopped() {
 			return c.verdict()
 		}
-		if n == 0 || c.off+n > extEnd {
+		if n == 0 || c.at()+n > extEnd {
 			return NoMatch
 		}
 		if at := int(info.alpnLen); at+1+n <= maxALPN {
@@ -331,10 +343,10 @@ func (c *hsCursor) versions(info *TLSInfo, extEnd int) Verdict {
 	if c.stopped() {
 		return c.verdict()
 	}
-	if c.off+n != extEnd || n < 2 || n%2 != 0 {
+	if c.at()+n != extEnd || n < 2 || n%2 != 0 {
 		return NoMatch
 	}
-	for c.off < extEnd {
+	for c.at() < extEnd {
 		v := uint16(c.u16())
 		if c.stopped() {
 			return c.verdict()
