@@ -8,11 +8,11 @@ import (
 
 // Linkerd's annotation keys that LayerFromAnnotations reads.
 const (
-	// AnnotationOpaquePorts lists ports proxied without detection. On a
-	// workload it covers the workload's inbound side and what meshed clients
-	// do when they connect to it; on a Service, what clients do; on a
-	// namespace, every workload and service in it that sets none. It is set
-	// on the destination.
+	// AnnotationOpaquePorts lists ports proxied without detection. It is set
+	// on the destination: on a workload it covers connections to the workload
+	// (Policy.Workload, inbound); on a Service, clients' connections to it
+	// (Policy.Destination, outbound); on a namespace, every workload and
+	// service in it that sets none (Policy.Namespace).
 	AnnotationOpaquePorts = "config.linkerd.io/opaque-ports"
 	// AnnotationSkipInboundPorts lists inbound ports that bypass the proxy.
 	AnnotationSkipInboundPorts = "config.linkerd.io/skip-inbound-ports"

@@ -101,5 +101,5 @@ func TestAnnotationLayersReplaceNotMerge(t *testing.T) {
 	assert.Equal(t, detect10s, tb.Resolve(Inbound, 3306), "the default list is replaced")
 	assert.Equal(t, opaqueD, tb.Resolve(Inbound, 6000))
 	assert.Equal(t, skipD, tb.Resolve(Outbound, 4000), "unset on the workload: inherited from the namespace")
-	assert.Equal(t, "6000", tb.OpaquePorts().String())
+	assert.Equal(t, "6000", tb.OpaquePorts(Inbound).String())
 }

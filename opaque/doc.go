@@ -11,8 +11,10 @@
 //   - Policy. A Decision says what to do with a port: skip the proxy, proxy it
 //     as opaque bytes, serve a declared protocol, or detect with a timeout.
 //     A Policy stacks layers (built-in default < cluster < namespace <
-//     workload/service < explicit per-port Server policy); a layer can be built
-//     from Linkerd's config.linkerd.io annotations with LayerFromAnnotations.
+//     workload, or the destination service for outbound opaque ports <
+//     explicit per-port Server policy); a set value replaces the one below
+//     rather than merging. A layer can be built from Linkerd's
+//     config.linkerd.io annotations with LayerFromAnnotations.
 //     Compile turns a Policy into an immutable Table; a Resolver answers
 //     Resolve(direction, port) from the current Table without locks or
 //     allocation and swaps in a new Table atomically with Store.

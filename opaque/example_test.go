@@ -41,8 +41,10 @@ func ExampleParsePortSet_error() {
 	// 70000 3 true
 }
 
-// Build a policy from a namespace's and a workload's annotations, with a
-// named container port, and resolve ports.
+// Build a policy from the annotations of a namespace, of the local workload
+// (with a named container port) and of an outbound destination service, and
+// resolve ports. Opaque ports belong to the destination side; a set value
+// replaces the one below it.
 func ExampleLayerFromAnnotations() {
 	containerPorts := map[string]uint16{"mysql": 3307, "admin": 9990}
 	lookup := func(name string) (uint16, bool) { p, ok := containerPorts[name]; return p, ok }
@@ -50,7 +52,7 @@ func ExampleLayerFromAnnotations() {
 	ns, err := opaque.LayerFromAnnotations(map[string]string{
 		"config.linkerd.io/opaque-ports":        "5000",
 		"config.linkerd.io/skip-outbound-ports": "443",
-	}, lookup)
+	}, nil)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -63,7 +65,14 @@ func ExampleLayerFromAnnotations() {
 		fmt.Println(err)
 		return
 	}
-	table, err := opaque.Compile(opaque.Policy{Namespace: ns, Workload: pod})
+	svc, err := opaque.LayerFromAnnotations(map[string]string{
+		"config.linkerd.io/opaque-ports": "6380",
+	}, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	table, err := opaque.Compile(opaque.Policy{Namespace: ns, Workload: pod, Destination: svc})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -75,7 +84,7 @@ func ExampleLayerFromAnnotations() {
 		port uint16
 	}{
 		{opaque.Inbound, 3307}, {opaque.Inbound, 5000}, {opaque.Inbound, 9990},
-		{opaque.Outbound, 443}, {opaque.Outbound, 4568}, {opaque.Inbound, 8080},
+		{opaque.Outbound, 443}, {opaque.Outbound, 6380}, {opaque.Outbound, 3307}, {opaque.Inbound, 8080},
 	} {
 		fmt.Printf("%s %d: %s\n", q.dir, q.port, r.Resolve(q.dir, q.port))
 	}
@@ -87,7 +96,8 @@ func ExampleLayerFromAnnotations() {
 	// inbound 5000: detect 10s
 	// inbound 9990: skip
 	// outbound 443: skip
-	// outbound 4568: opaque
+	// outbound 6380: opaque
+	// outbound 3307: detect 10s
 	// inbound 8080: detect 10s
 	// opaque: annotation config.linkerd.io/skip-inbound-ports="22,0": opaque: port list item 2 "0" (byte 3): port 0 is not a valid port
 }

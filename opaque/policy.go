@@ -155,13 +155,17 @@ func (e *ProtocolError) Is(target error) bool { return target == ErrUnknownProto
 type Layer struct {
 	// OpaquePorts are proxied as opaque TCP without detection (Linkerd's
 	// config.linkerd.io/opaque-ports; the built-in default is
-	// DefaultOpaquePorts). Applies to both directions.
+	// DefaultOpaquePorts). Like the annotation, it is a property of the
+	// destination: a workload's opaque ports apply to connections coming in
+	// to it (Policy.Workload, inbound) and a service's to connections going
+	// out to it (Policy.Destination, outbound).
 	OpaquePorts *PortSet
 	// SkipInboundPorts bypass the proxy for inbound connections
 	// (config.linkerd.io/skip-inbound-ports).
 	SkipInboundPorts *PortSet
 	// SkipOutboundPorts bypass the proxy for outbound connections
-	// (config.linkerd.io/skip-outbound-ports).
+	// (config.linkerd.io/skip-outbound-ports). It is set on the source: the
+	// local workload.
 	SkipOutboundPorts *PortSet
 	// EnableExternalProfiles asks for service profiles of destinations
 	// outside the cluster (config.linkerd.io/enable-external-profiles). The
@@ -186,16 +190,29 @@ type PortPolicy struct {
 
 // Policy is a stack of layers, most specific last: the built-in default
 // (DefaultOpaquePorts, no skip ports, 10 s detection) < Cluster < Namespace <
-// Workload < Ports. Compile it into a Table.
+// Workload (or Destination) < Ports. Compile it into a Table.
+//
+// Following Linkerd, opaque ports belong to the destination and skip-outbound
+// ports to the source, so the directions stack differently:
+//
+//	inbound opaque ports    Cluster < Namespace < Workload
+//	outbound opaque ports   Cluster < Namespace < Destination
+//	skip ports, timeout, external profiles   Cluster < Namespace < Workload
+//
+// A proxy that knows the service behind an outbound connection compiles a
+// Table with that service's annotations as Destination (a Table per
+// destination, or one for the common case).
 type Policy struct {
 	// Cluster is the install-wide default, e.g. Linkerd's proxy.opaquePorts
 	// and proxyInit skip ports.
 	Cluster Layer
 	// Namespace is the namespace's annotations.
 	Namespace Layer
-	// Workload is the pod's (or, for a destination, the service's)
-	// annotations.
+	// Workload is the local workload's (pod's) annotations.
 	Workload Layer
+	// Destination is the outbound destination's (service's) annotations.
+	// Only its OpaquePorts is used; the other settings are the source's.
+	Destination Layer
 	// Ports are explicit per-port decisions (Server policy); they win over
 	// every layer. Two entries for one port and direction must agree.
 	Ports []PortPolicy
@@ -231,9 +248,10 @@ type Table struct {
 	ndec      [2]int           // decisions in use
 	ok        bool             // built by Compile
 
-	opaque, skipIn, skipOut PortSet
-	external                bool
-	timeout                 time.Duration
+	opaqueIn, opaqueOut PortSet
+	skipIn, skipOut     PortSet
+	external            bool
+	timeout             time.Duration
 }
 
 // Resolve returns the decision for port in direction dir. An unknown
@@ -263,9 +281,15 @@ func (t *Table) compiled() *Table {
 	return t
 }
 
-// OpaquePorts returns the effective opaque ports of the layers (before
-// per-port policies).
-func (t *Table) OpaquePorts() PortSet { return t.compiled().opaque }
+// OpaquePorts returns the effective opaque ports of the layers for dir
+// (before per-port policies).
+func (t *Table) OpaquePorts(dir Direction) PortSet {
+	t = t.compiled()
+	if dir == Outbound {
+		return t.opaqueOut
+	}
+	return t.opaqueIn
+}
 
 // SkipPorts returns the effective skip ports for dir (before per-port
 // policies). A sidecar's iptables setup uses these.
@@ -285,10 +309,18 @@ func (t *Table) DetectTimeout() time.Duration { return t.compiled().timeout }
 
 // Compile checks p and builds its Table. Errors are *PolicyError values.
 func Compile(p Policy) (*Table, error) {
-	t := &Table{opaque: DefaultOpaquePorts(), timeout: DefaultDetectTimeout}
+	t := &Table{opaqueIn: DefaultOpaquePorts(), opaqueOut: DefaultOpaquePorts(), timeout: DefaultDetectTimeout}
+	for _, l := range [...]*Layer{&p.Cluster, &p.Namespace} {
+		if l.OpaquePorts != nil {
+			t.opaqueOut = *l.OpaquePorts
+		}
+	}
+	if p.Destination.OpaquePorts != nil {
+		t.opaqueOut = *p.Destination.OpaquePorts
+	}
 	for _, l := range [...]*Layer{&p.Cluster, &p.Namespace, &p.Workload} {
 		if l.OpaquePorts != nil {
-			t.opaque = *l.OpaquePorts
+			t.opaqueIn = *l.OpaquePorts
 		}
 		if l.SkipInboundPorts != nil {
 			t.skipIn = *l.SkipInboundPorts
@@ -358,16 +390,16 @@ func Compile(p Policy) (*Table, error) {
 		cDetect, _ := add(detectD)
 		cSkip, _ := add(Decision{Action: ActionSkip})
 		cOpaque, _ := add(Decision{Action: ActionOpaque})
-		skip := t.skipIn
+		skip, opaque := t.skipIn, t.opaqueIn
 		if dir == Outbound {
-			skip = t.skipOut
+			skip, opaque = t.skipOut, t.opaqueOut
 		}
 		for port := range 1 << 16 {
 			c := cDetect
 			switch p := uint16(port); {
 			case skip.Contains(p):
 				c = cSkip
-			case t.opaque.Contains(p):
+			case opaque.Contains(p):
 				c = cOpaque
 			}
 			t.class[dir][port] = c

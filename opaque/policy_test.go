@@ -76,8 +76,10 @@ func TestLayering(t *testing.T) {
 				Workload:  Layer{OpaquePorts: set("3000")},
 			},
 			expect: map[Direction]map[uint16]Decision{
-				Inbound:  {2000: detect10s, 3000: opaqueD, 22: skipD, 9000: detect10s},
-				Outbound: {2000: detect10s, 3000: opaqueD, 22: detect10s, 9000: skipD},
+				Inbound: {2000: detect10s, 3000: opaqueD, 22: skipD, 9000: detect10s},
+				// The workload's opaque ports are about connections to it;
+				// outbound keeps the namespace's.
+				Outbound: {2000: opaqueD, 3000: detect10s, 22: detect10s, 9000: skipD},
 			},
 		},
 		{
@@ -120,7 +122,34 @@ func TestLayering(t *testing.T) {
 					8080: declared(detect.HTTP1), 8443: declared(detect.TLS),
 					9090: detect10s, 50051: declared(detect.GRPC),
 				},
-				Outbound: {8080: opaqueD, 8443: detect10s, 9090: opaqueD, 50051: opaqueD},
+				Outbound: {8080: detect10s, 8443: detect10s, 9090: detect10s, 50051: opaqueD},
+			},
+		},
+		{
+			name: "opaque ports belong to the destination, skip-outbound to the source",
+			p: Policy{
+				Namespace:   Layer{OpaquePorts: set("5000")},
+				Workload:    Layer{OpaquePorts: set("7000"), SkipOutboundPorts: set("443")},
+				Destination: Layer{OpaquePorts: set("8000"), SkipOutboundPorts: set("9000"), SkipInboundPorts: set("9001")},
+			},
+			expect: map[Direction]map[uint16]Decision{
+				Inbound:  {7000: opaqueD, 8000: detect10s, 5000: detect10s, 9001: detect10s, 3306: detect10s},
+				Outbound: {8000: opaqueD, 7000: detect10s, 5000: detect10s, 3306: detect10s, 443: skipD, 9000: detect10s},
+			},
+			check: func(t *testing.T, tb *Table) {
+				assert.Equal(t, "7000", tb.OpaquePorts(Inbound).String())
+				assert.Equal(t, "8000", tb.OpaquePorts(Outbound).String())
+			},
+		},
+		{
+			name: "without a destination layer, outbound opaque ports come from namespace and cluster",
+			p: Policy{
+				Cluster:  Layer{OpaquePorts: set("6000")},
+				Workload: Layer{OpaquePorts: set("7000")},
+			},
+			expect: map[Direction]map[uint16]Decision{
+				Inbound:  {7000: opaqueD, 6000: detect10s},
+				Outbound: {6000: opaqueD, 7000: detect10s},
 			},
 		},
 		{
@@ -149,7 +178,7 @@ func TestLayering(t *testing.T) {
 			p:    Policy{Namespace: Layer{EnableExternalProfiles: &yes}, Workload: Layer{OpaquePorts: set("1")}},
 			check: func(t *testing.T, tb *Table) {
 				assert.True(t, tb.ExternalProfiles())
-				assert.Equal(t, "1", tb.OpaquePorts().String())
+				assert.Equal(t, "1", tb.OpaquePorts(Inbound).String())
 			},
 		},
 	}
@@ -412,7 +441,8 @@ func TestTableAccessors(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "22", tb.SkipPorts(Inbound).String())
 	assert.Equal(t, "25", tb.SkipPorts(Outbound).String())
-	assert.Equal(t, DefaultOpaquePorts().String(), tb.OpaquePorts().String())
+	assert.Equal(t, DefaultOpaquePorts().String(), tb.OpaquePorts(Inbound).String())
+	assert.Equal(t, DefaultOpaquePorts().String(), tb.OpaquePorts(Outbound).String())
 }
 
 func TestZeroAndNilTable(t *testing.T) {
@@ -422,7 +452,7 @@ func TestZeroAndNilTable(t *testing.T) {
 		assert.Equal(t, opaqueD, tb.Resolve(Inbound, 3306))
 		assert.Equal(t, detect10s, tb.Resolve(Outbound, 80))
 		assert.Equal(t, detect10s, tb.Resolve(Direction(9), 3306))
-		assert.Equal(t, DefaultOpaquePorts().String(), tb.OpaquePorts().String())
+		assert.Equal(t, DefaultOpaquePorts().String(), tb.OpaquePorts(Outbound).String())
 		assert.True(t, tb.SkipPorts(Inbound).IsEmpty())
 		assert.Equal(t, DefaultDetectTimeout, tb.DetectTimeout())
 		assert.False(t, tb.ExternalProfiles())
