@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,166 +69,231 @@ func relay(b *testing.B, reg *metrics.Registry) (client, server net.Conn, wait f
 	return c1, s2, func() { c1.Close(); s2.Close(); <-done }
 }
 
-// BenchmarkRelayStream: one-way bulk throughput through Join.
-func BenchmarkRelayStream(b *testing.B) {
-	for _, m := range modes() {
-		b.Run(m.name, func(b *testing.B) {
-			client, server, wait := relay(b, m.reg)
-			go io.Copy(io.Discard, server)
-			msg := make([]byte, 256<<10)
-			b.SetBytes(int64(len(msg)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := client.Write(msg); err != nil {
-					b.Fatal(err)
-				}
+// An op is one unit of benchmarked work; setups return it and a cleanup.
+type setup func(b *testing.B, reg *metrics.Registry) (op func(), bytes int64, cleanup func())
+
+// streamOp sends 1 MiB one way through a relay and waits for the
+// receiver's one-byte acknowledgement, so that no work of one op spills
+// into the next (or into the other pipeline of BenchmarkMetricsCost).
+func streamOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
+	client, server, wait := relay(b, reg)
+	const size = 1 << 20
+	go func() {
+		ack := []byte{1}
+		for {
+			if _, err := io.CopyN(io.Discard, server, size); err != nil {
+				return
 			}
-			b.StopTimer()
-			wait()
-		})
-	}
+			if _, err := server.Write(ack); err != nil {
+				return
+			}
+		}
+	}()
+	msg := make([]byte, size)
+	ack := make([]byte, 1)
+	return func() {
+		if _, err := client.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(client, ack); err != nil {
+			b.Fatal(err)
+		}
+	}, size, wait
 }
 
-// BenchmarkRelayPingPong: 1 KiB request/response exchanges through Join
-// (the small-message path, where a per-chunk hook weighs the most).
-func BenchmarkRelayPingPong(b *testing.B) {
-	for _, m := range modes() {
-		b.Run(m.name, func(b *testing.B) {
-			client, server, wait := relay(b, m.reg)
-			const size = 1 << 10
-			go func() {
-				buf := make([]byte, size)
-				for {
-					if _, err := io.ReadFull(server, buf); err != nil {
-						return
-					}
-					if _, err := server.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
-			msg := make([]byte, size)
-			b.SetBytes(2 * size)
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := client.Write(msg); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(client, msg); err != nil {
-					b.Fatal(err)
-				}
+// pingPongOp exchanges 1 KiB each way through a relay (the small-message
+// path, where a per-chunk hook weighs the most).
+func pingPongOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
+	client, server, wait := relay(b, reg)
+	const size = 1 << 10
+	go func() {
+		buf := make([]byte, size)
+		for {
+			if _, err := io.ReadFull(server, buf); err != nil {
+				return
 			}
-			b.StopTimer()
-			wait()
-		})
-	}
+			if _, err := server.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	msg := make([]byte, size)
+	return func() {
+		if _, err := client.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(client, msg); err != nil {
+			b.Fatal(err)
+		}
+	}, 2 * size, wait
 }
 
-// BenchmarkDetect: Detect over a loopback *net.TCPConn holding an HTTP/1
-// request (MSG_PEEK consumes nothing, so every iteration sees the same
-// bytes), with the OnResult hook off and on.
-func BenchmarkDetect(b *testing.B) {
-	for _, m := range modes() {
-		b.Run(m.name, func(b *testing.B) {
-			client, server := tcpPair(b)
-			defer client.Close()
-			defer server.Close()
-			if _, err := client.Write([]byte("GET /api/v1/items HTTP/1.1\r\nHost: api.example.com\r\n\r\n")); err != nil {
-				b.Fatal(err)
+// detectOp runs Detect over a loopback *net.TCPConn holding an HTTP/1
+// request (MSG_PEEK consumes nothing, so every call sees the same bytes),
+// with the OnResult hook of reg (nil when reg is nil).
+func detectOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
+	client, server := tcpPair(b)
+	req := []byte("GET /api/v1/items HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+	if _, err := client.Write(req); err != nil {
+		b.Fatal(err)
+	}
+	d := detect.Detector{OnResult: reg.DetectHook(metrics.Inbound)}
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for { // wait until the bytes are queued
+		res, _, err := d.Detect(ctx, server)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Protocol == detect.HTTP1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("no HTTP/1 detected")
+		}
+	}
+	return func() {
+		res, _, err := d.Detect(ctx, server)
+		if err != nil || res.Protocol != detect.HTTP1 {
+			b.Fatal(res.Protocol, err)
+		}
+	}, int64(len(req)), func() { client.Close(); server.Close() }
+}
+
+// connectionOp is a whole proxied connection — accept, Detect, dial the
+// upstream, Join, a 1 KiB exchange, close — with every per-connection hook
+// of reg.
+func connectionOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	front, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
 			}
-			d := detect.Detector{OnResult: m.reg.DetectHook(metrics.Inbound)}
-			ctx := context.Background()
-			deadline := time.Now().Add(10 * time.Second)
-			for { // wait until the bytes are queued
-				res, _, err := d.Detect(ctx, server)
+			wg.Go(func() { io.Copy(c, c); c.Close() })
+		}
+	})
+	d := &detect.Detector{OnResult: reg.DetectHook(metrics.Inbound)}
+	var j splice.Joiner
+	wg.Go(func() {
+		for {
+			c, err := front.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				res, c, err := d.Detect(context.Background(), c)
 				if err != nil {
-					b.Fatal(err)
+					c.Close()
+					return
 				}
-				if res.Protocol == detect.HTTP1 {
-					break
+				mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
+				u, err := net.Dial("tcp", up.Addr().String())
+				if err != nil {
+					c.Close()
+					mc.CloseErr(err)
+					return
 				}
-				if time.Now().After(deadline) {
-					b.Fatal("no HTTP/1 detected")
-				}
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				res, _, err := d.Detect(ctx, server)
-				if err != nil || res.Protocol != detect.HTTP1 {
-					b.Fatal(res.Protocol, err)
-				}
-			}
-		})
-	}
-}
-
-// BenchmarkConnection: a whole proxied connection per iteration — accept,
-// Detect, Join to the upstream, a 1 KiB exchange, close — with every
-// per-connection hook off and on.
-func BenchmarkConnection(b *testing.B) {
-	for _, m := range modes() {
-		b.Run(m.name, func(b *testing.B) {
-			up, err := net.Listen("tcp", "127.0.0.1:0")
+				_, err = j.Join(context.Background(), c, u, mc.Observer())
+				mc.CloseErr(err)
+			})
+		}
+	})
+	msg := make([]byte, 1<<10)
+	copy(msg, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	return func() {
+			c, err := net.Dial("tcp", front.Addr().String())
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer up.Close()
-			go func() {
-				for {
-					c, err := up.Accept()
-					if err != nil {
-						return
-					}
-					go func() { io.Copy(c, c); c.Close() }()
-				}
-			}()
-			front, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
+			if _, err := c.Write(msg); err != nil {
 				b.Fatal(err)
 			}
-			defer front.Close()
-			d := &detect.Detector{OnResult: m.reg.DetectHook(metrics.Inbound)}
-			var j splice.Joiner
-			go func() {
-				for {
-					c, err := front.Accept()
-					if err != nil {
-						return
-					}
-					go func() {
-						res, c, err := d.Detect(context.Background(), c)
-						if err != nil {
-							c.Close()
-							return
-						}
-						mc := m.reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
-						u, err := net.Dial("tcp", up.Addr().String())
-						if err != nil {
-							c.Close()
-							mc.CloseErr(err)
-							return
-						}
-						_, err = j.Join(context.Background(), c, u, mc.Observer())
-						mc.CloseErr(err)
-					}()
-				}
-			}()
-			msg := make([]byte, 1<<10)
-			copy(msg, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-			b.ReportAllocs()
-			for b.Loop() {
-				c, err := net.Dial("tcp", front.Addr().String())
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := c.Write(msg); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(c, msg); err != nil {
-					b.Fatal(err)
-				}
-				c.Close()
+			if _, err := io.ReadFull(c, msg); err != nil {
+				b.Fatal(err)
 			}
+			c.Close()
+		}, int64(2 * len(msg)), func() {
+			front.Close()
+			up.Close()
+			wg.Wait()
+		}
+}
+
+var setups = []struct {
+	name  string
+	setup setup
+	batch int // ops per timed sample in the paired benchmark
+}{
+	{"RelayStream", streamOp, 1},
+	{"RelayPingPong", pingPongOp, 4},
+	{"Detect", detectOp, 32},
+	{"Connection", connectionOp, 1},
+}
+
+// BenchmarkMetricsOffOn runs each workload with metrics off (nil registry:
+// every hook nil) and on (a live registry), as separate sub-benchmarks.
+func BenchmarkMetricsOffOn(b *testing.B) {
+	for _, s := range setups {
+		for _, m := range modes() {
+			b.Run(s.name+"/"+m.name, func(b *testing.B) {
+				op, n, cleanup := s.setup(b, m.reg)
+				b.SetBytes(n)
+				b.ReportAllocs()
+				for b.Loop() {
+					op()
+				}
+				b.StopTimer()
+				cleanup()
+			})
+		}
+	}
+}
+
+// BenchmarkMetricsCost measures the cost of metrics on a loaded, shared
+// machine: both pipelines (off and on) run in the same benchmark and take
+// turns in short batches, in alternating order, so load changes hit both
+// alike. It reports the time per op of each and cost-% = on/off - 1.
+func BenchmarkMetricsCost(b *testing.B) {
+	for _, s := range setups {
+		b.Run(s.name, func(b *testing.B) {
+			offOp, _, offClean := s.setup(b, nil)
+			onOp, _, onClean := s.setup(b, metrics.New(metrics.Config{}))
+			batch := func(op func()) time.Duration {
+				t0 := time.Now()
+				for range s.batch {
+					op()
+				}
+				return time.Since(t0)
+			}
+			var tOff, tOn time.Duration
+			var rounds int
+			for b.Loop() {
+				if rounds%2 == 0 {
+					tOff += batch(offOp)
+					tOn += batch(onOp)
+				} else {
+					tOn += batch(onOp)
+					tOff += batch(offOp)
+				}
+				rounds++
+			}
+			b.StopTimer()
+			offClean()
+			onClean()
+			ops := float64(rounds * s.batch)
+			b.ReportMetric(float64(tOff.Nanoseconds())/ops, "off-ns/op")
+			b.ReportMetric(float64(tOn.Nanoseconds())/ops, "on-ns/op")
+			b.ReportMetric(100*(float64(tOn)/float64(tOff)-1), "cost-%")
 		})
 	}
 }
