@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -298,6 +299,9 @@ func TestGRPCPassiveContentType(t *testing.T) {
 				defer conn.Close()
 				assert.Equal(t, tc.want, res.Protocol)
 				assert.Less(t, res.Duration, 15*time.Second)
+				if tr.name == "tcp" && runtime.GOOS == "linux" {
+					assert.Same(t, server, conn, "passive mode consumes nothing")
+				}
 				got, err := io.ReadAll(conn)
 				require.NoError(t, err)
 				require.NoError(t, <-sent)
