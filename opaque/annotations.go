@@ -12,7 +12,8 @@ const (
 	// on the destination: on a workload it covers connections to the workload
 	// (Policy.Workload, inbound); on a Service, clients' connections to it
 	// (Policy.Destination, outbound); on a namespace, every workload and
-	// service in it that sets none (Policy.Namespace).
+	// service in it that sets none (Policy.Namespace). See Policy for how a
+	// proxy without destination information applies it.
 	AnnotationOpaquePorts = "config.linkerd.io/opaque-ports"
 	// AnnotationSkipInboundPorts lists inbound ports that bypass the proxy.
 	AnnotationSkipInboundPorts = "config.linkerd.io/skip-inbound-ports"

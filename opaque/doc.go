@@ -11,7 +11,7 @@
 //   - Policy. A Decision says what to do with a port: skip the proxy, proxy it
 //     as opaque bytes, serve a declared protocol, or detect with a timeout.
 //     A Policy stacks layers (built-in default < cluster < namespace <
-//     workload, or the destination service for outbound opaque ports <
+//     workload, or a destination service for outbound opaque ports <
 //     explicit per-port Server policy); a set value replaces the one below
 //     rather than merging. A layer can be built from Linkerd's
 //     config.linkerd.io annotations with LayerFromAnnotations.

@@ -72,7 +72,7 @@ func ExampleLayerFromAnnotations() {
 		fmt.Println(err)
 		return
 	}
-	table, err := opaque.Compile(opaque.Policy{Namespace: ns, Workload: pod, Destination: svc})
+	table, err := opaque.Compile(opaque.Policy{Namespace: ns, Workload: pod, Destination: &svc})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -193,15 +193,20 @@ type PortPolicy struct {
 // Workload (or Destination) < Ports. Compile it into a Table.
 //
 // Following Linkerd, opaque ports belong to the destination and skip-outbound
-// ports to the source, so the directions stack differently:
+// ports to the source. With a Destination layer the directions stack
+// differently:
 //
 //	inbound opaque ports    Cluster < Namespace < Workload
-//	outbound opaque ports   Cluster < Namespace < Destination
+//	outbound opaque ports   Cluster < Namespace < *Destination
 //	skip ports, timeout, external profiles   Cluster < Namespace < Workload
 //
 // A proxy that knows the service behind an outbound connection compiles a
 // Table with that service's annotations as Destination (a Table per
-// destination, or one for the common case).
+// destination, or one for the common case); &Layer{} says "the destination
+// sets nothing". A nil Destination means the proxy knows nothing about its
+// destinations and one configuration describes both sides, so the local
+// stack (Cluster < Namespace < Workload) gives the opaque ports of both
+// directions.
 type Policy struct {
 	// Cluster is the install-wide default, e.g. Linkerd's proxy.opaquePorts
 	// and proxyInit skip ports.
@@ -210,9 +215,10 @@ type Policy struct {
 	Namespace Layer
 	// Workload is the local workload's (pod's) annotations.
 	Workload Layer
-	// Destination is the outbound destination's (service's) annotations.
-	// Only its OpaquePorts is used; the other settings are the source's.
-	Destination Layer
+	// Destination is the outbound destination's (service's) annotations;
+	// nil: outbound uses the same opaque ports as inbound (see above). Only
+	// its OpaquePorts is used; the other settings are the source's.
+	Destination *Layer
 	// Ports are explicit per-port decisions (Server policy); they win over
 	// every layer. Two entries for one port and direction must agree.
 	Ports []PortPolicy
@@ -310,13 +316,14 @@ func (t *Table) DetectTimeout() time.Duration { return t.compiled().timeout }
 // Compile checks p and builds its Table. Errors are *PolicyError values.
 func Compile(p Policy) (*Table, error) {
 	t := &Table{opaqueIn: DefaultOpaquePorts(), opaqueOut: DefaultOpaquePorts(), timeout: DefaultDetectTimeout}
-	for _, l := range [...]*Layer{&p.Cluster, &p.Namespace} {
+	dst := p.Destination
+	if dst == nil {
+		dst = &p.Workload
+	}
+	for _, l := range [...]*Layer{&p.Cluster, &p.Namespace, dst} {
 		if l.OpaquePorts != nil {
 			t.opaqueOut = *l.OpaquePorts
 		}
-	}
-	if p.Destination.OpaquePorts != nil {
-		t.opaqueOut = *p.Destination.OpaquePorts
 	}
 	for _, l := range [...]*Layer{&p.Cluster, &p.Namespace, &p.Workload} {
 		if l.OpaquePorts != nil {

@@ -76,10 +76,8 @@ func TestLayering(t *testing.T) {
 				Workload:  Layer{OpaquePorts: set("3000")},
 			},
 			expect: map[Direction]map[uint16]Decision{
-				Inbound: {2000: detect10s, 3000: opaqueD, 22: skipD, 9000: detect10s},
-				// The workload's opaque ports are about connections to it;
-				// outbound keeps the namespace's.
-				Outbound: {2000: opaqueD, 3000: detect10s, 22: detect10s, 9000: skipD},
+				Inbound:  {2000: detect10s, 3000: opaqueD, 22: skipD, 9000: detect10s},
+				Outbound: {2000: detect10s, 3000: opaqueD, 22: detect10s, 9000: skipD}, // no Destination: one configuration for both sides
 			},
 		},
 		{
@@ -122,7 +120,7 @@ func TestLayering(t *testing.T) {
 					8080: declared(detect.HTTP1), 8443: declared(detect.TLS),
 					9090: detect10s, 50051: declared(detect.GRPC),
 				},
-				Outbound: {8080: detect10s, 8443: detect10s, 9090: detect10s, 50051: opaqueD},
+				Outbound: {8080: opaqueD, 8443: detect10s, 9090: opaqueD, 50051: opaqueD},
 			},
 		},
 		{
@@ -130,7 +128,7 @@ func TestLayering(t *testing.T) {
 			p: Policy{
 				Namespace:   Layer{OpaquePorts: set("5000")},
 				Workload:    Layer{OpaquePorts: set("7000"), SkipOutboundPorts: set("443")},
-				Destination: Layer{OpaquePorts: set("8000"), SkipOutboundPorts: set("9000"), SkipInboundPorts: set("9001")},
+				Destination: &Layer{OpaquePorts: set("8000"), SkipOutboundPorts: set("9000"), SkipInboundPorts: set("9001")},
 			},
 			expect: map[Direction]map[uint16]Decision{
 				Inbound:  {7000: opaqueD, 8000: detect10s, 5000: detect10s, 9001: detect10s, 3306: detect10s},
@@ -142,10 +140,11 @@ func TestLayering(t *testing.T) {
 			},
 		},
 		{
-			name: "without a destination layer, outbound opaque ports come from namespace and cluster",
+			name: "an empty destination layer: outbound opaque ports come from namespace and cluster",
 			p: Policy{
-				Cluster:  Layer{OpaquePorts: set("6000")},
-				Workload: Layer{OpaquePorts: set("7000")},
+				Cluster:     Layer{OpaquePorts: set("6000")},
+				Workload:    Layer{OpaquePorts: set("7000")},
+				Destination: &Layer{},
 			},
 			expect: map[Direction]map[uint16]Decision{
 				Inbound:  {7000: opaqueD, 6000: detect10s},
@@ -394,14 +393,20 @@ func TestResolverHotSwap(t *testing.T) {
 			}
 		}()
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for i := 0; time.Now().Before(deadline) && i < 200_000; i++ {
-		if i%2 == 0 {
-			r.Store(tA)
+	// Swap back and forth, pausing so that readers see both tables; every
+	// 50th swap to B goes through Update (a Compile while readers run).
+	polB := Policy{Workload: Layer{OpaquePorts: new(NewPortSet(2000)), SkipInboundPorts: new(NewPortSet(1000))}}
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; time.Now().Before(deadline) && i < 100_000; i++ {
+		r.Store(tA)
+		time.Sleep(20 * time.Microsecond)
+		if i%50 == 0 {
+			require.NoError(t, r.Update(polB))
 		} else {
-			require.NoError(t, r.Update(Policy{Workload: Layer{OpaquePorts: new(NewPortSet(2000)), SkipInboundPorts: new(NewPortSet(1000))}}))
+			r.Store(tB)
 		}
-		if i > 100 && seenA.Load() > 0 && seenB.Load() > 0 && i > 2000 {
+		time.Sleep(20 * time.Microsecond)
+		if i >= 200 && seenA.Load() > 0 && seenB.Load() > 0 {
 			break
 		}
 	}
