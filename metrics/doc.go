@@ -12,8 +12,10 @@
 //
 // The registry implements the hooks of the other packages: DetectHook for
 // detect.Detector.OnResult, Conn for splice.Observer, HandshakeHook for
-// mtls.Config.OnHandshake, and the Observe* methods for opaque's policy and
-// transport header. HTTPHandler and RoundTripper count HTTP traffic.
+// mtls.Config.OnHandshake, MuxHook for detect.MuxConfig.OnConn,
+// HeaderObserver for opaque.HeaderCodec.Observer and ObservePolicy for
+// opaque.Resolver decisions; the Observe* methods take plain values for
+// other callers. HTTPHandler and RoundTripper count HTTP traffic.
 // Snapshot copies every counter for tests and exporters; the
 // metrics/prometheus subpackage exposes it to Prometheus (it is the only
 // package that imports client_golang).
@@ -41,6 +43,7 @@
 //	transport_header_written_total       counter    session_protocol                           opaque transport headers written; session_protocol none, HTTP/1, HTTP/2
 //	transport_header_read_total          counter    session_protocol                           opaque transport headers read and accepted
 //	transport_header_rejected_total      counter    reason                                     opaque transport headers rejected, by reason
+//	mux_connections_total                counter    outcome, protocol                          connections a detect.Mux handled; outcome routed, unrouted, child_closed, refused, detect_failed, shutdown
 //	request_total                        counter    direction, authority, route                HTTP requests
 //	response_total                       counter    direction, authority, route,               HTTP responses; classification success or failure (5xx,
 //	                                                classification, status_code, grpc_status   grpc-status != 0, no response or a broken stream)

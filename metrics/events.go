@@ -187,3 +187,34 @@ func (r *Registry) ObserveTransportHeader(ev HeaderEvent, value string) {
 	}
 	s.n.Add(1)
 }
+
+type muxKey struct {
+	outcome  string
+	protocol string
+}
+
+// ObserveMux counts one connection a one-port mux is done with
+// (mux_connections_total): outcome says what it did ("routed", "unrouted",
+// "refused", ...), protocol what was detected ("" is recorded as
+// "unknown"). See MuxHook for the detect.Mux adapter.
+func (r *Registry) ObserveMux(outcome, protocol string) {
+	if r == nil {
+		return
+	}
+	if protocol == "" {
+		protocol = "unknown"
+	}
+	var s *counter
+	es := r.mux.load()
+	for i := range es {
+		if e := &es[i]; e.k.outcome == outcome && e.k.protocol == protocol {
+			s = e.v
+			break
+		}
+	}
+	if s == nil {
+		c := muxKey{r.muxOut.intern(outcome, r.maxValues()), r.protocols.intern(protocol, r.maxValues())}
+		s = r.mux.create(muxKey{outcome, protocol}, c, nil)
+	}
+	s.n.Add(1)
+}

@@ -25,6 +25,18 @@ func (r *Registry) DetectHook(dir Direction) func(detect.Result) {
 	}
 }
 
+// MuxHook returns a function for detect.MuxConfig.OnConn that counts what
+// the mux did with each accepted connection (mux_connections_total). A nil
+// Registry returns nil.
+func (r *Registry) MuxHook() func(detect.MuxEvent) {
+	if r == nil {
+		return nil
+	}
+	return func(ev detect.MuxEvent) {
+		r.ObserveMux(ev.Outcome.String(), string(ev.Result.Protocol))
+	}
+}
+
 // ConnLabelsFor returns the connection labels for a detected protocol p
 // (detect.Result.Protocol): TLSOpaque when p is detect.TLS (the
 // application's own TLS, not terminated by the proxy), else TLSFalse.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
@@ -150,4 +152,42 @@ func TestNilRegistryHooks(t *testing.T) {
 	assert.Nil(t, mc.Reversed())
 	mc.CloseErr(nil)
 	reg.ObservePolicy(opaque.Inbound, 80, opaque.Decision{})
+}
+
+// TestMuxHook serves HTTP/1 through a real detect.Mux with no default
+// listener: an HTTP request is routed, a binary client is unrouted.
+func TestMuxHook(t *testing.T) {
+	reg := metrics.New(metrics.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	d := &detect.Detector{OnResult: reg.DetectHook(metrics.Inbound)}
+	m := detect.NewMux(ln, d, detect.MuxConfig{OnConn: reg.MuxHook()})
+	web := m.Match(detect.HTTP1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	served := make(chan struct{})
+	go func() { defer close(served); srv.Serve(web) }()
+	muxDone := make(chan struct{})
+	go func() { defer close(muxDone); m.Serve() }()
+	defer func() { m.Close(); srv.Close(); <-served; <-muxDone }()
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("http://" + ln.Addr().String() + "/")
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	_, err = c.Write([]byte{0, 1, 2, 3})
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = c.Read(make([]byte, 1))
+	require.Error(t, err, "the mux closes an unrouted connection")
+	c.Close()
+
+	require.Eventually(t, func() bool { return len(reg.Snapshot().Mux) == 2 }, 10*time.Second, time.Millisecond)
+	assert.Equal(t, []metrics.MuxSample{
+		{Outcome: "routed", Protocol: "HTTP/1", Count: 1},
+		{Outcome: "unrouted", Protocol: "unknown", Count: 1},
+	}, reg.Snapshot().Mux)
 }

@@ -100,6 +100,7 @@ type Registry struct {
 	decisions  family[decisionKey, counter]
 	handshakes family[handshakeKey, handshakeSeries]
 	headers    family[headerKey, counter]
+	mux        family[muxKey, counter]
 	// Per-request families.
 	httpReqs  cowMap[httpReqKey, counter]
 	httpResps cowMap[httpRespKey, histSeries]
@@ -110,6 +111,7 @@ type Registry struct {
 	actions   cappedSet // policy actions
 	outcomes  cappedSet // handshake outcomes
 	hdrValues cappedSet // transport header reasons and session protocols
+	muxOut    cappedSet // mux outcomes
 	peerIDs   cappedSet
 }
 

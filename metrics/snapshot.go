@@ -94,6 +94,14 @@ type TransportHeaderSample struct {
 	Count  uint64
 }
 
+// MuxSample counts the connections a mux handled with one outcome and
+// detected protocol.
+type MuxSample struct {
+	Outcome  string
+	Protocol string
+	Count    uint64
+}
+
 // RequestSample counts HTTP requests of one label set (request_total).
 type RequestSample struct {
 	Direction Direction
@@ -128,6 +136,7 @@ type Snapshot struct {
 	Decisions        []DecisionSample
 	Handshakes       []HandshakeSample
 	TransportHeaders []TransportHeaderSample
+	Mux              []MuxSample
 	Requests         []RequestSample
 	Responses        []ResponseSample
 }
@@ -198,6 +207,13 @@ func (r *Registry) Snapshot() Snapshot {
 	})
 	slices.SortFunc(s.TransportHeaders, func(a, b TransportHeaderSample) int {
 		return cmp.Or(cmp.Compare(a.Event, b.Event), cmp.Compare(a.SessionProtocol, b.SessionProtocol), cmp.Compare(a.Reason, b.Reason))
+	})
+
+	r.mux.each(func(k muxKey, c *counter) {
+		s.Mux = append(s.Mux, MuxSample{Outcome: k.outcome, Protocol: k.protocol, Count: c.n.Load()})
+	})
+	slices.SortFunc(s.Mux, func(a, b MuxSample) int {
+		return cmp.Or(cmp.Compare(a.Outcome, b.Outcome), cmp.Compare(a.Protocol, b.Protocol))
 	})
 
 	r.httpReqs.each(func(k httpReqKey, c *counter) {

@@ -37,6 +37,7 @@ type Collector struct {
 	decision                                           *prom.Desc
 	handshake, handshakeDur                            *prom.Desc
 	hdrWritten, hdrRead, hdrRejected                   *prom.Desc
+	mux                                                *prom.Desc
 	request, response, latency                         *prom.Desc
 }
 
@@ -65,6 +66,7 @@ func NewCollector(reg *metrics.Registry, o Options) *Collector {
 		hdrWritten:   d("transport_header_written_total", "Total count of opaque transport headers written, by announced session protocol.", "session_protocol"),
 		hdrRead:      d("transport_header_read_total", "Total count of opaque transport headers read and accepted, by announced session protocol.", "session_protocol"),
 		hdrRejected:  d("transport_header_rejected_total", "Total count of opaque transport headers rejected, by reason.", "reason"),
+		mux:          d("mux_connections_total", "Total count of connections a one-port mux handled, by outcome and detected protocol.", "outcome", "protocol"),
 		request:      d("request_total", "Total count of HTTP requests.", "direction", "authority", "route"),
 		response:     d("response_total", "Total count of HTTP responses, by classification, status code and gRPC status.", resp...),
 		latency:      d("response_latency_seconds", "Time from an HTTP request to its response headers.", resp...),
@@ -76,7 +78,7 @@ func (c *Collector) Describe(ch chan<- *prom.Desc) {
 	for _, d := range []*prom.Desc{
 		c.tcpOpen, c.tcpOpenConns, c.tcpRead, c.tcpWrite, c.tcpClose,
 		c.detect, c.detectDur, c.decision, c.handshake, c.handshakeDur,
-		c.hdrWritten, c.hdrRead, c.hdrRejected, c.request, c.response, c.latency,
+		c.hdrWritten, c.hdrRead, c.hdrRejected, c.mux, c.request, c.response, c.latency,
 	} {
 		ch <- d
 	}
@@ -144,6 +146,9 @@ func (c *Collector) Collect(ch chan<- prom.Metric) {
 		case metrics.HeaderRejected:
 			counter(c.hdrRejected, h.Count, h.Reason)
 		}
+	}
+	for _, m := range s.Mux {
+		counter(c.mux, m.Count, m.Outcome, m.Protocol)
 	}
 	for _, r := range s.Requests {
 		counter(c.request, r.Count, r.Direction.String(), r.Authority, r.Route)

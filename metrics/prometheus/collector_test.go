@@ -32,6 +32,7 @@ func populated() *metrics.Registry {
 	r.ObserveHandshake(metrics.Inbound, metrics.OutcomeSuccess, "spiffe://td/ns/b", 20*time.Millisecond)
 	r.ObserveTransportHeader(metrics.HeaderWritten, "HTTP/2")
 	r.ObserveTransportHeader(metrics.HeaderRejected, "malformed")
+	r.ObserveMux("routed", "HTTP/1")
 	return r
 }
 
@@ -90,11 +91,15 @@ transport_header_written_total{session_protocol="HTTP/2"} 1
 # HELP transport_header_rejected_total Total count of opaque transport headers rejected, by reason.
 # TYPE transport_header_rejected_total counter
 transport_header_rejected_total{reason="malformed"} 1
+# HELP mux_connections_total Total count of connections a one-port mux handled, by outcome and detected protocol.
+# TYPE mux_connections_total counter
+mux_connections_total{outcome="routed",protocol="HTTP/1"} 1
 `
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
 		"tcp_open_total", "tcp_open_connections", "tcp_read_bytes_total", "tcp_write_bytes_total",
 		"tcp_close_total", "protocol_detect_total", "policy_decision_total", "tls_handshake_total",
-		"tls_handshake_duration_seconds", "transport_header_written_total", "transport_header_rejected_total"))
+		"tls_handshake_duration_seconds", "transport_header_written_total", "transport_header_rejected_total",
+		"mux_connections_total"))
 
 	// Families with no sample yet are not exported.
 	assert.Equal(t, 0, testutil.CollectAndCount(c, "transport_header_read_total", "request_total"))
