@@ -166,3 +166,30 @@ func ExampleReadHeader() {
 	// 8080 web.default.svc.cluster.local HTTP/2 <nil>
 	// true
 }
+
+// A Service port's appProtocol declares what clients' proxies do on that
+// port; values Linkerd does not know fall back to detection.
+func ExampleParseAppProtocol() {
+	var ports []opaque.PortPolicy
+	for port, appProtocol := range map[uint16]string{8080: "http", 8081: "kubernetes.io/h2c", 5432: "linkerd.io/tcp"} {
+		if d, ok := opaque.ParseAppProtocol(appProtocol); ok {
+			ports = append(ports, opaque.PortPolicy{Direction: opaque.Outbound, Port: port, Decision: d})
+		}
+	}
+	table, err := opaque.Compile(opaque.Policy{Ports: ports})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, port := range []uint16{8080, 8081, 5432, 9000} {
+		fmt.Println(port, table.Resolve(opaque.Outbound, port))
+	}
+	_, ok := opaque.ParseAppProtocol("kubernetes.io/ws")
+	fmt.Println(ok)
+	// Output:
+	// 8080 declared HTTP/1
+	// 8081 declared HTTP/2
+	// 5432 opaque
+	// 9000 detect 10s
+	// false
+}
