@@ -41,6 +41,7 @@ type AnnotationError struct {
 // value is neither "true" nor "false".
 var ErrNotBool = errors.New(`want "true" or "false"`)
 
+// Error describes the problem, naming what was rejected.
 func (e *AnnotationError) Error() string {
 	v := e.Value
 	if len(v) > 64 {

@@ -152,6 +152,7 @@ type HeaderError struct {
 	Read []byte
 }
 
+// Error describes the problem, naming what was rejected.
 func (e *HeaderError) Error() string {
 	s := "opaque: " + reasonSentinels[e.reason()].Error()
 	if e.Detail != "" {

@@ -140,6 +140,7 @@ func ParseAppProtocol(s string) (d Decision, ok bool) {
 // vocabulary. It matches ErrUnknownProtocol with errors.Is.
 type ProtocolError struct{ Value string }
 
+// Error describes the problem, naming what was rejected.
 func (e *ProtocolError) Error() string {
 	return "opaque: unknown proxyProtocol " + strconv.Quote(e.Value) +
 		` (want unknown, HTTP/1, HTTP/2, gRPC, opaque or TLS)`
@@ -234,6 +235,7 @@ type PolicyError struct {
 	Err   error
 }
 
+// Error describes the problem, naming what was rejected.
 func (e *PolicyError) Error() string {
 	sel := strconv.Itoa(int(e.Port.Port))
 	if e.Port.Port == 0 {

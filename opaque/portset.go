@@ -285,6 +285,7 @@ type PortListError struct {
 	Err    error  // the kind: ErrPortZero, ErrPortTooLarge, ...
 }
 
+// Error describes the problem, naming what was rejected.
 func (e *PortListError) Error() string {
 	return "opaque: port list item " + strconv.Itoa(e.Index) + " " + strconv.Quote(e.Item) +
 		" (byte " + strconv.Itoa(e.Offset) + "): " + e.Err.Error()
