@@ -53,15 +53,89 @@ var httpMethods = [...]string{
 // maxMethodLen is the length of the longest accepted method.
 const maxMethodLen = len("UPDATEREDIRECTREF")
 
-// lookupMethod returns the interned method named by tok, or "".
+// lookupMethod returns the interned method named by tok, or "". The
+// switch compiles to a search on length and value; converting tok for it
+// does not allocate.
 func lookupMethod(tok []byte) string {
-	if len(tok) == 0 || tok[0] < 'A' || tok[0] > 'V' {
-		return ""
-	}
-	for _, m := range httpMethods {
-		if len(m) == len(tok) && m[0] == tok[0] && m == string(tok) {
-			return m
-		}
+	switch string(tok) {
+	case "GET":
+		return "GET"
+	case "HEAD":
+		return "HEAD"
+	case "POST":
+		return "POST"
+	case "PUT":
+		return "PUT"
+	case "DELETE":
+		return "DELETE"
+	case "CONNECT":
+		return "CONNECT"
+	case "OPTIONS":
+		return "OPTIONS"
+	case "TRACE":
+		return "TRACE"
+	case "PATCH":
+		return "PATCH"
+	case "QUERY":
+		return "QUERY"
+	case "PROPFIND":
+		return "PROPFIND"
+	case "PROPPATCH":
+		return "PROPPATCH"
+	case "MKCOL":
+		return "MKCOL"
+	case "COPY":
+		return "COPY"
+	case "MOVE":
+		return "MOVE"
+	case "LOCK":
+		return "LOCK"
+	case "UNLOCK":
+		return "UNLOCK"
+	case "ACL":
+		return "ACL"
+	case "BASELINE-CONTROL":
+		return "BASELINE-CONTROL"
+	case "BIND":
+		return "BIND"
+	case "CHECKIN":
+		return "CHECKIN"
+	case "CHECKOUT":
+		return "CHECKOUT"
+	case "LABEL":
+		return "LABEL"
+	case "LINK":
+		return "LINK"
+	case "MERGE":
+		return "MERGE"
+	case "MKACTIVITY":
+		return "MKACTIVITY"
+	case "MKCALENDAR":
+		return "MKCALENDAR"
+	case "MKREDIRECTREF":
+		return "MKREDIRECTREF"
+	case "MKWORKSPACE":
+		return "MKWORKSPACE"
+	case "ORDERPATCH":
+		return "ORDERPATCH"
+	case "REBIND":
+		return "REBIND"
+	case "REPORT":
+		return "REPORT"
+	case "SEARCH":
+		return "SEARCH"
+	case "UNBIND":
+		return "UNBIND"
+	case "UNCHECKOUT":
+		return "UNCHECKOUT"
+	case "UNLINK":
+		return "UNLINK"
+	case "UPDATE":
+		return "UPDATE"
+	case "UPDATEREDIRECTREF":
+		return "UPDATEREDIRECTREF"
+	case "VERSION-CONTROL":
+		return "VERSION-CONTROL"
 	}
 	return ""
 }
@@ -191,7 +265,14 @@ func findHost(b []byte) []byte {
 		}
 		if len(line) >= 5 && line[4] == ':' &&
 			line[0]|0x20 == 'h' && line[1]|0x20 == 'o' && line[2]|0x20 == 's' && line[3]|0x20 == 't' {
-			return bytes.Trim(line[5:], " \t")
+			v := line[5:]
+			for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+				v = v[1:]
+			}
+			for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+				v = v[:len(v)-1]
+			}
+			return v
 		}
 	}
 	return nil
