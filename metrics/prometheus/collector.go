@@ -23,7 +23,9 @@ type Options struct {
 	// Namespace, if set, prefixes every metric name ("sniff" gives
 	// sniff_tcp_open_total).
 	Namespace string
-	// ConstLabels are added to every metric (e.g. the pod name).
+	// ConstLabels are added to every metric (e.g. the pod name). Their
+	// names must differ from the metrics' own label names; a clash makes
+	// Gather fail with an error.
 	ConstLabels prom.Labels
 }
 
@@ -87,21 +89,35 @@ func (c *Collector) Describe(ch chan<- *prom.Desc) {
 // Collect takes a snapshot of the registry and sends it as const metrics.
 func (c *Collector) Collect(ch chan<- prom.Metric) {
 	s := c.reg.Snapshot()
+	// A bad descriptor (e.g. a ConstLabels name that clashes with a label)
+	// becomes an invalid metric, which the registry reports as a Gather
+	// error, instead of a panic.
+	send := func(d *prom.Desc, m prom.Metric, err error) {
+		if err != nil {
+			m = prom.NewInvalidMetric(d, err)
+		}
+		ch <- m
+	}
+	value := func(d *prom.Desc, t prom.ValueType, v float64, lv ...string) {
+		m, err := prom.NewConstMetric(d, t, v, lv...)
+		send(d, m, err)
+	}
 	counter := func(d *prom.Desc, v uint64, lv ...string) {
-		ch <- prom.MustNewConstMetric(d, prom.CounterValue, float64(v), lv...)
+		value(d, prom.CounterValue, float64(v), lv...)
 	}
 	hist := func(d *prom.Desc, h metrics.Histogram, lv ...string) {
 		b := make(map[float64]uint64, len(h.Bounds))
 		for i, ub := range h.Bounds {
 			b[ub] = h.Counts[i]
 		}
-		ch <- prom.MustNewConstHistogram(d, h.Count, h.Sum, b, lv...)
+		m, err := prom.NewConstHistogram(d, h.Count, h.Sum, b, lv...)
+		send(d, m, err)
 	}
 
 	for _, t := range s.TCP {
 		lv := []string{t.Direction.String(), t.Protocol, t.TLS.String()}
 		counter(c.tcpOpen, t.Opened, lv...)
-		ch <- prom.MustNewConstMetric(c.tcpOpenConns, prom.GaugeValue, float64(t.Open), lv...)
+		value(c.tcpOpenConns, prom.GaugeValue, float64(t.Open), lv...)
 		counter(c.tcpRead, t.ReadBytes, lv...)
 		counter(c.tcpWrite, t.WriteBytes, lv...)
 		for _, e := range t.Closed {

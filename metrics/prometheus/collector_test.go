@@ -7,6 +7,7 @@ import (
 
 	prom "github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -142,4 +143,24 @@ func TestNilRegistry(t *testing.T) {
 	problems, err := testutil.CollectAndLint(c)
 	require.NoError(t, err)
 	assert.Empty(t, problems)
+}
+
+func TestConstLabelClashIsAnError(t *testing.T) {
+	reg := prom.NewRegistry()
+	// Registration checks descriptors and refuses the clash up front.
+	err := reg.Register(NewCollector(populated(), Options{ConstLabels: prom.Labels{"direction": "x"}}))
+	require.Error(t, err)
+	// Collecting directly does not panic either: the metric is invalid.
+	c := NewCollector(populated(), Options{ConstLabels: prom.Labels{"direction": "x"}})
+	ch := make(chan prom.Metric, 256)
+	assert.NotPanics(t, func() { c.Collect(ch) })
+	close(ch)
+	var bad int
+	for m := range ch {
+		var out dto.Metric
+		if m.Write(&out) != nil {
+			bad++
+		}
+	}
+	assert.Positive(t, bad)
 }
