@@ -2,6 +2,7 @@ package opaque
 
 import (
 	"errors"
+	"math/bits"
 	"strconv"
 	"strings"
 	"sync"
@@ -396,22 +397,25 @@ func Compile(p Policy) (*Table, error) {
 			t.ndec[dir]++
 			return c, true
 		}
-		cDetect, _ := add(detectD)
+		add(detectD) // class 0: the zeroed class array already says detect
 		cSkip, _ := add(Decision{Action: ActionSkip})
 		cOpaque, _ := add(Decision{Action: ActionOpaque})
 		skip, opaque := t.skipIn, t.opaqueIn
 		if dir == Outbound {
 			skip, opaque = t.skipOut, t.opaqueOut
 		}
-		for port := range 1 << 16 {
-			c := cDetect
-			switch p := uint16(port); {
-			case skip.Contains(p):
-				c = cSkip
-			case opaque.Contains(p):
-				c = cOpaque
+		// Walk only the 64-port words that hold a skip or opaque port; skip
+		// wins over opaque.
+		for w := range numWords {
+			sw, ow := skip.word(w), opaque.word(w)
+			for m := sw | ow; m != 0; m &= m - 1 {
+				bit := uint(bits.TrailingZeros64(m))
+				c := cOpaque
+				if sw&(1<<bit) != 0 {
+					c = cSkip
+				}
+				t.class[dir][w<<6|int(bit)] = c
 			}
-			t.class[dir][port] = c
 		}
 		for k, d := range explicit {
 			if k.dir != dir {

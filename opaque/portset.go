@@ -30,6 +30,14 @@ func (p PortSet) Contains(port uint16) bool {
 	return p.b != nil && p.b[port>>6]&(1<<(port&63)) != 0
 }
 
+// word returns the i-th 64-port word of the bitmap (0 for the empty set).
+func (p PortSet) word(i int) uint64 {
+	if p.b == nil {
+		return 0
+	}
+	return p.b[i]
+}
+
 // IsEmpty reports whether the set has no ports.
 func (p PortSet) IsEmpty() bool {
 	if p.b == nil {
