@@ -2,6 +2,7 @@ package opaque
 
 import (
 	"errors"
+	"math/rand/v2"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -468,4 +469,90 @@ func TestZeroAndNilTable(t *testing.T) {
 	}
 	r := NewResolver(&zero)
 	assert.Equal(t, opaqueD, r.Resolve(Outbound, 6379))
+}
+
+// TestCompileMatchesReference compiles random policies and checks every port
+// in both directions against a direct reading of the rules.
+func TestCompileMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	randSet := func() *PortSet {
+		if r.IntN(4) == 0 {
+			return nil
+		}
+		var ports []uint16
+		for range r.IntN(40) {
+			ports = append(ports, uint16(r.IntN(65536)))
+		}
+		lo := uint16(r.IntN(65536))
+		s := NewPortSet(ports...).Union(PortRange(lo, lo+uint16(r.IntN(300))))
+		return &s
+	}
+	randLayer := func() Layer {
+		return Layer{OpaquePorts: randSet(), SkipInboundPorts: randSet(), SkipOutboundPorts: randSet()}
+	}
+	for range 30 {
+		p := Policy{Cluster: randLayer(), Namespace: randLayer(), Workload: randLayer()}
+		if r.IntN(2) == 0 {
+			d := randLayer()
+			p.Destination = &d
+		}
+		explicit := map[[2]int]Decision{}
+		for range r.IntN(10) {
+			dir, port := Direction(r.IntN(2)), uint16(1+r.IntN(65535))
+			d := []Decision{opaqueD, skipD, declared(detect.HTTP2), detect10s}[r.IntN(4)]
+			if _, dup := explicit[[2]int{int(dir), int(port)}]; dup {
+				continue
+			}
+			explicit[[2]int{int(dir), int(port)}] = d
+			p.Ports = append(p.Ports, PortPolicy{Direction: dir, Port: port, Decision: d})
+		}
+		tb, err := Compile(p)
+		require.NoError(t, err)
+
+		last := func(def PortSet, ls ...*Layer) PortSet {
+			for _, l := range ls {
+				if l.OpaquePorts != nil {
+					def = *l.OpaquePorts
+				}
+			}
+			return def
+		}
+		lastSkip := func(dir Direction) PortSet {
+			var s PortSet
+			for _, l := range []*Layer{&p.Cluster, &p.Namespace, &p.Workload} {
+				f := l.SkipInboundPorts
+				if dir == Outbound {
+					f = l.SkipOutboundPorts
+				}
+				if f != nil {
+					s = *f
+				}
+			}
+			return s
+		}
+		dst := p.Destination
+		if dst == nil {
+			dst = &p.Workload
+		}
+		opq := map[Direction]PortSet{
+			Inbound:  last(DefaultOpaquePorts(), &p.Cluster, &p.Namespace, &p.Workload),
+			Outbound: last(DefaultOpaquePorts(), &p.Cluster, &p.Namespace, dst),
+		}
+		for _, dir := range []Direction{Inbound, Outbound} {
+			skip := lastSkip(dir)
+			for port := range 65536 {
+				want := detect10s
+				if d, ok := explicit[[2]int{int(dir), port}]; ok {
+					want = d
+				} else if skip.Contains(uint16(port)) {
+					want = skipD
+				} else if opq[dir].Contains(uint16(port)) {
+					want = opaqueD
+				}
+				if got := tb.Resolve(dir, uint16(port)); got != want {
+					t.Fatalf("%v port %d: got %v, want %v", dir, port, got, want)
+				}
+			}
+		}
+	}
 }
