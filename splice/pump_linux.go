@@ -17,45 +17,72 @@ const fastPathAvailable = true
 type fastPath struct {
 	rc     syscall.RawConn
 	readFn func(fd uintptr) bool
-	bufLen int  // size of the pooled buffer
-	bulk   bool // the last read filled the buffer: look at the queue first
+	bufLen    int  // size of the pooled buffer
+	canSplice bool // dst is TCP and splice is allowed
+	bulk      bool // the last read filled the buffer: look at the queue first
 
-	// results of readFn
-	buf   *[]byte
-	rn    int
-	rerr  error
-	avail int // >0: this many bytes are queued, splice them
+	// how readFn left
+	rerr  error // read error
+	werr  error // write error
+	eof   bool  // read returned 0
+	avail int   // >0: this many bytes are queued, splice them
 
 	lr io.LimitedReader
 }
 
-// readReady runs inside src's SyscallConn().Read. It never blocks: it
-// returns false on EAGAIN (the runtime then parks the goroutine until the
-// socket is readable) and holds neither a buffer nor a pipe while it waits.
+// readReady runs inside src's SyscallConn().Read and carries the small
+// messages: it reads what is queued into a pooled buffer, writes it to dst
+// and returns the buffer to the pool, in a loop. It never waits for src
+// itself: when the socket is drained (EAGAIN) it returns false and the
+// runtime parks the goroutine until the next readiness edge, with neither a
+// buffer nor a pipe checked out. Staying inside one RawRead for a run of
+// messages saves the lock and poller reset of a new call per message. It
+// returns true to leave for splice (f.avail > 0), or on EOF or an error
+// (f.eof, f.rerr, f.werr).
 func (p *pump) readReady(fd uintptr) bool {
 	f := &p.f
-	if f.bulk {
-		n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-		if err == nil && n >= f.bufLen {
-			f.avail = n
-			return true
-		}
-	}
-	b := p.getBuf(f.bufLen)
 	for {
+		if f.bulk {
+			n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+			if err == nil && n >= f.bufLen {
+				f.avail = n
+				return true
+			}
+		}
+		b := p.getBuf(f.bufLen)
 		n, err := unix.Read(int(fd), *b)
 		switch err {
+		case nil:
 		case unix.EINTR:
+			p.putBuf(b)
 			continue
 		case unix.EAGAIN:
 			p.putBuf(b)
-			return false
-		case nil:
+			return false // bulk stays: after the wait, look at the queue first
 		default:
-			n = 0
+			p.putBuf(b)
+			f.rerr = err
+			return true
 		}
-		f.buf, f.rn, f.rerr = b, n, err
-		return true
+		if n == 0 {
+			p.putBuf(b)
+			f.eof = true
+			return true
+		}
+		werr := p.writeAll((*b)[:n])
+		p.putBuf(b)
+		if werr != nil {
+			f.werr = werr
+			return true
+		}
+		p.addSmall(n)
+		p.account(int64(n))
+		// Read again: only EAGAIN says the socket is drained. A short read
+		// does not: a FIN (or a reset) queued behind the data it returned
+		// may have been announced by a readiness edge that RawRead's
+		// prepareRead cleared, or that merged with the edge that woke us,
+		// and waiting now would miss it until the peer sends again.
+		f.bulk = f.canSplice && n == f.bufLen // a full buffer: look at the queue
 	}
 }
 
@@ -70,56 +97,44 @@ func (p *pump) copyTCP(src, dst *net.TCPConn) result {
 	f.rc = rc
 	f.readFn = p.readReady
 	f.bufLen = p.s.small
-	canSplice := dst != nil && !p.s.cfg.DisableSplice
-	if !canSplice {
+	f.canSplice = dst != nil && !p.s.cfg.DisableSplice
+	if !f.canSplice {
 		f.bufLen = max(f.bufLen, p.s.big)
 	}
 	h := p.s.cfg.hooks
 	for {
-		f.buf, f.rn, f.rerr, f.avail = nil, 0, nil, 0
+		f.avail = 0
 		if err := f.rc.Read(f.readFn); err != nil {
 			return p.readErr(err)
 		}
-		if f.avail > 0 {
-			f.lr.R, f.lr.N = src, int64(min(f.avail, maxChunk))
-			if h != nil {
-				h.splicing.Add(1)
-			}
-			n, err := dst.ReadFrom(&f.lr)
-			if h != nil {
-				h.splicing.Add(-1)
-				h.splicedBytes.Add(n)
-				h.spliceCalls.Add(1)
-			}
-			f.lr.R = nil
-			if n > 0 {
-				p.account(n)
-			} else if err == nil {
-				f.bulk = false // nothing moved: fall back to a read
-			}
-			if err != nil {
-				return p.fail(spliceSide(p, src, dst, err), "splice", err)
-			}
-			continue
-		}
-		b := f.buf
-		if f.rerr != nil {
-			p.putBuf(b)
+		switch {
+		case f.rerr != nil:
 			return p.fail(p.srcSide, "read", os.NewSyscallError("read", f.rerr))
-		}
-		if f.rn == 0 {
-			p.putBuf(b)
+		case f.werr != nil:
+			return p.fail(p.dstSide, "write", f.werr)
+		case f.eof:
 			return resEOF
 		}
-		n := f.rn
-		werr := p.writeAll((*b)[:n])
-		p.putBuf(b)
-		if werr != nil {
-			return p.fail(p.dstSide, "write", werr)
+		// f.avail > 0: splice what is queued.
+		f.lr.R, f.lr.N = src, int64(min(f.avail, maxChunk))
+		if h != nil {
+			h.splicing.Add(1)
 		}
-		p.addSmall(n)
-		p.account(int64(n))
-		f.bulk = canSplice && n == f.bufLen
+		n, err := dst.ReadFrom(&f.lr)
+		if h != nil {
+			h.splicing.Add(-1)
+			h.splicedBytes.Add(n)
+			h.spliceCalls.Add(1)
+		}
+		f.lr.R = nil
+		if n > 0 {
+			p.account(n)
+		} else if err == nil {
+			f.bulk = false // nothing moved: fall back to a read
+		}
+		if err != nil {
+			return p.fail(spliceSide(p, src, dst, err), "splice", err)
+		}
 	}
 }
 
