@@ -15,8 +15,8 @@ const fastPathAvailable = true
 
 // fastPath is the state of a direction whose source is a TCP socket.
 type fastPath struct {
-	rc     syscall.RawConn
-	readFn func(fd uintptr) bool
+	rc        syscall.RawConn
+	readFn    func(fd uintptr) bool
 	bufLen    int  // size of the pooled buffer
 	canSplice bool // dst is TCP and splice is allowed
 	bulk      bool // the last read filled the buffer: look at the queue first
