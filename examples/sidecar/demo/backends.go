@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/sniffsplice/sniff/examples/sidecar/proxy"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -41,7 +43,7 @@ func startBackends() (*backends, error) {
 	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintf(w, "hello %s over %s, you sent %d bytes", r.URL.Path[1:], r.Proto, len(body))
+		fmt.Fprintf(w, "hello %s over %s, you sent %d bytes, from %s", r.URL.Path[1:], r.Proto, len(body), r.Header.Get(proxy.ClientIDHeader))
 	})
 	h1 := &http.Server{Handler: hello, ReadHeaderTimeout: 10 * time.Second}
 	var protos http.Protocols
@@ -232,7 +234,7 @@ func serveMemcache(c net.Conn) {
 // grpcHealth runs one health check over conn-level dialer dial.
 func grpcHealth(ctx context.Context, target string, dial func(context.Context, string) (net.Conn, error)) (string, error) {
 	cc, err := grpc.NewClient("passthrough:///"+target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(dial))
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(dial), grpc.WithAuthority("grpc.demo.test"))
 	if err != nil {
 		return "", err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/examples/sidecar/internal/policyfile"
 	"github.com/sniffsplice/sniff/examples/sidecar/proxy"
+	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
 	"github.com/sniffsplice/sniff/opaque"
@@ -44,6 +45,10 @@ type row struct {
 	WantProto detect.Protocol
 	WantPath  proxy.Path
 	Client    func(ctx context.Context, dial func(context.Context, string) (net.Conn, error), addr string) (string, error)
+	// Authority and Requests, for backends served at the HTTP layer: the
+	// requests' authority and how many the client sends.
+	Authority string
+	Requests  uint64
 
 	// Filled in by the run.
 	Check          string        // what the client saw, checked
@@ -54,15 +59,17 @@ type row struct {
 	listen, target string
 }
 
-// maxUnread bounds the control frames an HTTP/2 client may leave unread when
-// it closes (three frame headers and a PING or GOAWAY payload).
+// maxUnread bounds the HTTP/2 control-frame bytes by which the client's
+// counts and sidecar A's may differ (see drive).
 const maxUnread = 64
 
 // ids are the demo's identities, issued by a throw-away CA.
 const (
 	trustDomain = "demo.test"
 	clientPath  = "/ns/default/sa/client"
-	serverPath  = "/ns/default/sa/server"
+	// clientIDString is what the backends see in l5d-client-id.
+	clientIDString = "spiffe://" + trustDomain + clientPath
+	serverPath     = "/ns/default/sa/server"
 )
 
 // events collects the sidecars' per-connection events by backend port.
@@ -91,23 +98,48 @@ func (e *events) add(ev proxy.Event) {
 	}
 }
 
-// wait returns the events of both sidecars for port once each has exactly one.
-func (e *events) wait(ctx context.Context, port uint16) (out, in proxy.Event, err error) {
+// wait returns the events of both sidecars for port once each has exactly
+// one. With http set, inbound connections that carried nothing from A are
+// left out: for a client that turns out to speak HTTP, A closes the upstream
+// it opened early for the server-first race, and sends the requests over its
+// pool to B instead.
+//
+// A's pool may also have used more than one connection to B for the
+// client's requests (net/http's Transport dials anew when a request comes
+// before the previous connection is back in the pool); closeIdle closes the
+// pool's idle connections so that B reports them, and every one of them is
+// checked (all returned in more).
+func (e *events) wait(ctx context.Context, port uint16, closeIdle func()) (out, in proxy.Event, more []proxy.Event, err error) {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for {
+		if closeIdle != nil {
+			closeIdle()
+		}
 		e.mu.Lock()
 		o, i := e.out[port], e.in[port]
 		e.mu.Unlock()
+		if closeIdle != nil {
+			var kept []proxy.Event
+			for _, ev := range i {
+				if ev.ClientBytes > 0 || ev.Protocol != detect.Unknown {
+					kept = append(kept, ev)
+				}
+			}
+			if len(o) == 1 && len(kept) >= 1 {
+				return o[0], kept[0], kept[1:], nil
+			}
+			i = nil
+		}
 		if len(o) > 1 || len(i) > 1 {
-			return proxy.Event{}, proxy.Event{}, fmt.Errorf("%d outbound and %d inbound connections, want 1 each", len(o), len(i))
+			return proxy.Event{}, proxy.Event{}, nil, fmt.Errorf("%d outbound and %d inbound connections, want 1 each", len(o), len(i))
 		}
 		if len(o) == 1 && len(i) == 1 {
-			return o[0], i[0], nil
+			return o[0], i[0], nil, nil
 		}
 		select {
 		case <-ctx.Done():
-			return proxy.Event{}, proxy.Event{}, fmt.Errorf("sidecar events: %d outbound, %d inbound: %w", len(o), len(i), ctx.Err())
+			return proxy.Event{}, proxy.Event{}, nil, fmt.Errorf("sidecar events: %d outbound, %d inbound: %w", len(o), len(i), ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -131,9 +163,9 @@ func run(ctx context.Context, w io.Writer, o options) (rows []*row, err error) {
 	port := func(l net.Listener) uint16 { return uint16(l.Addr().(*net.TCPAddr).Port) }
 
 	rows = []*row{
-		{Name: "http1", Backend: be.http1, WantProto: detect.HTTP1, WantPath: proxy.PathDetect, Client: clientHTTP1},
-		{Name: "h2c", Backend: be.h2c, WantProto: detect.HTTP2, WantPath: proxy.PathDetect, Client: clientH2C},
-		{Name: "grpc", Backend: be.grpc, WantProto: detect.GRPC, WantPath: proxy.PathDetect, Client: clientGRPC},
+		{Name: "http1", Backend: be.http1, WantProto: detect.HTTP1, WantPath: proxy.PathDetect, Client: clientHTTP1, Authority: "http1.demo.test", Requests: 3},
+		{Name: "h2c", Backend: be.h2c, WantProto: detect.HTTP2, WantPath: proxy.PathDetect, Client: clientH2C, Authority: "h2c.demo.test", Requests: 3},
+		{Name: "grpc", Backend: be.grpc, WantProto: detect.GRPC, WantPath: proxy.PathDetect, Client: clientGRPC, Authority: "grpc.demo.test", Requests: 1},
 		{Name: "smtp", Backend: be.smtp, WantProto: detect.Unknown, WantPath: proxy.PathServerFirst, Client: clientSMTP},
 		{Name: "redis", Backend: be.redis, WantProto: detect.Unknown, WantPath: proxy.PathOpaque, Client: clientRedis},
 		{Name: "memcache", Backend: be.memcache, WantProto: detect.Unknown, WantPath: proxy.PathDetect, Client: silentClient(o.Silence)},
@@ -175,6 +207,7 @@ func run(ctx context.Context, w io.Writer, o options) (rows []*row, err error) {
 		Detector: det,
 		NoRace:   o.NoRace,
 		OnEvent:  ev.add,
+		Metrics:  metrics.New(metrics.Config{}),
 	}
 	sB, err := proxy.Start(ctx, pB, proxy.Listeners{Inbound: "127.0.0.1:0", Admin: "127.0.0.1:0"})
 	if err != nil {
@@ -191,6 +224,7 @@ func run(ctx context.Context, w io.Writer, o options) (rows []*row, err error) {
 		Detector: det,
 		NoRace:   o.NoRace,
 		OnEvent:  ev.add,
+		Metrics:  metrics.New(metrics.Config{}),
 		Peers: func(netip.AddrPort) (proxy.Peer, error) {
 			return proxy.Peer{Addr: sB.InboundAddr.String(), ID: serverID}, nil
 		},
@@ -212,14 +246,14 @@ func run(ctx context.Context, w io.Writer, o options) (rows []*row, err error) {
 
 	for i, r := range rows {
 		r.listen, r.target = sA.ForwardAddrs[i].String(), r.Backend.Addr().String()
-		r.Err = drive(ctx, r, ev, clientID, serverID)
+		r.Err = drive(ctx, r, ev, pA, pB, clientID, serverID)
 	}
 	printTable(w, rows)
 	return rows, nil
 }
 
 // drive runs one row's client and checks everything the table shows.
-func drive(ctx context.Context, r *row, ev *events, clientID, serverID spiffeid.ID) error {
+func drive(ctx context.Context, r *row, ev *events, pA, pB *proxy.Proxy, clientID, serverID spiffeid.ID) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var m meter
@@ -234,12 +268,22 @@ func drive(ctx context.Context, r *row, ev *events, clientID, serverID spiffeid.
 		return fmt.Errorf("client opened %d connections, want 1", n)
 	}
 	port := uint16(r.Backend.Addr().(*net.TCPAddr).Port)
+	http := r.Authority != ""
+	var closeIdle func()
+	if http {
+		closeIdle = pA.CloseIdleConnections
+	}
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
-	out, in, err := ev.wait(wctx, port)
+	out, in, more, err := ev.wait(wctx, port, closeIdle)
 	r.Out, r.In = out, in
 	if err != nil {
 		return err
+	}
+	for _, m := range more { // further pooled connections A used for the same client
+		if m.Err != nil || m.PeerID != clientID || m.Path != proxy.PathHeader || m.Protocol == detect.Unknown {
+			return fmt.Errorf("inbound connection %+v", m)
+		}
 	}
 	// An HTTP/2 client (grpc-go, net/http) may close while the server's last
 	// control frames (a PING or SETTINGS ACK, GOAWAY) are unread; its kernel
@@ -270,22 +314,34 @@ func drive(ctx context.Context, r *row, ev *events, clientID, serverID spiffeid.
 		errs = append(errs, fmt.Errorf("outbound saw peer %q, want %s", out.PeerID, serverID))
 	}
 	// The bytes the client counted are the bytes the sidecars carried, both
-	// ways, at both ends. Active gRPC detection answers an HTTP/2 client.s
-	// preface itself: one empty SETTINGS frame to the client and its ACK back,
-	// 9 bytes each way, that never travel past sidecar A.
-	// An HTTP/2 client closes without reading what the server still sends
-	// (a SETTINGS ACK, a PING, GOAWAY): up to a few control frames carried
-	// to the client may go unread.
-	adj, unread, lost := int64(0), int64(0), int64(0)
-	if h2 {
-		adj = 9
-		unread = out.ServerBytes + adj - recv
-		lost = in.ServerBytes - out.ServerBytes
+	// ways. On HTTP/2 the counts may differ by a few empty control frames
+	// (9 bytes each, at most maxUnread in all): active gRPC detection answers
+	// the client's preface with its own SETTINGS and ACKs (and drops the
+	// client's ACK of them) before net/http serves the connection, and a
+	// client that closes leaves the server's last frames unread.
+	diff := func(a, b int64) int64 {
+		if a > b {
+			return a - b
+		}
+		return b - a
 	}
-	if out.ClientBytes+adj != sent || unread < 0 || unread > maxUnread {
+	if h2 {
+		if diff(out.ClientBytes, sent) > maxUnread || diff(out.ServerBytes, recv) > maxUnread {
+			errs = append(errs, fmt.Errorf("sidecar A carried %d/%d bytes, the client counted %d/%d", out.ClientBytes, out.ServerBytes, sent, recv))
+		}
+	} else if out.ClientBytes != sent || out.ServerBytes != recv {
 		errs = append(errs, fmt.Errorf("sidecar A carried %d/%d bytes, the client counted %d/%d", out.ClientBytes, out.ServerBytes, sent, recv))
 	}
-	if in.ClientBytes != out.ClientBytes || lost < 0 || lost+unread > maxUnread {
+	if http {
+		// Served at the HTTP layer: every request went through both sidecars'
+		// reverse proxies and their per-request metrics.
+		a := requests(pA.Metrics.Snapshot(), metrics.Outbound, r.Authority)
+		b := requests(pB.Metrics.Snapshot(), metrics.Inbound, r.Authority)
+		if a != r.Requests || b != r.Requests {
+			errs = append(errs, fmt.Errorf("requests counted by A/B: %d/%d, want %d", a, b, r.Requests))
+		}
+		r.Check += fmt.Sprintf("; A/B counted %d/%d", a, b)
+	} else if in.ClientBytes != out.ClientBytes || in.ServerBytes != out.ServerBytes {
 		errs = append(errs, fmt.Errorf("sidecar B carried %d/%d bytes, A %d/%d", in.ClientBytes, in.ServerBytes, out.ClientBytes, out.ServerBytes))
 	}
 	if ttfb < 0 || ttfb > time.Second {
@@ -305,6 +361,9 @@ func printTable(w io.Writer, rows []*row) {
 			bad++
 		}
 		proto := string(r.Out.Protocol)
+		if r.Authority != "" {
+			proto += " (HTTP layer)"
+		}
 		switch r.Out.Path {
 		case proxy.PathOpaque:
 			proto = "opaque (declared)"
@@ -353,7 +412,7 @@ func clientHTTP1(ctx context.Context, dial func(context.Context, string) (net.Co
 	const n = 3
 	for i := range n {
 		body := strings.Repeat("x", 10*(i+1))
-		req, err := http.NewRequestWithContext(ctx, "POST", "http://backend.demo.test/http1", strings.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, "POST", "http://http1.demo.test/http1", strings.NewReader(body))
 		if err != nil {
 			return "", err
 		}
@@ -366,12 +425,12 @@ func clientHTTP1(ctx context.Context, dial func(context.Context, string) (net.Co
 		if err != nil {
 			return "", err
 		}
-		want := fmt.Sprintf("hello http1 over HTTP/1.1, you sent %d bytes", len(body))
+		want := fmt.Sprintf("hello http1 over HTTP/1.1, you sent %d bytes, from %s", len(body), clientIDString)
 		if resp.StatusCode != 200 || string(got) != want {
 			return "", fmt.Errorf("response %d %q, want 200 %q", resp.StatusCode, got, want)
 		}
 	}
-	return fmt.Sprintf("%d keep-alive requests, 200 + body", n), nil
+	return fmt.Sprintf("%d keep-alive requests, 200, body, l5d-client-id", n), nil
 }
 
 func clientH2C(ctx context.Context, dial func(context.Context, string) (net.Conn, error), addr string) (string, error) {
@@ -382,7 +441,7 @@ func clientH2C(ctx context.Context, dial func(context.Context, string) (net.Conn
 	c := &http.Client{Transport: tr}
 	const n = 3
 	for range n {
-		req, err := http.NewRequestWithContext(ctx, "GET", "http://backend.demo.test/h2c", nil)
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://h2c.demo.test/h2c", nil)
 		if err != nil {
 			return "", err
 		}
@@ -395,12 +454,12 @@ func clientH2C(ctx context.Context, dial func(context.Context, string) (net.Conn
 		if err != nil {
 			return "", err
 		}
-		want := "hello h2c over HTTP/2.0, you sent 0 bytes"
+		want := "hello h2c over HTTP/2.0, you sent 0 bytes, from " + clientIDString
 		if resp.StatusCode != 200 || resp.ProtoMajor != 2 || string(got) != want {
 			return "", fmt.Errorf("response %s %d %q, want HTTP/2.0 200 %q", resp.Proto, resp.StatusCode, got, want)
 		}
 	}
-	return fmt.Sprintf("%d streams on one HTTP/2 conn", n), nil
+	return fmt.Sprintf("%d streams on one conn, 200, body, l5d-client-id", n), nil
 }
 
 func clientGRPC(ctx context.Context, dial func(context.Context, string) (net.Conn, error), addr string) (string, error) {
@@ -508,4 +567,15 @@ func silentClient(silence time.Duration) func(context.Context, func(context.Cont
 		}
 		return fmt.Sprintf("silent %s, then get: VALUE", silence), nil
 	}
+}
+
+// requests sums request_total of one direction and authority.
+func requests(s metrics.Snapshot, dir metrics.Direction, authority string) uint64 {
+	var n uint64
+	for _, r := range s.Requests {
+		if r.Direction == dir && r.Authority == authority {
+			n += r.Count
+		}
+	}
+	return n
 }

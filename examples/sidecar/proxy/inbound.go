@@ -8,7 +8,10 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/opaque"
 )
@@ -80,6 +83,15 @@ func (p *Proxy) HandleInbound(ctx context.Context, c net.Conn) {
 	case opaque.SessionHTTP2:
 		ev.Protocol = detect.HTTP2
 	}
+	if h.SessionProtocol != opaque.SessionNone && !p.NoHTTP {
+		t := p.inboundTransport(h.Port, h.SessionProtocol)
+		mc := p.Metrics.OpenConn(connLabels(&ev))
+		p.serveHTTP(ctx, &ev, tc, ev.Dst, t, metrics.Inbound, id)
+		mc.Read(ev.ClientBytes)
+		mc.Write(ev.ServerBytes)
+		mc.CloseErr(nil)
+		return
+	}
 	app, err := p.dialPlain(ctx, ev.Dst.String())
 	if err != nil {
 		tc.Close()
@@ -142,6 +154,16 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 		c.Close()
 		app.Close()
 		ev.Err = err
+		return
+	}
+	if ev.Path == PathDetect && isHTTP(res.Protocol) && !p.NoHTTP {
+		ac.Close()
+		t := p.inboundTransport(port, sessionFor(res.Protocol))
+		mc := p.Metrics.OpenConn(connLabels(&ev))
+		p.serveHTTP(ctx, &ev, cc, ev.Dst, t, metrics.Inbound, spiffeid.ID{})
+		mc.Read(ev.ClientBytes)
+		mc.Write(ev.ServerBytes)
+		mc.CloseErr(nil)
 		return
 	}
 	p.finish(ctx, &ev, cc, ac)

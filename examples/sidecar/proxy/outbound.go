@@ -79,6 +79,9 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 	case opaque.ActionDeclared:
 		ev.Path = PathDeclared
 		ev.Protocol = dec.Protocol
+		if p.serveOutboundHTTP(ctx, &ev, c, dst) {
+			return
+		}
 		up, id, err := p.dialUpstream(ctx, dst, sessionFor(dec.Protocol))
 		ev.PeerID = id
 		if err != nil {
@@ -98,6 +101,9 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		if err != nil {
 			c.Close()
 			ev.Err = err
+			return
+		}
+		if p.serveOutboundHTTP(ctx, &ev, cc, dst) {
 			return
 		}
 		up, id, err := p.dialUpstream(ctx, dst, sessionFor(res.Protocol))
@@ -140,7 +146,34 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		ev.Err = err
 		return
 	}
+	if ev.Path == PathDetect && isHTTP(res.Protocol) && !p.NoHTTP {
+		// The client speaks HTTP: the early upstream (opaque) is not needed;
+		// requests go through the pool to the peer.
+		uc.Close()
+		ev.PeerID = spiffeid.ID{}
+		p.serveOutboundHTTP(ctx, &ev, cc, dst)
+		return
+	}
 	p.finish(ctx, &ev, cc, uc)
+}
+
+// serveOutboundHTTP serves c at the HTTP layer when its protocol is HTTP and
+// HTTP serving is on; it reports whether it did.
+func (p *Proxy) serveOutboundHTTP(ctx context.Context, ev *Event, c net.Conn, dst netip.AddrPort) bool {
+	if p.NoHTTP || !isHTTP(ev.Protocol) {
+		return false
+	}
+	t := p.outboundTransport(dst, sessionFor(ev.Protocol))
+	l := connLabels(ev)
+	if peer, err := p.peer(dst); err == nil && peer.Addr != "" {
+		l.TLS = metrics.TLSTrue // requests leave in mutual TLS
+	}
+	mc := p.Metrics.OpenConn(l)
+	p.serveHTTP(ctx, ev, c, dst, t, metrics.Outbound, spiffeid.ID{})
+	mc.Read(ev.ClientBytes)
+	mc.Write(ev.ServerBytes)
+	mc.CloseErr(nil)
+	return true
 }
 
 // dialUpstream connects to the peer sidecar in front of dst (mutual TLS and a

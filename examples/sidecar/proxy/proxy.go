@@ -131,6 +131,9 @@ type Proxy struct {
 	Joiner *splice.Joiner
 	// OnEvent, when set, is called once per connection when it ends.
 	OnEvent func(Event)
+	// NoHTTP carries detected HTTP as bytes instead of serving it at the
+	// HTTP layer (per-request proxying and metrics, upgrades, CONNECT).
+	NoHTTP bool
 	// Metrics counts connections, bytes, detections, policy decisions,
 	// handshakes and transport headers (nil: off). Serve it with MetricsHandler.
 	Metrics *metrics.Registry
@@ -140,6 +143,7 @@ type Proxy struct {
 	clientTLS *tls.Config
 	codec     opaque.HeaderCodec
 	initErr   error
+	http      httpState
 }
 
 func (p *Proxy) init() error {

@@ -156,6 +156,7 @@ func (s *Sidecar) Close() error {
 		s.ready.Store(false)
 		s.cancel()
 		s.err = s.g.Wait()
+		s.Proxy.CloseIdleConnections()
 	})
 	return s.err
 }

@@ -1,0 +1,337 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/splice"
+)
+
+// HTTP-level serving (issue 10): a connection detected (or declared) as
+// HTTP/1, HTTP/2 or gRPC is served by net/http, and each request goes
+// through an httputil.ReverseProxy — outbound to the peer sidecar over a pool
+// of mutual-TLS connections that announce the session protocol in their
+// transport header, inbound to the local application — with the metrics
+// package's HTTP middleware counting requests, responses, status codes,
+// gRPC status and latency. Upgrades (WebSockets) and CONNECT become raw
+// streams.
+
+// ClientIDHeader carries the client sidecar's verified identity to the
+// application on inbound HTTP requests, as Linkerd's l5d-client-id does.
+const ClientIDHeader = "l5d-client-id"
+
+// maxHeaderBytes bounds request headers (431 beyond).
+const maxHeaderBytes = 64 << 10
+
+var discardLog = log.New(io.Discard, "", 0)
+
+// isHTTP reports whether proto is served at the HTTP layer.
+func isHTTP(proto detect.Protocol) bool {
+	return proto == detect.HTTP1 || proto == detect.HTTP2 || proto == detect.GRPC
+}
+
+type transportKey struct {
+	dst netip.AddrPort
+	sp  opaque.SessionProtocol
+}
+
+// pooledTransport is an upstream pool and the last identity its peer proved.
+type pooledTransport struct {
+	rt   http.RoundTripper
+	tr   *http.Transport
+	peer atomic.Pointer[spiffeid.ID]
+}
+
+type httpState struct {
+	mu  sync.Mutex
+	out map[transportKey]*pooledTransport
+	in  map[transportKey]*pooledTransport
+}
+
+// outboundTransport returns the pool of connections to the peer in front of
+// dst that carry session protocol sp.
+func (p *Proxy) outboundTransport(dst netip.AddrPort, sp opaque.SessionProtocol) *pooledTransport {
+	p.http.mu.Lock()
+	defer p.http.mu.Unlock()
+	k := transportKey{dst, sp}
+	if t := p.http.out[k]; t != nil {
+		return t
+	}
+	t := &pooledTransport{}
+	t.tr = newTransport(sp, func(ctx context.Context) (net.Conn, error) {
+		c, id, err := p.dialUpstream(ctx, dst, sp)
+		if err == nil && !id.IsZero() {
+			t.peer.Store(&id)
+		}
+		return c, err
+	})
+	t.rt = t.tr
+	if p.http.out == nil {
+		p.http.out = map[transportKey]*pooledTransport{}
+	}
+	p.http.out[k] = t
+	return t
+}
+
+// inboundTransport returns the pool of connections to the local application
+// port, speaking HTTP/1 or h2c as the client did.
+func (p *Proxy) inboundTransport(port uint16, sp opaque.SessionProtocol) *pooledTransport {
+	p.http.mu.Lock()
+	defer p.http.mu.Unlock()
+	dst := netip.AddrPortFrom(p.appHost(), port)
+	k := transportKey{dst, sp}
+	if t := p.http.in[k]; t != nil {
+		return t
+	}
+	t := &pooledTransport{}
+	t.tr = newTransport(sp, func(ctx context.Context) (net.Conn, error) {
+		return p.dialPlain(ctx, dst.String())
+	})
+	t.rt = t.tr
+	if p.http.in == nil {
+		p.http.in = map[transportKey]*pooledTransport{}
+	}
+	p.http.in[k] = t
+	return t
+}
+
+func newTransport(sp opaque.SessionProtocol, dial func(context.Context) (net.Conn, error)) *http.Transport {
+	var protos http.Protocols
+	if sp == opaque.SessionHTTP2 {
+		protos.SetUnencryptedHTTP2(true)
+	} else {
+		protos.SetHTTP1(true)
+	}
+	return &http.Transport{
+		DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		Protocols:           &protos,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+}
+
+// CloseIdleConnections closes the idle pooled HTTP connections to peers and
+// local applications (a Sidecar does it when it closes).
+func (p *Proxy) CloseIdleConnections() {
+	p.http.mu.Lock()
+	defer p.http.mu.Unlock()
+	for _, m := range []map[transportKey]*pooledTransport{p.http.out, p.http.in} {
+		for _, t := range m {
+			t.tr.CloseIdleConnections()
+		}
+	}
+}
+
+// serveHTTP serves the HTTP connection c until it closes (or is hijacked and
+// the tunnel ends): every request is proxied through rt to target.
+func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target netip.AddrPort, t *pooledTransport, dir metrics.Direction, clientID spiffeid.ID) {
+	cc := &countingConn{Conn: c, closed: make(chan struct{})}
+	rp := &httputil.ReverseProxy{
+		Director: func(r *http.Request) {
+			r.URL.Scheme = "http"
+			r.URL.Host = target.String()
+			if _, ok := r.Header["X-Forwarded-For"]; !ok {
+				r.Header["X-Forwarded-For"] = nil // transparent: add nothing
+			}
+			if !clientID.IsZero() {
+				r.Header.Set(ClientIDHeader, clientID.String())
+			}
+		},
+		Transport:     t.rt,
+		FlushInterval: -1,
+		ErrorLog:      discardLog,
+		ErrorHandler:  proxyError,
+	}
+	var h http.Handler = rp
+	h = connectHandler(h, func(ctx context.Context) (net.Conn, error) { return t.tr.DialContext(ctx, "tcp", target.String()) })
+	h = p.Metrics.HTTPHandler(h, metrics.HTTPOptions{Direction: dir})
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           h,
+		Protocols:         &protos,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          discardLog,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	l := &oneConnListener{c: cc, done: make(chan struct{})}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(l)
+	}()
+	select {
+	case <-cc.closed:
+	case <-ctx.Done():
+	}
+	srv.Close()
+	l.Close()
+	<-served
+	ev.ClientBytes, ev.ServerBytes = cc.read.Load(), cc.written.Load()
+	if id := t.peer.Load(); id != nil && ev.PeerID.IsZero() {
+		ev.PeerID = *id
+	}
+}
+
+// proxyError answers a failed upstream round trip: 504 for a timeout, 502
+// for anything else.
+func proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	code := http.StatusBadGateway
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		code = http.StatusGatewayTimeout
+	}
+	http.Error(w, http.StatusText(code), code)
+}
+
+// connectHandler turns an HTTP/1 CONNECT into a raw tunnel: the request is
+// sent on a fresh upstream connection, the upstream's answer relayed, and on
+// 2xx both connections are joined byte for byte.
+func connectHandler(next http.Handler, dial func(context.Context) (net.Conn, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect || r.ProtoMajor != 1 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		up, err := dial(r.Context())
+		if err != nil {
+			proxyError(w, r, err)
+			return
+		}
+		defer up.Close()
+		if _, err := io.WriteString(up, "CONNECT "+r.RequestURI+" HTTP/1.1\r\nHost: "+r.Host+"\r\n\r\n"); err != nil {
+			proxyError(w, r, err)
+			return
+		}
+		br := newBufReader(up)
+		resp, err := http.ReadResponse(br, r)
+		if err != nil {
+			proxyError(w, r, err)
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			for k, v := range resp.Header {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(resp.StatusCode)
+			return
+		}
+		rc := http.NewResponseController(w)
+		w.WriteHeader(resp.StatusCode)
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		conn, bufrw, err := rc.Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		client := net.Conn(conn)
+		if n := bufrw.Reader.Buffered(); n > 0 {
+			b, _ := bufrw.Reader.Peek(n)
+			client = detect.NewReplayConn(conn, append([]byte(nil), b...))
+		}
+		server := net.Conn(up)
+		if n := br.Buffered(); n > 0 {
+			b, _ := br.Peek(n)
+			server = detect.NewReplayConn(up, append([]byte(nil), b...))
+		}
+		tunnel(r.Context(), client, server)
+	})
+}
+
+// countingConn counts the bytes of the accepted connection and reports its close.
+type countingConn struct {
+	net.Conn
+	read, written atomic.Int64
+	once          sync.Once
+	closed        chan struct{}
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
+}
+
+func (c *countingConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// oneConnListener hands out one connection, then blocks until closed.
+type oneConnListener struct {
+	mu   sync.Mutex
+	c    net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	c := l.c
+	l.c = nil
+	l.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	<-l.done
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *oneConnListener) Addr() net.Addr { return oneAddr{} }
+
+type oneAddr struct{}
+
+func (oneAddr) Network() string { return "tcp" }
+func (oneAddr) String() string  { return "sidecar" }
+
+func newBufReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
+
+// tunnel joins a CONNECT tunnel's two sides until both end.
+func tunnel(ctx context.Context, a, b net.Conn) {
+	if hideTCPFromSplice {
+		a, b = streamConn{a}, streamConn{b}
+	}
+	splice.Join(ctx, a, b)
+}
