@@ -31,8 +31,10 @@ const (
 type session struct {
 	matchers []Matcher
 	max      int
-	buf      []byte
-	n        int // bytes in buf
+	buf      []byte   // peeked bytes; nil until the first bytes arrive
+	bufp     *[]byte  // where buf came from in bufPool (nil: not pooled)
+	n        int      // bytes in buf
+	small    [64]byte // first read on the reading path, so silence holds no buf
 	res      Result
 	dead     uint64 // matchers (first 64) that said NoMatch
 	phase    int
@@ -50,10 +52,38 @@ type session struct {
 }
 
 var sessionPool = sync.Pool{New: func() any {
-	s := &session{buf: make([]byte, DefaultMaxPeek)}
+	s := &session{}
 	s.peekFn = s.peek
 	return s
 }}
+
+// bufPool holds peek buffers of DefaultMaxPeek bytes. A detection takes one
+// only once bytes have arrived, so a silent connection holds none.
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, DefaultMaxPeek)
+	return &b
+}}
+
+// grab makes s.buf a buffer of at least s.max bytes.
+func (s *session) grab() {
+	if s.buf != nil {
+		return
+	}
+	if s.max <= DefaultMaxPeek {
+		s.bufp = bufPool.Get().(*[]byte)
+		s.buf = *s.bufp
+		return
+	}
+	s.buf = make([]byte, s.max)
+}
+
+// drop returns the peek buffer to the pool.
+func (s *session) drop() {
+	if s.bufp != nil {
+		bufPool.Put(s.bufp)
+	}
+	s.buf, s.bufp = nil, nil
+}
 
 func getSession(d *Detector) *session {
 	s := sessionPool.Get().(*session)
@@ -65,16 +95,11 @@ func getSession(d *Detector) *session {
 	if s.max <= 0 {
 		s.max = DefaultMaxPeek
 	}
-	if s.max > len(s.buf) {
-		s.buf = make([]byte, s.max)
-	}
 	return s
 }
 
 func putSession(s *session) {
-	if len(s.buf) != DefaultMaxPeek {
-		s.buf = make([]byte, DefaultMaxPeek)
-	}
+	s.drop()
 	s.matchers = nil
 	s.n = 0
 	s.res = Result{}
@@ -142,7 +167,18 @@ func (s *session) readFill(c net.Conn) {
 			s.stop = stopLimit
 			return
 		}
-		n, err := c.Read(s.buf[s.n:s.max])
+		var n int
+		var err error
+		if s.buf == nil {
+			// Wait for the first bytes without holding a peek buffer.
+			n, err = c.Read(s.small[:min(len(s.small), s.max)])
+			if n > 0 {
+				s.grab()
+				copy(s.buf, s.small[:n])
+			}
+		} else {
+			n, err = c.Read(s.buf[s.n:s.max])
+		}
 		if n > 0 {
 			zero = 0
 			s.n += n

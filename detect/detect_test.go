@@ -338,3 +338,50 @@ func TestReplayConn(t *testing.T) {
 		require.NoError(t, rc.SetWriteDeadline(time.Time{}))
 	})
 }
+
+// Silent connections hold no peek buffer while they wait: 200 concurrent
+// detections on silent connections must not keep 200 buffers of 16 KiB.
+func TestDetectSilenceHoldsNoBuffer(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	const n = 200
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			clients := make([]net.Conn, 0, n)
+			servers := make([]net.Conn, 0, n)
+			for range n {
+				c, s := tr.pair(t)
+				clients = append(clients, c)
+				servers = append(servers, s)
+			}
+			defer func() {
+				for i := range clients {
+					clients[i].Close()
+					servers[i].Close()
+				}
+			}()
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, n)
+			d := &detect.Detector{Timeout: time.Minute}
+			for _, s := range servers {
+				go func() {
+					_, _, err := d.Detect(ctx, s)
+					done <- err
+				}()
+			}
+			time.Sleep(500 * time.Millisecond) // let them block
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			cancel()
+			for range n {
+				require.ErrorIs(t, <-done, context.Canceled)
+			}
+			grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+			t.Logf("heap grew %d bytes for %d silent detections (%d each)", grown, n, grown/n)
+			assert.Less(t, grown, int64(n*detect.DefaultMaxPeek/2), "silent detections must not hold peek buffers")
+		})
+	}
+}

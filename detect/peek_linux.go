@@ -38,6 +38,7 @@ func peekConn(s *session, c net.Conn) bool {
 func (s *session) peek(fd uintptr) bool {
 	closed := false
 	for {
+		s.grab()
 		r, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd,
 			uintptr(unsafe.Pointer(&s.buf[0])), uintptr(s.max),
 			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
@@ -46,6 +47,9 @@ func (s *session) peek(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			if s.n == 0 {
+				s.drop() // silence holds no buffer while it waits
+			}
 			return false
 		default:
 			s.stop, s.err = stopErr, os.NewSyscallError("recvfrom", e)
