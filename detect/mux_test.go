@@ -21,7 +21,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -301,23 +300,6 @@ func TestMuxRealPeers(t *testing.T) {
 	assert.GreaterOrEqual(t, events.count(detect.MuxRouted, detect.HTTP1), 1)
 	assert.GreaterOrEqual(t, events.count(detect.MuxRouted, detect.TLS), 1)
 	assert.GreaterOrEqual(t, events.count(detect.MuxRouted, detect.Unknown), 1)
-}
-
-// raiseNoFile raises RLIMIT_NOFILE's soft limit to at least n when the hard limit allows.
-func raiseNoFile(t *testing.T, n uint64) {
-	t.Helper()
-	var rl syscall.Rlimit
-	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl))
-	if rl.Cur >= n {
-		return
-	}
-	if rl.Max < n {
-		t.Skipf("RLIMIT_NOFILE hard limit %d < %d", rl.Max, n)
-	}
-	old := rl
-	rl.Cur = n
-	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl))
-	t.Cleanup(func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
 }
 
 // TestMuxSilentClientsDoNotDelayOthers: 1,000 clients connect and send nothing; one HTTP/1 client
