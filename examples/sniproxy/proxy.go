@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/splice"
+)
+
+// TLS alert descriptions (RFC 8446 section 6) the proxy writes when it
+// refuses a connection.
+const (
+	alertInternalError    = 80
+	alertUnrecognizedName = 112
+)
+
+// refuseLinger bounds how long a refused connection is kept to let the alert
+// reach the client before the socket is closed.
+const refuseLinger = 2 * time.Second
+
+// run listens on cfg.Listen and routes connections until ctx ends, then
+// closes the listener and every proxied connection and returns nil. It
+// returns an error when it cannot start or accepting fails for good.
+func run(ctx context.Context, cfg config, stdout io.Writer) error {
+	rt, err := newRouter(cfg.Routes, cfg.Default)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	p := &proxy{
+		cfg:    cfg,
+		router: rt,
+		// Only the TLS matcher: any other first byte is refused at once.
+		det:    &detect.Detector{Matchers: []detect.Matcher{detect.TLSMatcher()}, Timeout: cfg.DetectTimeout},
+		joiner: &splice.Joiner{IdleTimeout: cfg.IdleTimeout},
+		out:    &lineWriter{w: stdout},
+	}
+	fmt.Fprintf(p.out, "sniproxy: listening on %s\n", ln.Addr())
+	for _, r := range cfg.Routes {
+		fmt.Fprintf(p.out, "sniproxy: route %s -> %s\n", r.Pattern, r.Backend)
+	}
+	if cfg.Default != "" {
+		fmt.Fprintf(p.out, "sniproxy: route default -> %s\n", cfg.Default)
+	} else {
+		fmt.Fprintf(p.out, "sniproxy: unknown names are refused (TLS alert unrecognized_name)\n")
+	}
+	if cfg.ready != nil {
+		cfg.ready(ln.Addr())
+	}
+
+	connCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-connCtx.Done()
+		ln.Close()
+	}()
+	var wg sync.WaitGroup
+	err = p.acceptLoop(connCtx, ln, &wg)
+	cancel()
+	<-stopped
+	wg.Wait()
+	fmt.Fprintln(p.out, "sniproxy: stopped")
+	if ctx.Err() != nil && errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+type proxy struct {
+	cfg    config
+	router *router
+	det    *detect.Detector
+	joiner *splice.Joiner
+	out    *lineWriter
+}
+
+// acceptLoop accepts until the listener fails for good, starting one
+// goroutine (counted in wg) per connection. Temporary errors such as EMFILE
+// are retried after a growing pause.
+func (p *proxy) acceptLoop(ctx context.Context, ln net.Listener, wg *sync.WaitGroup) error {
+	var pause time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(pause):
+					continue
+				case <-ctx.Done():
+					return net.ErrClosed
+				}
+			}
+			return err
+		}
+		pause = 0
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.handle(ctx, c)
+		}()
+	}
+}
+
+func isTemporary(err error) bool {
+	t, ok := err.(interface{ Temporary() bool })
+	return ok && t.Temporary()
+}
+
+// handle peeks at the ClientHello, picks the backend and joins the client
+// to it; it closes c in every case.
+func (p *proxy) handle(ctx context.Context, c net.Conn) {
+	res, c, err := p.det.Detect(ctx, c)
+	if err != nil {
+		p.logf("conn %s: refused: detection failed: %v", c.RemoteAddr(), err)
+		c.Close()
+		return
+	}
+	if res.Protocol != detect.TLS {
+		p.logf("conn %s: refused: not TLS (%s, %d bytes)", c.RemoteAddr(), res.Reason, res.Bytes)
+		c.Close()
+		return
+	}
+	sni := res.TLS.ServerName()
+	backend, rule, ok := p.router.lookup(sni)
+	if !ok {
+		refuse(c, res.Bytes, alertUnrecognizedName)
+		p.logf("conn %s: sni=%q: refused: no route (alert unrecognized_name)", c.RemoteAddr(), sni)
+		return
+	}
+	d := net.Dialer{Timeout: p.cfg.DialTimeout}
+	up, err := d.DialContext(ctx, "tcp", backend)
+	if err != nil {
+		refuse(c, res.Bytes, alertInternalError)
+		p.logf("conn %s: sni=%q route=%s backend=%s: refused: %v (alert internal_error)", c.RemoteAddr(), sni, rule, backend, err)
+		return
+	}
+	st, err := p.joiner.Join(ctx, c, up, nil)
+	end := "ok"
+	if err != nil {
+		end = fmt.Sprintf("%s: %v", st.End, err)
+	}
+	p.logf("conn %s: sni=%q route=%s backend=%s: %d bytes up, %d down, %v, %s", c.RemoteAddr(), sni, rule, backend, st.AToB, st.BToA, st.Duration.Round(time.Millisecond), end)
+}
+
+// refuse answers a client whose ClientHello (peeked bytes long) cannot be
+// routed with a fatal TLS alert, then closes. The proxy never speaks TLS, so
+// the alert is a raw plaintext record, as a TLS server would send it before
+// its ServerHello. The ClientHello is read first: closing a socket with
+// unread bytes would send a reset, and the client might lose the alert.
+func refuse(c net.Conn, peeked int, alert byte) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(refuseLinger))
+	if _, err := io.CopyN(io.Discard, c, int64(peeked)); err != nil {
+		return
+	}
+	// Record: type alert (21), version TLS 1.2, length 2; alert: fatal (2), description.
+	if _, err := c.Write([]byte{21, 3, 3, 0, 2, 2, alert}); err != nil {
+		return
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	// Wait (bounded by the deadline) for the client to close its side, so
+	// nothing it sent after the hello turns the close into a reset.
+	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+}
+
+func (p *proxy) logf(format string, args ...any) {
+	if p.cfg.Quiet {
+		return
+	}
+	fmt.Fprintf(p.out, "sniproxy: "+format+"\n", args...)
+}
+
+// lineWriter serializes writes from the connection goroutines.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
