@@ -113,7 +113,7 @@ type HTTPInfo struct {
 
 // Host returns the value of the Host header when it was among the peeked
 // bytes, else "". Values longer than 255 bytes are not kept.
-func (h *HTTPInfo) Host() string { return string(h.host[:h.hostLen]) }
+func (h HTTPInfo) Host() string { return string(h.host[:h.hostLen]) }
 
 // Limits of what TLSInfo keeps inline.
 const (
@@ -140,11 +140,11 @@ type TLSInfo struct {
 
 // ServerName returns the host_name of the server_name extension (SNI), or ""
 // when absent or longer than 255 bytes.
-func (t *TLSInfo) ServerName() string { return string(t.sni[:t.sniLen]) }
+func (t TLSInfo) ServerName() string { return string(t.sni[:t.sniLen]) }
 
 // ALPN returns the protocol names the client offered in the ALPN extension,
 // in its order. Names beyond the first 256 bytes of the list are not kept.
-func (t *TLSInfo) ALPN() []string {
+func (t TLSInfo) ALPN() []string {
 	var out []string
 	for b := t.alpn[:t.alpnLen]; len(b) > 0; {
 		n := int(b[0])
@@ -156,7 +156,7 @@ func (t *TLSInfo) ALPN() []string {
 
 // HasALPN reports whether the client offered proto in its ALPN extension.
 // It allocates nothing.
-func (t *TLSInfo) HasALPN(proto string) bool {
+func (t TLSInfo) HasALPN(proto string) bool {
 	for b := t.alpn[:t.alpnLen]; len(b) > 0; {
 		n := int(b[0])
 		if string(b[1:1+n]) == proto {
@@ -170,7 +170,7 @@ func (t *TLSInfo) HasALPN(proto string) bool {
 // Versions returns the TLS versions the client offers: the
 // supported_versions extension without GREASE values (at most 16), or the
 // legacy version alone when the extension is absent.
-func (t *TLSInfo) Versions() []uint16 {
+func (t TLSInfo) Versions() []uint16 {
 	if t.nVersions == 0 {
 		if t.LegacyVersion == 0 {
 			return nil
@@ -182,7 +182,7 @@ func (t *TLSInfo) Versions() []uint16 {
 
 // SupportsVersion reports whether v is among [TLSInfo.Versions]. It
 // allocates nothing.
-func (t *TLSInfo) SupportsVersion(v uint16) bool {
+func (t TLSInfo) SupportsVersion(v uint16) bool {
 	if t.nVersions == 0 {
 		return v == t.LegacyVersion && v != 0
 	}
