@@ -478,6 +478,10 @@ func idleOnce(r *relay, n int) (idleResult, error) {
 	}
 	time.Sleep(2 * time.Second)
 	mem1, fd1 := memKiB(r.pid(), r.pss), fds(r.pid())
+	if r.name == "bare" || r.name == "buf32k" || r.name == "splice" {
+		syscall.Kill(r.pid(), syscall.SIGUSR1) // relayd prints its memory statistics
+		time.Sleep(100 * time.Millisecond)
+	}
 	return idleResult{
 		kibPerConn: float64(mem1-mem0) / float64(n),
 		fdPerConn:  float64(fd1-fd0) / float64(n),
@@ -593,6 +597,7 @@ func main() {
 	if has(*sections, "load") {
 		backend := startHTTP()
 		rps := map[string]map[bool][]float64{}
+		cpuPerReq := map[string]map[bool][]float64{}
 		for round := range *rounds {
 			for _, name := range relays {
 				if name == "buf32k" {
@@ -603,7 +608,20 @@ func main() {
 					fatal(err)
 				}
 				for _, closeConn := range []bool{false, true} {
+					cpu0 := 0.0
+					if r.cmd != nil {
+						cpu0 = cpuSeconds(r.pid())
+					}
 					v, notes, err := wrk(r.addr, closeConn)
+					if r.cmd != nil && v > 0 {
+						time.Sleep(200 * time.Millisecond)
+						us := (cpuSeconds(r.pid()) - cpu0) / (v * wrkDuration.Seconds()) * 1e6
+						if cpuPerReq[name] == nil {
+							cpuPerReq[name] = map[bool][]float64{}
+						}
+						cpuPerReq[name][closeConn] = append(cpuPerReq[name][closeConn], us)
+						notes += fmt.Sprintf("relay CPU %.1f µs/req ", us)
+					}
 					if err != nil {
 						r.stop()
 						fatal(err)
@@ -642,6 +660,23 @@ func main() {
 			}
 			me := median(rps["splice"][closeConn])
 			fmt.Printf(" %s | %s |\n", ratio(me, median(rps["haproxy"][closeConn])), ratio(me, median(rps["bare"][closeConn])))
+		}
+		for _, closeConn := range []bool{false, true} {
+			label := "keep-alive, relay CPU µs/req"
+			if closeConn {
+				label = "Connection: close, relay CPU µs/req"
+			}
+			fmt.Printf("| %s |", label)
+			for _, c := range cols {
+				if c == "direct" {
+					fmt.Print(" — |")
+					continue
+				}
+				fmt.Printf(" %.1f |", median(cpuPerReq[c][closeConn]))
+			}
+			me := median(cpuPerReq["splice"][closeConn])
+			// Lower is better: the ratio says how many times less CPU splice.Join uses.
+			fmt.Printf(" %s less | %s less |\n", ratio(median(cpuPerReq["haproxy"][closeConn]), me), ratio(median(cpuPerReq["bare"][closeConn]), me))
 		}
 		fmt.Println()
 	}
