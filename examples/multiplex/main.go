@@ -65,14 +65,14 @@ type config struct {
 }
 
 // errUsage marks command-line errors (exit status 2).
-var errUsage = errors.New("usage")
+var errUsage = errors.New("bad command line")
 
 // parseFlags parses the command line into a config. Errors wrap errUsage or
 // are flag.ErrHelp; the flag package's own messages go to stderr.
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cfg := config{}
 	fs := flag.NewFlagSet("multiplex", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // errors are returned, printed once by main
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "TCP `address` to listen on (port 0 picks a free one; the bound address is printed)")
 	fs.DurationVar(&cfg.DetectTimeout, "detect-timeout", 10*time.Second, "how long to wait for a silent client's first bytes before treating it as raw TCP")
 	fs.DurationVar(&cfg.EchoIdle, "echo-idle", 2*time.Minute, "close a raw echo connection idle this long (0: never)")
@@ -86,6 +86,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.Usage()
 			return cfg, err
 		}
 		return cfg, fmt.Errorf("%w: %v", errUsage, err)
@@ -119,7 +121,7 @@ func main() {
 		os.Exit(0)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "multiplex:", err)
+		fmt.Fprintf(os.Stderr, "multiplex: %v (see -h)\n", err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -61,7 +61,7 @@ type config struct {
 }
 
 // errUsage marks command-line errors (exit status 2).
-var errUsage = errors.New("usage")
+var errUsage = errors.New("bad command line")
 
 // routesFlag collects repeated -route flags.
 type routesFlag struct{ routes *[]route }
@@ -91,7 +91,7 @@ func (f routesFlag) Set(s string) error {
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cfg := config{}
 	fs := flag.NewFlagSet("sniproxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // errors are returned, printed once by main
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8443", "TCP `address` to listen on (port 0 picks a free one; the bound address is printed)")
 	fs.Var(routesFlag{&cfg.Routes}, "route", "`NAME=HOST:PORT`: send TLS connections for NAME (a host name or *.suffix) to HOST:PORT; repeatable")
 	fs.StringVar(&cfg.Default, "default", "", "`HOST:PORT` for names no -route matches and hellos without SNI (default: refuse them)")
@@ -105,6 +105,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.Usage()
 			return cfg, err
 		}
 		return cfg, fmt.Errorf("%w: %v", errUsage, err)
@@ -139,7 +141,7 @@ func main() {
 		os.Exit(0)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "sniproxy:", err)
+		fmt.Fprintf(os.Stderr, "sniproxy: %v (see -h)\n", err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -3,10 +3,13 @@ package exampletest
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 // RequireProgram returns the path of the external program name (for example
@@ -47,4 +50,116 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// BuildProgram builds the main package pkg (an import path such as
+// "github.com/sniffsplice/sniff/examples/sniproxy", or "./...-relative" to the
+// test's directory, e.g. ".") into a temporary directory and returns the
+// binary's path. It skips the test under -short (a build takes seconds) and
+// when the go command is not in PATH.
+func BuildProgram(t testing.TB, pkg string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the program: skipped under -short")
+	}
+	gocmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("the go command is not in PATH: " + err.Error())
+	}
+	bin := filepath.Join(t.TempDir(), "prog")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, gocmd, "build", "-o", bin, pkg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}
+
+// Process is a program started by StartProgram.
+type Process struct {
+	Cmd *exec.Cmd
+	// Out collects the program's stdout and stderr.
+	Out  *Buffer
+	done chan struct{} // closed when the process has exited
+	err  error         // Wait's result, set before done is closed
+}
+
+// StartProgram starts bin with args and waits (up to a minute) for a line
+// of its output to contain marker; it returns the process and that line.
+// The process is killed when the test ends if it is still running.
+func StartProgram(t testing.TB, marker, bin string, args ...string) (*Process, string) {
+	t.Helper()
+	p := &Process{Cmd: exec.Command(bin, args...), Out: &Buffer{}, done: make(chan struct{})}
+	lines := make(chan string, 64)
+	lw := &lineSplitter{w: p.Out, lines: lines}
+	p.Cmd.Stdout, p.Cmd.Stderr = lw, lw
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	go func() {
+		p.err = p.Cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.Cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case l := <-lines:
+			if bytes.Contains([]byte(l), []byte(marker)) {
+				return p, l
+			}
+		case <-p.done:
+			t.Fatalf("%s exited before printing %q: %v\n%s", bin, marker, p.err, p.Out)
+		case <-timeout:
+			t.Fatalf("%s did not print %q within a minute\n%s", bin, marker, p.Out)
+		}
+	}
+}
+
+// Wait waits (up to a minute) for the process to exit and returns its error.
+func (p *Process) Wait(t testing.TB) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(time.Minute):
+		t.Fatalf("process did not exit within a minute\n%s", p.Out)
+		return nil
+	}
+}
+
+// lineSplitter writes to w and sends every complete line to lines (dropping
+// lines when nobody reads them).
+type lineSplitter struct {
+	mu    sync.Mutex
+	w     *Buffer
+	part  []byte
+	lines chan string
+}
+
+func (l *lineSplitter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w.Write(p)
+	l.part = append(l.part, p...)
+	for {
+		i := bytes.IndexByte(l.part, '\n')
+		if i < 0 {
+			break
+		}
+		select {
+		case l.lines <- string(l.part[:i]):
+		default:
+		}
+		l.part = l.part[i+1:]
+	}
+	return len(p), nil
 }

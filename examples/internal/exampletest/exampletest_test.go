@@ -2,7 +2,9 @@ package exampletest
 
 import (
 	"fmt"
+	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -61,4 +63,15 @@ func (f *fakeT) Fatal(args ...any) {
 func (f *fakeT) Skip(args ...any) {
 	f.skipped, f.msg = true, fmt.Sprint(args...)
 	runtimeGoexit()
+}
+
+func TestStartProgram(t *testing.T) {
+	sh := RequireProgram(t, "sh", "dash")
+	p, line := StartProgram(t, "ready", sh, "-c", "echo starting; echo ready on 1234; exec sleep 60")
+	require.Equal(t, "ready on 1234", line)
+	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, p.Wait(t), &exitErr)
+	require.Equal(t, syscall.SIGTERM, exitErr.Sys().(syscall.WaitStatus).Signal())
+	require.Contains(t, p.Out.String(), "starting\nready on 1234\n")
 }

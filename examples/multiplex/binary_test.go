@@ -1,0 +1,45 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sniffsplice/sniff/examples/internal/exampletest"
+)
+
+// TestBinary builds the command and runs it as a user would: a bad flag is
+// refused with exit status 2 and one clear line; -addr 127.0.0.1:0 prints
+// the bound address, serves, and SIGINT stops it with status 0.
+func TestBinary(t *testing.T) {
+	bin := exampletest.BuildProgram(t, ".")
+
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(bin, "-detect-timeout", "-3s")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exitErr *exec.ExitError
+	require.True(t, errors.As(err, &exitErr), "%v", err)
+	require.Equal(t, 2, exitErr.ExitCode())
+	require.Equal(t, "multiplex: bad command line: -detect-timeout must not be negative (got -3s) (see -h)\n", stderr.String())
+	require.Empty(t, stdout.String())
+
+	p, line := exampletest.StartProgram(t, "multiplex: listening on ", bin, "-addr", "127.0.0.1:0")
+	addr := strings.Fields(strings.TrimPrefix(line, "multiplex: listening on "))[0]
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	_, body := get(t, &http.Client{Transport: tr}, "http://"+addr+"/binary")
+	require.Equal(t, "multiplex: GET /binary HTTP/1.1 tls=none\n", body)
+	tr.CloseIdleConnections()
+
+	require.NoError(t, p.Cmd.Process.Signal(os.Interrupt))
+	require.NoError(t, p.Wait(t), "exit status after SIGINT\n%s", p.Out)
+	require.Contains(t, p.Out.String(), ": HTTP/1 (matched")
+	require.True(t, strings.HasSuffix(p.Out.String(), "multiplex: stopped\n"), p.Out.String())
+}
