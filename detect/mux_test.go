@@ -673,3 +673,76 @@ func TestMuxOutcomeString(t *testing.T) {
 		assert.Equal(t, s, o.String())
 	}
 }
+
+// TestMuxChurnAccounting: many concurrent clients of every kind (HTTP/1, unknown, silent, closing at
+// once, a closed child's protocol) while the mux closes in the middle. Every accepted connection ends
+// in exactly one outcome, nothing stays in flight, and no goroutine is left.
+func TestMuxChurnAccounting(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var events muxEvents
+	m, serve := startMux(t, &detect.Detector{Timeout: 300 * time.Millisecond}, detect.MuxConfig{MaxDetections: 16, OnConn: events.add})
+	httpL := m.Match(detect.HTTP1)
+	tlsL := m.Match(detect.TLS)
+	require.NoError(t, tlsL.Close())
+	rawL := m.Default()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go echoServe(rawL, &wg)
+	wg.Add(1)
+	go func() { // an HTTP "server" that answers one line and closes
+		defer wg.Done()
+		for {
+			c, err := httpL.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+			c.Close()
+		}
+	}()
+	serveErr := serve()
+
+	firsts := []string{"GET / HTTP/1.1\r\n\r\n", "\x00raw", "", "close", "tls"}
+	var clients sync.WaitGroup
+	for i := range 200 {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			c, err := net.DialTimeout("tcp", m.Addr().String(), 10*time.Second)
+			if err != nil {
+				return // the mux may already be closed
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(time.Second)) // a silent client routed to the echo stays until then
+			switch f := firsts[i%len(firsts)]; f {
+			case "":
+				_, _ = c.Read(make([]byte, 1)) // silent until the mux closes or times it out
+			case "close":
+				return
+			case "tls": // its child is closed: the mux closes it
+				_ = tls.Client(c, &tls.Config{ServerName: "sniff.test", InsecureSkipVerify: true}).Handshake()
+			default:
+				if _, err := io.WriteString(c, f); err != nil {
+					return
+				}
+				_, _ = c.Read(make([]byte, 64))
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return m.Stats().Accepted >= 150 }, 30*time.Second, time.Millisecond)
+	require.NoError(t, m.Close()) // while the last clients are still arriving
+	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+	clients.Wait()
+	wg.Wait()
+
+	st := m.Stats()
+	t.Logf("%+v", st)
+	assert.Zero(t, st.InFlight)
+	assert.Equal(t, st.Accepted, st.Routed+st.Unrouted+st.ChildClosed+st.Refused+st.DetectFailed+st.Shutdown,
+		"every accepted connection has exactly one outcome")
+	events.mu.Lock()
+	assert.Len(t, events.evs, int(st.Accepted), "one OnConn event per accepted connection")
+	events.mu.Unlock()
+	assert.Positive(t, st.Routed)
+	assert.Positive(t, st.ChildClosed)
+}
