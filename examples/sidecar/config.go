@@ -76,6 +76,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		grpcMode   = fs.String("grpc", "active", "gRPC detection: off, passive or active")
 		idle       = fs.Duration("idle-timeout", 0, "close a proxied connection idle this long (0: never)")
 		verbose    = fs.Bool("v", false, "log one line per connection to stderr")
+		noHTTP     = fs.Bool("no-http", false, "carry detected HTTP as bytes instead of serving it per request (no HTTP metrics, no l5d-client-id)")
+		respTO     = fs.Duration("response-timeout", 0, "answer 504 when an upstream's response headers take longer (0: no limit)")
 		forwards   listFlag
 		allow      listFlag
 		declare    listFlag
@@ -241,20 +243,25 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	default:
 		return nil, usageErr("-grpc %q: want off, passive or active", *grpcMode)
 	}
+	if *respTO < 0 {
+		return nil, usageErr("-response-timeout %s: want a positive duration", *respTO)
+	}
 	if *idle < 0 {
 		return nil, usageErr("-idle-timeout %s: want a positive duration", *idle)
 	}
 
 	reg := metrics.New(metrics.Config{})
 	p := &proxy.Proxy{
-		TLS:         tlsCfg,
-		Policy:      opaque.NewResolver(table),
-		Detector:    det,
-		InboundPort: uint16(*peerPort),
-		AppHost:     host,
-		NoRace:      *noRace,
-		Joiner:      &splice.Joiner{IdleTimeout: *idle},
-		Metrics:     reg,
+		TLS:             tlsCfg,
+		Policy:          opaque.NewResolver(table),
+		Detector:        det,
+		InboundPort:     uint16(*peerPort),
+		AppHost:         host,
+		NoRace:          *noRace,
+		NoHTTP:          *noHTTP,
+		ResponseTimeout: *respTO,
+		Joiner:          &splice.Joiner{IdleTimeout: *idle},
+		Metrics:         reg,
 	}
 	if *peer != "" || !wantPeer.IsZero() {
 		addr, port := *peer, strconv.Itoa(int(*peerPort))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/metrics"
@@ -74,7 +75,7 @@ func (p *Proxy) outboundTransport(dst netip.AddrPort, sp opaque.SessionProtocol)
 		return t
 	}
 	t := &pooledTransport{}
-	t.tr = newTransport(sp, func(ctx context.Context) (net.Conn, error) {
+	t.tr = newTransport(sp, p.ResponseTimeout, func(ctx context.Context) (net.Conn, error) {
 		c, id, err := p.dialUpstream(ctx, dst, sp)
 		if err == nil && !id.IsZero() {
 			t.peer.Store(&id)
@@ -100,7 +101,7 @@ func (p *Proxy) inboundTransport(port uint16, sp opaque.SessionProtocol) *pooled
 		return t
 	}
 	t := &pooledTransport{}
-	t.tr = newTransport(sp, func(ctx context.Context) (net.Conn, error) {
+	t.tr = newTransport(sp, p.ResponseTimeout, func(ctx context.Context) (net.Conn, error) {
 		return p.dialPlain(ctx, dst.String())
 	})
 	t.rt = t.tr
@@ -111,7 +112,7 @@ func (p *Proxy) inboundTransport(port uint16, sp opaque.SessionProtocol) *pooled
 	return t
 }
 
-func newTransport(sp opaque.SessionProtocol, dial func(context.Context) (net.Conn, error)) *http.Transport {
+func newTransport(sp opaque.SessionProtocol, timeout time.Duration, dial func(context.Context) (net.Conn, error)) *http.Transport {
 	var protos http.Protocols
 	if sp == opaque.SessionHTTP2 {
 		protos.SetUnencryptedHTTP2(true)
@@ -119,11 +120,12 @@ func newTransport(sp opaque.SessionProtocol, dial func(context.Context) (net.Con
 		protos.SetHTTP1(true)
 	}
 	return &http.Transport{
-		DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-		Protocols:           &protos,
-		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
+		DialContext:           func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		Protocols:             &protos,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true,
+		ResponseHeaderTimeout: timeout,
 	}
 }
 
@@ -161,6 +163,7 @@ func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target net
 	}
 	var h http.Handler = rp
 	h = connectHandler(h, func(ctx context.Context) (net.Conn, error) { return t.tr.DialContext(ctx, "tcp", target.String()) })
+	h = upgradeHandler(h, t.tr, rp.Director)
 	h = p.Metrics.HTTPHandler(h, metrics.HTTPOptions{Direction: dir})
 	var protos http.Protocols
 	protos.SetHTTP1(true)
@@ -229,14 +232,18 @@ func connectHandler(next http.Handler, dial func(context.Context) (net.Conn, err
 			proxyError(w, r, err)
 			return
 		}
-		resp.Body.Close()
 		if resp.StatusCode/100 != 2 {
 			for k, v := range resp.Header {
 				w.Header()[k] = v
 			}
 			w.WriteHeader(resp.StatusCode)
+			io.Copy(w, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
 			return
 		}
+		// A 2xx to CONNECT has no body: what follows is the tunnel. (Closing
+		// resp.Body would read the tunnel to its end: net/http sees a response
+		// without a length.)
 		rc := http.NewResponseController(w)
 		w.WriteHeader(resp.StatusCode)
 		if err := rc.Flush(); err != nil {
@@ -258,6 +265,58 @@ func connectHandler(next http.Handler, dial func(context.Context) (net.Conn, err
 			server = detect.NewReplayConn(up, append([]byte(nil), b...))
 		}
 		tunnel(r.Context(), client, server)
+	})
+}
+
+// upgradeHandler serves HTTP/1.1 Upgrade requests (WebSockets) itself rather
+// than through ReverseProxy, so that the 101 goes through WriteHeader and the
+// metrics middleware counts it; the two sides then become one raw stream.
+func upgradeHandler(next http.Handler, rt http.RoundTripper, direct func(*http.Request)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor != 1 || r.Header.Get("Upgrade") == "" || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		out := r.Clone(r.Context())
+		out.RequestURI = ""
+		direct(out)
+		resp, err := rt.RoundTrip(out)
+		if err != nil {
+			proxyError(w, r, err)
+			return
+		}
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		body, ok := resp.Body.(io.ReadWriteCloser)
+		if resp.StatusCode != http.StatusSwitchingProtocols || !ok {
+			w.WriteHeader(resp.StatusCode)
+			io.Copy(w, resp.Body)
+			resp.Body.Close()
+			return
+		}
+		defer body.Close()
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		if err := brw.Flush(); err != nil {
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			io.Copy(body, brw.Reader) // the client's bytes, buffered ones first
+			if cw, ok := body.(interface{ CloseWrite() error }); ok {
+				cw.CloseWrite()
+			}
+		}()
+		io.Copy(conn, body)
+		conn.Close()
+		body.Close()
+		<-done
 	})
 }
 

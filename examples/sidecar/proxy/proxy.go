@@ -134,6 +134,9 @@ type Proxy struct {
 	// NoHTTP carries detected HTTP as bytes instead of serving it at the
 	// HTTP layer (per-request proxying and metrics, upgrades, CONNECT).
 	NoHTTP bool
+	// ResponseTimeout bounds the wait for an upstream's response headers on
+	// the HTTP layer; past it the client gets 504 (0: no limit).
+	ResponseTimeout time.Duration
 	// Metrics counts connections, bytes, detections, policy decisions,
 	// handshakes and transport headers (nil: off). Serve it with MetricsHandler.
 	Metrics *metrics.Registry

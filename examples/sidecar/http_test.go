@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/sniffsplice/sniff/examples/internal/exampletest"
+	"github.com/sniffsplice/sniff/examples/sidecar/proxy"
+	"github.com/sniffsplice/sniff/metrics"
+)
+
+// Issue 10 through two sidecars on loopback: HTTP served per request, with
+// the metrics package's HTTP metrics on both sides.
+
+// httpBackend serves HTTP/1.1 and h2c: "/" greets, "/missing" is 404,
+// "/slow" waits, "/ws" is a WebSocket echo, and CONNECT opens a tunnel to
+// the host it names (an HTTP proxy as the application).
+func httpBackend(t *testing.T) netip.AddrPort {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s over %s from %s", r.URL.Path, r.Proto, r.Header.Get(proxy.ClientIDHeader))
+	})
+	mux.HandleFunc("/missing", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, "missing")
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(5 * time.Second):
+		case <-r.Context().Done():
+		}
+	})
+	mux.Handle("/ws", websocket.Handler(func(ws *websocket.Conn) {
+		ws.PayloadType = websocket.BinaryFrame
+		var msg []byte
+		for websocket.Message.Receive(ws, &msg) == nil {
+			if websocket.Message.Send(ws, msg) != nil {
+				return
+			}
+		}
+	}))
+	var wg sync.WaitGroup
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		up, err := net.Dial("tcp", r.Host)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			up.Close()
+			return
+		}
+		brw.Flush()
+		wg.Add(2)
+		go func() { defer wg.Done(); io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
+		go func() { defer wg.Done(); io.Copy(c, up); c.Close() }()
+	})
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: h, Protocols: &protos}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close(); wg.Wait() })
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func snapshots(cli, srv *proxy.Sidecar) (metrics.Snapshot, metrics.Snapshot) {
+	return cli.Proxy.Metrics.Snapshot(), srv.Proxy.Metrics.Snapshot()
+}
+
+// eventually retries check until it holds (the metrics of a response are
+// recorded when its body ends, just after the client has it).
+func eventually(t *testing.T, check func() error) {
+	t.Helper()
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if err = check(); err == nil {
+			return
+		}
+	}
+	t.Fatal(err)
+}
+
+func wantCounts(cli, srv *proxy.Sidecar, requests uint64, status int, grpcStatus string, responses uint64) func() error {
+	return func() error {
+		a, b := snapshots(cli, srv)
+		for _, c := range []struct {
+			name string
+			got  uint64
+			want uint64
+		}{
+			{"outbound requests", a.RequestCount(metrics.Outbound), requests},
+			{"inbound requests", b.RequestCount(metrics.Inbound), requests},
+			{fmt.Sprintf("outbound %d/%q responses", status, grpcStatus), a.ResponseCount(metrics.Outbound, status, grpcStatus), responses},
+			{fmt.Sprintf("inbound %d/%q responses", status, grpcStatus), b.ResponseCount(metrics.Inbound, status, grpcStatus), responses},
+		} {
+			if c.got != c.want {
+				return fmt.Errorf("%s: %d, want %d", c.name, c.got, c.want)
+			}
+		}
+		return nil
+	}
+}
+
+func TestHTTP1KeepAliveCurl(t *testing.T) {
+	curl := exampletest.RequireProgram(t, "curl", "curl")
+	addr, cli, srv := pair(t, httpBackend(t))
+	base := "http://" + addr
+	out := runClient(t, 30*time.Second, curl, "-sS", "--http1.1", "-w", " %{http_code} %{num_connects}\n",
+		base+"/a", base+"/b", base+"/missing", base+"/c")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 4, out)
+	require.Equal(t, "hello /a over HTTP/1.1 from "+clientID+" 200 1", lines[0])
+	require.Equal(t, "hello /b over HTTP/1.1 from "+clientID+" 200 0", lines[1], "keep-alive: no new connection")
+	require.Equal(t, "missing 404 0", lines[2])
+	require.Equal(t, "hello /c over HTTP/1.1 from "+clientID+" 200 0", lines[3])
+	eventually(t, wantCounts(cli, srv, 4, 200, "", 3))
+	eventually(t, wantCounts(cli, srv, 4, 404, "", 1))
+	a, _ := snapshots(cli, srv)
+	require.Equal(t, uint64(1), a.TCPFor(metrics.ConnLabels{Direction: metrics.Outbound, Protocol: "HTTP/1", TLS: metrics.TLSTrue}).Opened)
+}
+
+func TestH2CCurlAndH2load(t *testing.T) {
+	curl := exampletest.RequireProgram(t, "curl", "curl")
+	h2load := exampletest.RequireProgram(t, "h2load", "nghttp2-client")
+	addr, cli, srv := pair(t, httpBackend(t))
+	base := "http://" + addr
+	// One URL per curl: this curl (7.88) fails a second request on one
+	// prior-knowledge connection against Go's own HTTP/2 servers too, without
+	// any proxy in between; h2load below multiplexes many.
+	for _, p := range []string{"/x", "/y"} {
+		out := runClient(t, 30*time.Second, curl, "-sS", "--http2-prior-knowledge", "-w", " %{http_version}\n", base+p)
+		require.Equal(t, "hello "+p+" over HTTP/2.0 from "+clientID+" 2\n", out)
+	}
+	out := runClient(t, 60*time.Second, h2load, "-n", "200", "-c", "4", "-m", "8", base+"/load")
+	require.Contains(t, out, "200 succeeded, 0 failed, 0 errored")
+	require.Contains(t, out, "status codes: 200 2xx")
+	eventually(t, wantCounts(cli, srv, 202, 200, "", 202))
+}
+
+func TestGRPCStatusCounted(t *testing.T) {
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("known", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go gs.Serve(l)
+	t.Cleanup(gs.Stop)
+	addr, cli, srv := pair(t, l.Addr().(*net.TCPAddr).AddrPort())
+
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer cc.Close()
+	hc := healthpb.NewHealthClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "known"})
+	require.NoError(t, err)
+	require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
+	_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "unknown"})
+	require.Equal(t, codes.NotFound, status.Code(err))
+	eventually(t, wantCounts(cli, srv, 2, 200, "0", 1))
+	eventually(t, wantCounts(cli, srv, 2, 200, "5", 1))
+	// A non-OK gRPC status is a failure in Linkerd's classification.
+	b := srv.Proxy.Metrics.Snapshot()
+	for _, r := range b.Responses {
+		if r.GRPCStatus == "5" {
+			require.Equal(t, "failure", r.Classification)
+		}
+	}
+}
+
+func TestWebSocketMiB(t *testing.T) {
+	addr, cli, srv := pair(t, httpBackend(t))
+	cfg, err := websocket.NewConfig("ws://"+addr+"/ws", "http://"+addr)
+	require.NoError(t, err)
+	ws, err := websocket.DialConfig(cfg)
+	require.NoError(t, err)
+	defer ws.Close()
+	ws.PayloadType = websocket.BinaryFrame
+	ws.SetDeadline(time.Now().Add(60 * time.Second))
+	msg := make([]byte, 1<<20)
+	rand.Read(msg)
+	for range 2 {
+		require.NoError(t, websocket.Message.Send(ws, msg))
+		var got []byte
+		require.NoError(t, websocket.Message.Receive(ws, &got))
+		require.True(t, bytes.Equal(msg, got), "1 MiB echoed intact")
+	}
+	ws.Close()
+	// The upgrade was counted as one request with a 101 on both sidecars.
+	eventually(t, wantCounts(cli, srv, 1, http.StatusSwitchingProtocols, "", 1))
+	a, _ := snapshots(cli, srv)
+	eventually(t, func() error {
+		a, _ = snapshots(cli, srv)
+		got := a.TCPFor(metrics.ConnLabels{Direction: metrics.Outbound, Protocol: "HTTP/1", TLS: metrics.TLSTrue})
+		if got.ReadBytes < 2<<20 || got.WriteBytes < 2<<20 {
+			return fmt.Errorf("outbound bytes %d/%d, want at least 2 MiB each way", got.ReadBytes, got.WriteBytes)
+		}
+		return nil
+	})
+}
+
+func TestConnectTunnelTLS(t *testing.T) {
+	// The tunnel's far end: a TLS server on loopback, reached through the
+	// application (an HTTP CONNECT proxy) behind the two sidecars.
+	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls end to end: %s", r.URL.Path)
+	}))
+	defer ts.Close()
+	addr, cli, srv := pair(t, httpBackend(t))
+
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	target := ts.Listener.Addr().String()
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	require.NoError(t, err)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Zero(t, br.Buffered())
+
+	pool := x509.NewCertPool()
+	pool.AddCert(ts.Certificate())
+	tc := tls.Client(c, &tls.Config{RootCAs: pool, ServerName: "example.com"})
+	require.NoError(t, tc.Handshake())
+	fmt.Fprintf(tc, "GET /inside HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+	resp, err = http.ReadResponse(bufio.NewReader(tc), nil)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, "tls end to end: /inside", string(body))
+	tc.Close()
+	eventually(t, wantCounts(cli, srv, 1, 200, "", 1))
+}
+
+func TestBadHTTP(t *testing.T) {
+	dst := httpBackend(t)
+	addr, _, _ := pair(t, dst, "-response-timeout", "500ms")
+	raw := func(req string) string {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		_, err = io.WriteString(c, req)
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err, "an HTTP answer, never a silent close")
+		resp.Body.Close()
+		return resp.Status
+	}
+	require.Equal(t, "400 Bad Request", raw("GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n"))
+	require.Equal(t, "431 Request Header Fields Too Large",
+		raw("GET / HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 100<<10)+"\r\n\r\n"))
+	require.Equal(t, "504 Gateway Timeout", raw("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"))
+
+	// An application port with nothing listening: 502 from the sidecars.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	gone := l.Addr().(*net.TCPAddr).AddrPort()
+	l.Close()
+	addr, _, _ = pair(t, gone)
+	require.Equal(t, "502 Bad Gateway", raw("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+}
+
+// TestPeerConnectionReused: many client connections, one request each; the
+// requests share A's pooled mutual-TLS connections to B.
+func TestPeerConnectionReused(t *testing.T) {
+	addr, cli, _ := pair(t, httpBackend(t))
+	const n = 10
+	for i := range n {
+		tr := &http.Transport{}
+		resp, err := (&http.Client{Transport: tr}).Get(fmt.Sprintf("http://%s/r%d", addr, i))
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		tr.CloseIdleConnections()
+	}
+	eventually(t, func() error {
+		a := cli.Proxy.Metrics.Snapshot()
+		if got := a.RequestCount(metrics.Outbound); got != n {
+			return fmt.Errorf("requests %d", got)
+		}
+		return nil
+	})
+	a := cli.Proxy.Metrics.Snapshot()
+	var http1Headers uint64
+	for _, h := range a.TransportHeaders {
+		if h.Event == metrics.HeaderWritten && h.SessionProtocol == "HTTP/1" {
+			http1Headers += h.Count
+		}
+	}
+	t.Logf("%d client connections, %d pooled connections to the peer", n, http1Headers)
+	require.GreaterOrEqual(t, http1Headers, uint64(1))
+	require.Less(t, http1Headers, uint64(n), "the connection to the peer is reused")
+}
