@@ -109,8 +109,15 @@ func checkBackend(addr string) error {
 // router maps an SNI value to a backend.
 type router struct {
 	exact map[string]string
-	wild  []route // longest suffix first; Pattern holds ".suffix"
-	def   string  // "" when unknown names are refused
+	wild  []wildRoute // longest suffix first
+	def   string      // "" when unknown names are refused
+}
+
+// wildRoute is a "*.suffix" route.
+type wildRoute struct {
+	suffix  string // ".suffix"
+	pattern string // "*.suffix"
+	backend string
 }
 
 // newRouter builds a router; the same pattern given twice is an error.
@@ -130,7 +137,7 @@ func newRouter(routes []route, def string) (*router, error) {
 		}
 		seen[p] = true
 		if suffix, ok := strings.CutPrefix(p, "*"); ok {
-			r.wild = append(r.wild, route{Pattern: suffix, Backend: rt.Backend})
+			r.wild = append(r.wild, wildRoute{suffix: suffix, pattern: p, backend: rt.Backend})
 		} else {
 			r.exact[p] = rt.Backend
 		}
@@ -140,7 +147,7 @@ func newRouter(routes []route, def string) (*router, error) {
 			return nil, fmt.Errorf("default: %w", err)
 		}
 	}
-	sort.SliceStable(r.wild, func(i, j int) bool { return len(r.wild[i].Pattern) > len(r.wild[j].Pattern) })
+	sort.SliceStable(r.wild, func(i, j int) bool { return len(r.wild[i].suffix) > len(r.wild[j].suffix) })
 	return r, nil
 }
 
@@ -154,8 +161,8 @@ func (r *router) lookup(sni string) (backend, rule string, ok bool) {
 			return b, name, true
 		}
 		for _, w := range r.wild {
-			if len(name) > len(w.Pattern) && strings.HasSuffix(name, w.Pattern) {
-				return w.Backend, "*" + w.Pattern, true
+			if len(name) > len(w.suffix) && strings.HasSuffix(name, w.suffix) {
+				return w.backend, w.pattern, true
 			}
 		}
 	}
