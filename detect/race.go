@@ -48,10 +48,21 @@ import (
 // every result, server-first ones included. Use [Learner] to skip the race on ports that keep turning
 // out server-first.
 func (d *Detector) DetectUpstream(ctx context.Context, client, upstream net.Conn) (Result, net.Conn, net.Conn, error) {
-	start := time.Now()
 	if err := ctx.Err(); err != nil {
 		return Result{Protocol: Unknown}, client, upstream, err
 	}
+	if _, _, ready, _ := peekNow(client, 1); ready {
+		// The usual case for client-first protocols: the client's bytes are already here (a tie
+		// goes to the client), so there is nothing to race.
+		res, c, err := d.Detect(ctx, client)
+		return res, c, upstream, err
+	}
+	return d.race(ctx, client, upstream)
+}
+
+// race is DetectUpstream when neither side has spoken yet.
+func (d *Detector) race(ctx context.Context, client, upstream net.Conn) (Result, net.Conn, net.Conn, error) {
+	start := time.Now()
 	rctx, cancel := context.WithCancel(ctx)
 	ch := make(chan firstBytes, 2)
 	go func() { ch <- awaitFirst(rctx, client, sideClient) }()
@@ -72,8 +83,7 @@ func (d *Detector) DetectUpstream(ctx context.Context, client, upstream net.Conn
 
 	clientFirst := first.side == sideClient
 	if !clientFirst {
-		var one [1]byte
-		if _, ready, _ := peekNow(client, one[:]); ready || cf.ready {
+		if _, _, ready, _ := peekNow(client, 1); ready || cf.ready {
 			clientFirst = true // a tie goes to the client
 		} else if uf.err == nil && isH2ServerPreface(upstream) {
 			wctx, wcancel := context.WithCancel(ctx)
@@ -100,9 +110,6 @@ func (d *Detector) DetectUpstream(ctx context.Context, client, upstream net.Conn
 		return Result{Protocol: Unknown, Duration: time.Since(start)}, client, upstream, cf.err
 	}
 	res, c, err := d.Detect(ctx, client)
-	if c == nil {
-		c = client
-	}
 	return res, c, upstream, err
 }
 
@@ -119,14 +126,16 @@ func (d *Detector) timeout() time.Duration {
 // x/net/http2 and grpc-go servers send before reading the client's. Only peekable connections are
 // looked at.
 func isH2ServerPreface(c net.Conn) bool {
-	var h [9]byte
-	n, _, ok := peekNow(c, h[:])
-	if !ok || n < len(h) {
+	h, n, _, ok := peekNow(c, 9)
+	if !ok || n < 9 {
 		return false
 	}
 	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
 	return h[3] == 0x4 && h[4] == 0 && h[5]&0x7f == 0 && h[6] == 0 && h[7] == 0 && h[8] == 0 && length%6 == 0
 }
+
+// peekNowMax is the most bytes peekNow returns: an HTTP/2 frame header.
+const peekNowMax = 9
 
 const (
 	sideClient = iota

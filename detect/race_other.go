@@ -8,4 +8,4 @@ import "net"
 func peekReady(net.Conn) (ok bool, err error) { return false, nil }
 
 // peekNow reports ok == false outside Linux.
-func peekNow(net.Conn, []byte) (n int, ready, ok bool) { return 0, false, false }
+func peekNow(net.Conn, int) (b [peekNowMax]byte, n int, ready, ok bool) { return b, 0, false, false }

@@ -669,3 +669,65 @@ func BenchmarkServerFirst(b *testing.B) {
 		run(b, startRaceProxy(b, modeDetect, &detect.Detector{Timeout: time.Second}, up).addr())
 	})
 }
+
+// BenchmarkDetectUpstream measures the decision itself on loopback TCP (MSG_PEEK: nothing is
+// consumed, so one pair of connections serves every iteration): Detect alone on an HTTP/1 request,
+// DetectUpstream with the same request already there (client first), and DetectUpstream with a
+// silent client and an upstream greeting already there (server first), in one run:
+//
+//	go test -run '^$' -bench BenchmarkDetectUpstream -benchmem ./detect/
+func BenchmarkDetectUpstream(b *testing.B) {
+	pair := func() (*net.TCPConn, *net.TCPConn) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		a, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { a.Close(); c.Close() })
+		return a.(*net.TCPConn), c.(*net.TCPConn)
+	}
+	ctx := context.Background()
+	d := &detect.Detector{}
+	check := func(b *testing.B, want detect.Reason, got detect.Result, err error) {
+		if err != nil || got.Reason != want {
+			b.Fatalf("got %+v, %v; want reason %v", got, err, want)
+		}
+	}
+	b.Run("Detect-HTTP1", func(b *testing.B) {
+		cli, cp := pair()
+		cli.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+		b.ReportAllocs()
+		for b.Loop() {
+			r, _, err := d.Detect(ctx, cp)
+			check(b, detect.ReasonMatched, r, err)
+		}
+	})
+	b.Run("DetectUpstream-client-first-HTTP1", func(b *testing.B) {
+		cli, cp := pair()
+		up, _ := pair()
+		cli.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+		b.ReportAllocs()
+		for b.Loop() {
+			r, _, _, err := d.DetectUpstream(ctx, cp, up)
+			check(b, detect.ReasonMatched, r, err)
+		}
+	})
+	b.Run("DetectUpstream-server-first", func(b *testing.B) {
+		_, cp := pair()
+		up, srv := pair()
+		srv.Write([]byte("220 ready\r\n"))
+		b.ReportAllocs()
+		for b.Loop() {
+			r, _, _, err := d.DetectUpstream(ctx, cp, up)
+			check(b, detect.ReasonServerFirst, r, err)
+		}
+	})
+}
