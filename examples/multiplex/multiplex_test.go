@@ -217,7 +217,9 @@ func TestRawTCPEcho(t *testing.T) {
 // A client that connects and stays silent is served by the echo once the
 // detection timeout passes; meanwhile others are served at once.
 func TestSilentClientTimesOutToEcho(t *testing.T) {
-	s := start(t, config{DetectTimeout: 500 * time.Millisecond})
+	// 2 s: generous enough that the HTTP client below, on a loaded machine,
+	// still sends its request before its own detection would time out.
+	s := start(t, config{DetectTimeout: 2 * time.Second})
 	silent, err := net.Dial("tcp", s.addr)
 	require.NoError(t, err)
 	defer silent.Close()
