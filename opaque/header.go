@@ -570,13 +570,10 @@ func (c *HeaderCodec) Read(r io.Reader) (Header, int, error) {
 		*bp = nb[:0]
 	}
 	msg := (*bp)[fixedLen : fixedLen+int(size)]
-	m, err := io.ReadFull(r, msg)
+	m, err := readFull(r, msg, false)
 	n += m
 	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return Header{}, n, c.reject(readErr(err))
+		return Header{}, n, c.reject(err)
 	}
 	h, err := decodeMessage(msg)
 	if err != nil {
@@ -591,22 +588,37 @@ func (c *HeaderCodec) Read(r io.Reader) (Header, int, error) {
 // readPrefaced fills buf (fixedLen bytes) from r, checking the preface as the
 // bytes arrive so that a peer that is not sending a header is turned away as
 // soon as one byte differs, rather than after a timeout.
-func readPrefaced(r io.Reader, buf []byte) (int, error) {
-	n := 0
+func readPrefaced(r io.Reader, buf []byte) (int, error) { return readFull(r, buf, true) }
+
+// readFull is io.ReadFull that gives up on a reader that makes no progress
+// (100 reads of 0 bytes and no error, as bufio does) and, with preface set,
+// checks the bytes against HeaderPreface as they arrive. A read error is
+// returned even after all of buf was filled only if it is not io.EOF.
+func readFull(r io.Reader, buf []byte, preface bool) (int, error) {
+	n, empty := 0, 0
 	for n < len(buf) {
 		m, err := r.Read(buf[n:])
 		if m < 0 || m > len(buf)-n {
 			return n, &HeaderError{Reason: RejectIO, Err: errors.New("invalid Read count")}
 		}
+		if m == 0 && err == nil {
+			if empty++; empty == 100 {
+				return n, &HeaderError{Reason: RejectIO, Err: io.ErrNoProgress}
+			}
+			continue
+		}
+		empty = 0
 		n += m
-		if k := min(n, prefaceLen); string(buf[:k]) != HeaderPreface[:k] {
-			return n, &HeaderError{Reason: RejectNoPreface, Read: append([]byte(nil), buf[:n]...)}
+		if preface {
+			if k := min(n, prefaceLen); string(buf[:k]) != HeaderPreface[:k] {
+				return n, &HeaderError{Reason: RejectNoPreface, Read: append([]byte(nil), buf[:n]...)}
+			}
 		}
 		if n == len(buf) {
 			break
 		}
 		if err != nil {
-			if err == io.EOF && n > 0 {
+			if err == io.EOF && (n > 0 || !preface) {
 				err = io.ErrUnexpectedEOF
 			}
 			return n, readErr(err)

@@ -527,3 +527,15 @@ func (o *countingObserver) HeaderRejected(r RejectReason) {
 	}
 	o.rejected[r]++
 }
+
+type zeroReader struct{}
+
+func (zeroReader) Read([]byte) (int, error) { return 0, nil }
+
+func TestReadHeaderNoProgress(t *testing.T) {
+	_, err := ReadHeader(zeroReader{})
+	assert.ErrorIs(t, err, io.ErrNoProgress)
+	// The message part goes through io.ReadFull, which also gives up.
+	_, err = ReadHeader(io.MultiReader(strings.NewReader(HeaderPreface+"\x00\x00\x00\x03"), zeroReader{}))
+	assert.Error(t, err)
+}
