@@ -247,3 +247,120 @@ func BenchmarkDetect(b *testing.B) {
 		})
 	}
 }
+
+// interleave runs a and b alternately in chunks inside one benchmark, so
+// both see the same machine load, and reports each one's ns/op and the
+// ratio b/a as "x-faster" (how many times faster a is than b).
+func interleave(bm *testing.B, a, b func()) {
+	const chunk = 64
+	var ta, tb time.Duration
+	var n int
+	for bm.Loop() {
+		t0 := time.Now()
+		for range chunk {
+			a()
+		}
+		t1 := time.Now()
+		for range chunk {
+			b()
+		}
+		tb += time.Since(t1)
+		ta += t1.Sub(t0)
+		n += chunk
+	}
+	bm.ReportMetric(float64(ta.Nanoseconds())/float64(n), "sniff-ns/op")
+	bm.ReportMetric(float64(tb.Nanoseconds())/float64(n), "other-ns/op")
+	bm.ReportMetric(float64(tb)/float64(ta), "x-faster")
+}
+
+// BenchmarkSideBySide measures sniff and the compared implementation
+// alternately on the same bytes (same load, same run) and reports the
+// ratio.
+func BenchmarkSideBySide(b *testing.B) {
+	hello := goClientHello(b)
+	var r detect.Result
+	rd := bytes.NewReader(nil)
+	matchSniff := func(m detect.Matcher, in []byte) func() {
+		return func() {
+			if m.Match(in, &r) != detect.Match {
+				b.Fatal("no match")
+			}
+		}
+	}
+	matchCmux := func(m cmux.Matcher, in []byte) func() {
+		return func() {
+			rd.Reset(in)
+			if !m(rd) {
+				b.Fatal("no match")
+			}
+		}
+	}
+	chainSniff := func(in []byte, want detect.Protocol) func() {
+		ms := detect.DefaultMatchers()
+		return func() {
+			got := detect.Unknown
+			for _, m := range ms {
+				if m.Match(in, &r) == detect.Match {
+					got = m.Protocol()
+					break
+				}
+			}
+			if got != want {
+				b.Fatal(got)
+			}
+		}
+	}
+	chainCmux := func(in []byte, want int) func() {
+		ms := []cmux.Matcher{cmux.HTTP2(), cmux.HTTP1(), cmux.TLS()}
+		return func() {
+			got := -1
+			for i, m := range ms {
+				rd.Reset(in)
+				if m(rd) {
+					got = i
+					break
+				}
+			}
+			if got != want {
+				b.Fatal(got)
+			}
+		}
+	}
+	b.Run("HTTP1-vs-cmux.HTTP1", func(b *testing.B) {
+		interleave(b, matchSniff(detect.HTTP1Matcher(), inHTTP1), matchCmux(cmux.HTTP1(), inHTTP1))
+	})
+	b.Run("HTTP1-vs-cmux.HTTP1Fast", func(b *testing.B) {
+		interleave(b, matchSniff(detect.HTTP1Matcher(), inHTTP1), matchCmux(cmux.HTTP1Fast(), inHTTP1))
+	})
+	b.Run("HTTP2-vs-cmux.HTTP2", func(b *testing.B) {
+		interleave(b, matchSniff(detect.HTTP2Matcher(), inHTTP2), matchCmux(cmux.HTTP2(), inHTTP2))
+	})
+	b.Run("TLS-vs-cmux.TLS", func(b *testing.B) {
+		interleave(b, matchSniff(detect.TLSMatcher(), hello), matchCmux(cmux.TLS(), hello))
+	})
+	b.Run("ChainHTTP1-vs-cmux", func(b *testing.B) { interleave(b, chainSniff(inHTTP1, detect.HTTP1), chainCmux(inHTTP1, 1)) })
+	b.Run("ChainHTTP2-vs-cmux", func(b *testing.B) { interleave(b, chainSniff(inHTTP2, detect.HTTP2), chainCmux(inHTTP2, 0)) })
+	b.Run("ChainTLS-vs-cmux", func(b *testing.B) { interleave(b, chainSniff(hello, detect.TLS), chainCmux(hello, 2)) })
+	b.Run("ChainNoMatch-vs-cmux", func(b *testing.B) {
+		interleave(b, chainSniff(inNoMatch, detect.Unknown), chainCmux(inNoMatch, -1))
+	})
+	b.Run("ClientHello-vs-crypto-tls", func(b *testing.B) {
+		var info detect.TLSInfo
+		var sni string
+		cfg := &tls.Config{GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+			sni = chi.ServerName
+			return nil, errStop
+		}}
+		c := &memConn{}
+		interleave(b, func() {
+			if detect.ParseClientHello(hello, &info) != detect.Match || info.ServerName() == "" {
+				b.Fatal("no match")
+			}
+		}, func() {
+			c.r.Reset(hello)
+			if err := tls.Server(c, cfg).HandshakeContext(context.Background()); !errors.Is(err, errStop) || sni == "" {
+				b.Fatal(err)
+			}
+		})
+	})
+}
