@@ -397,12 +397,6 @@ func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start tim
 	res := s.res
 	res.Bytes = s.n
 	res.Duration = time.Since(start)
-	if res.Protocol != HTTP1 {
-		res.HTTP = HTTPInfo{}
-	}
-	if res.Protocol != TLS {
-		res.TLS = TLSInfo{}
-	}
 	return res, d.handBack(s, c, consumed), nil
 }
 
