@@ -17,9 +17,20 @@
 //	SSHMatcher         an SSH-2.0 identification string (opt-in)
 //	PostgreSQLMatcher  a PostgreSQL SSLRequest, GSSENCRequest, CancelRequest or StartupMessage (opt-in)
 //
-// DefaultMatchers is HTTP/2, HTTP/1, TLS. Detector.GRPC adds a refinement
+// DefaultMatchers is HTTP/2, HTTP/1, TLS. [NewMatcher] wraps a function as
+// a matcher of the caller's own protocol. Detector.GRPC adds a refinement
 // that tells gRPC from other HTTP/2 by the content-type of the first
 // HEADERS frame, passively or actively (see [GRPCMode]).
+//
+// A [Result] says which protocol, why detection ended ([Reason]: matched,
+// no_match, timeout, closed, limit), how many bytes were examined and how
+// long it took; for HTTP/1 the method and Host, for TLS the SNI, ALPN list
+// and offered versions ([TLSInfo]). Detector.OnResult receives every
+// Result, for metrics.
+//
+// On the MSG_PEEK path Detect allocates nothing. A connection that stays
+// silent holds no peek buffer while it waits; the buffer (16 KiB, pooled)
+// is taken when bytes arrive and returned when detection ends.
 //
 // Nothing is lost and, where possible, nothing is wrapped: on Linux a
 // *net.TCPConn is peeked with recv(MSG_PEEK) and returned as is, so
