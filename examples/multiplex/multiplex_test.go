@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -114,6 +116,17 @@ func TestHTTP1NetHTTP(t *testing.T) {
 	// A second request on the same (kept-alive) connection.
 	_, body = get(t, &http.Client{Transport: tr}, "http://"+s.addr+"/again")
 	require.Equal(t, "multiplex: GET /again HTTP/1.1 tls=none\n", body)
+	// PATCH is a method like any other (cmux's HTTP/1 matcher missed it).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, "http://"+s.addr+"/patched", strings.NewReader("x"))
+	require.NoError(t, err)
+	resp, err = (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	require.NoError(t, err)
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, "multiplex: PATCH /patched HTTP/1.1 tls=none\n", string(got))
 }
 
 func TestH2CNetHTTP(t *testing.T) {
@@ -159,6 +172,47 @@ func TestTLSNetHTTP(t *testing.T) {
 			defer tr.CloseIdleConnections()
 			_, body := get(t, &http.Client{Transport: tr}, "https://localhost:"+port(t, s.addr)+"/tls")
 			require.Equal(t, tc.want, body)
+		})
+	}
+}
+
+// Bodies of 1 MiB cross every HTTP path intact: nothing the detector looked
+// at, nor anything after it, is lost or reordered.
+func TestEchoBody(t *testing.T) {
+	s := start(t, config{})
+	body := make([]byte, 1<<20)
+	_, err := rand.Read(body)
+	require.NoError(t, err)
+	h2c := new(http.Protocols)
+	h2c.SetUnencryptedHTTP2(true)
+	for _, tc := range []struct {
+		name, scheme, proto string
+		tr                  *http.Transport
+	}{
+		{"http1.1", "http", "HTTP/1.1", &http.Transport{}},
+		{"h2c", "http", "HTTP/2.0", &http.Transport{Protocols: h2c}},
+		{"tls-h2", "https", "HTTP/2.0", &http.Transport{TLSClientConfig: s.clientTLS(), ForceAttemptHTTP2: true}},
+		{"tls-http1.1", "https", "HTTP/1.1", &http.Transport{TLSClientConfig: s.clientTLS("http/1.1")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer tc.tr.CloseIdleConnections()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			url := tc.scheme + "://localhost:" + port(t, s.addr) + "/echo"
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+			require.NoError(t, err)
+			tc.tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, network, s.addr)
+			}
+			resp, err := (&http.Client{Transport: tc.tr}).Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			got, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			require.Equal(t, tc.proto, resp.Proto)
+			require.True(t, bytes.Equal(body, got), "echoed body differs (%d bytes back)", len(got))
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"sync"
@@ -74,6 +75,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ConnContext:       connContext,
+		ErrorLog:          log.New(out, "multiplex: http: ", 0),
 	}
 	grpcSrv := grpc.NewServer()
 	hs := health.NewServer()

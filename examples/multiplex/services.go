@@ -15,12 +15,28 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
+// maxEchoBody bounds the body the /echo path sends back.
+const maxEchoBody = 16 << 20
+
 // The HTTP handler answers every request with one line naming what it saw,
 // so a client can tell which path its request took:
 //
-//	multiplex: GET /hello HTTP/2.0 tls=TLS 1.3 alpn=h2 sni=localhost
+//	multiplex: GET /hello HTTP/2.0 tls="TLS 1.3" alpn=h2 sni=localhost
 //	multiplex: GET /hello HTTP/1.1 tls=none
+//
+// except on the path /echo, where it sends back the request body (at most
+// 16 MiB).
 func httpHandler(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/echo" {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxEchoBody))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(body)
+		return
+	}
 	st := r.TLS
 	if st == nil {
 		st, _ = r.Context().Value(tlsStateKey{}).(*tls.ConnectionState)
