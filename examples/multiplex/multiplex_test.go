@@ -11,7 +11,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -331,6 +333,38 @@ func TestCurl(t *testing.T) {
 			out, err := exec.CommandContext(ctx, curl, args...).CombinedOutput()
 			require.NoError(t, err, "curl %v: %s", args, out)
 			require.Equal(t, tc.want, string(out))
+		})
+	}
+}
+
+// curl uploads 1 MiB to /echo over HTTP/1.1, h2c and TLS h2 and gets it back.
+func TestCurlUpload(t *testing.T) {
+	curl := exampletest.RequireProgram(t, "curl", "curl")
+	s := start(t, config{})
+	body := make([]byte, 1<<20)
+	_, err := rand.Read(body)
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "body")
+	require.NoError(t, os.WriteFile(file, body, 0o600))
+	p := port(t, s.addr)
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"http1.1", []string{"--http1.1", "http://" + s.addr + "/echo"}},
+		{"h2c-prior-knowledge", []string{"--http2-prior-knowledge", "http://" + s.addr + "/echo"}},
+		{"tls-h2", []string{"-k", "--http2", "--resolve", "localhost:" + p + ":127.0.0.1", "https://localhost:" + p + "/echo"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			args := append([]string{"--silent", "--show-error", "--max-time", "30", "--data-binary", "@" + file}, tc.args...)
+			var stderr bytes.Buffer
+			cmd := exec.CommandContext(ctx, curl, args...)
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			require.NoError(t, err, "curl %v: %s", args, stderr.String())
+			require.True(t, bytes.Equal(body, out), "echoed body differs (%d bytes back)", len(out))
 		})
 	}
 }
