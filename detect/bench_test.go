@@ -1,6 +1,7 @@
 package detect_test
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"testing"
@@ -84,4 +85,35 @@ func BenchmarkMatchTLSClientHello(b *testing.B) {
 
 func BenchmarkMatchHTTP1(b *testing.B) {
 	benchMatch(b, detect.HTTP1Matcher(), []byte("GET /api/v1/items?limit=10 HTTP/1.1\r\nHost: api.example.com\r\n\r\n"))
+}
+
+// memConn is an in-memory net.Conn that reads from a bytes.Reader.
+type memConn struct{ r bytes.Reader }
+
+func (c *memConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *memConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *memConn) Close() error                     { return nil }
+func (c *memConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *memConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *memConn) SetDeadline(time.Time) error      { return nil }
+func (c *memConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
+
+// BenchmarkDetectReplay measures the reading path (any conn that is not a
+// Linux *net.TCPConn): the consumed bytes are copied out of the pooled
+// buffer into a ReplayConn (2 allocations: the conn and its bytes).
+func BenchmarkDetectReplay(b *testing.B) {
+	in := []byte("GET /api/v1/items?limit=10 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	var d detect.Detector
+	c := &memConn{}
+	ctx := context.Background()
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		c.r.Reset(in)
+		res, _, err := d.Detect(ctx, c)
+		if err != nil || res.Protocol != detect.HTTP1 {
+			b.Fatal(res.Protocol, err)
+		}
+	}
 }

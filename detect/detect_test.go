@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -383,5 +384,37 @@ func TestDetectSilenceHoldsNoBuffer(t *testing.T) {
 			t.Logf("heap grew %d bytes for %d silent detections (%d each)", grown, n, grown/n)
 			assert.Less(t, grown, int64(n*detect.DefaultMaxPeek/2), "silent detections must not hold peek buffers")
 		})
+	}
+}
+
+// A 20 KiB ClientHello (padding extension) spans two records: the default
+// 16 KiB peek limit ends with ReasonLimit, a 64 KiB MaxPeek matches it.
+func TestDetectBigClientHelloAndMaxPeek(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	hello := refragment(minimalHello(append(sniExt("big.example"), ext(21, make([]byte, 20000))...)), 16000)
+	for _, tr := range transports() {
+		for _, maxPeek := range []int{0, 64 << 10} {
+			t.Run(fmt.Sprintf("%s/maxpeek=%d", tr.name, maxPeek), func(t *testing.T) {
+				client, server := tr.pair(t)
+				defer client.Close()
+				go func() {
+					_, _ = client.Write(hello)
+					_ = tr.closeWrite(client)
+				}()
+				res, conn, err := (&detect.Detector{MaxPeek: maxPeek}).Detect(context.Background(), server)
+				require.NoError(t, err)
+				defer conn.Close()
+				if maxPeek == 0 {
+					assert.Equal(t, detect.ReasonLimit, res.Reason)
+					assert.Equal(t, detect.DefaultMaxPeek, res.Bytes)
+				} else {
+					assert.Equal(t, detect.TLS, res.Protocol)
+					assert.Equal(t, "big.example", res.TLS.ServerName())
+				}
+				got, err := io.ReadAll(conn)
+				require.NoError(t, err)
+				assert.True(t, bytes.Equal(hello, got))
+			})
+		}
 	}
 }
