@@ -14,6 +14,12 @@
 // "internal_error" alert (80). Connections that are not TLS, or stay silent
 // past -detect-timeout, are closed without a word.
 //
+// With -metrics ADDRESS it serves Prometheus metrics (package metrics, with
+// Linkerd's names): protocol_detect_total and its duration histogram,
+// tcp_open_total, tcp_read_bytes_total, tcp_write_bytes_total and
+// tcp_close_total{errno} for the proxied connections (tls="opaque": the
+// client's own TLS, passed through).
+//
 // Usage:
 //
 //	go run ./examples/sniproxy -listen 127.0.0.1:8443 \
@@ -52,12 +58,15 @@ type config struct {
 	DialTimeout time.Duration
 	// IdleTimeout closes a proxied connection idle this long (0: never).
 	IdleTimeout time.Duration
+	// Metrics, when set, is the TCP address of an HTTP listener serving
+	// Prometheus metrics at /metrics.
+	Metrics string
 	// Quiet turns off the per-connection log lines.
 	Quiet bool
 
-	// ready, when set, is called with the bound address once the proxy
-	// accepts connections (tests).
-	ready func(net.Addr)
+	// ready, when set, is called with the bound addresses (metrics nil when
+	// off) once the proxy accepts connections (tests).
+	ready func(listen, metrics net.Addr)
 }
 
 // errUsage marks command-line errors (exit status 2).
@@ -98,6 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.DetectTimeout, "detect-timeout", 5*time.Second, "how long to wait for the client's complete ClientHello")
 	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", 5*time.Second, "how long to wait for a backend to accept")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close a proxied connection idle this long (0: never)")
+	fs.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://`ADDRESS`/metrics (default: off)")
 	fs.BoolVar(&cfg.Quiet, "quiet", false, "do not log each connection")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: sniproxy -route NAME=HOST:PORT [-route ...] [-default HOST:PORT] [flags]\n\nRoutes TLS connections by SNI without terminating them.\n\nFlags:\n")
@@ -116,6 +126,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return cfg, fmt.Errorf("%w: -listen %q: %v", errUsage, cfg.Listen, err)
+	}
+	if cfg.Metrics != "" {
+		if _, _, err := net.SplitHostPort(cfg.Metrics); err != nil {
+			return cfg, fmt.Errorf("%w: -metrics %q: %v", errUsage, cfg.Metrics, err)
+		}
 	}
 	if len(cfg.Routes) == 0 && cfg.Default == "" {
 		return cfg, fmt.Errorf("%w: no routes: give at least one -route NAME=HOST:PORT or a -default HOST:PORT", errUsage)

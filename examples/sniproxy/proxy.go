@@ -6,10 +6,16 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
+	prom "github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/metrics"
+	sniffprom "github.com/sniffsplice/sniff/metrics/prometheus"
 	"github.com/sniffsplice/sniff/splice"
 )
 
@@ -32,19 +38,48 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	reg := metrics.New(metrics.Config{})
+	var metricsLn net.Listener
+	if cfg.Metrics != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
 		return err
 	}
 	p := &proxy{
 		cfg:    cfg,
 		router: rt,
+		reg:    reg,
 		// Only the TLS matcher: any other first byte is refused at once.
-		det:    &detect.Detector{Matchers: []detect.Matcher{detect.TLSMatcher()}, Timeout: cfg.DetectTimeout},
+		det: &detect.Detector{
+			Matchers: []detect.Matcher{detect.TLSMatcher()},
+			Timeout:  cfg.DetectTimeout,
+			OnResult: reg.DetectHook(metrics.Inbound),
+		},
 		joiner: &splice.Joiner{IdleTimeout: cfg.IdleTimeout},
 		out:    &lineWriter{w: stdout},
 	}
 	fmt.Fprintf(p.out, "sniproxy: listening on %s\n", ln.Addr())
+	var metricsAddr net.Addr
+	metricsDone := make(chan struct{})
+	var metricsSrv *http.Server
+	if metricsLn != nil {
+		metricsAddr = metricsLn.Addr()
+		metricsSrv = &http.Server{Handler: metricsHandler(reg), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			defer close(metricsDone)
+			metricsSrv.Serve(metricsLn)
+		}()
+		fmt.Fprintf(p.out, "sniproxy: metrics on http://%s/metrics\n", metricsAddr)
+	} else {
+		close(metricsDone)
+	}
 	for _, r := range cfg.Routes {
 		fmt.Fprintf(p.out, "sniproxy: route %s -> %s\n", r.Pattern, r.Backend)
 	}
@@ -54,7 +89,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		fmt.Fprintf(p.out, "sniproxy: unknown names are refused (TLS alert unrecognized_name)\n")
 	}
 	if cfg.ready != nil {
-		cfg.ready(ln.Addr())
+		cfg.ready(ln.Addr(), metricsAddr)
 	}
 
 	connCtx, cancel := context.WithCancel(ctx)
@@ -70,6 +105,14 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	cancel()
 	<-stopped
 	wg.Wait()
+	if metricsSrv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if metricsSrv.Shutdown(sctx) != nil {
+			metricsSrv.Close()
+		}
+		scancel()
+	}
+	<-metricsDone
 	fmt.Fprintln(p.out, "sniproxy: stopped")
 	if ctx.Err() != nil && errors.Is(err, net.ErrClosed) {
 		return nil
@@ -80,6 +123,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 type proxy struct {
 	cfg    config
 	router *router
+	reg    *metrics.Registry
 	det    *detect.Detector
 	joiner *splice.Joiner
 	out    *lineWriter
@@ -147,7 +191,9 @@ func (p *proxy) handle(ctx context.Context, c net.Conn) {
 		p.logf("conn %s: sni=%q route=%s backend=%s: refused: %v (alert internal_error)", c.RemoteAddr(), sni, rule, backend, err)
 		return
 	}
-	st, err := p.joiner.Join(ctx, c, up, nil)
+	mc := p.reg.OpenConn(metrics.ConnLabels{Direction: metrics.Inbound, Protocol: string(detect.TLS), TLS: metrics.TLSOpaque})
+	st, err := p.joiner.Join(ctx, c, up, mc)
+	mc.CloseErr(err)
 	end := "ok"
 	if err != nil {
 		end = fmt.Sprintf("%s: %v", st.End, err)
@@ -183,6 +229,15 @@ func (p *proxy) logf(format string, args ...any) {
 		return
 	}
 	fmt.Fprintf(p.out, "sniproxy: "+format+"\n", args...)
+}
+
+// metricsHandler serves reg in the Prometheus text format.
+func metricsHandler(reg *metrics.Registry) http.Handler {
+	pr := prom.NewRegistry()
+	pr.MustRegister(sniffprom.NewCollector(reg, sniffprom.Options{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(pr, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	return mux
 }
 
 // lineWriter serializes writes from the connection goroutines.

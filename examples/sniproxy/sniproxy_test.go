@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -90,8 +91,9 @@ func (b *backend) serve(c *tls.Conn) {
 
 // proxyServer is the program under test, started in-process.
 type proxyServer struct {
-	addr string
-	out  *exampletest.Buffer
+	addr    string
+	metrics string // the /metrics URL, "" when off
+	out     *exampletest.Buffer
 }
 
 func startProxy(t *testing.T, cfg config) *proxyServer {
@@ -104,7 +106,11 @@ func startProxy(t *testing.T, cfg config) *proxyServer {
 		cfg.DialTimeout = 10 * time.Second
 	}
 	ready := make(chan net.Addr, 1)
-	cfg.ready = func(a net.Addr) { ready <- a }
+	var metricsAddr net.Addr
+	cfg.ready = func(a, m net.Addr) {
+		metricsAddr = m
+		ready <- a
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &exampletest.Buffer{}
 	done := make(chan error, 1)
@@ -133,7 +139,11 @@ func startProxy(t *testing.T, cfg config) *proxyServer {
 		}
 	})
 	require.Contains(t, out.String(), "sniproxy: listening on "+addr.String())
-	return &proxyServer{addr: addr.String(), out: out}
+	ps := &proxyServer{addr: addr.String(), out: out}
+	if metricsAddr != nil {
+		ps.metrics = "http://" + metricsAddr.String() + "/metrics"
+	}
+	return ps
 }
 
 // dialTLS connects through the proxy with SNI serverName and verifies the
@@ -454,6 +464,7 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-route", "a.test=127.0.0.1:1", "-dial-timeout", "-1s"}, "-dial-timeout must be positive"},
 		{[]string{"-route", "a.test=127.0.0.1:1", "extra"}, "unexpected arguments"},
 		{[]string{"-bogus"}, "flag provided but not defined"},
+		{[]string{"-route", "a.test=127.0.0.1:1", "-metrics", "9090"}, `-metrics "9090"`},
 	} {
 		_, err := parseFlags(tc.args, io.Discard)
 		require.ErrorIs(t, err, errUsage, "%q", tc.args)
@@ -504,4 +515,47 @@ func TestListenError(t *testing.T) {
 	err = run(context.Background(), config{Listen: l.Addr().String(), Default: "127.0.0.1:1", DetectTimeout: time.Second, DialTimeout: time.Second}, io.Discard)
 	var opErr *net.OpError
 	require.True(t, errors.As(err, &opErr), "want a listen error, got %v", err)
+	err = run(context.Background(), config{Listen: "127.0.0.1:0", Metrics: l.Addr().String(), Default: "127.0.0.1:1", DetectTimeout: time.Second, DialTimeout: time.Second}, io.Discard)
+	require.ErrorContains(t, err, "metrics listener")
+}
+
+// With -metrics, the proxied connections, their bytes and the detections
+// are exported in Prometheus' text format with Linkerd's names.
+func TestMetrics(t *testing.T) {
+	bs := startBackends(t)
+	p := startProxy(t, config{Routes: bs.routes(), Metrics: "127.0.0.1:0"})
+	require.NotEmpty(t, p.metrics)
+	c, br := dialTLS(t, p.addr, "a.test", bs.a)
+	converse(t, c, br, "backend-a: hello sni=a.test\n")
+	plain, err := net.Dial("tcp", p.addr)
+	require.NoError(t, err)
+	_, err = io.WriteString(plain, "GET / HTTP/1.0\r\n\r\n")
+	require.NoError(t, err)
+	plain.Close()
+	require.Eventually(t, func() bool {
+		return strings.Contains(p.out.String(), `sni="a.test" route=a.test`) && strings.Contains(p.out.String(), "refused: not TLS")
+	}, 30*time.Second, 10*time.Millisecond)
+
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(p.metrics)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	text := string(body)
+	for _, want := range []string{
+		`tcp_open_total{direction="inbound",protocol="TLS",tls="opaque"} 1`,
+		`tcp_open_connections{direction="inbound",protocol="TLS",tls="opaque"} 0`,
+		`tcp_close_total{direction="inbound",errno="",protocol="TLS",tls="opaque"} 1`,
+		`protocol_detect_total{direction="inbound",protocol="TLS",reason="matched"} 1`,
+		`protocol_detect_total{direction="inbound",protocol="unknown",reason="no_match"} 1`,
+	} {
+		require.Contains(t, text, want+"\n")
+	}
+	for _, name := range []string{"tcp_read_bytes_total", "tcp_write_bytes_total"} {
+		m := regexp.MustCompile(`(?m)^` + name + `\{direction="inbound",protocol="TLS",tls="opaque"\} (\d+)$`).FindStringSubmatch(text)
+		require.NotNil(t, m, "%s in\n%s", name, text)
+		n, err := strconv.Atoi(m[1])
+		require.NoError(t, err)
+		require.Greater(t, n, 100, name) // a ClientHello / the backend's flight, at least
+	}
 }
