@@ -42,6 +42,20 @@ const maxHeaderBytes = 64 << 10
 
 var discardLog = log.New(io.Discard, "", 0)
 
+// copyBuffers recycles ReverseProxy's body copy buffers (32 KiB each).
+var copyBuffers httputil.BufferPool = &bufferPool{}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
+
 // isHTTP reports whether proto is served at the HTTP layer.
 func isHTTP(proto detect.Protocol) bool {
 	return proto == detect.HTTP1 || proto == detect.HTTP2 || proto == detect.GRPC
@@ -157,6 +171,7 @@ func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target net
 			}
 		},
 		Transport:     t.rt,
+		BufferPool:    copyBuffers,
 		FlushInterval: -1,
 		ErrorLog:      discardLog,
 		ErrorHandler:  proxyError,

@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/mtls"
+	"github.com/sniffsplice/sniff/mtls/mtlstest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// mesh starts a backend (HTTP/1.1 and h2c) and two sidecars in front of it;
+// it returns the backend's address and sidecar A's outbound listener for it.
+func mesh(tb testing.TB) (direct, viaSidecars string) {
+	tb.Helper()
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	body := []byte("hello from the backend\n")
+	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(body)
+	})}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	go srv.Serve(l)
+	tb.Cleanup(func() { srv.Close() })
+	dst := l.Addr().(*net.TCPAddr).AddrPort()
+
+	ca := mtlstest.NewCA("bench.test")
+	srcA, srcB := ca.Source("/sa/client"), ca.Source("/sa/server")
+	pB := &Proxy{TLS: &mtls.Config{SVID: srcB, Bundle: srcB}, Metrics: metrics.New(metrics.Config{})}
+	sB, err := Start(context.Background(), pB, Listeners{Inbound: "127.0.0.1:0"})
+	require.NoError(tb, err)
+	tb.Cleanup(func() { sB.Close() })
+	pA := &Proxy{
+		TLS:      &mtls.Config{SVID: srcA, Bundle: srcA},
+		Detector: &detect.Detector{},
+		Metrics:  metrics.New(metrics.Config{}),
+		Peers: func(netip.AddrPort) (Peer, error) {
+			return Peer{Addr: sB.InboundAddr.String(), ID: ca.ID("/sa/server")}, nil
+		},
+	}
+	sA, err := Start(context.Background(), pA, Listeners{Forwards: []Forward{{Listen: "127.0.0.1:0", Dst: dst}}})
+	require.NoError(tb, err)
+	tb.Cleanup(func() { sA.Close() })
+	return dst.String(), sA.ForwardAddrs[0].String()
+}
+
+func client(h2 bool) *http.Client {
+	var protos http.Protocols
+	if h2 {
+		protos.SetUnencryptedHTTP2(true)
+	} else {
+		protos.SetHTTP1(true)
+	}
+	return &http.Client{Transport: &http.Transport{Protocols: &protos, MaxIdleConnsPerHost: 64, DisableCompression: true}}
+}
+
+func get(c *http.Client, url string) error {
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil && resp.StatusCode != 200 {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return err
+}
+
+// TestMeshHTTP checks the benchmark's setup answers through the sidecars.
+func TestMeshHTTP(t *testing.T) {
+	_, via := mesh(t)
+	for _, h2 := range []bool{false, true} {
+		c := client(h2)
+		for range 3 {
+			require.NoError(t, get(c, "http://"+via+"/"))
+		}
+		c.CloseIdleConnections()
+	}
+}
+
+// BenchmarkHTTP compares keep-alive HTTP/1.1 and h2c requests straight to the
+// backend with the same requests through two sidecars (detection, HTTP-level
+// proxying on both sides, mutual TLS between them), in one run. It reports
+// requests/s and the p50/p99 latency of single requests, with one client
+// (seq: the latency a request gains) and with 4 concurrent clients on the 2
+// CPUs (par: throughput, latency includes queueing).
+//
+//	go test -run '^$' -bench HTTP -benchmem ./examples/sidecar/proxy
+func BenchmarkHTTP(b *testing.B) {
+	direct, via := mesh(b)
+	for _, mode := range []string{"seq", "par"} {
+		for _, proto := range []string{"http1", "h2c"} {
+			for _, path := range []struct{ name, addr string }{{"direct", direct}, {"sidecars", via}} {
+				b.Run(mode+"/"+proto+"/"+path.name, func(b *testing.B) {
+					c := client(proto == "h2c")
+					defer c.CloseIdleConnections()
+					url := "http://" + path.addr + "/"
+					for range 8 { // warm the pools
+						if err := get(c, url); err != nil {
+							b.Fatal(err)
+						}
+					}
+					var mu sync.Mutex
+					var lat []time.Duration
+					b.ReportAllocs()
+					b.ResetTimer()
+					start := time.Now()
+					if mode == "seq" {
+						for range b.N {
+							t0 := time.Now()
+							if err := get(c, url); err != nil {
+								b.Fatal(err)
+							}
+							lat = append(lat, time.Since(t0))
+						}
+					} else {
+						b.SetParallelism(2) // 4 clients on 2 CPUs
+						b.RunParallel(func(pb *testing.PB) {
+							var mine []time.Duration
+							for pb.Next() {
+								t0 := time.Now()
+								if err := get(c, url); err != nil {
+									b.Error(err)
+									return
+								}
+								mine = append(mine, time.Since(t0))
+							}
+							mu.Lock()
+							lat = append(lat, mine...)
+							mu.Unlock()
+						})
+					}
+					elapsed := time.Since(start)
+					b.StopTimer()
+					if len(lat) == 0 {
+						return
+					}
+					slices.Sort(lat)
+					b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "req/s")
+					b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+					b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+				})
+			}
+		}
+	}
+}
