@@ -2,6 +2,7 @@ package detect
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -39,9 +40,10 @@ import (
 // It returns the connections to use from now on, client first. On Linux, *net.TCPConn and
 // *net.UnixConn are watched with recv(MSG_PEEK) and returned unchanged (Detect may still wrap the
 // client, e.g. in gRPC active mode). Other connections (TLS, pipes) lose one byte to the race, which
-// the returned [ReplayConn] hands back first. Neither connection is closed: a caller that does not
-// use the upstream (HTTP routed elsewhere) closes it. Read deadlines of both connections are used
-// and then cleared.
+// the returned [ReplayConn] hands back first; a *tls.Conn whose handshake is not done is handshaken
+// first (with ctx), because a handshake cut short by the race could not resume. Neither connection
+// is closed: a caller that does not use the upstream (HTTP routed elsewhere) closes it. Read
+// deadlines of both connections are used and then cleared.
 //
 // err is non-nil only when ctx ends first (ctx.Err()) or a read fails with an error other than EOF;
 // the returned connections are then still valid and the caller closes them. OnResult, if set, sees
@@ -63,6 +65,15 @@ func (d *Detector) DetectUpstream(ctx context.Context, client, upstream net.Conn
 // race is DetectUpstream when neither side has spoken yet.
 func (d *Detector) race(ctx context.Context, client, upstream net.Conn) (Result, net.Conn, net.Conn, error) {
 	start := time.Now()
+	// A TLS handshake interrupted by the race's deadline would break the connection for good, so
+	// finish it first (a caller needs it done anyway, e.g. for the peer's identity).
+	for _, c := range []net.Conn{client, upstream} {
+		if tc, ok := c.(*tls.Conn); ok && !tc.ConnectionState().HandshakeComplete {
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return Result{Protocol: Unknown, Duration: time.Since(start)}, client, upstream, err
+			}
+		}
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	ch := make(chan firstBytes, 2)
 	go func() { ch <- awaitFirst(rctx, client, sideClient) }()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -730,4 +731,52 @@ func BenchmarkDetectUpstream(b *testing.B) {
 			check(b, detect.ReasonServerFirst, r, err)
 		}
 	})
+}
+
+// TestDetectUpstreamTLSUpstream: an outbound proxy's upstream is often a TLS connection (mTLS to the
+// peer proxy) not yet handshaken. The race handshakes it first, then sees the greeting that comes
+// through it (server first), or the client's bytes (client first); nothing is lost either way.
+func TestDetectUpstreamTLSUpstream(t *testing.T) {
+	raceLeakCheck(t)
+	srvConf, pool := selfSignedTLS(t, "peer.test")
+	for _, serverFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("serverFirst=%v", serverFirst), func(t *testing.T) {
+			cli, cp := raceTCPPair(t)
+			up, srv := raceTCPPair(t)
+			ts := tls.Server(srv, srvConf)
+			defer ts.Close()
+			go func() {
+				if ts.Handshake() != nil {
+					return
+				}
+				if serverFirst {
+					io.WriteString(ts, "220 through mTLS\r\n")
+				}
+			}()
+			tc := tls.Client(up, &tls.Config{RootCAs: pool, ServerName: "peer.test"})
+			if !serverFirst {
+				go io.WriteString(cli, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			res, c, u, err := (&detect.Detector{}).DetectUpstream(ctx, cp, tc)
+			require.NoError(t, err)
+			if serverFirst {
+				require.True(t, tc.ConnectionState().HandshakeComplete)
+				assert.Equal(t, detect.ReasonServerFirst, res.Reason)
+				require.NoError(t, u.SetReadDeadline(time.Now().Add(10*time.Second)))
+				g := make([]byte, 18)
+				_, err = io.ReadFull(u, g)
+				require.NoError(t, err)
+				assert.Equal(t, "220 through mTLS\r\n", string(g))
+			} else {
+				assert.Equal(t, detect.HTTP1, res.Protocol)
+				require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+				g := make([]byte, 5)
+				_, err = io.ReadFull(c, g)
+				require.NoError(t, err)
+				assert.Equal(t, "GET /", string(g))
+			}
+		})
+	}
 }
