@@ -414,3 +414,56 @@ func port(t *testing.T, addr string) string {
 	require.NoError(t, err)
 	return p
 }
+
+// /metrics, on the multiplexed port itself, counts the mux's routing, the
+// detections, the HTTP requests and the echo's connections and bytes.
+func TestMetrics(t *testing.T) {
+	s := start(t, config{})
+
+	c, err := net.Dial("tcp", s.addr)
+	require.NoError(t, err)
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	_, err = io.WriteString(c, "0123456789\n")
+	require.NoError(t, err)
+	_, err = io.ReadFull(c, make([]byte, 11))
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+
+	cc, err := grpc.NewClient("passthrough:///"+s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out := new(wrapperspb.StringValue)
+	require.NoError(t, cc.Invoke(ctx, echoMethod, wrapperspb.String("m"), out))
+	require.NoError(t, cc.Close())
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	_, body := get(t, client, "http://"+s.addr+"/some/path")
+	require.Equal(t, "multiplex: GET /some/path HTTP/1.1 tls=none\n", body)
+
+	want := []string{
+		`mux_connections_total{outcome="routed",protocol="HTTP/1"} 1`, // the keep-alive connection carries the scrape too
+		`mux_connections_total{outcome="routed",protocol="gRPC"} 1`,
+		`mux_connections_total{outcome="routed",protocol="unknown"} 1`,
+		`protocol_detect_total{direction="inbound",protocol="gRPC",reason="matched"} 1`,
+		`protocol_detect_total{direction="inbound",protocol="unknown",reason="no_match"} 1`,
+		`request_total{authority="` + s.addr + `",direction="inbound",route="/*"} 1`,
+		`response_total{authority="` + s.addr + `",classification="success",direction="inbound",grpc_status="",route="/*",status_code="200"} 1`,
+		`tcp_open_total{direction="inbound",protocol="unknown",tls="false"} 1`,
+		`tcp_read_bytes_total{direction="inbound",protocol="unknown",tls="false"} 11`,
+		`tcp_write_bytes_total{direction="inbound",protocol="unknown",tls="false"} 11`,
+		`tcp_close_total{direction="inbound",errno="",protocol="unknown",tls="false"} 1`,
+	}
+	var text string
+	require.Eventually(t, func() bool { // the echo counts its close asynchronously
+		_, text = get(t, client, "http://"+s.addr+"/metrics")
+		for _, w := range want {
+			if !strings.Contains(text, w+"\n") {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 50*time.Millisecond, "want all of %q", want)
+}

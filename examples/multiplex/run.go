@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	prom "github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -20,6 +22,8 @@ import (
 
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/examples/internal/selfsigned"
+	"github.com/sniffsplice/sniff/metrics"
+	sniffprom "github.com/sniffsplice/sniff/metrics/prometheus"
 )
 
 // tlsHandshakeTimeout bounds a TLS handshake on the multiplexed port.
@@ -46,11 +50,15 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Everything is counted in reg and served at /metrics on the port itself.
+	reg := metrics.New(metrics.Config{})
+	muxHook := reg.MuxHook()
 	// One detector for the port and, again, for the bytes inside TLS. The
 	// active gRPC mode answers the client's preface with a SETTINGS frame so
 	// that grpc-go clients (which wait for it) send their first HEADERS.
-	det := &detect.Detector{Timeout: cfg.DetectTimeout, GRPC: detect.GRPCActive}
+	det := &detect.Detector{Timeout: cfg.DetectTimeout, GRPC: detect.GRPCActive, OnResult: reg.DetectHook(metrics.Inbound)}
 	mux := detect.NewMux(ln, det, detect.MuxConfig{OnConn: func(ev detect.MuxEvent) {
+		muxHook(ev)
 		if cfg.Quiet {
 			return
 		}
@@ -69,8 +77,11 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	protos := new(http.Protocols)
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge, and HTTP/2 decrypted from TLS
+	routes := http.NewServeMux()
+	routes.Handle("/metrics", metricsHandler(reg))
+	routes.HandleFunc("/", httpHandler)
 	httpSrv := &http.Server{
-		Handler:           http.HandlerFunc(httpHandler),
+		Handler:           reg.HTTPHandler(routes, metrics.HTTPOptions{Route: routeLabel}),
 		Protocols:         protos,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -115,7 +126,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 				inner.Close()
 			}
 		default:
-			echo(inner, cfg.EchoIdle)
+			echo(inner, cfg.EchoIdle, reg.OpenConn(metrics.ConnLabels{Direction: metrics.Inbound, Protocol: string(res.Protocol), TLS: metrics.TLSTrue}))
 		}
 	}
 
@@ -149,7 +160,11 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	g.Go(func() error { return serveErr(grpcSrv.Serve(grpcL)) })
 	g.Go(func() error { return serveErr(grpcSrv.Serve(tlsGRPC)) })
 	g.Go(func() error { return acceptLoop(tlsL, handleTLS) })
-	g.Go(func() error { return acceptLoop(rawL, func(c net.Conn) { echo(c, cfg.EchoIdle) }) })
+	g.Go(func() error {
+		return acceptLoop(rawL, func(c net.Conn) {
+			echo(c, cfg.EchoIdle, reg.OpenConn(metrics.ConnLabels{Direction: metrics.Inbound, Protocol: string(detect.Unknown), TLS: metrics.TLSFalse}))
+		})
+	})
 	g.Go(func() error {
 		<-gctx.Done() // ctx canceled, or a server failed
 		shuttingDown.Do(func() { close(stopping) })
@@ -226,6 +241,23 @@ func loadCertificate(cfg config) (tls.Certificate, string, error) {
 		desc = fmt.Sprintf("CN=%q DNS=%v IP=%v (%s)", cert.Leaf.Subject.CommonName, cert.Leaf.DNSNames, cert.Leaf.IPAddresses, desc)
 	}
 	return cert, desc, nil
+}
+
+// metricsHandler serves reg in the Prometheus text format.
+func metricsHandler(reg *metrics.Registry) http.Handler {
+	pr := prom.NewRegistry()
+	pr.MustRegister(sniffprom.NewCollector(reg, sniffprom.Options{}))
+	return promhttp.HandlerFor(pr, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// routeLabel is the route label of the HTTP metrics: a fixed set, never a
+// raw path.
+func routeLabel(r *http.Request) string {
+	switch r.URL.Path {
+	case "/echo", "/metrics":
+		return r.URL.Path
+	}
+	return "/*"
 }
 
 // lineWriter serializes writes from the connection goroutines.

@@ -13,6 +13,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sniffsplice/sniff/metrics"
 )
 
 // maxEchoBody bounds the body the /echo path sends back.
@@ -123,22 +125,33 @@ var echoServiceDesc = grpc.ServiceDesc{
 }
 
 // echo copies everything c sends back to it until the client closes its
-// side (then echo closes its own) or is silent for idle (0: no limit).
-func echo(c net.Conn, idle time.Duration) {
-	defer c.Close()
+// side (then echo closes its own) or is silent for idle (0: no limit). It
+// counts the connection and its bytes in mc.
+func echo(c net.Conn, idle time.Duration, mc metrics.Conn) {
+	var err error
+	defer func() {
+		c.Close()
+		mc.CloseErr(err)
+	}()
 	buf := make([]byte, 4096)
 	for {
 		if idle > 0 {
 			c.SetReadDeadline(time.Now().Add(idle))
 		}
-		n, err := c.Read(buf)
+		var n int
+		n, err = c.Read(buf)
 		if n > 0 {
-			if _, werr := c.Write(buf[:n]); werr != nil {
+			mc.Read(int64(n))
+			w, werr := c.Write(buf[:n])
+			mc.Write(int64(w))
+			if werr != nil {
+				err = werr
 				return
 			}
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
+				err = nil
 				if cw, ok := c.(interface{ CloseWrite() error }); ok {
 					cw.CloseWrite()
 				}
