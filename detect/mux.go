@@ -99,8 +99,8 @@ func (o MuxOutcome) String() string {
 // MuxEvent reports the fate of one accepted connection to [MuxConfig].OnConn.
 type MuxEvent struct {
 	Outcome MuxOutcome
-	// Result is the detection result; zero for MuxRefused and for connections closed before
-	// detection ended.
+	// Result is the detection result: zero for MuxRefused; for MuxShutdown and MuxDetectFailed,
+	// what detection returned along with its error.
 	Result Result
 	// Err is the detection error for MuxDetectFailed, else nil.
 	Err error

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -252,8 +253,8 @@ func TestDetectUpstreamServerFirst(t *testing.T) {
 		{"MySQL", mysqlGreeting()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sent := make(chan time.Time, 1)
-			upSum := make(chan [32]byte, 1)
+			sent := make(chan time.Time, 3)
+			upSum := make(chan [32]byte, 3)
 			up := upstreamServer(t, func(c net.Conn) {
 				sent <- time.Now()
 				if _, err := c.Write(tc.greeting); err != nil {
@@ -269,28 +270,39 @@ func TestDetectUpstreamServerFirst(t *testing.T) {
 			})
 			p := startRaceProxy(t, modeRace, &detect.Detector{}, up)
 
-			c, err := net.Dial("tcp", p.addr())
-			require.NoError(t, err)
-			defer c.Close()
-			require.NoError(t, c.SetDeadline(time.Now().Add(20*time.Second)))
-			g := make([]byte, len(tc.greeting))
-			_, err = io.ReadFull(c, g)
-			got := time.Now()
-			require.NoError(t, err)
-			assert.Equal(t, tc.greeting, g)
-			lat := got.Sub(<-sent)
-			t.Logf("greeting reached the client %v after the server sent it", lat)
-			assert.Less(t, lat, 50*time.Millisecond)
-
-			res := nextResult(t, p)
-			assert.Equal(t, detect.ReasonServerFirst, res.Reason)
-			assert.Equal(t, detect.Unknown, res.Protocol)
+			// Three connections; the bound holds for the median, so one scheduling hiccup of a
+			// loaded machine does not fail the test, while waiting on any timer would.
+			var lats []time.Duration
+			var c net.Conn
+			for i := range 3 {
+				var err error
+				c, err = net.Dial("tcp", p.addr())
+				require.NoError(t, err)
+				defer c.Close()
+				require.NoError(t, c.SetDeadline(time.Now().Add(20*time.Second)))
+				g := make([]byte, len(tc.greeting))
+				_, err = io.ReadFull(c, g)
+				got := time.Now()
+				require.NoError(t, err)
+				assert.Equal(t, tc.greeting, g)
+				lats = append(lats, got.Sub(<-sent))
+				res := nextResult(t, p)
+				assert.Equal(t, detect.ReasonServerFirst, res.Reason)
+				assert.Equal(t, detect.Unknown, res.Protocol)
+				if i < 2 {
+					c.Close()
+				}
+			}
+			t.Logf("greeting reached the client %v after the server sent it", lats)
+			slices.Sort(lats)
+			assert.Less(t, lats[1], 50*time.Millisecond, "median")
+			assert.Less(t, lats[2], time.Second, "worst")
 
 			// Both ways, 1 MiB each, intact.
 			werr := make(chan error, 1)
 			go func() { _, err := c.Write(payload); werr <- err }()
 			back := make([]byte, len(payload))
-			_, err = io.ReadFull(c, back)
+			_, err := io.ReadFull(c, back)
 			require.NoError(t, err)
 			require.NoError(t, <-werr)
 			assert.Equal(t, sha256.Sum256(payload), <-upSum, "client to server intact")
