@@ -43,7 +43,8 @@ import (
 // the returned [ReplayConn] hands back first; a *tls.Conn whose handshake is not done is handshaken
 // first (with ctx), because a handshake cut short by the race could not resume. Neither connection
 // is closed: a caller that does not use the upstream (HTTP routed elsewhere) closes it. Read
-// deadlines of both connections are used and then cleared.
+// deadlines of both connections are used to end the race and then cleared, so both must support
+// them (as net.Conn requires).
 //
 // err is non-nil only when ctx ends first (ctx.Err()) or a read fails with an error other than EOF;
 // the returned connections are then still valid and the caller closes them. OnResult, if set, sees
