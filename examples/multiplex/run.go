@@ -65,8 +65,8 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		r := ev.Result
 		out.printf("conn %s: %s (%s, %d bytes in %v) %s", ev.RemoteAddr, r.Protocol, r.Reason, r.Bytes, r.Duration.Round(time.Microsecond), ev.Outcome)
 	}})
-	// HTTP/2 is claimed before GRPC only by name: gRPC has its own child, so
-	// the HTTP child gets HTTP/1 and non-gRPC HTTP/2.
+	// gRPC has its own child (without one the mux would send it to the
+	// HTTP/2 child), so the HTTP child gets HTTP/1 and the other HTTP/2.
 	httpL := mux.Match(detect.HTTP1, detect.HTTP2)
 	grpcL := mux.Match(detect.GRPC)
 	tlsL := mux.Match(detect.TLS)
