@@ -242,6 +242,10 @@ func TestGRPC(t *testing.T) {
 			out := new(wrapperspb.StringValue)
 			require.NoError(t, cc.Invoke(ctx, echoMethod, wrapperspb.String("over "+tc.name), out))
 			require.Equal(t, "echo: over "+tc.name, out.GetValue())
+
+			big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB in one message
+			require.NoError(t, cc.Invoke(ctx, echoMethod, wrapperspb.String(big), out))
+			require.True(t, out.GetValue() == "echo: "+big, "1 MiB message echoed intact")
 		})
 	}
 	// The program logged the gRPC connections as such, inside TLS too.
