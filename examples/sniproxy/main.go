@@ -26,7 +26,8 @@
 //		-route a.test=127.0.0.1:9001 -route '*.example.test=127.0.0.1:9002' \
 //		-default 127.0.0.1:9003
 //
-// It stops cleanly on SIGINT or SIGTERM.
+// On SIGINT or SIGTERM it closes the listener and every proxied connection
+// and exits 0.
 package main
 
 import (
