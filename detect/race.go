@@ -87,29 +87,40 @@ func (d *Detector) race(ctx context.Context, client, upstream net.Conn) (Result,
 	if first.side == sideUpstream {
 		cf, uf = second, first
 	}
-	client = withPrefix(client, cf.b)
-	upstream = withPrefix(upstream, uf.b)
 	if err := ctx.Err(); err != nil {
-		return Result{Protocol: Unknown, Duration: time.Since(start)}, client, upstream, err
+		return Result{Protocol: Unknown, Duration: time.Since(start)}, withPrefix(client, cf.b), withPrefix(upstream, uf.b), err
 	}
 
 	clientFirst := first.side == sideClient
+	h2Server := false
 	if !clientFirst {
 		if _, _, ready, _ := peekNow(client, 1); ready || cf.ready {
 			clientFirst = true // a tie goes to the client
-		} else if uf.err == nil && isH2ServerPreface(upstream) {
-			wctx, wcancel := context.WithCancel(ctx)
-			if t := d.timeout(); t > 0 {
-				wctx, wcancel = context.WithTimeout(ctx, t)
+		} else if uf.err == nil {
+			if len(uf.b) > 0 {
+				uf.b, uf.err = completeFrameHeader(upstream, uf.b)
+				h2Server = uf.err == nil && isH2SettingsHeader(uf.b)
+			} else if h, n, _, ok := peekNow(upstream, h2FrameHeaderLen); ok {
+				h2Server = isH2SettingsHeader(h[:n])
 			}
-			w := awaitFirst(wctx, client, sideClient)
-			wcancel()
-			client = withPrefix(client, w.b)
-			if err := ctx.Err(); err != nil {
-				return Result{Protocol: Unknown, Duration: time.Since(start)}, client, upstream, err
-			}
-			clientFirst, cf = w.ready, w
 		}
+	}
+	client = withPrefix(client, cf.b)
+	upstream = withPrefix(upstream, uf.b)
+	if h2Server {
+		// An HTTP/2 server's preface is no greeting: its client speaks first. Wait for it, as long
+		// as detection would.
+		wctx, wcancel := context.WithCancel(ctx)
+		if t := d.timeout(); t > 0 {
+			wctx, wcancel = context.WithTimeout(ctx, t)
+		}
+		w := awaitFirst(wctx, client, sideClient)
+		wcancel()
+		client = withPrefix(client, w.b)
+		if err := ctx.Err(); err != nil {
+			return Result{Protocol: Unknown, Duration: time.Since(start)}, client, upstream, err
+		}
+		clientFirst, cf = w.ready, w
 	}
 	if !clientFirst {
 		res := Result{Protocol: Unknown, Reason: ReasonServerFirst, Bytes: len(cf.b), Duration: time.Since(start)}
@@ -133,21 +144,44 @@ func (d *Detector) timeout() time.Duration {
 	return d.Timeout
 }
 
-// isH2ServerPreface reports whether the bytes ready on c begin with an HTTP/2 SETTINGS frame header
-// (type 4, no flags, stream 0, a length that is a multiple of 6): the server preface that
-// x/net/http2 and grpc-go servers send before reading the client's. Only peekable connections are
-// looked at.
-func isH2ServerPreface(c net.Conn) bool {
-	h, n, _, ok := peekNow(c, 9)
-	if !ok || n < 9 {
+// isH2SettingsHeader reports whether b begins with an HTTP/2 SETTINGS frame header (type 4, no
+// flags, stream 0, a length that is a multiple of 6): the server preface that x/net/http2 and
+// grpc-go servers send before reading the client's.
+func isH2SettingsHeader(b []byte) bool {
+	if len(b) < h2FrameHeaderLen {
 		return false
 	}
-	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
-	return h[3] == 0x4 && h[4] == 0 && h[5]&0x7f == 0 && h[6] == 0 && h[7] == 0 && h[8] == 0 && length%6 == 0
+	length := int(b[0])<<16 | int(b[1])<<8 | int(b[2])
+	return b[3] == 0x4 && b[4] == 0 && b[5]&0x7f == 0 && b[6] == 0 && b[7] == 0 && b[8] == 0 && length%6 == 0
+}
+
+// frameHeaderWait bounds the wait for the rest of a frame header after its first byte, on
+// connections that cannot be peeked: a server writes its SETTINGS frame at once, so the bytes are
+// there (a TLS record is decrypted whole).
+const frameHeaderWait = 100 * time.Millisecond
+
+// completeFrameHeader reads, from a connection that cannot be peeked, the rest of what may be an
+// HTTP/2 frame header after its first byte b[0] (zero for any SETTINGS frame the server preface can
+// be), for at most frameHeaderWait. It returns every byte read, to be replayed; only an error other
+// than EOF or the wait's end is returned.
+func completeFrameHeader(c net.Conn, b []byte) ([]byte, error) {
+	if len(b) == 0 || b[0] != 0 || len(b) >= h2FrameHeaderLen {
+		return b, nil
+	}
+	var h [h2FrameHeaderLen]byte
+	n := copy(h[:], b)
+	_ = c.SetReadDeadline(time.Now().Add(frameHeaderWait))
+	m, err := io.ReadFull(c, h[n:])
+	_ = c.SetReadDeadline(time.Time{})
+	b = append(b, h[n:n+m]...)
+	if err == io.EOF || err == io.ErrUnexpectedEOF || errors.Is(err, os.ErrDeadlineExceeded) {
+		err = nil
+	}
+	return b, err
 }
 
 // peekNowMax is the most bytes peekNow returns: an HTTP/2 frame header.
-const peekNowMax = 9
+const peekNowMax = h2FrameHeaderLen
 
 const (
 	sideClient = iota

@@ -751,6 +751,36 @@ func BenchmarkDetectUpstream(b *testing.B) {
 func TestDetectUpstreamTLSUpstream(t *testing.T) {
 	raceLeakCheck(t)
 	srvConf, pool := selfSignedTLS(t, "peer.test")
+	t.Run("HTTP/2 server preface is not a greeting", func(t *testing.T) {
+		cli, cp := raceTCPPair(t)
+		up, srv := raceTCPPair(t)
+		ts := tls.Server(srv, srvConf)
+		defer ts.Close()
+		settings := []byte{0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100}
+		go func() {
+			if ts.Handshake() == nil {
+				ts.Write(settings)
+			}
+		}()
+		preface := "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+		time.AfterFunc(100*time.Millisecond, func() { io.WriteString(cli, preface) })
+		tc := tls.Client(up, &tls.Config{RootCAs: pool, ServerName: "peer.test"})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, c, u, err := (&detect.Detector{}).DetectUpstream(ctx, cp, tc)
+		require.NoError(t, err)
+		assert.Equal(t, detect.HTTP2, res.Protocol)
+		require.NoError(t, u.SetReadDeadline(time.Now().Add(10*time.Second)))
+		got := make([]byte, len(settings))
+		_, err = io.ReadFull(u, got)
+		require.NoError(t, err)
+		assert.Equal(t, settings, got, "the server's frame, read ahead for the check, is replayed")
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+		g := make([]byte, len(preface))
+		_, err = io.ReadFull(c, g)
+		require.NoError(t, err)
+		assert.Equal(t, preface, string(g))
+	})
 	for _, serverFirst := range []bool{true, false} {
 		t.Run(fmt.Sprintf("serverFirst=%v", serverFirst), func(t *testing.T) {
 			cli, cp := raceTCPPair(t)
