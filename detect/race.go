@@ -39,8 +39,8 @@ import (
 //
 // It returns the connections to use from now on, client first. On Linux, *net.TCPConn and
 // *net.UnixConn are watched with recv(MSG_PEEK) and returned unchanged (Detect may still wrap the
-// client, e.g. in gRPC active mode). Other connections (TLS, pipes) lose one byte to the race, which
-// the returned [ReplayConn] hands back first; a *tls.Conn whose handshake is not done is handshaken
+// client, e.g. in gRPC active mode). Other connections (TLS, pipes) lose one byte to the race (up
+// to 9 for the HTTP/2 check), which the returned [ReplayConn] hands back first; a *tls.Conn whose handshake is not done is handshaken
 // first (with ctx), because a handshake cut short by the race could not resume. Neither connection
 // is closed: a caller that does not use the upstream (HTTP routed elsewhere) closes it. Read
 // deadlines of both connections are used to end the race and then cleared, so both must support
