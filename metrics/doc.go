@@ -20,6 +20,19 @@
 // metrics/prometheus subpackage exposes it to Prometheus (it is the only
 // package that imports client_golang).
 //
+// # Wiring a proxy
+//
+//	reg := metrics.New(metrics.Config{Ports: []uint16{3306, 5432}})
+//	d := detect.Detector{OnResult: reg.DetectHook(metrics.Inbound)}
+//	// per accepted connection c:
+//	reg.ObservePolicy(opaque.Inbound, port, resolver.Resolve(opaque.Inbound, port))
+//	res, c, err := d.Detect(ctx, c)
+//	mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
+//	_, err = joiner.Join(ctx, c, upstream, mc.Observer()) // c is side a
+//	mc.CloseErr(err)                                      // exactly once
+//	// HTTP: reg.HTTPHandler(h, opts), reg.RoundTripper(rt, opts)
+//	// Prometheus: prom.MustRegister(sniffprom.NewCollector(reg, sniffprom.Options{}))
+//
 // # Metrics
 //
 // Names follow Linkerd's proxy where it has one, in base units (seconds,
@@ -48,6 +61,14 @@
 //	response_total                       counter    direction, authority, route,               HTTP responses; classification success or failure (5xx,
 //	                                                classification, status_code, grpc_status   grpc-status != 0, no response or a broken stream)
 //	response_latency_seconds             histogram  as response_total                          time from the request to the response headers
+//
+// Caps (values beyond them are counted as "other"): protocol, errno,
+// detection reason, policy action, handshake outcome, transport-header
+// value and mux outcome take at most Config.MaxLabelValues values each
+// (errno at most 30); peer_identity Config.MaxPeerIdentities;
+// authority and route HTTPOptions.MaxAuthorities and MaxRoutes (or an
+// allow-list of authorities); status_code is a number from 100 to 999 or ""
+// when there was no response; grpc_status is "0" to "63", "other" or "".
 //
 // Histogram bounds are fixed by this package (Histogram.Bounds carries them
 // in a snapshot); response_latency_seconds uses Linkerd's
