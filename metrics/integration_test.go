@@ -302,3 +302,51 @@ func selfSigned(t *testing.T) tls.Certificate {
 	s.StartTLS()
 	return s.TLS.Certificates[0]
 }
+
+// TestServerFirstDetection: with DetectUpstream, an upstream that greets
+// first (SMTP, MySQL) is counted as a server_first detection, at once, and
+// its bytes still flow through the splice and the byte counters.
+func TestServerFirstDetection(t *testing.T) {
+	reg := metrics.New(metrics.Config{})
+	d := &detect.Detector{OnResult: reg.DetectHook(metrics.Outbound)}
+	upstream := backend(t, nil) // sends the greeting first
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", upstream)
+		if err != nil {
+			c.Close()
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		res, c, up, err := d.DetectUpstream(ctx, c, up)
+		if err != nil {
+			c.Close()
+			up.Close()
+			return
+		}
+		mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Outbound, res.Protocol))
+		var j splice.Joiner
+		_, err = j.Join(ctx, c, up, mc.Observer())
+		mc.CloseErr(err)
+	}()
+	sent, received := plainExchange(t, ln.Addr().String(), []byte("EHLO client.test\r\n"), true)
+	<-done
+
+	snap := reg.Snapshot()
+	assert.Equal(t, uint64(1), snap.DetectionCount(metrics.Outbound, "unknown", "server_first"), "%+v", snap.Detections)
+	ts := snap.TCPFor(metrics.ConnLabels{Direction: metrics.Outbound, Protocol: "unknown"})
+	assert.Equal(t, uint64(1), ts.Opened)
+	assert.Equal(t, uint64(sent), ts.ReadBytes)
+	assert.Equal(t, uint64(received), ts.WriteBytes)
+	assert.Equal(t, uint64(1), ts.ClosedWith(""))
+}
