@@ -746,3 +746,57 @@ func TestMuxChurnAccounting(t *testing.T) {
 	assert.Positive(t, st.Routed)
 	assert.Positive(t, st.ChildClosed)
 }
+
+// failingConn is a connection whose reads fail.
+type failingConn struct {
+	net.Conn
+	err error
+}
+
+func (c failingConn) Read([]byte) (int, error) { return 0, c.err }
+
+// connsListener hands out the given connections, then blocks until closed.
+type connsListener struct {
+	net.Listener
+	conns chan net.Conn
+}
+
+func (l connsListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	default:
+	}
+	return l.Listener.Accept()
+}
+
+// TestMuxDetectFailedIsCounted: a connection whose read fails during detection ends as
+// MuxDetectFailed with the read error, closed and counted.
+func TestMuxDetectFailedIsCounted(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	a, b := net.Pipe()
+	defer b.Close()
+	boom := errors.New("boom")
+	conns := make(chan net.Conn, 1)
+	conns <- failingConn{a, boom}
+	var events muxEvents
+	m := detect.NewMux(connsListener{ln, conns}, nil, detect.MuxConfig{OnConn: events.add})
+	_ = m.Default()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- m.Serve() }()
+
+	require.Eventually(t, func() bool { return m.Stats().DetectFailed == 1 }, 10*time.Second, time.Millisecond)
+	events.mu.Lock()
+	require.Len(t, events.evs, 1)
+	ev := events.evs[0]
+	events.mu.Unlock()
+	assert.Equal(t, detect.MuxDetectFailed, ev.Outcome)
+	assert.ErrorIs(t, ev.Err, boom)
+	_, err = b.Write([]byte("x"))
+	assert.ErrorIs(t, err, io.ErrClosedPipe, "the mux closed the failed connection")
+
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+}
