@@ -800,3 +800,22 @@ func TestMuxDetectFailedIsCounted(t *testing.T) {
 	require.NoError(t, m.Close())
 	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
 }
+
+// TestMuxCloseWithoutServe: Close before Serve closes the parent and the children, and a later
+// Serve returns at once.
+func TestMuxCloseWithoutServe(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	m := detect.NewMux(ln, nil)
+	child := m.Match(detect.HTTP1)
+	require.NoError(t, m.Close())
+	_, err = child.Accept()
+	assert.ErrorIs(t, err, detect.ErrMuxClosed)
+	assert.ErrorIs(t, m.Serve(), detect.ErrMuxClosed)
+	late := m.Default() // a child taken after Close is closed too
+	_, err = late.Accept()
+	assert.ErrorIs(t, err, net.ErrClosed)
+	_, err = ln.Accept()
+	assert.ErrorIs(t, err, net.ErrClosed, "the parent listener was closed")
+}
