@@ -231,6 +231,31 @@ func connectionOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
 		}
 }
 
+// httpOp is one keep-alive HTTP/1.1 request over loopback from a net/http
+// client to a net/http server, both wrapped by reg (HTTPHandler and
+// RoundTripper); with a nil reg both are bare.
+func httpOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
+	body := make([]byte, 1<<10)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) })
+	srv := httptest.NewServer(reg.HTTPHandler(h, metrics.HTTPOptions{Direction: metrics.Inbound}))
+	tr := &http.Transport{MaxIdleConnsPerHost: 4}
+	client := &http.Client{Transport: reg.RoundTripper(tr, metrics.HTTPOptions{Direction: metrics.Outbound})}
+	url := srv.URL + "/items"
+	return func() {
+			resp, err := client.Get(url)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+		}, int64(len(body)), func() {
+			tr.CloseIdleConnections()
+			srv.Close()
+		}
+}
+
 var setups = []struct {
 	name  string
 	setup setup
@@ -240,6 +265,7 @@ var setups = []struct {
 	{"RelayPingPong", pingPongOp, 32},
 	{"Detect", detectOp, 512},
 	{"Connection", connectionOp, 8},
+	{"HTTPRequest", httpOp, 32},
 }
 
 // threadCPU returns the CPU time (user + system) of the calling thread.
