@@ -294,7 +294,11 @@ type writerOnly struct{ io.Writer }
 // Flush sends buffered data to the client (http.Flusher).
 func (rw *respWriter) Flush() {
 	rw.markWrite()
-	_ = http.NewResponseController(rw.w).Flush()
+	if f, ok := rw.w.(http.Flusher); ok {
+		f.Flush()
+		return
+	}
+	_ = http.NewResponseController(rw.w).Flush() // a writer that only unwraps to a Flusher
 }
 
 // Hijack hands over the connection (http.Hijacker).
