@@ -404,8 +404,5 @@ func newBufReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
 
 // tunnel joins a CONNECT tunnel's two sides until both end.
 func tunnel(ctx context.Context, a, b net.Conn) {
-	if hideTCPFromSplice {
-		a, b = streamConn{a}, streamConn{b}
-	}
 	splice.Join(ctx, a, b)
 }

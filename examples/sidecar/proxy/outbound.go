@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -131,8 +133,12 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		// preface. DetectUpstream recognises that on a peekable upstream; ours
 		// is TLS, so look at the first frame here and, if it is one, wait for
 		// the client as detection would.
-		var pre bool
-		if uc, pre = h2ServerPreface(uc); pre {
+		//
+		// An upstream that closed without a byte (the peer could not reach the
+		// application) is not a server speaking first either: detect the
+		// client, so that an HTTP client gets a 502 rather than a silent close.
+		var pre, gone bool
+		if uc, pre, gone = h2ServerPreface(uc); pre || gone {
 			res, cc, err = det.Detect(ctx, cc)
 		}
 	}
@@ -197,9 +203,6 @@ func (p *Proxy) dialUpstream(ctx context.Context, dst netip.AddrPort, sp opaque.
 // finish joins the client and the upstream and records the byte counts.
 func (p *Proxy) finish(ctx context.Context, ev *Event, client, up net.Conn) {
 	mc := p.Metrics.OpenConn(connLabels(ev))
-	if hideTCPFromSplice {
-		client, up = streamConn{client}, streamConn{up}
-	}
 	st, err := p.join(ctx, client, up, mc.Observer())
 	mc.CloseErr(err)
 	ev.ClientBytes, ev.ServerBytes = st.AToB, st.BToA
@@ -241,44 +244,30 @@ func connLabels(ev *Event) metrics.ConnLabels {
 
 // h2ServerPreface reads the upstream's first bytes (what is there within a
 // few milliseconds, at most 9) and reports whether they begin an HTTP/2
-// SETTINGS frame; the bytes are handed back in front of the connection.
-func h2ServerPreface(up net.Conn) (net.Conn, bool) {
+// SETTINGS frame, or whether the upstream ended without a byte (gone); the
+// bytes are handed back in front of the connection.
+func h2ServerPreface(up net.Conn) (c net.Conn, preface, gone bool) {
 	var h [9]byte
 	n := 0
 	up.SetReadDeadline(time.Now().Add(prefaceWait))
+	var rerr error
 	for n < len(h) {
 		m, err := up.Read(h[n:])
 		n += m
 		if err != nil {
+			rerr = err
 			break
 		}
 	}
 	up.SetReadDeadline(time.Time{})
 	if n == 0 {
-		return up, false
+		return up, false, rerr != nil && !errors.Is(rerr, os.ErrDeadlineExceeded)
 	}
 	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
 	ok := n == len(h) && h[3] == 0x4 && h[4] == 0 && h[5]&0x7f == 0 && h[6] == 0 && h[7] == 0 && h[8] == 0 && length%6 == 0
-	return detect.NewReplayConn(up, append([]byte(nil), h[:n]...)), ok
+	return detect.NewReplayConn(up, append([]byte(nil), h[:n]...)), ok, false
 }
 
 // prefaceWait bounds the wait for the rest of a frame header after the
 // upstream's first byte (a greeting shorter than 9 bytes pays it once).
 const prefaceWait = 20 * time.Millisecond
-
-// hideTCPFromSplice makes Join copy through read/write instead of its
-// splice(2) path, which at the time of writing misses a FIN that arrives
-// right behind data (the join then waits forever; reported to the splice
-// package with a reproducing test). Flip it off once that is fixed.
-const hideTCPFromSplice = true
-
-// streamConn hides the concrete type of a conn (and its NetConn) from Join,
-// keeping half-close.
-type streamConn struct{ net.Conn }
-
-func (c streamConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
