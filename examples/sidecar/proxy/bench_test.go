@@ -19,6 +19,7 @@ import (
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/opaque"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -159,5 +160,109 @@ func BenchmarkHTTP(b *testing.B) {
 				})
 			}
 		}
+	}
+}
+
+// greeter is a server-speaks-first backend: a one-line greeting on accept.
+func greeter(tb testing.TB) netip.AddrPort {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				io.WriteString(c, "220 greeter ready\r\n")
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	tb.Cleanup(func() { l.Close(); wg.Wait() })
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// pairFor starts two sidecars in front of dst with the given policy knobs
+// and returns sidecar A's outbound listener for it.
+func pairFor(tb testing.TB, dst netip.AddrPort, opaquePort bool, noRace bool) string {
+	tb.Helper()
+	ca := mtlstest.NewCA("bench.test")
+	srcA, srcB := ca.Source("/sa/client"), ca.Source("/sa/server")
+	var policy *opaque.Resolver
+	if opaquePort {
+		ps := opaque.NewPortSet(dst.Port())
+		t, err := opaque.Compile(opaque.Policy{Workload: opaque.Layer{OpaquePorts: &ps}})
+		require.NoError(tb, err)
+		policy = opaque.NewResolver(t)
+	}
+	pB := &Proxy{TLS: &mtls.Config{SVID: srcB, Bundle: srcB}, Policy: policy, NoRace: noRace}
+	sB, err := Start(context.Background(), pB, Listeners{Inbound: "127.0.0.1:0"})
+	require.NoError(tb, err)
+	tb.Cleanup(func() { sB.Close() })
+	pA := &Proxy{
+		TLS:    &mtls.Config{SVID: srcA, Bundle: srcA},
+		Policy: policy,
+		NoRace: noRace,
+		Peers: func(netip.AddrPort) (Peer, error) {
+			return Peer{Addr: sB.InboundAddr.String(), ID: ca.ID("/sa/server")}, nil
+		},
+	}
+	sA, err := Start(context.Background(), pA, Listeners{Forwards: []Forward{{Listen: "127.0.0.1:0", Dst: dst}}})
+	require.NoError(tb, err)
+	tb.Cleanup(func() { sA.Close() })
+	return sA.ForwardAddrs[0].String()
+}
+
+// BenchmarkServerFirstTTFB (issue 8): time from connect to the server's
+// first byte, for a server-speaks-first backend behind two sidecars, on a
+// port nobody declared (the race), the same port declared opaque, and
+// Linkerd's behaviour (no race: detection waits for its 10 s timeout), with
+// direct as the floor; one run.
+//
+//	go test -run '^$' -bench ServerFirstTTFB ./examples/sidecar/proxy
+func BenchmarkServerFirstTTFB(b *testing.B) {
+	dst := greeter(b)
+	for _, c := range []struct {
+		name               string
+		addr               string
+		opaquePort, noRace bool
+	}{
+		{name: "direct", addr: dst.String()},
+		{name: "undeclared-race"},
+		{name: "declared-opaque", opaquePort: true},
+		{name: "linkerd-detect-timeout-10s", noRace: true},
+	} {
+		addr := c.addr
+		if addr == "" {
+			addr = pairFor(b, dst, c.opaquePort, c.noRace)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			var lat []time.Duration
+			buf := make([]byte, 64)
+			for range b.N {
+				t0 := time.Now()
+				conn, err := net.Dial("tcp", addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				conn.SetDeadline(time.Now().Add(30 * time.Second))
+				if _, err := conn.Read(buf); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+				conn.Close()
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
 	}
 }
