@@ -261,7 +261,10 @@ type Detector struct {
 	// GRPC enables telling gRPC from other HTTP/2 (GRPCOff by default).
 	GRPC GRPCMode
 	// GRPCWait bounds how long the gRPC refinement waits for the first
-	// HEADERS frame after the preface. 0 means DefaultGRPCWait.
+	// HEADERS frame after the preface (after writing SETTINGS in active
+	// mode). 0 means DefaultGRPCWait. In active mode the client's ACK of
+	// the detector's SETTINGS is awaited until the detection timeout even
+	// when HEADERS do not come, since it must not reach the real server.
 	GRPCWait time.Duration
 }
 
