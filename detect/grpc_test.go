@@ -367,3 +367,50 @@ func TestGRPCActiveStripsOnlyOurACK(t *testing.T) {
 		}
 	}
 }
+
+// An HTTP/2 client that ACKs the detector's SETTINGS but sends no HEADERS
+// within GRPCWait is reported as HTTP/2, and its ACK is still removed.
+func TestGRPCActiveNoHeadersStillStripsACK(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			var pre bytes.Buffer
+			pre.WriteString(http2.ClientPreface)
+			fr := http2.NewFramer(&pre, nil)
+			require.NoError(t, fr.WriteSettings())
+			var ack bytes.Buffer
+			require.NoError(t, http2.NewFramer(&ack, nil).WriteSettingsAck())
+
+			client, server := tr.pair(t)
+			defer client.Close()
+			release := make(chan struct{})
+			clientDone := make(chan error, 1)
+			go func() {
+				clientDone <- func() error {
+					if _, err := client.Write(pre.Bytes()); err != nil {
+						return err
+					}
+					if _, err := io.ReadFull(client, make([]byte, 9)); err != nil {
+						return err
+					}
+					if _, err := client.Write(ack.Bytes()); err != nil {
+						return err
+					}
+					<-release // stay open and silent until detection is over
+					return tr.closeWrite(client)
+				}()
+			}()
+			d := &detect.Detector{GRPC: detect.GRPCActive, GRPCWait: 100 * time.Millisecond}
+			res, conn, err := d.Detect(context.Background(), server)
+			close(release)
+			require.NoError(t, err)
+			defer conn.Close()
+			assert.Equal(t, detect.HTTP2, res.Protocol)
+			assert.Equal(t, detect.ReasonMatched, res.Reason)
+			got, err := io.ReadAll(conn)
+			require.NoError(t, err)
+			require.NoError(t, <-clientDone)
+			assert.Equal(t, pre.Bytes(), got, "the ACK must not be handed on")
+		})
+	}
+}
