@@ -385,7 +385,7 @@ func costRun(b *testing.B, setup setup, n int, on bool) {
 
 // BenchmarkHooksPerConnection: everything metrics does for one proxied
 // connection — the detection result, OpenConn, one chunk each way through
-// the splice.Observer, CloseErr — without any I/O. "hook" goes through
+// the splice.Observer, CloseStats (errno and lifetime) — without any I/O. "hook" goes through
 // DetectHook as detect.Detector calls it, which includes passing the
 // 864-byte detect.Result by value (detect's OnResult signature); "direct"
 // records the same detection with ObserveDetection.
@@ -393,12 +393,13 @@ func BenchmarkHooksPerConnection(b *testing.B) {
 	reg := metrics.New(metrics.Config{})
 	hook := reg.DetectHook(metrics.Inbound)
 	res := detect.Result{Protocol: detect.HTTP1, Reason: detect.ReasonMatched, Bytes: 40, Duration: 20 * time.Microsecond}
+	st := splice.Stats{AToB: 1024, BToA: 1024, Duration: 3 * time.Millisecond}
 	perConn := func() {
 		mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
 		obs := mc.Observer()
 		obs.Transferred(splice.AToB, 1024)
 		obs.Transferred(splice.BToA, 1024)
-		mc.CloseErr(nil)
+		mc.CloseStats(st, nil)
 	}
 	b.Run("hook", func(b *testing.B) {
 		loopCPU(b, func() {

@@ -29,7 +29,7 @@
 //	res, c, err := d.Detect(ctx, c)
 //	mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
 //	_, err = joiner.Join(ctx, c, upstream, mc.Observer()) // c is side a
-//	mc.CloseErr(err)                                      // exactly once
+//	mc.CloseErr(err)                                      // exactly once (or CloseStats(st, err))
 //	// HTTP: reg.HTTPHandler(h, opts), reg.RoundTripper(rt, opts)
 //	// Prometheus: prom.MustRegister(sniffprom.NewCollector(reg, sniffprom.Options{}))
 //
@@ -48,6 +48,7 @@
 //	tcp_read_bytes_total                 counter    direction, protocol, tls                   bytes read from the accepted connection's peer
 //	tcp_write_bytes_total                counter    direction, protocol, tls                   bytes written to the accepted connection's peer
 //	tcp_close_total                      counter    direction, protocol, tls, errno            connections closed; errno "" for a clean close, else e.g. "ECONNRESET"
+//	tcp_connection_duration_seconds      histogram  direction, protocol, tls                   lifetime of connections closed with Conn.CloseStats
 //	protocol_detect_total                counter    direction, protocol, reason                detections by result; reason matched, no_match, timeout, closed, limit, server_first
 //	protocol_detect_duration_seconds     histogram  direction, protocol, reason                time spent detecting
 //	policy_decision_total                counter    direction, action, port                    port policy decisions; action detect, skip, opaque, declared; port a declared port or "other"

@@ -99,6 +99,18 @@ func (c Conn) CloseErr(err error) {
 	}
 }
 
+// CloseStats counts the connection's end like CloseErr and records the
+// lifetime of the join (st.Duration) in tcp_connection_duration_seconds.
+//
+//	st, err := j.Join(ctx, accepted, upstream, mc.Observer())
+//	mc.CloseStats(st, err)
+func (c Conn) CloseStats(st splice.Stats, err error) {
+	if c.s != nil {
+		c.s.dur.observe(connDurationBounds, st.Duration)
+		c.Close(splice.Errno(err))
+	}
+}
+
 // HandshakeHook returns a function for mtls.Config.OnHandshake that counts
 // every handshake (tls_handshake_total) and its duration
 // (tls_handshake_duration_seconds): server handshakes as Inbound, client

@@ -98,8 +98,8 @@ func proxy(t *testing.T, reg *metrics.Registry, d *detect.Detector, upstream str
 					mc.CloseErr(err)
 					return
 				}
-				_, err = j.Join(ctx, c, up, mc.Observer())
-				mc.CloseErr(err)
+				st, err := j.Join(ctx, c, up, mc.Observer())
+				mc.CloseStats(st, err)
 			})
 		}
 	})
@@ -219,6 +219,8 @@ func TestDetectSpliceCounters(t *testing.T) {
 			assert.Equal(t, uint64(sent), ts.ReadBytes, "tcp_read_bytes_total == bytes the clients sent")
 			assert.Equal(t, uint64(received), ts.WriteBytes, "tcp_write_bytes_total == bytes the clients received")
 			assert.Equal(t, []metrics.ErrnoCount{{Errno: "", Count: conns}}, ts.Closed, "clean closes")
+			assert.Equal(t, uint64(conns), ts.Duration.Count, "tcp_connection_duration_seconds")
+			assert.Positive(t, ts.Duration.Sum)
 
 			require.Len(t, snap.Detections, 1)
 			det := snap.Detections[0]

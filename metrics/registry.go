@@ -474,13 +474,16 @@ func nanos(secs []float64) []int64 {
 var (
 	// bounds of protocol_detect_duration_seconds.
 	detectBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+	// bounds of tcp_connection_duration_seconds.
+	connDurationBuckets = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600}
 	// bounds of tls_handshake_duration_seconds.
 	handshakeBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 	// bounds of response_latency_seconds (Linkerd's response_latency_ms
 	// bounds, in seconds).
 	latencyBuckets = []float64{0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1, 2, 3, 4, 5, 10, 20, 30, 40, 50}
 
-	detectBounds    = nanos(detectBuckets)
-	handshakeBounds = nanos(handshakeBuckets)
-	latencyBounds   = nanos(latencyBuckets)
+	connDurationBounds = nanos(connDurationBuckets)
+	detectBounds       = nanos(detectBuckets)
+	handshakeBounds    = nanos(handshakeBuckets)
+	latencyBounds      = nanos(latencyBuckets)
 )

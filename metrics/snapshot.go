@@ -27,6 +27,9 @@ type TCPSample struct {
 	ReadBytes  uint64       // tcp_read_bytes_total
 	WriteBytes uint64       // tcp_write_bytes_total
 	Closed     []ErrnoCount // tcp_close_total by errno, sorted, non-zero only
+	// Duration holds the lifetimes of the connections closed with
+	// Conn.CloseStats (tcp_connection_duration_seconds).
+	Duration Histogram
 }
 
 // ClosedTotal returns the number of closed connections, whatever the errno.
@@ -162,6 +165,7 @@ func (r *Registry) Snapshot() Snapshot {
 		ts.Open = int64(ts.Opened - closed)
 		ts.ReadBytes = t.read.Load()
 		ts.WriteBytes = t.write.Load()
+		ts.Duration = t.dur.snapshot(connDurationBuckets)
 		slices.SortFunc(ts.Closed, func(a, b ErrnoCount) int { return cmp.Compare(a.Errno, b.Errno) })
 		s.TCP = append(s.TCP, ts)
 	})

@@ -24,6 +24,7 @@ type tcpSeries struct {
 	_      [56]byte
 	closed [maxErrnos]atomic.Uint64 // by errno index
 	errnos *errnoTable
+	dur    histSeries // lifetimes reported by CloseStats
 }
 
 // Conn is the handle of one open connection: it updates the counters of the

@@ -35,6 +35,7 @@ type Collector struct {
 	reg *metrics.Registry
 
 	tcpOpen, tcpOpenConns, tcpRead, tcpWrite, tcpClose *prom.Desc
+	tcpDuration                                        *prom.Desc
 	detect, detectDur                                  *prom.Desc
 	decision                                           *prom.Desc
 	handshake, handshakeDur                            *prom.Desc
@@ -60,6 +61,7 @@ func NewCollector(reg *metrics.Registry, o Options) *Collector {
 		tcpRead:      d("tcp_read_bytes_total", "Total count of bytes read from peers.", conn...),
 		tcpWrite:     d("tcp_write_bytes_total", "Total count of bytes written to peers.", conn...),
 		tcpClose:     d("tcp_close_total", "Total count of closed connections, by errno (empty for a clean close).", append(conn, "errno")...),
+		tcpDuration:  d("tcp_connection_duration_seconds", "Lifetime of closed connections (those closed with their splice statistics).", conn...),
 		detect:       d("protocol_detect_total", "Total count of protocol detections, by detected protocol and reason.", "direction", "protocol", "reason"),
 		detectDur:    d("protocol_detect_duration_seconds", "Time spent detecting a connection's protocol.", "direction", "protocol", "reason"),
 		decision:     d("policy_decision_total", "Total count of port policy decisions, by action and port.", "direction", "action", "port"),
@@ -78,7 +80,7 @@ func NewCollector(reg *metrics.Registry, o Options) *Collector {
 // Describe sends the descriptors of every metric the collector may export.
 func (c *Collector) Describe(ch chan<- *prom.Desc) {
 	for _, d := range []*prom.Desc{
-		c.tcpOpen, c.tcpOpenConns, c.tcpRead, c.tcpWrite, c.tcpClose,
+		c.tcpOpen, c.tcpOpenConns, c.tcpRead, c.tcpWrite, c.tcpClose, c.tcpDuration,
 		c.detect, c.detectDur, c.decision, c.handshake, c.handshakeDur,
 		c.hdrWritten, c.hdrRead, c.hdrRejected, c.mux, c.request, c.response, c.latency,
 	} {
@@ -122,6 +124,9 @@ func (c *Collector) Collect(ch chan<- prom.Metric) {
 		counter(c.tcpWrite, t.WriteBytes, lv...)
 		for _, e := range t.Closed {
 			counter(c.tcpClose, e.Count, append(lv[:3:3], e.Errno)...)
+		}
+		if t.Duration.Count > 0 {
+			hist(c.tcpDuration, t.Duration, lv...)
 		}
 	}
 	for _, d := range s.Detections {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/splice"
 )
 
 // populated returns a registry with one value in every family.
@@ -21,7 +22,7 @@ func populated() *metrics.Registry {
 	a := r.OpenConn(in)
 	a.Read(120)
 	a.Write(4096)
-	a.Close("")
+	a.CloseStats(splice.Stats{Duration: 3 * time.Second}, nil)
 	b := r.OpenConn(in)
 	b.Read(3)
 	b.Close("ECONNRESET")
@@ -106,6 +107,28 @@ mux_connections_total{outcome="routed",protocol="HTTP/1"} 1
 	assert.Equal(t, 0, testutil.CollectAndCount(c, "transport_header_read_total", "request_total"))
 	// protocol_detect_duration_seconds: one histogram series.
 	assert.Equal(t, 1, testutil.CollectAndCount(c, "protocol_detect_duration_seconds"))
+	// tcp_connection_duration_seconds: the one connection closed with CloseStats.
+	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP tcp_connection_duration_seconds Lifetime of closed connections (those closed with their splice statistics).
+# TYPE tcp_connection_duration_seconds histogram
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="0.001"} 0
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="0.005"} 0
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="0.01"} 0
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="0.05"} 0
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="0.1"} 0
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="0.5"} 0
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="1"} 0
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="5"} 1
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="10"} 1
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="30"} 1
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="60"} 1
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="300"} 1
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="900"} 1
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="3600"} 1
+tcp_connection_duration_seconds_bucket{direction="inbound",protocol="HTTP/1",tls="true",le="+Inf"} 1
+tcp_connection_duration_seconds_sum{direction="inbound",protocol="HTTP/1",tls="true"} 3
+tcp_connection_duration_seconds_count{direction="inbound",protocol="HTTP/1",tls="true"} 1
+`), "tcp_connection_duration_seconds"))
 }
 
 func TestCollectAndLint(t *testing.T) {
