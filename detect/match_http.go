@@ -157,7 +157,8 @@ type http1Matcher struct{}
 // PATCH, WebDAV), SP, a plausible request-target (origin, absolute,
 // authority or asterisk form, visible ASCII), SP, "HTTP/1." DIGIT and CRLF
 // (or a bare LF). It fills Result.HTTP with the method and, when the Host
-// header is among the bytes already peeked, the host.
+// header is among the bytes already peeked, the host. A request line longer
+// than the Detector's MaxPeek ends detection with ReasonLimit.
 func HTTP1Matcher() Matcher { return http1Matcher{} }
 
 func (http1Matcher) Protocol() Protocol { return HTTP1 }

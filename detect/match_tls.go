@@ -21,6 +21,7 @@ type tlsMatcher struct{}
 // start a handshake record carrying a ClientHello, and NoMatch for any
 // malformed hello; it matches only a complete, well-formed ClientHello (so
 // a hello bigger than the Detector's MaxPeek ends with ReasonLimit).
+// SSLv2-compatible hellos are not matched.
 func TLSMatcher() Matcher { return tlsMatcher{} }
 
 func (tlsMatcher) Protocol() Protocol { return TLS }
