@@ -17,11 +17,12 @@ func benchPipeline(b *testing.B, j *Joiner) (client, server net.Conn, done chan 
 
 // BenchmarkPingPong measures a request/response exchange of size bytes each
 // way through Join, with the user-space path only (copy: a buffer as large
-// as the message) and with splice from 1 KiB on (splice). The crossover is
-// how DefaultSpliceThreshold was chosen.
+// as the message), with splice from 1 KiB on (splice), with the defaults,
+// and through a bare io.Copy relay. The crossover of copy and splice is how
+// DefaultSpliceThreshold was chosen.
 func BenchmarkPingPong(b *testing.B) {
 	for _, size := range []int{128, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20} {
-		for _, mode := range []string{"copy", "splice", "default"} {
+		for _, mode := range []string{"copy", "splice", "default", "bare"} {
 			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
 				var j Joiner
 				switch mode {
@@ -31,7 +32,13 @@ func BenchmarkPingPong(b *testing.B) {
 				case "splice":
 					j.SpliceThreshold = 1 << 10
 				}
-				client, server, done := benchPipeline(b, &j)
+				var client, server net.Conn
+				var done chan joinOut
+				if mode == "bare" {
+					client, server, done = bareStart(b)
+				} else {
+					client, server, done = benchPipeline(b, &j)
+				}
 				go func() {
 					buf := make([]byte, size)
 					for {
@@ -56,20 +63,39 @@ func BenchmarkPingPong(b *testing.B) {
 					}
 				}
 				b.StopTimer()
+				client.(*net.TCPConn).CloseWrite()
+				server.(*net.TCPConn).CloseWrite()
+				<-done
 				client.Close()
 				server.Close()
-				<-done
 			})
 		}
 	}
 }
 
-// BenchmarkStream measures one-way bulk throughput through Join.
+// bareStart relays with io.Copy both ways: the baseline of BenchmarkStream
+// and BenchmarkPingPong.
+func bareStart(b *testing.B) (client, server net.Conn, done chan joinOut) {
+	client, server, stop := bareRelay(b)
+	done = make(chan joinOut, 1)
+	go func() { stop(); done <- joinOut{} }()
+	return client, server, done
+}
+
+// BenchmarkStream measures one-way bulk throughput through Join (default:
+// splice for bulk; copy: user space only) and through a bare io.Copy relay,
+// side by side.
 func BenchmarkStream(b *testing.B) {
-	for _, mode := range []string{"default", "copy"} {
+	for _, mode := range []string{"default", "copy", "bare"} {
 		b.Run(mode, func(b *testing.B) {
 			j := Joiner{DisableSplice: mode == "copy"}
-			client, server, done := benchPipeline(b, &j)
+			var client, server net.Conn
+			var done chan joinOut
+			if mode == "bare" {
+				client, server, done = bareStart(b)
+			} else {
+				client, server, done = benchPipeline(b, &j)
+			}
 			go io.Copy(io.Discard, server)
 			msg := make([]byte, 1<<20)
 			b.SetBytes(int64(len(msg)))
@@ -81,9 +107,11 @@ func BenchmarkStream(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			client.(*net.TCPConn).CloseWrite()
+			server.(*net.TCPConn).CloseWrite()
+			<-done
 			client.Close()
 			server.Close()
-			<-done
 		})
 	}
 }

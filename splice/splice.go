@@ -190,9 +190,12 @@ type Joiner struct {
 
 // Defaults of Joiner's buffer sizes.
 const (
-	// DefaultSpliceThreshold is measured: see the splice section of
-	// BENCHMARKS.md (BenchmarkThreshold).
-	DefaultSpliceThreshold = 16 << 10
+	// DefaultSpliceThreshold is measured: below about 64 KiB a message
+	// costs the relay as much CPU or less through a buffer (one read, one
+	// write) as through splice (two splices and a queue-length ioctl); from
+	// there on splice costs less (the threshold table in the splice section
+	// of BENCHMARKS.md, bench/relay.sh -sections threshold).
+	DefaultSpliceThreshold = 64 << 10
 	// DefaultBufferSize fits two TLS records.
 	DefaultBufferSize = 32 << 10
 )

@@ -38,15 +38,17 @@ import (
 )
 
 var (
-	relaydPath   = flag.String("relayd", "", "path of the relayd binary")
-	sections     = flag.String("sections", "bulk,load,idle", "which comparisons to run")
-	bulkGiB      = flag.Float64("bulk-gib", 2, "GiB per bulk transfer")
-	rounds       = flag.Int("rounds", 3, "interleaved rounds; the median is reported")
-	wrkDuration  = flag.Duration("wrk-duration", 5*time.Second, "duration of one wrk run")
-	wrkConns     = flag.Int("wrk-conns", 32, "wrk connections")
-	idleCounts   = flag.String("idle", "3000,9900", "idle connection counts (each needs 2 descriptors per connection in the relay)")
-	socatIdleMax = flag.Int("socat-idle-max", 3000, "largest idle count tried with socat (one process per connection)")
-	relayList    = flag.String("relays", "direct,haproxy,socat,bare,buf32k,splice", "relays to compare")
+	relaydPath     = flag.String("relayd", "", "path of the relayd binary")
+	sections       = flag.String("sections", "bulk,load,idle", "which comparisons to run (bulk, load, idle, threshold)")
+	bulkGiB        = flag.Float64("bulk-gib", 2, "GiB per bulk transfer")
+	rounds         = flag.Int("rounds", 3, "interleaved rounds; the median is reported")
+	wrkDuration    = flag.Duration("wrk-duration", 5*time.Second, "duration of one wrk run")
+	wrkConns       = flag.Int("wrk-conns", 32, "wrk connections")
+	idleCounts     = flag.String("idle", "3000,9900", "idle connection counts (each needs 2 descriptors per connection in the relay)")
+	socatIdleMax   = flag.Int("socat-idle-max", 3000, "largest idle count tried with socat (one process per connection)")
+	thresholdSizes = flag.String("threshold-sizes", "1024,4096,16384,65536,262144", "message sizes of the threshold section")
+	spliceArgs     = flag.String("splice-args", "", "extra relayd flags for the splice relay, e.g. \"-threshold 65536\"")
+	relayList      = flag.String("relays", "direct,haproxy,socat,bare,buf32k,splice", "relays to compare")
 )
 
 // relay is a running relay process (or none, for direct).
@@ -94,14 +96,17 @@ func waitListening(addr string) error {
 	return fmt.Errorf("nothing listens on %s", addr)
 }
 
-func startRelay(name, backend string) (*relay, error) {
+func startRelay(name, backend string, extra ...string) (*relay, error) {
 	r := &relay{name: name}
 	switch name {
 	case "direct":
 		r.addr = backend
 		return r, nil
 	case "bare", "buf32k", "splice":
-		r.cmd = exec.Command(*relaydPath, "-mode", name, "-target", backend)
+		if name == "splice" && len(extra) == 0 && *spliceArgs != "" {
+			extra = strings.Fields(*spliceArgs)
+		}
+		r.cmd = exec.Command(*relaydPath, append([]string{"-mode", name, "-target", backend}, extra...)...)
 		r.cmd.Stderr = os.Stderr
 		r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		out, err := r.cmd.StdoutPipe()
@@ -492,11 +497,11 @@ func idleOnce(r *relay, n int) (idleResult, error) {
 // pingConn dials, sends one byte and reads the echo; it keeps the
 // connection in *keep unless closeIt.
 func pingConn(addr string, closeIt bool, keep *net.Conn) error {
-	c, err := net.DialTimeout("tcp", addr, 30*time.Second)
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return err
 	}
-	c.SetDeadline(time.Now().Add(60 * time.Second))
+	c.SetDeadline(time.Now().Add(10 * time.Second))
 	b := []byte{'x'}
 	if _, err := c.Write(b); err != nil {
 		c.Close()
@@ -556,6 +561,10 @@ func main() {
 		"bare": "bare io.Copy relay", "buf32k": "32 KiB buffer relay", "splice": "**splice.Join**",
 	}
 	fmt.Printf("relaybench: %s, GOMAXPROCS default, %d CPUs, rounds=%d\n\n", time.Now().UTC().Format(time.RFC3339), numCPU(), *rounds)
+
+	if has(*sections, "threshold") {
+		threshold()
+	}
 
 	if has(*sections, "bulk") {
 		s := startSink()
@@ -687,6 +696,9 @@ func main() {
 		fmt.Println()
 		fmt.Println("| idle connections | relay | KiB per connection | descriptors per connection | RSS total KiB |")
 		fmt.Println("|---|---|---|---|---|")
+		var lim syscall.Rlimit
+		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+		fdPer := map[string]float64{} // measured at a smaller count
 		for _, ns := range strings.Split(*idleCounts, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(ns))
 			if err != nil {
@@ -700,6 +712,10 @@ func main() {
 					fmt.Printf("| %d | %s | not run: one process per connection (-socat-idle-max %d) | | |\n", n, names[name], *socatIdleMax)
 					continue
 				}
+				if need := fdPer[name] * float64(n); need+64 > float64(lim.Cur) {
+					fmt.Printf("| %d | %s | not run: needs %.0f descriptors, the limit is %d | | |\n", n, names[name], need, lim.Cur)
+					continue
+				}
 				r, err := startRelay(name, backend)
 				if err != nil {
 					fatal(err)
@@ -709,12 +725,118 @@ func main() {
 				if err != nil {
 					fatal(fmt.Errorf("idle %s %d: %w", name, n, err))
 				}
+				fdPer[name] = res.fdPerConn
 				fmt.Fprintf(os.Stderr, "idle %d %-8s %.2f KiB/conn %.2f fd/conn\n", n, name, res.kibPerConn, res.fdPerConn)
 				fmt.Printf("| %d | %s | %.2f | %.2f | %d |\n", n, names[name], res.kibPerConn, res.fdPerConn, res.rssKiB)
 			}
 		}
 		fmt.Println()
 	}
+}
+
+// startEcho answers every message of size bytes with the same bytes.
+func startEcho(size int) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, size)
+				for {
+					if _, err := io.ReadFull(c, buf); err != nil {
+						return
+					}
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// pingPong sends n messages of size bytes through r, one at a time, and
+// returns the relay's CPU microseconds per round trip.
+func pingPong(r *relay, size, n int) (float64, error) {
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	msg := make([]byte, size)
+	// One round trip first, so that the relay has dialed.
+	round := func() error {
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(c, msg)
+		return err
+	}
+	if err := round(); err != nil {
+		return 0, err
+	}
+	cpu0 := cpuSeconds(r.pid())
+	for range n {
+		if err := round(); err != nil {
+			return 0, err
+		}
+	}
+	return (cpuSeconds(r.pid()) - cpu0) / float64(n) * 1e6, nil
+}
+
+// threshold compares, per message size, the relay CPU of the user-space
+// path (a buffer as large as the message, no splice) with splice from 1 KiB
+// on: where splice starts to cost less is DefaultSpliceThreshold.
+func threshold() {
+	var sizes []int
+	for _, f := range strings.Split(*thresholdSizes, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			fatal(err)
+		}
+		sizes = append(sizes, v)
+	}
+	variants := []struct {
+		name string
+		args []string
+	}{
+		{"copy", []string{"-nosplice", "-threshold", "1048576"}},
+		{"splice", []string{"-threshold", "1024"}},
+	}
+	fmt.Printf("### threshold: relay CPU per round trip, one connection, ping-pong of one message each way (median of %d)\n\n", *rounds)
+	fmt.Println("| message size | user-space copy, µs | splice, µs | copy ÷ splice |")
+	fmt.Println("|---|---|---|---|")
+	for _, size := range sizes {
+		backend := startEcho(size)
+		res := map[string][]float64{}
+		n := max(200, min(20000, (256<<20)/size))
+		for range *rounds {
+			for _, v := range variants {
+				r, err := startRelay("splice", backend, v.args...)
+				if err != nil {
+					fatal(err)
+				}
+				us, err := pingPong(r, size, n)
+				r.stop()
+				if err != nil {
+					fatal(fmt.Errorf("threshold %s %d: %w", v.name, size, err))
+				}
+				res[v.name] = append(res[v.name], us)
+				fmt.Fprintf(os.Stderr, "threshold %7d %-6s %8.2f µs/round trip\n", size, v.name, us)
+			}
+		}
+		c, sp := median(res["copy"]), median(res["splice"])
+		fmt.Printf("| %d | %.2f | %.2f | %s |\n", size, c, sp, ratio(c, sp))
+	}
+	fmt.Println()
 }
 
 func numCPU() int {

@@ -29,6 +29,8 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
 	target := flag.String("target", "", "address to dial for every connection")
 	mode := flag.String("mode", "splice", "splice, bare or buf32k")
+	threshold := flag.Int("threshold", 0, "splice.Joiner.SpliceThreshold (-mode splice)")
+	nosplice := flag.Bool("nosplice", false, "splice.Joiner.DisableSplice (-mode splice)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the first -profile-seconds to this file")
 	profileSeconds := flag.Int("profile-seconds", 10, "length of the CPU profile")
 	flag.Parse()
@@ -47,7 +49,8 @@ func main() {
 	var handle func(a, b net.Conn)
 	switch *mode {
 	case "splice":
-		handle = func(a, b net.Conn) { splice.Join(context.Background(), a, b) }
+		j := &splice.Joiner{SpliceThreshold: *threshold, DisableSplice: *nosplice}
+		handle = func(a, b net.Conn) { j.Join(context.Background(), a, b, nil) }
 	case "bare":
 		handle = bare
 	case "buf32k":
