@@ -166,8 +166,13 @@ func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target net
 			if _, ok := r.Header["X-Forwarded-For"]; !ok {
 				r.Header["X-Forwarded-For"] = nil // transparent: add nothing
 			}
-			if !clientID.IsZero() {
-				r.Header.Set(ClientIDHeader, clientID.String())
+			if dir == metrics.Inbound {
+				// Only the verified identity reaches the application: a
+				// client cannot forge the header, and an unmeshed one has none.
+				r.Header.Del(ClientIDHeader)
+				if !clientID.IsZero() {
+					r.Header.Set(ClientIDHeader, clientID.String())
+				}
 			}
 		},
 		Transport:     t.rt,

@@ -1,0 +1,274 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/metrics"
+	promcollector "github.com/sniffsplice/sniff/metrics/prometheus"
+	"github.com/sniffsplice/sniff/mtls"
+	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/opaque"
+)
+
+// lineEcho answers each line with "echo: line" and returns its address.
+func lineEcho(tb testing.TB) netip.AddrPort {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					fmt.Fprintf(c, "echo: %s from %s\n", sc.Text(), c.RemoteAddr().(*net.TCPAddr).IP)
+				}
+			}()
+		}
+	}()
+	tb.Cleanup(func() { l.Close(); wg.Wait() })
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// events collects a Proxy's events.
+type events struct {
+	mu  sync.Mutex
+	evs []Event
+}
+
+func (e *events) add(ev Event) { e.mu.Lock(); e.evs = append(e.evs, ev); e.mu.Unlock() }
+
+func (e *events) wait(t *testing.T, n int) []Event {
+	t.Helper()
+	require.Eventually(t, func() bool { e.mu.Lock(); defer e.mu.Unlock(); return len(e.evs) >= n }, 10*time.Second, 5*time.Millisecond)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Event(nil), e.evs...)
+}
+
+func roundTrip(t *testing.T, addr, line string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "%s\n", line)
+	got, err := bufio.NewReader(c).ReadString('\n')
+	require.NoError(t, err)
+	return got
+}
+
+func policy(t *testing.T, p opaque.Policy) *opaque.Resolver {
+	tab, err := opaque.Compile(p)
+	require.NoError(t, err)
+	return opaque.NewResolver(tab)
+}
+
+// TestPaths drives one connection down each outbound path: skip (plain TCP
+// to the destination, no peer), opaque, declared and detect.
+func TestPaths(t *testing.T) {
+	dst := lineEcho(t)
+	ca := mtlstest.NewCA("paths.test")
+	srcA, srcB := ca.Source("/a"), ca.Source("/b")
+	var evB events
+	pB := &Proxy{TLS: &mtls.Config{SVID: srcB, Bundle: srcB}, OnEvent: evB.add}
+	sB, err := Start(context.Background(), pB, Listeners{Inbound: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer sB.Close()
+
+	for _, tc := range []struct {
+		name  string
+		pol   opaque.Policy
+		path  Path
+		proto detect.Protocol
+	}{
+		{"skip", opaque.Policy{Workload: opaque.Layer{SkipOutboundPorts: ptr(opaque.NewPortSet(dst.Port()))}}, PathSkip, detect.Unknown},
+		{"opaque", opaque.Policy{Workload: opaque.Layer{OpaquePorts: ptr(opaque.NewPortSet(dst.Port()))}}, PathOpaque, detect.Unknown},
+		{"declared", opaque.Policy{Ports: []opaque.PortPolicy{{Direction: opaque.Outbound, Port: dst.Port(),
+			Decision: opaque.Decision{Action: opaque.ActionDeclared, Protocol: detect.TLS}}}}, PathDeclared, detect.TLS},
+		{"detect", opaque.Policy{}, PathDetect, detect.Unknown},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var evA events
+			pA := &Proxy{
+				TLS: &mtls.Config{SVID: srcA, Bundle: srcA}, Policy: policy(t, tc.pol), OnEvent: evA.add,
+				Peers: func(netip.AddrPort) (Peer, error) { return Peer{Addr: sB.InboundAddr.String(), ID: ca.ID("/b")}, nil },
+			}
+			sA, err := Start(context.Background(), pA, Listeners{Forwards: []Forward{{Listen: "127.0.0.1:0", Dst: dst}}})
+			require.NoError(t, err)
+			defer sA.Close()
+			require.Equal(t, "echo: ping from 127.0.0.1\n", roundTrip(t, sA.ForwardAddrs[0].String(), "ping"))
+			ev := evA.wait(t, 1)[0]
+			require.NoError(t, ev.Err)
+			require.Equal(t, tc.path, ev.Path)
+			require.Equal(t, tc.proto, ev.Protocol)
+			require.Equal(t, int64(5), ev.ClientBytes)
+			require.Equal(t, int64(26), ev.ServerBytes)
+			if tc.path == PathSkip {
+				require.True(t, ev.PeerID.IsZero(), "skip: no mTLS")
+			} else {
+				require.Equal(t, ca.ID("/b"), ev.PeerID)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestDstErrors(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	_, err := OriginalDst(a)
+	require.ErrorIs(t, err, ErrNoOriginalDst)
+
+	want := netip.MustParseAddrPort("127.0.0.1:5432")
+	got, err := Fixed(want)(a)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+
+	// A connection whose destination is the listener itself is refused.
+	ca := mtlstest.NewCA("loop.test")
+	src := ca.Source("/a")
+	var ev events
+	p := &Proxy{TLS: &mtls.Config{SVID: src, Bundle: src}, OnEvent: ev.add}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	self := l.Addr().(*net.TCPAddr).AddrPort()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.ServeOutbound(ctx, l, Fixed(self)) }()
+	c, err := net.Dial("tcp", self.String())
+	require.NoError(t, err)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(c)
+	require.NoError(t, err)
+	c.Close()
+	require.ErrorIs(t, ev.wait(t, 1)[0].Err, ErrLoop)
+	cancel()
+	require.NoError(t, <-done)
+
+	// No TLS identity: refused at start.
+	_, err = Start(context.Background(), &Proxy{}, Listeners{Inbound: "127.0.0.1:0"})
+	require.Error(t, err)
+}
+
+// TestInboundRefusesPlaintext: the inbound port speaks only mutual TLS.
+func TestInboundRefusesPlaintext(t *testing.T) {
+	ca := mtlstest.NewCA("in.test")
+	src := ca.Source("/b")
+	var ev events
+	s, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: src, Bundle: src}, OnEvent: ev.add}, Listeners{Inbound: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer s.Close()
+	c, err := net.Dial("tcp", s.InboundAddr.String())
+	require.NoError(t, err)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	b, _ := io.ReadAll(c)
+	c.Close()
+	require.NotContains(t, string(b), "200")
+	require.ErrorIs(t, ev.wait(t, 1)[0].Err, ErrNotMeshed)
+}
+
+// TestHandleLocal: an unmeshed client of a local port (as the inbound
+// redirect delivers it) gets detection and, for HTTP, the HTTP layer; a
+// forged l5d-client-id never reaches the application.
+func TestHandleLocal(t *testing.T) {
+	var seen sync.Map
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store("id", r.Header.Get(ClientIDHeader))
+		io.WriteString(w, "local")
+	})}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(l)
+	defer srv.Close()
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+
+	ca := mtlstest.NewCA("local.test")
+	src := ca.Source("/b")
+	reg := metrics.New(metrics.Config{})
+	var ev events
+	p := &Proxy{TLS: &mtls.Config{SVID: src, Bundle: src}, OnEvent: ev.add, Metrics: reg}
+	front, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer front.Close()
+	go func() {
+		c, err := front.Accept()
+		if err == nil {
+			p.HandleLocal(context.Background(), c, port)
+		}
+	}()
+	c, err := net.Dial("tcp", front.Addr().String())
+	require.NoError(t, err)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: app\r\nl5d-client-id: spiffe://evil/forged\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	c.Close()
+	require.Equal(t, "local", string(body))
+	id, _ := seen.Load("id")
+	require.Equal(t, "", id, "forged identity removed")
+	e := ev.wait(t, 1)[0]
+	require.Equal(t, PathDetect, e.Path)
+	require.Equal(t, detect.HTTP1, e.Protocol)
+	require.Equal(t, uint64(1), reg.Snapshot().ResponseCount(metrics.Inbound, 200, ""))
+	p.CloseIdleConnections()
+
+	// The HTTP metrics pass Prometheus' linter.
+	problems, err := promtestutil.CollectAndLint(promcollector.NewCollector(reg, promcollector.Options{}))
+	require.NoError(t, err)
+	require.Empty(t, problems)
+}
+
+func TestAdminReady(t *testing.T) {
+	ca := mtlstest.NewCA("admin.test")
+	src := ca.Source("/b")
+	s, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: src, Bundle: src}}, Listeners{Admin: "127.0.0.1:0"})
+	require.NoError(t, err)
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + s.AdminAddr.String() + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/ready")
+	require.Equal(t, 200, code)
+	require.Equal(t, "ready\n", body)
+	code, _ = get("/metrics")
+	require.Equal(t, 404, code, "no metrics handler given")
+	s.ready.Store(false)
+	code, body = get("/ready")
+	require.Equal(t, 503, code)
+	require.True(t, strings.HasPrefix(body, "not ready"))
+	require.NoError(t, s.Close())
+	_, err = net.Dial("tcp", s.AdminAddr.String())
+	require.True(t, err != nil && !errors.Is(err, context.Canceled))
+}
