@@ -191,7 +191,7 @@ func TestGRPCStatusCounted(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
 	_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "unknown"})
-	require.Equal(t, codes.NotFound, status.Code(err))
+	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
 	eventually(t, wantCounts(cli, srv, 2, 200, "0", 1))
 	eventually(t, wantCounts(cli, srv, 2, 200, "5", 1))
 	// A non-OK gRPC status is a failure in Linkerd's classification.

@@ -175,11 +175,14 @@ func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target net
 				}
 			}
 		},
-		Transport:     t.rt,
-		BufferPool:    copyBuffers,
-		FlushInterval: -1,
-		ErrorLog:      discardLog,
-		ErrorHandler:  proxyError,
+		Transport:  t.rt,
+		BufferPool: copyBuffers,
+		// FlushInterval stays 0: ReverseProxy already streams responses of
+		// unknown length (gRPC, SSE) with immediate flushes, and a gRPC
+		// Trailers-Only answer (ContentLength 0) must not have its headers
+		// flushed early, or its grpc-status arrives without END_STREAM.
+		ErrorLog:     discardLog,
+		ErrorHandler: proxyError,
 	}
 	var h http.Handler = rp
 	h = connectHandler(h, func(ctx context.Context) (net.Conn, error) { return t.tr.DialContext(ctx, "tcp", target.String()) })
