@@ -83,6 +83,7 @@ func (c Conn) Reversed() splice.Observer {
 
 type reversedConn Conn
 
+// Transferred counts BToA as read and AToB as written.
 func (c reversedConn) Transferred(d splice.Direction, n int64) {
 	if d == splice.BToA {
 		Conn(c).Read(n)
@@ -167,14 +168,17 @@ func (r *Registry) HeaderObserver() opaque.HeaderObserver {
 
 type headerObserver struct{ r *Registry }
 
+// HeaderWritten counts a written header by its session protocol.
 func (o headerObserver) HeaderWritten(h opaque.Header, _ int) {
 	o.r.ObserveTransportHeader(HeaderWritten, h.SessionProtocol.String())
 }
 
+// HeaderRead counts an accepted header by its session protocol.
 func (o headerObserver) HeaderRead(h opaque.Header, _ int) {
 	o.r.ObserveTransportHeader(HeaderRead, h.SessionProtocol.String())
 }
 
+// HeaderRejected counts a rejected header by reason.
 func (o headerObserver) HeaderRejected(reason opaque.RejectReason) {
 	o.r.ObserveTransportHeader(HeaderRejected, reason.String())
 }

@@ -198,6 +198,7 @@ type handler struct {
 	l    *httpLabeler
 }
 
+// ServeHTTP counts the request, serves it and counts the response.
 func (h *handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
 	k := h.l.key(req, req.Host)
@@ -257,8 +258,10 @@ func (rw *respWriter) latency() time.Duration {
 	return rw.headerAt.Sub(rw.start)
 }
 
+// Header returns the server's header map.
 func (rw *respWriter) Header() http.Header { return rw.w.Header() }
 
+// WriteHeader records the final status and when it was written.
 func (rw *respWriter) WriteHeader(code int) {
 	// 1xx other than 101 are informational: the final status follows.
 	if rw.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
@@ -275,6 +278,7 @@ func (rw *respWriter) markWrite() {
 	}
 }
 
+// Write writes body bytes (an implicit 200 if no status was written).
 func (rw *respWriter) Write(b []byte) (int, error) {
 	rw.markWrite()
 	return rw.w.Write(b)
@@ -342,6 +346,8 @@ type roundTripper struct {
 	l    *httpLabeler
 }
 
+// RoundTrip counts the request, sends it, and arranges for the response to
+// be counted when its body ends.
 func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	authority := req.Host
@@ -376,6 +382,7 @@ type trackedBody struct {
 	once sync.Once
 }
 
+// Read reads the body; an error or EOF ends the response.
 func (b *trackedBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err != nil {
@@ -384,6 +391,7 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close closes the body and ends the response if it has not ended.
 func (b *trackedBody) Close() error {
 	err := b.rc.Close()
 	b.finish(nil)
