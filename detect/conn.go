@@ -17,12 +17,100 @@ import (
 // ReplayConn over a *net.TCPConn and another *net.TCPConn still reaches
 // splice(2). It holds no more memory than the bytes not yet delivered.
 //
+// In gRPC active mode, when the client's SETTINGS ACK of the detector's
+// SETTINGS frame was not among the consumed bytes (a client may send a
+// whole flow-control window of DATA before it), the ReplayConn keeps
+// walking HTTP/2 frame headers in what it reads from the inner connection
+// and drops that ACK when it passes, so the HTTP/2 server never sees it.
+// Until then WriteTo copies through a pooled buffer; after it, reads,
+// WriteTo and splice(2) go straight to the inner connection again. The
+// filter holds a frame header (9 bytes) and a length, nothing more.
+//
 // A ReplayConn is safe for concurrent use as a net.Conn is.
 type ReplayConn struct {
 	conn    net.Conn
 	drained atomic.Bool
 	mu      sync.Mutex
 	buf     []byte // bytes not yet delivered; nil once drained
+
+	filtering atomic.Bool // f is active: the ACK has not passed yet
+	fmu       sync.Mutex  // guards f; held across a filtered inner Read
+	f         ackFilter
+}
+
+// ackFilter walks the HTTP/2 frames of the client-to-server stream and
+// drops the first SETTINGS frame with the ACK flag (length 0, stream 0).
+type ackFilter struct {
+	rem      int                    // bytes of the current frame payload (or preface) to pass
+	hdr      [h2FrameHeaderLen]byte // the frame header being collected
+	hdrN     int                    // bytes in hdr
+	done     bool                   // the ACK was dropped: pass everything
+	out      [32]byte               // filtered bytes for a Read with a small buffer
+	outStart int
+	outEnd   int
+}
+
+// filter filters b in place and returns the length of the bytes to hand
+// on, b[:n]. A frame header cut at the end of b is kept in f.hdr (f.hdrN
+// bytes) and is not in the output; the caller puts it in front of the next
+// bytes. f.hdrN must be 0 on entry.
+func (f *ackFilter) filter(b []byte) int {
+	w, i := 0, 0
+	for i < len(b) {
+		if f.done || f.rem > 0 {
+			k := len(b) - i
+			if !f.done && k > f.rem {
+				k = f.rem
+			}
+			if w != i {
+				copy(b[w:], b[i:i+k])
+			}
+			w += k
+			i += k
+			if !f.done {
+				f.rem -= k
+			}
+			continue
+		}
+		k := copy(f.hdr[f.hdrN:], b[i:])
+		f.hdrN += k
+		i += k
+		if f.hdrN < h2FrameHeaderLen {
+			break // i == len(b): hold the partial header
+		}
+		f.hdrN = 0
+		h := &f.hdr
+		length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+		stream := (uint32(h[5])<<24 | uint32(h[6])<<16 | uint32(h[7])<<8 | uint32(h[8])) & 0x7fffffff
+		if length == 0 && h[3] == 0x4 && h[4]&0x1 != 0 && stream == 0 {
+			f.done = true // the ACK of the detector's SETTINGS: drop it
+			continue
+		}
+		// The header's 9 bytes came from b before i, so w+9 <= i.
+		w += copy(b[w:], h[:])
+		f.rem = length
+	}
+	return w
+}
+
+// newFilteringReplayConn returns a ReplayConn over the bytes consumed
+// after the detector wrote its SETTINGS frame in gRPC active mode. b starts
+// with the client preface (or a prefix of it). The first SETTINGS ACK is
+// removed from b in place or, when b does not hold it, from what is read
+// later.
+func newFilteringReplayConn(c net.Conn, b []byte) *ReplayConn {
+	r := &ReplayConn{conn: c}
+	r.f.rem = len(h2Preface)
+	b = b[:r.f.filter(b)]
+	if len(b) == 0 {
+		r.drained.Store(true)
+	} else {
+		r.buf = b
+	}
+	if !r.f.done {
+		r.filtering.Store(true)
+	}
+	return r
 }
 
 var (
@@ -80,7 +168,75 @@ func (c *ReplayConn) Read(p []byte) (int, error) {
 			return n, nil
 		}
 	}
+	if c.filtering.Load() {
+		return c.readFiltered(p)
+	}
 	return c.conn.Read(p)
+}
+
+// readFiltered reads from the inner connection through the ACK filter.
+func (c *ReplayConn) readFiltered(p []byte) (int, error) {
+	c.fmu.Lock()
+	if !c.filtering.Load() {
+		c.fmu.Unlock()
+		return c.conn.Read(p)
+	}
+	defer c.fmu.Unlock()
+	if len(p) == 0 {
+		return 0, nil
+	}
+	f := &c.f
+	for {
+		if f.outEnd > f.outStart {
+			n := copy(p, f.out[f.outStart:f.outEnd])
+			f.outStart += n
+			if f.outStart == f.outEnd {
+				f.outStart, f.outEnd = 0, 0
+				c.finishFilter()
+			}
+			return n, nil
+		}
+		if !c.filtering.Load() {
+			// The ACK was dropped on an earlier pass of this loop and
+			// nothing filtered is pending: read straight through.
+			return c.conn.Read(p)
+		}
+		dst := p
+		small := len(p) < len(f.out) // too small to put a held header in front
+		if small {
+			dst = f.out[:]
+		}
+		k := copy(dst, f.hdr[:f.hdrN])
+		f.hdrN = 0
+		n, err := c.conn.Read(dst[k:])
+		w := f.filter(dst[:k+n])
+		if errors.Is(err, io.EOF) && f.hdrN > 0 {
+			// The header can never complete: hand on its bytes as sent.
+			w += copy(dst[w:], f.hdr[:f.hdrN])
+			f.hdrN = 0
+		}
+		if small && w > 0 {
+			m := copy(p, dst[:w])
+			if m < w {
+				f.outStart, f.outEnd = m, w
+				return m, nil
+			}
+			w = m
+		}
+		c.finishFilter()
+		if w == 0 && err == nil {
+			continue // all of it held or dropped: read again
+		}
+		return w, err
+	}
+}
+
+// finishFilter turns the filter off once the ACK was dropped and nothing
+// filtered is pending. c.fmu is held.
+func (c *ReplayConn) finishFilter() {
+	if c.f.done && c.f.hdrN == 0 && c.f.outEnd == c.f.outStart {
+		c.filtering.Store(false)
+	}
 }
 
 // WriteTo writes the buffered bytes to w, then copies the inner connection
@@ -106,6 +262,30 @@ func (c *ReplayConn) WriteTo(w io.Writer) (int64, error) {
 				}
 				if err == nil {
 					err = io.ErrShortWrite
+				}
+				return total, err
+			}
+		}
+	}
+	if c.filtering.Load() {
+		// Copy through the filter until the ACK has passed.
+		bp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bp)
+		for c.filtering.Load() {
+			n, err := c.Read(*bp)
+			if n > 0 {
+				m, werr := w.Write((*bp)[:n])
+				total += int64(m)
+				if werr == nil && m < n {
+					werr = io.ErrShortWrite
+				}
+				if werr != nil {
+					return total, werr
+				}
+			}
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					return total, nil
 				}
 				return total, err
 			}

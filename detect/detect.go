@@ -14,7 +14,7 @@ import (
 const (
 	phaseMatch       = iota // running the matchers
 	phaseGRPCPassive        // HTTP/2 matched; looking for the first HEADERS
-	phaseGRPCActive         // HTTP/2 matched; SETTINGS written; looking for HEADERS and the ACK
+	phaseGRPCActive         // HTTP/2 matched; SETTINGS written; looking for the first HEADERS
 )
 
 // why a fill loop stopped.
@@ -42,8 +42,8 @@ type session struct {
 	err      error
 
 	// gRPC refinement
-	h2          h2Scan
-	headersWait bool // the HEADERS wait ran out (active mode)
+	h2           h2Scan
+	settingsSent bool // active mode wrote its SETTINGS: filter the client's ACK
 
 	// Linux peek state (see peek_linux.go)
 	peekFn  func(fd uintptr) bool
@@ -108,7 +108,7 @@ func putSession(s *session) {
 	s.stop = stopNone
 	s.err = nil
 	s.h2 = h2Scan{}
-	s.headersWait = false
+	s.settingsSent = false
 	sessionPool.Put(s)
 }
 
@@ -146,15 +146,9 @@ func (s *session) step() bool {
 	switch s.phase {
 	case phaseMatch:
 		return s.match()
-	case phaseGRPCPassive:
+	default: // phaseGRPCPassive, phaseGRPCActive
 		s.h2.scan(s.buf[:s.n])
 		return s.h2.headers || s.h2.failed
-	default: // phaseGRPCActive
-		s.h2.scan(s.buf[:s.n])
-		if s.h2.failed {
-			return true
-		}
-		return s.h2.ack >= 0 && (s.h2.headers || s.headersWait)
 	}
 }
 
@@ -265,16 +259,6 @@ func (d *deadlines) setWrite(t time.Time) {
 	if !d.g.cancelled {
 		_ = d.c.SetWriteDeadline(t)
 	}
-}
-
-// cancelled reports whether ctx fired.
-func (d *deadlines) cancelled() bool {
-	if d.g == nil {
-		return false
-	}
-	d.g.mu.Lock()
-	defer d.g.mu.Unlock()
-	return d.g.cancelled
 }
 
 // finish clears the deadlines Detect set; it reports whether ctx fired.
@@ -402,16 +386,19 @@ func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start tim
 
 // handBack returns the connection to give the caller.
 func (d *Detector) handBack(s *session, c net.Conn, consumed bool) net.Conn {
+	if s.settingsSent {
+		// The client's ACK of our SETTINGS must not reach the server,
+		// whether it is among the consumed bytes or still to come.
+		var b []byte
+		if s.n > 0 {
+			b = append([]byte(nil), s.buf[:s.n]...)
+		}
+		return newFilteringReplayConn(c, b)
+	}
 	if !consumed || s.n == 0 {
 		return c
 	}
-	b := s.buf[:s.n]
-	if s.phase == phaseGRPCActive && s.h2.ack >= 0 && s.h2.ack+h2FrameHeaderLen <= len(b) {
-		// Remove the client's ACK of our SETTINGS frame.
-		copy(b[s.h2.ack:], b[s.h2.ack+h2FrameHeaderLen:])
-		b = b[:len(b)-h2FrameHeaderLen]
-	}
-	return NewReplayConn(c, append([]byte(nil), b...))
+	return NewReplayConn(c, append([]byte(nil), s.buf[:s.n]...))
 }
 
 func errResult(start time.Time, n int, err error) Result {

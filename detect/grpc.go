@@ -23,14 +23,13 @@ var emptySettings = [h2FrameHeaderLen]byte{0, 0, 0, byte(http2.FrameSettings), 0
 type h2Scan struct {
 	headers bool // the first HEADERS (with its CONTINUATIONs) was decoded
 	grpc    bool // its content-type is application/grpc[+...|;...]
-	ack     int  // offset in the peeked bytes of the first SETTINGS ACK; -1 none
 	failed  bool // a framing or HPACK error: stop refining, report HTTP/2
 }
 
 // scan decodes the frames after the preface in b with the x/net/http2
 // Framer and an HPACK decoder, from the start each time (b grows).
 func (h *h2Scan) scan(b []byte) {
-	h.headers, h.grpc, h.ack = false, false, -1
+	h.headers, h.grpc = false, false
 	if len(b) < len(h2Preface) {
 		return
 	}
@@ -40,7 +39,6 @@ func (h *h2Scan) scan(b []byte) {
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	fr.MaxHeaderListSize = uint32(len(b)) * 8 // bounded by the peek limit anyway
 	for {
-		off := len(h2Preface) + len(frames) - rd.Len()
 		f, err := fr.ReadFrame()
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -48,18 +46,9 @@ func (h *h2Scan) scan(b []byte) {
 			}
 			return
 		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if f.IsAck() && h.ack < 0 {
-				h.ack = off
-			}
-		case *http2.MetaHeadersFrame:
-			if !h.headers {
-				h.headers = true
-				h.grpc = isGRPCContentType(f.PseudoValue("method"), f.Fields)
-			}
-		}
-		if h.headers && h.ack >= 0 {
+		if f, ok := f.(*http2.MetaHeadersFrame); ok {
+			h.headers = true
+			h.grpc = isGRPCContentType(f.PseudoValue("method"), f.Fields)
 			return
 		}
 	}
@@ -94,7 +83,7 @@ func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, deadline ti
 	if !deadline.IsZero() && deadline.Before(waitUntil) {
 		waitUntil = deadline
 	}
-	s.h2 = h2Scan{ack: -1}
+	s.h2 = h2Scan{}
 
 	if d.GRPC != GRPCActive {
 		s.phase = phaseGRPCPassive
@@ -126,6 +115,10 @@ func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, deadline ti
 		}
 		return false
 	}
+	// From here the client's ACK of our SETTINGS must be filtered out of
+	// what the caller reads, wherever it comes (see handBack): detection
+	// does not wait for it.
+	s.settingsSent = true
 	if !consumed {
 		s.n = 0 // the peeked bytes are still in the socket: read them again
 	}
@@ -136,17 +129,5 @@ func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, deadline ti
 	}
 	dl.setRead(waitUntil)
 	s.readFill(c)
-	if s.stop == stopDL && !s.h2.headers && !dl.cancelled() && (deadline.IsZero() || time.Now().Before(deadline)) {
-		// No HEADERS in time. Still wait for the client's ACK, which must
-		// not reach the real server, until the detection deadline.
-		s.headersWait = true
-		if s.h2.ack >= 0 {
-			s.stop = stopDone
-			return true
-		}
-		dl.setRead(deadline)
-		s.stop = stopNone
-		s.readFill(c)
-	}
 	return true
 }

@@ -209,10 +209,13 @@ const (
 	// HTTP2 after the wait.
 	GRPCPassive
 	// GRPCActive writes one empty server SETTINGS frame after the preface,
-	// reads up to the first HEADERS frame and removes the client's SETTINGS
-	// ACK of that frame from the bytes handed back, so the HTTP/2 server
-	// that later serves the connection sees an ordinary one. It consumes
-	// bytes, so Detect then returns a [ReplayConn].
+	// reads up to the first HEADERS frame (for at most Detector.GRPCWait)
+	// and removes the client's SETTINGS ACK of that frame from the bytes
+	// handed back, so the HTTP/2 server that later serves the connection
+	// sees an ordinary one. The ACK may come after detection ends (a
+	// client may send a window of DATA first): the returned [ReplayConn]
+	// then drops it from later reads. It consumes bytes, so Detect returns
+	// a ReplayConn.
 	GRPCActive
 )
 
@@ -262,9 +265,9 @@ type Detector struct {
 	GRPC GRPCMode
 	// GRPCWait bounds how long the gRPC refinement waits for the first
 	// HEADERS frame after the preface (after writing SETTINGS in active
-	// mode). 0 means DefaultGRPCWait. In active mode the client's ACK of
-	// the detector's SETTINGS is awaited until the detection timeout even
-	// when HEADERS do not come, since it must not reach the real server.
+	// mode). 0 means DefaultGRPCWait. Active mode does not wait for the
+	// client's ACK of the detector's SETTINGS: the returned [ReplayConn]
+	// drops it whenever it comes.
 	GRPCWait time.Duration
 }
 
