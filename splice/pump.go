@@ -74,6 +74,11 @@ func (p *pump) copyDir() {
 	}
 	s := p.s
 	s.setEnd(p.srcSide, EndEOF, nil)
+	if s.eofs.Add(1) == 2 {
+		// Both directions are done: Join closes both connections now,
+		// which sends the FIN a CloseWrite would (one system call less).
+		return
+	}
 	if cw, ok := p.dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 		return
 	}

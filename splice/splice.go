@@ -305,6 +305,7 @@ type join struct {
 	last atomic.Int64 // nanoseconds from start to the last byte moved
 
 	aborted atomic.Bool
+	eofs    atomic.Int32 // directions that ended with EOF
 
 	mu       sync.Mutex
 	ended    bool // first, end are set
