@@ -296,7 +296,10 @@ func (d *deadlines) finish() (cancelled bool) {
 //
 // The error is non-nil only when ctx is done before a decision (ctx.Err())
 // or the connection fails; the returned connection is then still non-nil
-// and the caller should close it.
+// and the caller should close it. A peer that resets the connection during
+// detection is such a failure, reported at once (errors.Is(err,
+// syscall.ECONNRESET) on Linux and POSIX systems), on the MSG_PEEK path
+// too, where the peeked bytes hide the reset from recv.
 //
 // Detect uses the connection's read deadline (and write deadline in gRPC
 // active mode) when a timeout or a cancellable ctx is given, and clears
