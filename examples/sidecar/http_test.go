@@ -82,7 +82,8 @@ func httpBackend(t *testing.T) netip.AddrPort {
 		}
 		brw.Flush()
 		wg.Add(2)
-		go func() { defer wg.Done(); io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
+		// brw's reader first: it holds what the server read ahead.
+		go func() { defer wg.Done(); io.Copy(up, brw); up.(*net.TCPConn).CloseWrite() }()
 		go func() { defer wg.Done(); io.Copy(c, up); c.Close() }()
 	})
 	var protos http.Protocols
@@ -253,6 +254,9 @@ func TestConnectTunnelTLS(t *testing.T) {
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
 	require.NoError(t, err)
 	require.Equal(t, 200, resp.StatusCode)
+	// RFC 9110 9.3.6: no Transfer-Encoding or Content-Length on a 2xx to CONNECT.
+	require.Empty(t, resp.TransferEncoding)
+	require.Empty(t, resp.Header.Get("Content-Length"))
 	require.Zero(t, br.Buffered())
 
 	pool := x509.NewCertPool()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -157,8 +158,9 @@ func (p *Proxy) CloseIdleConnections() {
 
 // serveHTTP serves the HTTP connection c until it closes (or is hijacked and
 // the tunnel ends): every request is proxied through rt to target.
-func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target netip.AddrPort, t *pooledTransport, dir metrics.Direction, clientID spiffeid.ID) {
-	cc := &countingConn{Conn: c, closed: make(chan struct{})}
+// Bytes are counted on mc as they move.
+func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target netip.AddrPort, t *pooledTransport, dir metrics.Direction, clientID spiffeid.ID, mc metrics.Conn) {
+	cc := &countingConn{Conn: c, mc: mc, closed: make(chan struct{})}
 	rp := &httputil.ReverseProxy{
 		Director: func(r *http.Request) {
 			r.URL.Scheme = "http"
@@ -267,16 +269,24 @@ func connectHandler(next http.Handler, dial func(context.Context) (net.Conn, err
 		// A 2xx to CONNECT has no body: what follows is the tunnel. (Closing
 		// resp.Body would read the tunnel to its end: net/http sees a response
 		// without a length.)
-		rc := http.NewResponseController(w)
-		w.WriteHeader(resp.StatusCode)
-		if err := rc.Flush(); err != nil {
-			return
-		}
-		conn, bufrw, err := rc.Hijack()
+		// The 2xx is written by hand after the hijack: net/http would add
+		// Transfer-Encoding: chunked, which RFC 9110 forbids on a 2xx to
+		// CONNECT. WriteHeader afterwards only tells the metrics middleware
+		// the status (net/http ignores it on a hijacked connection).
+		conn, bufrw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			return
 		}
 		defer conn.Close()
+		fmt.Fprintf(bufrw, "HTTP/1.1 %d %s\r\n", resp.StatusCode, http.StatusText(resp.StatusCode))
+		resp.Header.Del("Transfer-Encoding")
+		resp.Header.Del("Content-Length")
+		resp.Header.Write(bufrw)
+		io.WriteString(bufrw, "\r\n")
+		if err := bufrw.Flush(); err != nil {
+			return
+		}
+		w.WriteHeader(resp.StatusCode)
 		client := net.Conn(conn)
 		if n := bufrw.Reader.Buffered(); n > 0 {
 			b, _ := bufrw.Reader.Peek(n)
@@ -343,9 +353,11 @@ func upgradeHandler(next http.Handler, rt http.RoundTripper, direct func(*http.R
 	})
 }
 
-// countingConn counts the bytes of the accepted connection and reports its close.
+// countingConn counts the bytes of the accepted connection (on mc too, live)
+// and reports its close.
 type countingConn struct {
 	net.Conn
+	mc            metrics.Conn
 	read, written atomic.Int64
 	once          sync.Once
 	closed        chan struct{}
@@ -354,12 +366,14 @@ type countingConn struct {
 func (c *countingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	c.read.Add(int64(n))
+	c.mc.Read(int64(n))
 	return n, err
 }
 
 func (c *countingConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.written.Add(int64(n))
+	c.mc.Write(int64(n))
 	return n, err
 }
 

@@ -86,9 +86,7 @@ func (p *Proxy) HandleInbound(ctx context.Context, c net.Conn) {
 	if h.SessionProtocol != opaque.SessionNone && !p.NoHTTP {
 		t := p.inboundTransport(h.Port, h.SessionProtocol)
 		mc := p.Metrics.OpenConn(connLabels(&ev))
-		p.serveHTTP(ctx, &ev, tc, ev.Dst, t, metrics.Inbound, id)
-		mc.Read(ev.ClientBytes)
-		mc.Write(ev.ServerBytes)
+		p.serveHTTP(ctx, &ev, tc, ev.Dst, t, metrics.Inbound, id, mc)
 		mc.CloseErr(nil)
 		return
 	}
@@ -121,6 +119,13 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 		ev.Path, ev.Protocol = PathDeclared, dec.Protocol
 	default:
 		ev.Path = PathDetect
+	}
+	if ev.Path == PathDeclared && isHTTP(ev.Protocol) && !p.NoHTTP {
+		t := p.inboundTransport(port, sessionFor(ev.Protocol))
+		mc := p.Metrics.OpenConn(connLabels(&ev))
+		p.serveHTTP(ctx, &ev, c, ev.Dst, t, metrics.Inbound, spiffeid.ID{}, mc)
+		mc.CloseErr(nil)
+		return
 	}
 	app, err := p.dialPlain(ctx, ev.Dst.String())
 	if err != nil {
@@ -160,9 +165,7 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 		ac.Close()
 		t := p.inboundTransport(port, sessionFor(res.Protocol))
 		mc := p.Metrics.OpenConn(connLabels(&ev))
-		p.serveHTTP(ctx, &ev, cc, ev.Dst, t, metrics.Inbound, spiffeid.ID{})
-		mc.Read(ev.ClientBytes)
-		mc.Write(ev.ServerBytes)
+		p.serveHTTP(ctx, &ev, cc, ev.Dst, t, metrics.Inbound, spiffeid.ID{}, mc)
 		mc.CloseErr(nil)
 		return
 	}

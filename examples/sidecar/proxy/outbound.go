@@ -175,9 +175,7 @@ func (p *Proxy) serveOutboundHTTP(ctx context.Context, ev *Event, c net.Conn, ds
 		l.TLS = metrics.TLSTrue // requests leave in mutual TLS
 	}
 	mc := p.Metrics.OpenConn(l)
-	p.serveHTTP(ctx, ev, c, dst, t, metrics.Outbound, spiffeid.ID{})
-	mc.Read(ev.ClientBytes)
-	mc.Write(ev.ServerBytes)
+	p.serveHTTP(ctx, ev, c, dst, t, metrics.Outbound, spiffeid.ID{}, mc)
 	mc.CloseErr(nil)
 	return true
 }
