@@ -47,9 +47,9 @@ func TestDetectTimeoutKeepsConnUsable(t *testing.T) {
 				}
 				sent <- tr.closeWrite(client)
 			}()
-			got, err := io.ReadAll(conn)
+			got, err := io.ReadAll(bounded(conn))
 			require.NoError(t, err, "the detection deadline must be cleared")
-			require.NoError(t, <-sent)
+			require.NoError(t, recv(t, sent, "sent"))
 			assert.Equal(t, "GET / HTTP/1.1\r\n\r\n", string(got))
 		})
 	}
@@ -75,7 +75,7 @@ func TestDetectContextCancel(t *testing.T) {
 			// The conn is still usable: the cancellation deadline is gone.
 			go func() { _, _ = client.Write([]byte("late")) }()
 			buf := make([]byte, 4)
-			_, err = io.ReadFull(conn, buf)
+			_, err = io.ReadFull(bounded(conn), buf)
 			require.NoError(t, err)
 			assert.Equal(t, "late", string(buf))
 		})
@@ -119,7 +119,7 @@ func TestDetectPeerClosedBehindPartialBytes(t *testing.T) {
 			assert.Equal(t, detect.ReasonClosed, res.Reason)
 			assert.Equal(t, detect.Unknown, res.Protocol)
 			assert.Less(t, res.Duration, 30*time.Second)
-			got, err := io.ReadAll(conn)
+			got, err := io.ReadAll(bounded(conn))
 			require.NoError(t, err)
 			assert.Equal(t, "GET / HT", string(got))
 		})
@@ -163,7 +163,7 @@ func TestDetectLimit(t *testing.T) {
 			defer conn.Close()
 			assert.Equal(t, detect.ReasonLimit, res.Reason)
 			assert.Equal(t, 64, res.Bytes)
-			got, err := io.ReadAll(conn)
+			got, err := io.ReadAll(bounded(conn))
 			require.NoError(t, err)
 			assert.Equal(t, in, got)
 		})
@@ -238,7 +238,7 @@ func TestDetectedTCPConnKeepsTypeForSplice(t *testing.T) {
 	}()
 	got, err := io.ReadAll(upIn)
 	require.NoError(t, err)
-	require.NoError(t, <-copied)
+	require.NoError(t, recv(t, copied, "copied"))
 	assert.Equal(t, payload, got)
 	tc.Close()
 }
@@ -314,7 +314,7 @@ func TestReplayConn(t *testing.T) {
 		}()
 		got, err := io.ReadAll(upIn)
 		require.NoError(t, err)
-		require.NoError(t, <-copied)
+		require.NoError(t, recv(t, copied, "copied"))
 		assert.Equal(t, "peeked|"+string(bytes.Repeat([]byte("x"), 100000)), string(got))
 
 		// ReadFrom writes through to the inner conn; CloseWrite passes through.
@@ -378,7 +378,7 @@ func TestDetectSilenceHoldsNoBuffer(t *testing.T) {
 			runtime.ReadMemStats(&after)
 			cancel()
 			for range n {
-				require.ErrorIs(t, <-done, context.Canceled)
+				require.ErrorIs(t, recv(t, done, "done"), context.Canceled)
 			}
 			grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
 			t.Logf("heap grew %d bytes for %d silent detections (%d each)", grown, n, grown/n)
@@ -411,7 +411,7 @@ func TestDetectBigClientHelloAndMaxPeek(t *testing.T) {
 					assert.Equal(t, detect.TLS, res.Protocol)
 					assert.Equal(t, "big.example", res.TLS.ServerName())
 				}
-				got, err := io.ReadAll(conn)
+				got, err := io.ReadAll(bounded(conn))
 				require.NoError(t, err)
 				assert.True(t, bytes.Equal(hello, got))
 			})

@@ -170,7 +170,7 @@ func FuzzDetector(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		got, err := io.ReadAll(conn)
+		got, err := io.ReadAll(bounded(conn))
 		if err != nil {
 			t.Fatal(err)
 		}

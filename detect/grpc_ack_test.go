@@ -116,7 +116,7 @@ var ackReaders = []struct {
 		_, err := io.Copy(dst, c)
 		require.NoError(t, err)
 		require.NoError(t, dst.Close())
-		return <-got
+		return recv(t, got, "got")
 	}},
 }
 
@@ -198,7 +198,7 @@ func TestGRPCActiveDropsLateACK(t *testing.T) {
 						}
 						_ = server.SetReadDeadline(time.Now().Add(20 * time.Second)) // fails on a pipe whose client closed: reads then end at once
 						got := rd.read(t, conn)
-						require.NoError(t, <-clientDone)
+						require.NoError(t, recv(t, clientDone, "clientDone"))
 						require.Equal(t, len(want), len(got), "exactly one frame header (the first ACK) removed")
 						assert.True(t, bytes.Equal(want, got), "every client byte but the first ACK, in order")
 					})
@@ -246,9 +246,9 @@ func TestGRPCActiveNoACKPassesEverything(t *testing.T) {
 			defer conn.Close()
 			assert.Equal(t, detect.HTTP2, res.Protocol)
 			_ = server.SetReadDeadline(time.Now().Add(20 * time.Second))
-			got, err := io.ReadAll(conn)
+			got, err := io.ReadAll(bounded(conn))
 			require.NoError(t, err)
-			require.NoError(t, <-clientDone)
+			require.NoError(t, recv(t, clientDone, "clientDone"))
 			assert.True(t, bytes.Equal(in, got), "no ACK: nothing removed (got %d of %d bytes)", len(got), len(in))
 		})
 	}
@@ -339,12 +339,12 @@ func TestGRPCActiveH2CPostLargeBody(t *testing.T) {
 					assert.Equal(t, wantResp, string(b))
 				}
 				tr.CloseIdleConnections()
-				res := <-results
+				res := recv(t, results, "results")
 				assert.Equal(t, detect.HTTP2, res.Protocol)
 				assert.Equal(t, detect.ReasonMatched, res.Reason)
 			}
 			ln.Close()
-			<-done
+			recv(t, done, "done")
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			require.NoError(t, srv.Shutdown(ctx))
@@ -440,7 +440,7 @@ func TestGRPCActiveGRPCGoLargeStream(t *testing.T) {
 			stream, err := testgrpc.NewTestServiceClient(cc).FullDuplexCall(ctx)
 			require.NoError(t, err)
 
-			dd := <-det
+			dd := recv(t, det, "det")
 			require.NoError(t, dd.err)
 			assert.Equal(t, detect.GRPC, dd.res.Protocol)
 			served := make(chan error, 1)
@@ -463,9 +463,9 @@ func TestGRPCActiveGRPCGoLargeStream(t *testing.T) {
 			cc.Close()
 			srv.Stop()
 			if mode == "serve" {
-				<-served
+				recv(t, served, "served")
 			}
-			<-proxied
+			recv(t, proxied, "proxied")
 		})
 	}
 }

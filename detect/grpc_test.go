@@ -99,13 +99,13 @@ func grpcThroughDetect(t *testing.T, d *detect.Detector, usePipe bool) detect.Re
 		rpcDone <- rpc{r, err}
 	}()
 
-	dd := <-det
+	dd := recv(t, det, "det")
 	require.NoError(t, dd.err)
 	ol := newOneConnListener(dd.conn)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ol) }()
 
-	r := <-rpcDone
+	r := recv(t, rpcDone, "rpcDone")
 	require.NoError(t, r.err, "the RPC must succeed through the detected connection")
 	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, r.resp.GetStatus())
 	// A second RPC on the same connection: the server accepted the
@@ -117,7 +117,7 @@ func grpcThroughDetect(t *testing.T, d *detect.Detector, usePipe bool) detect.Re
 	require.NoError(t, err)
 	cc.Close()
 	srv.Stop()
-	<-served
+	recv(t, served, "served")
 	return dd.res
 }
 
@@ -191,13 +191,13 @@ func h2cThroughDetect(t *testing.T, d *detect.Detector) detect.Result {
 		r.Body.Close()
 		first <- resp{string(b), err}
 	}()
-	dd := <-det
+	dd := recv(t, det, "det")
 	require.NoError(t, dd.err)
 	ol := newOneConnListener(dd.conn)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ol) }()
 
-	r := <-first
+	r := recv(t, first, "first")
 	require.NoError(t, r.err)
 	assert.Equal(t, "HTTP/2.0 /one", r.body)
 	for _, p := range []string{"/two", "/three"} {
@@ -213,7 +213,7 @@ func h2cThroughDetect(t *testing.T, d *detect.Detector) detect.Result {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, srv.Shutdown(ctx))
-	<-served
+	recv(t, served, "served")
 	return dd.res
 }
 
@@ -302,9 +302,9 @@ func TestGRPCPassiveContentType(t *testing.T) {
 				if tr.name == "tcp" && runtime.GOOS == "linux" {
 					assert.Same(t, server, conn, "passive mode consumes nothing")
 				}
-				got, err := io.ReadAll(conn)
+				got, err := io.ReadAll(bounded(conn))
 				require.NoError(t, err)
-				require.NoError(t, <-sent)
+				require.NoError(t, recv(t, sent, "sent"))
 				assert.Equal(t, in, got)
 			})
 		}
@@ -358,9 +358,9 @@ func TestGRPCActiveStripsOnlyOurACK(t *testing.T) {
 				assert.Equal(t, detect.GRPC, res.Protocol)
 				_, isReplay := conn.(*detect.ReplayConn)
 				assert.True(t, isReplay, "active mode consumes bytes and must hand back a ReplayConn")
-				got, err := io.ReadAll(conn)
+				got, err := io.ReadAll(bounded(conn))
 				require.NoError(t, err)
-				require.NoError(t, <-clientDone)
+				require.NoError(t, recv(t, clientDone, "clientDone"))
 				assert.Equal(t, []byte{0, 0, 0, 4, 0, 0, 0, 0, 0}, fromDetector, "one empty SETTINGS frame")
 				assert.Equal(t, req, got, "every client byte but the ACK, in order")
 			})
@@ -407,9 +407,9 @@ func TestGRPCActiveNoHeadersStillStripsACK(t *testing.T) {
 			defer conn.Close()
 			assert.Equal(t, detect.HTTP2, res.Protocol)
 			assert.Equal(t, detect.ReasonMatched, res.Reason)
-			got, err := io.ReadAll(conn)
+			got, err := io.ReadAll(bounded(conn))
 			require.NoError(t, err)
-			require.NoError(t, <-clientDone)
+			require.NoError(t, recv(t, clientDone, "clientDone"))
 			assert.Equal(t, pre.Bytes(), got, "the ACK must not be handed on")
 		})
 	}

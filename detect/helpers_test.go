@@ -52,7 +52,7 @@ func tcpPair(t testing.TB) (client, server *net.TCPConn) {
 	}()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	require.NoError(t, err)
-	r := <-ch
+	r := recv(t, ch, "ch")
 	require.NoError(t, r.err)
 	return c.(*net.TCPConn), r.c.(*net.TCPConn)
 }
@@ -115,7 +115,7 @@ func goClientHello(t testing.TB, sni string, alpn []string) []byte {
 	}
 	s.Close()
 	c.Close()
-	<-done
+	recv(t, done, "done")
 	return buf
 }
 
@@ -161,4 +161,42 @@ func testCert(t testing.TB, names ...string) (*tls.Config, *x509.CertPool) {
 // allMatchers is every built-in matcher.
 func allMatchers() []detect.Matcher {
 	return append(detect.DefaultMatchers(), detect.PROXYMatcher(), detect.SSHMatcher(), detect.PostgreSQLMatcher())
+}
+
+// testWait bounds every wait of the tests for another goroutine: a test
+// that goes wrong fails after it instead of hanging until the go test
+// timeout.
+const testWait = 30 * time.Second
+
+// recv receives from ch, failing the test when nothing comes within
+// testWait.
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	timer := time.NewTimer(testWait)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("waited %v for %s", testWait, what)
+		panic("unreachable")
+	}
+}
+
+// waitGroup waits for wg, failing the test when it is not done within
+// testWait.
+func waitGroup(t testing.TB, wg *sync.WaitGroup, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	recv(t, done, what)
+}
+
+// bounded sets a read deadline testWait away on c and returns it, so a
+// read until EOF fails instead of hanging when the peer goes wrong and
+// never closes. (It cannot fail the test: a net.Pipe whose other end
+// closed refuses deadlines, and its reads end at once anyway.)
+func bounded(c net.Conn) net.Conn {
+	_ = c.SetReadDeadline(time.Now().Add(testWait))
+	return c
 }

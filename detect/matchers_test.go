@@ -223,7 +223,7 @@ func TestTLSMatcherTLS12Only(t *testing.T) {
 	}
 	s.Close()
 	c.Close()
-	<-done
+	recv(t, done, "done")
 	assert.Equal(t, "", r.TLS.ServerName(), "no SNI without ServerName")
 	assert.Nil(t, r.TLS.ALPN())
 	assert.Equal(t, []uint16{tls.VersionTLS12}, r.TLS.Versions())

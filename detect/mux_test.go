@@ -107,18 +107,37 @@ func startMux(t *testing.T, d *detect.Detector, cfg detect.MuxConfig) (*detect.M
 	return m, serve
 }
 
-// echoServe echoes every connection accepted from l until Accept fails.
+// echoServe echoes every connection accepted from l until Accept fails,
+// then closes the connections still open, as a server's Close does, so a
+// wait for wg cannot hang on a client that never closes.
 func echoServe(l net.Listener, wg *sync.WaitGroup) {
 	defer wg.Done()
+	var mu sync.Mutex
+	open := map[net.Conn]struct{}{}
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for c := range open {
+			c.Close()
+		}
+	}()
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
+		mu.Lock()
+		open[c] = struct{}{}
+		mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer c.Close()
+			defer func() {
+				mu.Lock()
+				delete(open, c)
+				mu.Unlock()
+				c.Close()
+			}()
 			_, _ = io.Copy(c, c)
 		}()
 	}
@@ -283,11 +302,11 @@ func TestMuxRealPeers(t *testing.T) {
 	})
 
 	require.NoError(t, m.Close())
-	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
 	require.NoError(t, hs.Close())
 	require.NoError(t, tlsHS.Close())
 	gs.Stop()
-	wg.Wait()
+	waitGroup(t, &wg, "the servers' goroutines")
 
 	assert.Empty(t, httpLog.String(), "net/http server logged errors (a stray SETTINGS ACK would show here)")
 	st := m.Stats()
@@ -357,12 +376,12 @@ func TestMuxSilentClientsDoNotDelayOthers(t *testing.T) {
 	}
 
 	require.NoError(t, m.Close())
-	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
 	st = m.Stats()
 	assert.Equal(t, uint64(silent), st.Shutdown, "Close ended every pending detection")
 	assert.Zero(t, st.InFlight)
 	require.NoError(t, hs.Close())
-	wg.Wait()
+	waitGroup(t, &wg, "the servers' goroutines")
 	// Close closed the silent clients' server sides: they see EOF (or a reset).
 	require.NoError(t, conns[0].SetReadDeadline(time.Now().Add(10*time.Second)))
 	_, err = conns[0].Read(make([]byte, 1))
@@ -486,8 +505,8 @@ func TestMuxChildCloseKeepsSiblings(t *testing.T) {
 	e.Close()
 
 	require.NoError(t, m.Close())
-	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
-	wg.Wait()
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
+	waitGroup(t, &wg, "the servers' goroutines")
 }
 
 // TestMuxUnroutedIsClosed: a protocol with no child and no Default is closed and counted, not
@@ -529,7 +548,7 @@ func TestMuxUnroutedIsClosed(t *testing.T) {
 	assert.Equal(t, 2, events.count(detect.MuxUnrouted, detect.Unknown))
 
 	require.NoError(t, m.Close())
-	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
 }
 
 // TestMuxGRPCFallsBackToHTTP2: with gRPC refinement on and no GRPC child, gRPC goes to the HTTP/2
@@ -556,10 +575,10 @@ func TestMuxGRPCFallsBackToHTTP2(t *testing.T) {
 	cc.Close()
 
 	require.NoError(t, m.Close()) // waits for every connection's goroutine: all events are in
-	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
 	assert.Equal(t, 1, events.count(detect.MuxRouted, detect.GRPC))
 	gs.Stop()
-	wg.Wait()
+	waitGroup(t, &wg, "the servers' goroutines")
 }
 
 // TestMuxBoundWaitsOrRefuses: with MaxDetections in flight, the next connection waits for a slot
@@ -587,7 +606,7 @@ func TestMuxBoundWaitsOrRefuses(t *testing.T) {
 		assert.Equal(t, uint64(1), m.Stats().Refused)
 		assert.Equal(t, 1, events.count(detect.MuxRefused, ""))
 		require.NoError(t, m.Close())
-		<-serveErr
+		recv(t, serveErr, "Serve to return")
 	})
 
 	t.Run("wait", func(t *testing.T) {
@@ -620,9 +639,9 @@ func TestMuxBoundWaitsOrRefuses(t *testing.T) {
 		resp.Body.Close()
 		assert.Equal(t, "ok", string(b))
 		require.NoError(t, m.Close())
-		<-serveErr
+		recv(t, serveErr, "Serve to return")
 		require.NoError(t, hs.Close())
-		wg.Wait()
+		waitGroup(t, &wg, "the servers' goroutines")
 	})
 }
 
@@ -661,7 +680,7 @@ func TestMuxServeTwice(t *testing.T) {
 	require.Eventually(t, func() bool { return m.Stats().Accepted == 1 }, 10*time.Second, time.Millisecond)
 	assert.ErrorIs(t, m.Serve(), detect.ErrMuxServing)
 	require.NoError(t, m.Close())
-	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
 }
 
 func TestMuxOutcomeString(t *testing.T) {
@@ -731,9 +750,9 @@ func TestMuxChurnAccounting(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return m.Stats().Accepted >= 150 }, 30*time.Second, time.Millisecond)
 	require.NoError(t, m.Close()) // while the last clients are still arriving
-	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
-	clients.Wait()
-	wg.Wait()
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
+	waitGroup(t, &clients, "the clients")
+	waitGroup(t, &wg, "the servers' goroutines")
 
 	st := m.Stats()
 	t.Logf("%+v", st)
@@ -798,7 +817,7 @@ func TestMuxDetectFailedIsCounted(t *testing.T) {
 	assert.ErrorIs(t, err, io.ErrClosedPipe, "the mux closed the failed connection")
 
 	require.NoError(t, m.Close())
-	assert.ErrorIs(t, <-serveErr, detect.ErrMuxClosed)
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
 }
 
 // TestMuxCloseWithoutServe: Close before Serve closes the parent and the children, and a later

@@ -42,7 +42,7 @@ func serveHTTP(t *testing.T, conn net.Conn, tlsConf *tls.Config) func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
-		<-done
+		recv(t, done, "done")
 	}
 }
 
@@ -77,13 +77,13 @@ func TestPeerNetHTTPClient(t *testing.T) {
 		r.Body.Close()
 		out <- resp{string(b), err}
 	}()
-	dd := <-det
+	dd := recv(t, det, "det")
 	require.NoError(t, dd.err)
 	assert.Equal(t, detect.HTTP1, dd.res.Protocol)
 	assert.Equal(t, "PATCH", dd.res.HTTP.Method)
 	assert.Equal(t, "items.example", dd.res.HTTP.Host())
 	stop := serveHTTP(t, dd.conn, nil)
-	r := <-out
+	r := recv(t, out, "out")
 	require.NoError(t, r.err)
 	assert.Equal(t, "HTTP/1.1 /items/7", r.body)
 	tr.CloseIdleConnections()
@@ -118,7 +118,7 @@ func TestPeerCryptoTLSClient(t *testing.T) {
 			return err
 		}()
 	}()
-	dd := <-det
+	dd := recv(t, det, "det")
 	require.NoError(t, dd.err)
 	assert.Equal(t, detect.TLS, dd.res.Protocol)
 	assert.Equal(t, "sni.example.test", dd.res.TLS.ServerName())
@@ -143,7 +143,7 @@ func TestPeerCryptoTLSClient(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "GET /inside HTTP/1.1\r\n", string(buf))
 	require.NoError(t, rc.CloseWrite()) // tls.Conn supports CloseWrite: the client sees EOF
-	require.NoError(t, <-clientDone)
+	require.NoError(t, recv(t, clientDone, "clientDone"))
 	assert.Equal(t, "h2", negotiated)
 	inner.Close()
 }
@@ -180,12 +180,12 @@ func TestPeerCurl(t *testing.T) {
 				out, err := cmd.CombinedOutput()
 				res <- result{out, err}
 			}()
-			dd := <-det
+			dd := recv(t, det, "det")
 			require.NoError(t, dd.err)
 			assert.Equal(t, tc.proto, dd.res.Protocol)
 			stop := serveHTTP(t, dd.conn, nil)
 			defer stop()
-			r := <-res
+			r := recv(t, res, "res")
 			require.NoError(t, r.err, "curl: %s", r.out)
 			assert.Equal(t, tc.want, string(r.out))
 		})
@@ -211,7 +211,7 @@ func TestPeerOpenSSLClient(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		res <- result{out, err}
 	}()
-	dd := <-det
+	dd := recv(t, det, "det")
 	require.NoError(t, dd.err)
 	defer dd.conn.Close()
 	assert.Equal(t, detect.TLS, dd.res.Protocol)
@@ -225,6 +225,6 @@ func TestPeerOpenSSLClient(t *testing.T) {
 	require.NoError(t, tc.SetDeadline(time.Now().Add(20*time.Second)))
 	require.NoError(t, tc.Handshake())
 	_, _ = io.Copy(io.Discard, tc) // until s_client closes
-	r := <-res
+	r := recv(t, res, "res")
 	assert.Contains(t, string(r.out), "ALPN protocol: h2", "s_client output: %s", r.out)
 }

@@ -143,9 +143,9 @@ func TestPropertyBytesPreserved(t *testing.T) {
 						assert.Same(t, server, conn, "MSG_PEEK path must return the very *net.TCPConn")
 					}
 					_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second)) // net.Pipe refuses once the peer closed
-					got, err := io.ReadAll(conn)
+					got, err := io.ReadAll(bounded(conn))
 					require.NoError(t, err)
-					require.NoError(t, <-sent)
+					require.NoError(t, recv(t, sent, "sent"))
 					assert.True(t, bytes.Equal(sd.in, got), "read %d bytes, sent %d", len(got), len(sd.in))
 				})
 			}
