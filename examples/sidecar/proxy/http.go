@@ -213,9 +213,12 @@ func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target net
 	case <-ctx.Done():
 	}
 	srv.Close()
+	cc.Close() // also when hijacked: the tunnel ends with it
 	l.Close()
 	<-served
+	cc.io.Lock() // the conn is closed: calls still running return at once
 	ev.ClientBytes, ev.ServerBytes = cc.read.Load(), cc.written.Load()
+	cc.io.Unlock()
 	if id := t.peer.Load(); id != nil && ev.PeerID.IsZero() {
 		ev.PeerID = *id
 	}
@@ -329,6 +332,8 @@ func upgradeHandler(next http.Handler, rt http.RoundTripper, direct func(*http.R
 			return
 		}
 		defer body.Close()
+		stop := context.AfterFunc(r.Context(), func() { body.Close() })
+		defer stop()
 		w.WriteHeader(http.StatusSwitchingProtocols)
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
@@ -357,13 +362,18 @@ func upgradeHandler(next http.Handler, rt http.RoundTripper, direct func(*http.R
 // and reports its close.
 type countingConn struct {
 	net.Conn
-	mc            metrics.Conn
+	mc metrics.Conn
+	// io is held (shared) across each Read and Write with its count, so
+	// totals taken under the exclusive lock include every finished call.
+	io            sync.RWMutex
 	read, written atomic.Int64
 	once          sync.Once
 	closed        chan struct{}
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {
+	c.io.RLock()
+	defer c.io.RUnlock()
 	n, err := c.Conn.Read(b)
 	c.read.Add(int64(n))
 	c.mc.Read(int64(n))
@@ -371,6 +381,8 @@ func (c *countingConn) Read(b []byte) (int, error) {
 }
 
 func (c *countingConn) Write(b []byte) (int, error) {
+	c.io.RLock()
+	defer c.io.RUnlock()
 	n, err := c.Conn.Write(b)
 	c.written.Add(int64(n))
 	c.mc.Write(int64(n))

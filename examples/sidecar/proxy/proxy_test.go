@@ -16,6 +16,7 @@ import (
 
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/websocket"
 
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/metrics"
@@ -271,4 +272,46 @@ func TestAdminReady(t *testing.T) {
 	require.NoError(t, s.Close())
 	_, err = net.Dial("tcp", s.AdminAddr.String())
 	require.True(t, err != nil && !errors.Is(err, context.Canceled))
+}
+
+// TestCloseWithOpenUpgrade: closing the sidecars ends an open WebSocket
+// (hijacked connections are not left behind; goleak checks the rest).
+func TestCloseWithOpenUpgrade(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("/ws", websocket.Handler(func(ws *websocket.Conn) { io.Copy(ws, ws) }))
+	srv := &http.Server{Handler: mux}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(l)
+	defer srv.Close()
+
+	ca := mtlstest.NewCA("ws.test")
+	srcA, srcB := ca.Source("/a"), ca.Source("/b")
+	sB, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: srcB, Bundle: srcB}}, Listeners{Inbound: "127.0.0.1:0"})
+	require.NoError(t, err)
+	sA, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: srcA, Bundle: srcA},
+		Peers: func(netip.AddrPort) (Peer, error) { return Peer{Addr: sB.InboundAddr.String()}, nil }},
+		Listeners{Forwards: []Forward{{Listen: "127.0.0.1:0", Dst: l.Addr().(*net.TCPAddr).AddrPort()}}})
+	require.NoError(t, err)
+	addr := sA.ForwardAddrs[0].String()
+	ws, err := websocket.Dial("ws://"+addr+"/ws", "", "http://"+addr)
+	require.NoError(t, err)
+	defer ws.Close()
+	_, err = ws.Write([]byte("ping"))
+	require.NoError(t, err)
+	buf := make([]byte, 4)
+	_, err = io.ReadFull(ws, buf)
+	require.NoError(t, err)
+	require.Equal(t, "ping", string(buf))
+
+	closed := make(chan struct{})
+	go func() { sA.Close(); sB.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("sidecars did not close with a WebSocket open")
+	}
+	ws.SetDeadline(time.Now().Add(5 * time.Second))
+	_, err = ws.Read(buf)
+	require.Error(t, err, "the tunnel ended with the sidecars")
 }
