@@ -3,9 +3,12 @@ package detect_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/sniffsplice/sniff/detect"
 )
@@ -115,5 +118,50 @@ func BenchmarkDetectReplay(b *testing.B) {
 		if err != nil || res.Protocol != detect.HTTP1 {
 			b.Fatal(res.Protocol, err)
 		}
+	}
+}
+
+// BenchmarkGRPCActiveACKFilter measures reading 1 MiB of HTTP/2 DATA
+// through the ReplayConn of active gRPC mode: "filtered" while the client's
+// SETTINGS ACK has not passed (every frame header is walked), "plain" when
+// the ACK was among the consumed bytes (no filter), side by side.
+func BenchmarkGRPCActiveACKFilter(b *testing.B) {
+	req := h2Request(b, "application/grpc", false)
+	var frames bytes.Buffer
+	fr := http2.NewFramer(&frames, nil)
+	chunk := bytes.Repeat([]byte{0xab}, 16384)
+	for range 64 {
+		if err := fr.WriteData(1, false, chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ack := []byte{0, 0, 0, 4, 1, 0, 0, 0, 0}
+	for _, bc := range []struct {
+		name string
+		in   []byte
+		want int // bytes handed on
+	}{
+		{"filtered", append(append([]byte(nil), req...), frames.Bytes()...), len(req) + frames.Len()},
+		{"plain", append(append(append([]byte(nil), req...), ack...), frames.Bytes()...), len(req) + frames.Len()},
+	} {
+		in := bc.in
+		b.Run(bc.name, func(b *testing.B) {
+			d := &detect.Detector{GRPC: detect.GRPCActive}
+			c := &memConn{}
+			ctx := context.Background()
+			b.SetBytes(int64(len(in)))
+			b.ReportAllocs()
+			for b.Loop() {
+				c.r.Reset(in)
+				res, conn, err := d.Detect(ctx, c)
+				if err != nil || res.Protocol != detect.GRPC {
+					b.Fatal(res.Protocol, err)
+				}
+				n, err := io.Copy(io.Discard, conn)
+				if err != nil || int(n) != bc.want {
+					b.Fatal(n, err)
+				}
+			}
+		})
 	}
 }

@@ -38,4 +38,16 @@
 // (TLS, pipes, other systems) are read into a pooled buffer and returned as
 // a [*ReplayConn] that replays the bytes and then hands off to the inner
 // connection.
+//
+// In active gRPC mode the detector writes one SETTINGS frame to the client,
+// and the client's ACK of it must never reach the real HTTP/2 server: it is
+// removed from the consumed bytes or, when it comes later (behind a window
+// of request DATA), dropped by the returned ReplayConn as it passes.
+//
+// To serve many protocols on one port, [NewMux] runs a Detector on every
+// accepted connection and hands it to the child listener of its protocol
+// (one port, many servers). For protocols in which the server speaks first
+// (SMTP, MySQL, ...), which no client bytes can reveal, [Detector.DetectUpstream]
+// races the client against the upstream without configuration; its rule
+// and limits are in SERVERFIRST.md in this directory.
 package detect

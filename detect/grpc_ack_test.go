@@ -469,3 +469,100 @@ func TestGRPCActiveGRPCGoLargeStream(t *testing.T) {
 		})
 	}
 }
+
+// withoutFirstACK is the reference for the ACK filter: it walks the HTTP/2
+// frame headers of a client stream after the preface and removes the
+// first SETTINGS frame with the ACK flag, length 0, on stream 0.
+func withoutFirstACK(in []byte) []byte {
+	off := len(http2.ClientPreface)
+	for off+9 <= len(in) {
+		h := in[off : off+9]
+		length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+		stream := (uint32(h[5])<<24 | uint32(h[6])<<16 | uint32(h[7])<<8 | uint32(h[8])) & 0x7fffffff
+		if length == 0 && h[3] == 4 && h[4]&1 != 0 && stream == 0 {
+			return append(append([]byte(nil), in[:off]...), in[off+9:]...)
+		}
+		off += 9 + length
+	}
+	return in
+}
+
+// FuzzGRPCActiveACKFilter: for any client frames after the preface, any
+// fragmentation of the writes, any peek limit and any read sizes, active
+// mode hands back exactly the client's bytes without the first SETTINGS
+// ACK frame, whether that ACK was among the consumed bytes or came later.
+func FuzzGRPCActiveACKFilter(f *testing.F) {
+	in, _, _ := lateACKStream(f, 1000)
+	f.Add(in[len(http2.ClientPreface):], []byte{4, 9, 1, 30}, uint16(1000), []byte{8, 1, 200})
+	req := h2Request(f, "application/grpc", true)
+	ack := []byte{0, 0, 0, 4, 1, 0, 0, 0, 0}
+	f.Add(append(append([]byte(nil), req[len(http2.ClientPreface):]...), ack...), []byte{}, uint16(0), []byte{})
+	f.Add(append(append([]byte(nil), ack...), req[len(http2.ClientPreface):]...), []byte{2}, uint16(40), []byte{3})
+	f.Add([]byte{0, 0, 0, 4, 1}, []byte{1}, uint16(3), []byte{0}) // a cut ACK header at EOF
+	f.Add([]byte{0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 0, 4, 1, 0, 0, 0, 0}, []byte{5}, uint16(9), []byte{40})
+	f.Fuzz(func(t *testing.T, frames, cuts []byte, peek uint16, reads []byte) {
+		if len(frames) > 64<<10 {
+			return
+		}
+		in := append([]byte(http2.ClientPreface), frames...)
+		want := withoutFirstACK(in)
+		c, s := net.Pipe()
+		defer c.Close()
+		defer s.Close()
+		wrote := make(chan error, 1)
+		go func() {
+			defer c.Close()
+			wrote <- func() error {
+				if _, err := c.Write(in[:len(http2.ClientPreface)]); err != nil {
+					return err
+				}
+				if _, err := io.ReadFull(c, make([]byte, 9)); err != nil {
+					return err
+				}
+				rest := in[len(http2.ClientPreface):]
+				for i := 0; len(rest) > 0; i++ {
+					k := len(rest)
+					if len(cuts) > 0 {
+						k = min(k, 1+int(cuts[i%len(cuts)]))
+					}
+					if _, err := c.Write(rest[:k]); err != nil {
+						return err
+					}
+					rest = rest[k:]
+				}
+				return nil
+			}()
+		}()
+		d := &detect.Detector{GRPC: detect.GRPCActive, GRPCWait: time.Millisecond, MaxPeek: len(http2.ClientPreface) + int(peek)}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, conn, err := d.Detect(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		bounded(conn)
+		var got []byte
+		for i := 0; ; i++ {
+			n := 64 << 10
+			if len(reads) > 0 {
+				n = 1 + int(reads[i%len(reads)])
+			}
+			p := make([]byte, n)
+			k, err := conn.Read(p)
+			got = append(got, p[:k]...)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := recv(t, wrote, "the client's writes"); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("read back %d bytes, want %d (sent %d)", len(got), len(want), len(in))
+		}
+	})
+}
