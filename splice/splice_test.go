@@ -335,3 +335,40 @@ func TestStrings(t *testing.T) {
 	assert.Equal(t, 32<<10, size(20000, 0))
 	assert.Equal(t, 1<<20, size(1<<30, 0))
 }
+
+// TestObserverLive: the Observer sees spliced bytes while they flow, one
+// bounded chunk behind at most, not only when Join returns.
+func TestObserverLive(t *testing.T) {
+	for _, tr := range []transport{trTCP, trTLS} {
+		t.Run(string(tr), func(t *testing.T) {
+			var obs counter
+			e := newEnv(t, tr, &Joiner{}, context.Background(), &obs)
+			const total = 32 << 20
+			go func() {
+				buf := make([]byte, 1<<20)
+				for sent := 0; sent < total; sent += len(buf) {
+					if _, err := e.client.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			buf := make([]byte, 256<<10)
+			got := 0
+			for got < total/2 {
+				n, err := e.server.Read(buf)
+				require.NoError(t, err)
+				got += n
+			}
+			seen := obs.n[AToB].Load() - int64(len(preamble))
+			assert.GreaterOrEqual(t, seen, int64(got)-maxChunk, "observer lags by at most one chunk")
+			select {
+			case <-e.done:
+				t.Fatal("Join returned mid-stream")
+			default:
+			}
+			e.client.Close()
+			e.server.Close()
+			e.wait(t)
+		})
+	}
+}
