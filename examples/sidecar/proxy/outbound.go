@@ -123,8 +123,14 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 	up, id, err := p.dialUpstream(ctx, dst, opaque.SessionNone)
 	ev.PeerID = id
 	if err != nil {
-		c.Close()
+		// No upstream to race: an HTTP client still gets an HTTP answer
+		// (502 from the pool's own dial), anything else is closed.
 		ev.Err = err
+		res, cc, derr := det.Detect(ctx, c)
+		ev.Detect, ev.Protocol = res, res.Protocol
+		if derr != nil || !p.serveOutboundHTTP(ctx, &ev, cc, dst) {
+			c.Close()
+		}
 		return
 	}
 	res, cc, uc, err := det.DetectUpstream(ctx, c, up)

@@ -315,3 +315,33 @@ func TestCloseWithOpenUpgrade(t *testing.T) {
 	_, err = ws.Read(buf)
 	require.Error(t, err, "the tunnel ended with the sidecars")
 }
+
+// TestPeerDownHTTP: with the peer sidecar unreachable, an HTTP client gets a
+// 502 from sidecar A, not a silent close.
+func TestPeerDownHTTP(t *testing.T) {
+	gone, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	peerAddr := gone.Addr().String()
+	gone.Close()
+	ca := mtlstest.NewCA("down.test")
+	src := ca.Source("/a")
+	var ev events
+	sA, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: src, Bundle: src}, OnEvent: ev.add,
+		Peers: func(netip.AddrPort) (Peer, error) { return Peer{Addr: peerAddr}, nil }},
+		Listeners{Forwards: []Forward{{Listen: "127.0.0.1:0", Dst: netip.MustParseAddrPort("127.0.0.1:9")}}})
+	require.NoError(t, err)
+	defer sA.Close()
+	c, err := net.Dial("tcp", sA.ForwardAddrs[0].String())
+	require.NoError(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusBadGateway, resp.StatusCode)
+	c.Close()
+	e := ev.wait(t, 1)[0]
+	require.Error(t, e.Err)
+	require.Equal(t, detect.HTTP1, e.Protocol)
+}
