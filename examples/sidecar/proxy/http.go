@@ -98,9 +98,7 @@ func (p *Proxy) outboundTransport(dst netip.AddrPort, sp opaque.SessionProtocol)
 		return c, err
 	})
 	t.rt = t.tr
-	if p.http.out == nil {
-		p.http.out = map[transportKey]*pooledTransport{}
-	}
+	p.http.out = bounded(p.http.out)
 	p.http.out[k] = t
 	return t
 }
@@ -120,11 +118,24 @@ func (p *Proxy) inboundTransport(port uint16, sp opaque.SessionProtocol) *pooled
 		return p.dialPlain(ctx, dst.String())
 	})
 	t.rt = t.tr
-	if p.http.in == nil {
-		p.http.in = map[transportKey]*pooledTransport{}
-	}
+	p.http.in = bounded(p.http.in)
 	p.http.in[k] = t
 	return t
+}
+
+// maxTransports bounds the pools kept per direction (one per destination
+// and session protocol); past it the idle ones are closed and forgotten
+// (pools still in use finish their requests).
+const maxTransports = 1024
+
+func bounded(m map[transportKey]*pooledTransport) map[transportKey]*pooledTransport {
+	if m == nil || len(m) >= maxTransports {
+		for _, t := range m {
+			t.tr.CloseIdleConnections()
+		}
+		return map[transportKey]*pooledTransport{}
+	}
+	return m
 }
 
 func newTransport(sp opaque.SessionProtocol, timeout time.Duration, dial func(context.Context) (net.Conn, error)) *http.Transport {
