@@ -438,6 +438,7 @@ type idleResult struct {
 	kibPerConn float64
 	fdPerConn  float64
 	rssKiB     int64
+	kibAfterGC float64 // Go relays: after two forced GCs; -1: not measured
 }
 
 func idleOnce(r *relay, n int) (idleResult, error) {
@@ -483,15 +484,20 @@ func idleOnce(r *relay, n int) (idleResult, error) {
 	}
 	time.Sleep(2 * time.Second)
 	mem1, fd1 := memKiB(r.pid(), r.pss), fds(r.pid())
-	if r.name == "bare" || r.name == "buf32k" || r.name == "splice" {
-		syscall.Kill(r.pid(), syscall.SIGUSR1) // relayd prints its memory statistics
-		time.Sleep(100 * time.Millisecond)
-	}
-	return idleResult{
+	res := idleResult{
 		kibPerConn: float64(mem1-mem0) / float64(n),
 		fdPerConn:  float64(fd1-fd0) / float64(n),
 		rssKiB:     mem1,
-	}, nil
+		kibAfterGC: -1,
+	}
+	if r.name == "bare" || r.name == "buf32k" || r.name == "splice" {
+		syscall.Kill(r.pid(), syscall.SIGUSR1) // relayd prints its memory statistics
+		time.Sleep(100 * time.Millisecond)
+		syscall.Kill(r.pid(), syscall.SIGUSR2) // two GCs (stacks shrink), memory returned
+		time.Sleep(2 * time.Second)
+		res.kibAfterGC = float64(memKiB(r.pid(), r.pss)-mem0) / float64(n)
+	}
+	return res, nil
 }
 
 // pingConn dials, sends one byte and reads the echo; it keeps the
@@ -694,8 +700,8 @@ func main() {
 		backend := startHolder()
 		fmt.Println("### idle proxied connections: growth of the relay process (socat: PSS summed over its processes)")
 		fmt.Println()
-		fmt.Println("| idle connections | relay | KiB per connection | descriptors per connection | RSS total KiB |")
-		fmt.Println("|---|---|---|---|---|")
+		fmt.Println("| idle connections | relay | KiB per connection | after two GCs (Go relays) | descriptors per connection | RSS total KiB |")
+		fmt.Println("|---|---|---|---|---|---|")
 		var lim syscall.Rlimit
 		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
 		fdPer := map[string]float64{} // measured at a smaller count
@@ -709,11 +715,11 @@ func main() {
 					continue
 				}
 				if name == "socat" && n > *socatIdleMax {
-					fmt.Printf("| %d | %s | not run: one process per connection (-socat-idle-max %d) | | |\n", n, names[name], *socatIdleMax)
+					fmt.Printf("| %d | %s | not run: one process per connection (-socat-idle-max %d) | | | |\n", n, names[name], *socatIdleMax)
 					continue
 				}
 				if need := fdPer[name] * float64(n); need+64 > float64(lim.Cur) {
-					fmt.Printf("| %d | %s | not run: needs %.0f descriptors, the limit is %d | | |\n", n, names[name], need, lim.Cur)
+					fmt.Printf("| %d | %s | not run: needs %.0f descriptors, the limit is %d | | | |\n", n, names[name], need, lim.Cur)
 					continue
 				}
 				r, err := startRelay(name, backend)
@@ -727,7 +733,11 @@ func main() {
 				}
 				fdPer[name] = res.fdPerConn
 				fmt.Fprintf(os.Stderr, "idle %d %-8s %.2f KiB/conn %.2f fd/conn\n", n, name, res.kibPerConn, res.fdPerConn)
-				fmt.Printf("| %d | %s | %.2f | %.2f | %d |\n", n, names[name], res.kibPerConn, res.fdPerConn, res.rssKiB)
+				gc := "—"
+				if res.kibAfterGC >= 0 {
+					gc = fmt.Sprintf("%.2f", res.kibAfterGC)
+				}
+				fmt.Printf("| %d | %s | %.2f | %s | %.2f | %d |\n", n, names[name], res.kibPerConn, gc, res.fdPerConn, res.rssKiB)
 			}
 		}
 		fmt.Println()
