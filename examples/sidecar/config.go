@@ -76,6 +76,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		grpcMode   = fs.String("grpc", "active", "gRPC detection: off, passive or active")
 		idle       = fs.Duration("idle-timeout", 0, "close a proxied connection idle this long (0: never)")
 		verbose    = fs.Bool("v", false, "log one line per connection to stderr")
+		learnHTTP  = fs.Int("learn-http", 0, "after N HTTP connections in a row on a port, detect before dialling there (no unused early connection per HTTP client; a server-first protocol on such a port waits the detection timeout once); 0: always race")
 		noHTTP     = fs.Bool("no-http", false, "carry detected HTTP as bytes instead of serving it per request (no HTTP metrics, no l5d-client-id)")
 		respTO     = fs.Duration("response-timeout", 0, "answer 504 when an upstream's response headers take longer (0: no limit)")
 		forwards   listFlag
@@ -243,6 +244,9 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	default:
 		return nil, usageErr("-grpc %q: want off, passive or active", *grpcMode)
 	}
+	if *learnHTTP < 0 {
+		return nil, usageErr("-learn-http %d: want 0 or more", *learnHTTP)
+	}
 	if *respTO < 0 {
 		return nil, usageErr("-response-timeout %s: want a positive duration", *respTO)
 	}
@@ -259,6 +263,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		AppHost:         host,
 		NoRace:          *noRace,
 		NoHTTP:          *noHTTP,
+		LearnHTTP:       *learnHTTP,
 		ResponseTimeout: *respTO,
 		Joiner:          &splice.Joiner{IdleTimeout: *idle},
 		Metrics:         reg,

@@ -97,9 +97,10 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 
 	det := p.detector(opaque.Outbound, dec)
 	ev.Path = PathDetect
-	if p.NoRace {
+	if p.NoRace || (p.LearnHTTP > 0 && int(p.httpRun(dst.Port()).Load()) >= p.LearnHTTP) {
 		res, cc, err := det.Detect(ctx, c)
 		ev.Detect, ev.Protocol = res, res.Protocol
+		p.learn(dst.Port(), res.Protocol)
 		if err != nil {
 			c.Close()
 			ev.Err = err
@@ -151,6 +152,9 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 	ev.Detect, ev.Protocol = res, res.Protocol
 	if res.Reason == detect.ReasonServerFirst {
 		ev.Path = PathServerFirst
+	}
+	if err == nil {
+		p.learn(dst.Port(), res.Protocol)
 	}
 	if err != nil {
 		c.Close()

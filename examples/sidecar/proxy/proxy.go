@@ -29,6 +29,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	prom "github.com/prometheus/client_golang/prometheus"
@@ -131,6 +132,13 @@ type Proxy struct {
 	Joiner *splice.Joiner
 	// OnEvent, when set, is called once per connection when it ends.
 	OnEvent func(Event)
+	// LearnHTTP, when > 0, skips the server-first race on a port whose last
+	// LearnHTTP connections were all detected as HTTP: detection runs before
+	// the upstream is dialled, so no early connection is opened and closed
+	// unused. Any other result on the port starts the count again. The cost:
+	// a server-first protocol on a port that has been serving HTTP waits for
+	// the detection timeout once. 0: always race.
+	LearnHTTP int
 	// NoHTTP carries detected HTTP as bytes instead of serving it at the
 	// HTTP layer (per-request proxying and metrics, upgrades, CONNECT).
 	NoHTTP bool
@@ -147,6 +155,29 @@ type Proxy struct {
 	codec     opaque.HeaderCodec
 	initErr   error
 	http      httpState
+	httpRuns  sync.Map // uint16 port -> *atomic.Int32: consecutive HTTP detections
+}
+
+// httpRun returns the count of consecutive HTTP detections on port.
+func (p *Proxy) httpRun(port uint16) *atomic.Int32 {
+	if v, ok := p.httpRuns.Load(port); ok {
+		return v.(*atomic.Int32)
+	}
+	v, _ := p.httpRuns.LoadOrStore(port, new(atomic.Int32))
+	return v.(*atomic.Int32)
+}
+
+// learn records a detection result for LearnHTTP.
+func (p *Proxy) learn(port uint16, proto detect.Protocol) {
+	if p.LearnHTTP <= 0 {
+		return
+	}
+	run := p.httpRun(port)
+	if isHTTP(proto) {
+		run.Add(1)
+	} else {
+		run.Store(0)
+	}
 }
 
 func (p *Proxy) init() error {
