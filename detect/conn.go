@@ -22,7 +22,8 @@ import (
 // whole flow-control window of DATA before it), the ReplayConn keeps
 // walking HTTP/2 frame headers in what it reads from the inner connection
 // and drops that ACK when it passes, so the HTTP/2 server never sees it.
-// Until then WriteTo copies through a pooled buffer; after it, reads,
+// Until then WriteTo copies through a pooled buffer and Buffered stays
+// above 0 (so splice.Join keeps reading through Read); after it, reads,
 // WriteTo and splice(2) go straight to the inner connection again. The
 // filter holds a frame header (9 bytes) and a length, nothing more.
 //
@@ -132,17 +133,32 @@ func NewReplayConn(c net.Conn, buffered []byte) *ReplayConn {
 }
 
 // NetConn returns the inner connection. Reading from it directly skips the
-// bytes still buffered (see Buffered).
+// bytes still buffered and, in gRPC active mode, the ACK filter: read it
+// directly only once Buffered reports 0 (as splice.Join does).
 func (c *ReplayConn) NetConn() net.Conn { return c.conn }
 
-// Buffered returns how many replayed bytes Read has not yet delivered.
+// filterReadHint is what Buffered adds while the ACK filter is on: the
+// bytes up to the ACK must pass through Read, and this is a good size for
+// such a read.
+const filterReadHint = 16 << 10
+
+// Buffered returns how many replayed bytes Read has not yet delivered. While
+// the SETTINGS-ACK filter of gRPC active mode is on, it adds 16 KiB (a read
+// size hint, not a promise that the bytes have arrived): until Buffered
+// reports 0 the caller must read through Read, not from NetConn, or the ACK
+// would reach the server. It reports 0 once the replayed bytes are
+// delivered and the ACK has passed.
 func (c *ReplayConn) Buffered() int {
+	n := 0
+	if c.filtering.Load() {
+		n = filterReadHint
+	}
 	if c.drained.Load() {
-		return 0
+		return n
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.buf)
+	return n + len(c.buf)
 }
 
 // take removes up to max buffered bytes (all when max < 0).
