@@ -202,7 +202,7 @@ func (c *ReplayConn) readFiltered(p []byte) (int, error) {
 		return 0, nil
 	}
 	f := &c.f
-	for {
+	for zero := 0; ; {
 		if f.outEnd > f.outStart {
 			n := copy(p, f.out[f.outStart:f.outEnd])
 			f.outStart += n
@@ -241,6 +241,11 @@ func (c *ReplayConn) readFiltered(p []byte) (int, error) {
 		}
 		c.finishFilter()
 		if w == 0 && err == nil {
+			if n == 0 {
+				if zero++; zero > 100 {
+					return 0, io.ErrNoProgress
+				}
+			}
 			continue // all of it held or dropped: read again
 		}
 		return w, err

@@ -603,3 +603,31 @@ func FuzzGRPCActiveACKFilter(f *testing.F) {
 		}
 	})
 }
+
+// stuckConn returns its bytes, then (0, nil) from every Read.
+type stuckConn struct {
+	memConn
+}
+
+func (c *stuckConn) Read(p []byte) (int, error) {
+	n, _ := c.r.Read(p)
+	return n, nil
+}
+
+// A connection whose Read keeps returning no bytes and no error cannot spin
+// the ACK filter forever: it reports io.ErrNoProgress.
+func TestGRPCActiveFilterNoProgress(t *testing.T) {
+	c := &stuckConn{}
+	c.r.Reset([]byte(http2.ClientPreface + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"))
+	d := &detect.Detector{GRPC: detect.GRPCActive, GRPCWait: 10 * time.Millisecond}
+	_, conn, err := d.Detect(context.Background(), c)
+	assert.ErrorIs(t, err, detect.ErrNoProgress, "detection itself gives up on the stuck reads")
+	require.NotNil(t, conn)
+	got := make([]byte, 64)
+	n, err := io.ReadFull(conn, got[:33])
+	require.NoError(t, err, "the consumed bytes are replayed")
+	assert.Equal(t, http2.ClientPreface+"\x00\x00\x00\x04\x00\x00\x00\x00\x00", string(got[:n]))
+	n, err = conn.Read(got)
+	assert.Zero(t, n)
+	assert.ErrorIs(t, err, io.ErrNoProgress, "the filter gives up too instead of spinning")
+}
