@@ -107,6 +107,22 @@ func startMux(t *testing.T, d *detect.Detector, cfg detect.MuxConfig) (*detect.M
 	return m, serve
 }
 
+// acceptErr calls l.Accept, which must fail (the listener is closed), and
+// returns its error; it fails the test instead of hanging when Accept
+// blocks.
+func acceptErr(t *testing.T, l net.Listener) error {
+	t.Helper()
+	ch := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if c != nil {
+			c.Close()
+		}
+		ch <- err
+	}()
+	return recv(t, ch, "Accept on a closed listener to fail")
+}
+
 // echoServe echoes every connection accepted from l until Accept fails,
 // then closes the connections still open, as a server's Close does, so a
 // wait for wg cannot hang on a client that never closes.
@@ -435,8 +451,7 @@ func TestMuxCloseClosesEveryChild(t *testing.T) {
 		}
 	}
 	for _, l := range children { // later Accepts fail at once
-		_, err := l.Accept()
-		assert.ErrorIs(t, err, net.ErrClosed)
+		assert.ErrorIs(t, acceptErr(t, l), net.ErrClosed)
 	}
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
 	_, err = c.Read(make([]byte, 1))
@@ -663,8 +678,7 @@ func TestMuxServeEndsOnListenerError(t *testing.T) {
 	m := detect.NewMux(errListener{ln, boom}, nil)
 	child := m.Default()
 	assert.ErrorIs(t, m.Serve(), boom)
-	_, err = child.Accept()
-	assert.ErrorIs(t, err, net.ErrClosed)
+	assert.ErrorIs(t, acceptErr(t, child), net.ErrClosed)
 	assert.ErrorIs(t, m.Serve(), detect.ErrMuxClosed)
 	assert.NoError(t, m.Close())
 }
@@ -829,12 +843,9 @@ func TestMuxCloseWithoutServe(t *testing.T) {
 	m := detect.NewMux(ln, nil)
 	child := m.Match(detect.HTTP1)
 	require.NoError(t, m.Close())
-	_, err = child.Accept()
-	assert.ErrorIs(t, err, detect.ErrMuxClosed)
+	assert.ErrorIs(t, acceptErr(t, child), detect.ErrMuxClosed)
 	assert.ErrorIs(t, m.Serve(), detect.ErrMuxClosed)
 	late := m.Default() // a child taken after Close is closed too
-	_, err = late.Accept()
-	assert.ErrorIs(t, err, net.ErrClosed)
-	_, err = ln.Accept()
-	assert.ErrorIs(t, err, net.ErrClosed, "the parent listener was closed")
+	assert.ErrorIs(t, acceptErr(t, late), net.ErrClosed)
+	assert.ErrorIs(t, acceptErr(t, ln), net.ErrClosed, "the parent listener was closed")
 }
