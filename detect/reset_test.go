@@ -80,3 +80,29 @@ func TestResetDuringDetectionFailsFast(t *testing.T) {
 		}
 	}
 }
+
+// Through a Mux, a client that resets during detection ends as
+// MuxDetectFailed with an ECONNRESET error at once, not as a timeout.
+func TestMuxResetDuringDetectionIsDetectFailed(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var events muxEvents
+	m, serve := startMux(t, &detect.Detector{Timeout: 20 * time.Second}, detect.MuxConfig{OnConn: events.add})
+	_ = m.Default()
+	serveErr := serve()
+	c, err := net.DialTimeout("tcp", m.Addr().String(), 10*time.Second)
+	require.NoError(t, err)
+	_, err = c.Write([]byte("GE"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return m.Stats().InFlight == 1 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, c.(*net.TCPConn).SetLinger(0))
+	require.NoError(t, c.Close())
+	require.Eventually(t, func() bool { return m.Stats().DetectFailed == 1 }, 5*time.Second, time.Millisecond,
+		"the reset ends detection well before the 20 s timeout")
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
+	events.mu.Lock()
+	defer events.mu.Unlock()
+	require.Len(t, events.evs, 1)
+	assert.Equal(t, detect.MuxDetectFailed, events.evs[0].Outcome)
+	assert.True(t, errors.Is(events.evs[0].Err, syscall.ECONNRESET), "event error %v wraps ECONNRESET", events.evs[0].Err)
+}
