@@ -22,39 +22,38 @@ type fastPath struct {
 	bulk      bool // the last read filled the buffer: look at the queue first
 
 	// how readFn left
+	buf   *[]byte // f.rn bytes read, to write
+	rn    int
 	rerr  error // read error
-	werr  error // write error
 	eof   bool  // read returned 0
 	avail int   // >0: this many bytes are queued, splice them
 
 	lr io.LimitedReader
 }
 
-// readReady runs inside src's SyscallConn().Read and carries the small
-// messages: it reads what is queued into a pooled buffer, writes it to dst
-// and returns the buffer to the pool, in a loop. It never waits for src
-// itself: when the socket is drained (EAGAIN) it returns false and the
-// runtime parks the goroutine until the next readiness edge, with neither a
-// buffer nor a pipe checked out. Staying inside one RawRead for a run of
-// messages saves the lock and poller reset of a new call per message. It
-// returns true to leave for splice (f.avail > 0), or on EOF or an error
-// (f.eof, f.rerr, f.werr).
+// readReady runs inside src's SyscallConn().Read. It never blocks: on
+// EAGAIN it returns the buffer to the pool and returns false, and the
+// runtime parks the goroutine until the socket is readable, with neither a
+// buffer nor a pipe checked out. It returns true with bytes in f.buf (or
+// f.eof, f.rerr), or, in bulk mode, with f.avail bytes queued for splice.
+// It does not write: a write that blocks would hold src's read reference,
+// and a Close of src (which waits for its references) would then wait on
+// dst's peer.
 func (p *pump) readReady(fd uintptr) bool {
 	f := &p.f
-	for {
-		if f.bulk {
-			n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-			if err == nil && n >= f.bufLen {
-				f.avail = n
-				return true
-			}
+	if f.bulk {
+		n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		if err == nil && n >= f.bufLen {
+			f.avail = n
+			return true
 		}
-		b := p.getBuf(f.bufLen)
+	}
+	b := p.getBuf(f.bufLen)
+	for {
 		n, err := unix.Read(int(fd), *b)
 		switch err {
 		case nil:
 		case unix.EINTR:
-			p.putBuf(b)
 			continue
 		case unix.EAGAIN:
 			p.putBuf(b)
@@ -69,25 +68,16 @@ func (p *pump) readReady(fd uintptr) bool {
 			f.eof = true
 			return true
 		}
-		werr := p.writeAll((*b)[:n])
-		p.putBuf(b)
-		if werr != nil {
-			f.werr = werr
-			return true
-		}
-		p.addSmall(n)
-		p.account(int64(n))
-		// Read again: only EAGAIN says the socket is drained. A short read
-		// does not: a FIN (or a reset) queued behind the data it returned
-		// may have been announced by a readiness edge that RawRead's
-		// prepareRead cleared, or that merged with the edge that woke us,
-		// and waiting now would miss it until the peer sends again.
-		f.bulk = f.canSplice && n == f.bufLen // a full buffer: look at the queue
+		f.buf, f.rn = b, n
+		return true
 	}
 }
 
 // copyTCP copies from a TCP socket; dst is the TCP connection under p.dst
-// (nil when there is none, then nothing is spliced).
+// (nil when there is none, then nothing is spliced). Small messages go
+// read, write, then a read that says EAGAIN (only EAGAIN says the socket is
+// drained: a FIN queued behind the data of a short read may have been
+// announced by a readiness edge the poller already consumed).
 func (p *pump) copyTCP(src, dst *net.TCPConn) result {
 	f := &p.f
 	rc, err := src.SyscallConn()
@@ -103,17 +93,27 @@ func (p *pump) copyTCP(src, dst *net.TCPConn) result {
 	}
 	h := p.s.cfg.hooks
 	for {
-		f.avail = 0
+		f.avail, f.buf, f.rn = 0, nil, 0
 		if err := f.rc.Read(f.readFn); err != nil {
 			return p.readErr(err)
 		}
 		switch {
 		case f.rerr != nil:
 			return p.fail(p.srcSide, "read", os.NewSyscallError("read", f.rerr))
-		case f.werr != nil:
-			return p.fail(p.dstSide, "write", f.werr)
 		case f.eof:
 			return resEOF
+		case f.buf != nil:
+			b, n := f.buf, f.rn
+			werr := p.writeAll((*b)[:n])
+			p.putBuf(b)
+			f.buf = nil
+			if werr != nil {
+				return p.fail(p.dstSide, "write", werr)
+			}
+			p.addSmall(n)
+			p.account(int64(n))
+			f.bulk = f.canSplice && n == f.bufLen // a full buffer: look at the queue
+			continue
 		}
 		// f.avail > 0: splice what is queued.
 		f.lr.R, f.lr.N = src, int64(min(f.avail, maxChunk))

@@ -356,14 +356,33 @@ func (s *join) abortLocked(side Side, end End, err error, reset Side) {
 	}
 	s.setEndLocked(side, end, err)
 	if reset != SideNone {
-		// Close the TCP connection itself, so that a wrapper (TLS) cannot
-		// send a clean close first.
-		if tcp := setLinger0(s.conn(reset)); tcp != nil {
-			tcp.Close()
-		}
+		setLinger0(s.conn(reset))
 	}
+	// Close the innermost connections first: an aborted join is no clean
+	// close, so a wrapper (TLS) must not send close_notify, and its Close
+	// could wait on a peer that does not read.
+	closeInner(s.a)
+	closeInner(s.b)
 	s.a.Close()
 	s.b.Close()
+}
+
+// closeInner closes the connection that c wraps (TLS, a replaying conn),
+// if any.
+func closeInner(c net.Conn) {
+	w, ok := c.(interface{ NetConn() net.Conn })
+	if !ok {
+		return
+	}
+	for {
+		inner := w.NetConn()
+		if next, ok := inner.(interface{ NetConn() net.Conn }); ok {
+			w = next
+			continue
+		}
+		inner.Close()
+		return
+	}
 }
 
 // touch records that bytes moved now.

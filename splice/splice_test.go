@@ -3,6 +3,7 @@ package splice
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -370,5 +371,43 @@ func TestObserverLive(t *testing.T) {
 			e.server.Close()
 			e.wait(t)
 		})
+	}
+}
+
+// TestCancelWhileWriteBlocked: a direction blocked writing to a peer that
+// does not read (its source still has bytes) must not keep Join from
+// returning when the context is canceled, on every path.
+func TestCancelWhileWriteBlocked(t *testing.T) {
+	for _, tr := range transports {
+		for _, nosplice := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/nosplice=%v", tr, nosplice), func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				j := &Joiner{DisableSplice: nosplice, hooks: &hooks{}}
+				e := newEnv(t, tr, j, ctx, nil)
+				// The server never reads: the relay's write to it blocks
+				// once the socket buffers are full.
+				go func() {
+					buf := make([]byte, 64<<10)
+					for {
+						if _, err := e.client.Write(buf); err != nil {
+							return
+						}
+					}
+				}()
+				// Wait until bytes stopped moving (the relay is blocked).
+				var last int64 = -1
+				require.True(t, eventually(30*time.Second, func() bool {
+					time.Sleep(100 * time.Millisecond)
+					n := j.hooks.smallBytes.Load() + j.hooks.splicedBytes.Load()
+					stuck := n == last && n > 0
+					last = n
+					return stuck
+				}))
+				cancel()
+				r := e.wait(t)
+				assert.ErrorIs(t, r.err, context.Canceled)
+			})
+		}
 	}
 }
