@@ -15,7 +15,8 @@
 // mtls.Config.OnHandshake, MuxHook for detect.MuxConfig.OnConn,
 // HeaderObserver for opaque.HeaderCodec.Observer and ObservePolicy for
 // opaque.Resolver decisions; the Observe* methods take plain values for
-// other callers. HTTPHandler and RoundTripper count HTTP traffic.
+// other callers. HTTPHandler and RoundTripper count HTTP traffic, and
+// ObserveHTTPError the requests a server refused before its handler ran.
 // Snapshot copies every counter for tests and exporters; the
 // metrics/prometheus subpackage exposes it to Prometheus (it is the only
 // package that imports client_golang).

@@ -170,6 +170,33 @@ func (r *Registry) countResponse(k httpReqKey, status int, grpc int16, failure b
 	r.httpResps.getOrCreate(rk).observe(latencyBounds, latency)
 }
 
+// ObserveHTTPError counts a request that an HTTP server refused before any
+// handler saw it, and the error response the server wrote for it: net/http
+// answers a malformed request with 400, oversized headers with 431, an
+// unsupported transfer coding with 501 and an unknown Expect with 417, all
+// without calling its Handler, so HTTPHandler cannot count them. It adds one
+// to request_total and to response_total{classification="failure",
+// status_code} (with latency, the time from the request's first byte to the
+// response, in response_latency_seconds), with empty authority, route and
+// grpc_status labels: no request was parsed to take them from. The class is
+// failure whatever the status, so the server's own refusals are told apart
+// from an application's 4xx answers (success, as Linkerd classifies them).
+// A status outside 100..999 is counted as 0 (no status).
+func (r *Registry) ObserveHTTPError(dir Direction, status int, latency time.Duration) {
+	if r == nil {
+		return
+	}
+	if dir != Outbound {
+		dir = Inbound
+	}
+	k := httpReqKey{dir: dir}
+	r.countRequest(k)
+	if status < 100 {
+		status = 0
+	}
+	r.countResponse(k, status, grpcNone, true, latency)
+}
+
 // HTTPHandler wraps h so that every request it serves is counted:
 // request_total when it arrives; response_total{classification,
 // status_code, grpc_status} and response_latency_seconds (time to the

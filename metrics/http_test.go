@@ -282,3 +282,51 @@ func TestNilRegistryHTTP(t *testing.T) {
 	assert.Equal(t, h, reg.HTTPHandler(h, metrics.HTTPOptions{}))
 	assert.Equal(t, http.DefaultTransport, reg.RoundTripper(nil, metrics.HTTPOptions{}))
 }
+
+// TestObserveHTTPError: a request net/http refused before any handler is
+// one request and one failed response with its status, no authority, route
+// or grpc-status, next to the same status from a handler (a success).
+func TestObserveHTTPError(t *testing.T) {
+	reg := metrics.New(metrics.Config{})
+	reg.ObserveHTTPError(metrics.Outbound, http.StatusBadRequest, 2*time.Millisecond)
+	reg.ObserveHTTPError(metrics.Outbound, http.StatusBadRequest, 4*time.Millisecond)
+	reg.ObserveHTTPError(metrics.Outbound, http.StatusRequestHeaderFieldsTooLarge, 0)
+	reg.ObserveHTTPError(metrics.Direction(9), 1000, time.Millisecond) // inbound, no status
+	reg.ObserveHTTPError(metrics.Inbound, 42, time.Millisecond)        // no status
+
+	// The same 400 answered by a handler through the middleware.
+	h := reg.HTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+	}), metrics.HTTPOptions{Direction: metrics.Outbound})
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "http://svc.test/", nil))
+
+	snap := reg.Snapshot()
+	assert.Equal(t, uint64(4), snap.RequestCount(metrics.Outbound))
+	assert.Equal(t, uint64(2), snap.RequestCount(metrics.Inbound))
+	type row struct {
+		dir       metrics.Direction
+		authority string
+		status    int
+		class     string
+		count     uint64
+	}
+	var got []row
+	for _, r := range snap.Responses {
+		assert.Equal(t, "", r.Route)
+		assert.Equal(t, "", r.GRPCStatus)
+		assert.Equal(t, r.Count, r.Latency.Count)
+		got = append(got, row{r.Direction, r.Authority, r.StatusCode, r.Classification, r.Count})
+		if r.Direction == metrics.Outbound && r.StatusCode == http.StatusBadRequest && r.Authority == "" {
+			assert.InDelta(t, 0.006, r.Latency.Sum, 1e-9)
+		}
+	}
+	assert.ElementsMatch(t, []row{
+		{metrics.Inbound, "", 0, "failure", 2},
+		{metrics.Outbound, "", http.StatusBadRequest, "failure", 2},
+		{metrics.Outbound, "", http.StatusRequestHeaderFieldsTooLarge, "failure", 1},
+		{metrics.Outbound, "svc.test", http.StatusBadRequest, "success", 1},
+	}, got)
+
+	var nilReg *metrics.Registry
+	nilReg.ObserveHTTPError(metrics.Inbound, http.StatusBadRequest, 0) // no panic, nothing to count
+}
