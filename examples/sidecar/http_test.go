@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/websocket"
 	"google.golang.org/grpc"
@@ -30,6 +31,7 @@ import (
 	"github.com/sniffsplice/sniff/examples/internal/exampletest"
 	"github.com/sniffsplice/sniff/examples/sidecar/proxy"
 	"github.com/sniffsplice/sniff/metrics"
+	promcollector "github.com/sniffsplice/sniff/metrics/prometheus"
 )
 
 // Issue 10 through two sidecars on loopback: HTTP served per request, with
@@ -275,31 +277,103 @@ func TestConnectTunnelTLS(t *testing.T) {
 
 func TestBadHTTP(t *testing.T) {
 	dst := httpBackend(t)
-	addr, _, _ := pair(t, dst, "-response-timeout", "500ms")
+	addr, cli, srv := pair(t, dst, "-response-timeout", "500ms")
+	// exchange writes each request on c and reads its answer: an HTTP
+	// response, never a hang (the deadline) or a silent close (an error).
+	exchange := func(c net.Conn, reqs ...string) []string {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		br := bufio.NewReader(c)
+		var got []string
+		for _, req := range reqs {
+			_, err := io.WriteString(c, req)
+			require.NoError(t, err)
+			resp, err := http.ReadResponse(br, nil)
+			require.NoError(t, err, "an HTTP answer to %q, never a silent close", req)
+			_, err = io.Copy(io.Discard, resp.Body)
+			require.NoError(t, err)
+			resp.Body.Close()
+			got = append(got, resp.Status)
+		}
+		return got
+	}
 	raw := func(req string) string {
+		t.Helper()
 		c, err := net.Dial("tcp", addr)
 		require.NoError(t, err)
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		_, err = io.WriteString(c, req)
-		require.NoError(t, err)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		require.NoError(t, err, "an HTTP answer, never a silent close")
-		resp.Body.Close()
-		return resp.Status
+		return exchange(c, req)[0]
 	}
+	// Answered by net/http in sidecar A before any handler runs.
 	require.Equal(t, "400 Bad Request", raw("GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n"))
 	require.Equal(t, "431 Request Header Fields Too Large",
 		raw("GET / HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 100<<10)+"\r\n\r\n"))
+	require.Equal(t, "417 Expectation Failed", raw("POST / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\nContent-Length: 1\r\n\r\nx"))
+	require.Equal(t, "501 Not Implemented", raw("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"))
+	// A bad request after a good one on a keep-alive connection: the 200
+	// (written while the handler owned the connection) is the middleware's,
+	// the 400 net/http's.
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	require.Equal(t, []string{"200 OK", "400 Bad Request"},
+		exchange(c, "GET /ka HTTP/1.1\r\nHost: x\r\n\r\n", "GET / HTTP/1.1\r\nHost x\r\n\r\n"))
+	c.Close()
+	// Answered by the proxies' handlers.
 	require.Equal(t, "504 Gateway Timeout", raw("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"))
+
+	// Every answer is counted exactly once on sidecar A, net/http's own as
+	// failures with no authority; none of the refused requests reached B.
+	refused := map[int]uint64{400: 2, 431: 1, 417: 1, 501: 1}
+	eventually(t, func() error {
+		a, b := snapshots(cli, srv)
+		if got := a.RequestCount(metrics.Outbound); got != 7 {
+			return fmt.Errorf("outbound requests %d, want 7", got)
+		}
+		for status, want := range map[int]uint64{400: 2, 431: 1, 417: 1, 501: 1, 200: 1, 504: 1} {
+			if got := a.ResponseCount(metrics.Outbound, status, ""); got != want {
+				return fmt.Errorf("outbound %d responses %d, want %d", status, got, want)
+			}
+		}
+		if got := b.RequestCount(metrics.Inbound); got != 2 { // /ka and /slow
+			return fmt.Errorf("inbound requests %d, want 2", got)
+		}
+		return nil
+	})
+	a, b := snapshots(cli, srv)
+	var total uint64
+	for _, r := range a.Responses {
+		total += r.Count
+		if _, ok := refused[r.StatusCode]; ok {
+			require.Equal(t, "failure", r.Classification, "%+v", r)
+			require.Equal(t, "", r.Authority, "%+v", r)
+			require.Positive(t, r.Latency.Sum, "latency from the request's first byte: %+v", r)
+		}
+		if r.StatusCode == 200 {
+			require.Equal(t, "success", r.Classification)
+		}
+	}
+	require.Equal(t, uint64(7), total, "no response counted twice: %+v", a.Responses)
+	for status := range refused {
+		require.Zero(t, b.ResponseCount(metrics.Inbound, status, ""), "B never saw the refused request")
+	}
+	problems, err := promtestutil.CollectAndLint(promcollector.NewCollector(cli.Proxy.Metrics, promcollector.Options{}))
+	require.NoError(t, err)
+	require.Empty(t, problems)
 
 	// An application port with nothing listening: 502 from the sidecars.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	gone := l.Addr().(*net.TCPAddr).AddrPort()
 	l.Close()
-	addr, _, _ = pair(t, gone)
+	addr, cli, _ = pair(t, gone)
 	require.Equal(t, "502 Bad Gateway", raw("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	eventually(t, func() error {
+		a := cli.Proxy.Metrics.Snapshot()
+		if got := a.ResponseCount(metrics.Outbound, 502, ""); got != 1 {
+			return fmt.Errorf("outbound 502 responses %d, want 1", got)
+		}
+		return nil
+	})
 }
 
 // TestPeerConnectionReused: many client connections, one request each; the

@@ -171,7 +171,8 @@ func (p *Proxy) CloseIdleConnections() {
 // the tunnel ends): every request is proxied through rt to target.
 // Bytes are counted on mc as they move.
 func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target netip.AddrPort, t *pooledTransport, dir metrics.Direction, clientID spiffeid.ID, mc metrics.Conn) {
-	cc := &countingConn{Conn: c, mc: mc, closed: make(chan struct{})}
+	errs := newServerErrors(func(status int, lat time.Duration) { p.Metrics.ObserveHTTPError(dir, status, lat) })
+	cc := &countingConn{Conn: c, mc: mc, errs: errs, closed: make(chan struct{})}
 	rp := &httputil.ReverseProxy{
 		Director: func(r *http.Request) {
 			r.URL.Scheme = "http"
@@ -201,6 +202,7 @@ func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target net
 	h = connectHandler(h, func(ctx context.Context) (net.Conn, error) { return t.tr.DialContext(ctx, "tcp", target.String()) })
 	h = upgradeHandler(h, t.tr, rp.Director)
 	h = p.Metrics.HTTPHandler(h, metrics.HTTPOptions{Direction: dir})
+	h = errs.mark(h) // net/http's own answers (400, 431, ...) are counted by errs
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
@@ -212,6 +214,7 @@ func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target net
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          discardLog,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnState:         func(_ net.Conn, st http.ConnState) { errs.connState(st) },
 	}
 	l := &oneConnListener{c: cc, done: make(chan struct{})}
 	served := make(chan struct{})
@@ -369,11 +372,12 @@ func upgradeHandler(next http.Handler, rt http.RoundTripper, direct func(*http.R
 	})
 }
 
-// countingConn counts the bytes of the accepted connection (on mc too, live)
-// and reports its close.
+// countingConn counts the bytes of the accepted connection (on mc too, live),
+// shows them to errs (nil: none) and reports its close.
 type countingConn struct {
 	net.Conn
-	mc metrics.Conn
+	mc   metrics.Conn
+	errs *serverErrors
 	// io is held (shared) across each Read and Write with its count, so
 	// totals taken under the exclusive lock include every finished call.
 	io            sync.RWMutex
@@ -388,12 +392,18 @@ func (c *countingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	c.read.Add(int64(n))
 	c.mc.Read(int64(n))
+	if c.errs != nil {
+		c.errs.read(b[:n])
+	}
 	return n, err
 }
 
 func (c *countingConn) Write(b []byte) (int, error) {
 	c.io.RLock()
 	defer c.io.RUnlock()
+	if c.errs != nil {
+		c.errs.write(b)
+	}
 	n, err := c.Conn.Write(b)
 	c.written.Add(int64(n))
 	c.mc.Write(int64(n))
