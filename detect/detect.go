@@ -307,17 +307,23 @@ func (d *deadlines) finish() (cancelled bool) {
 func (d *Detector) Detect(ctx context.Context, c net.Conn) (Result, net.Conn, error) {
 	start := time.Now()
 	s := getSession(d)
-	res, out, err := d.detect(ctx, c, s, start)
-	putSession(s)
+	out, err := d.detect(ctx, c, s, start)
 	if d.OnResult != nil {
-		d.OnResult(res)
+		// The hook sees the session's Result in place: no copy of it, and
+		// no allocation (the session is pooled). It is valid only during
+		// the call, as OnResult documents.
+		d.OnResult(&s.res)
 	}
+	res := s.res
+	putSession(s)
 	return res, out, err
 }
 
-func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start time.Time) (Result, net.Conn, error) {
+// detect runs one detection and leaves its final Result in s.res.
+func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start time.Time) (net.Conn, error) {
 	if err := ctx.Err(); err != nil {
-		return errResult(start, 0, err), c, err
+		s.res = errResult(start, 0, err)
+		return c, err
 	}
 	timeout := d.Timeout
 	if timeout == 0 {
@@ -360,11 +366,13 @@ func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start tim
 		if err == nil {
 			err = context.Canceled
 		}
-		return errResult(start, s.n, err), d.handBack(s, c, consumed), err
+		s.res = errResult(start, s.n, err)
+		return d.handBack(s, c, consumed), err
 	}
 	switch s.stop {
 	case stopErr:
-		return errResult(start, s.n, s.err), d.handBack(s, c, consumed), s.err
+		s.res = errResult(start, s.n, s.err)
+		return d.handBack(s, c, consumed), s.err
 	case stopEOF:
 		if s.phase == phaseMatch {
 			s.res.Protocol, s.res.Reason = Unknown, ReasonClosed
@@ -381,10 +389,9 @@ func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start tim
 	if s.phase != phaseMatch && s.h2.grpc {
 		s.res.Protocol = GRPC
 	}
-	res := s.res
-	res.Bytes = s.n
-	res.Duration = time.Since(start)
-	return res, d.handBack(s, c, consumed), nil
+	s.res.Bytes = s.n
+	s.res.Duration = time.Since(start)
+	return d.handBack(s, c, consumed), nil
 }
 
 // handBack returns the connection to give the caller.

@@ -64,7 +64,7 @@ func TestDetectContextCancel(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			time.AfterFunc(100*time.Millisecond, cancel)
 			var calls atomic.Int32
-			d := &detect.Detector{Timeout: time.Minute, OnResult: func(detect.Result) { calls.Add(1) }}
+			d := &detect.Detector{Timeout: time.Minute, OnResult: func(*detect.Result) { calls.Add(1) }}
 			res, conn, err := d.Detect(ctx, server)
 			require.ErrorIs(t, err, context.Canceled)
 			require.NotNil(t, conn)
@@ -188,7 +188,7 @@ func TestDetectMatcherOrder(t *testing.T) {
 		}
 	}()
 	var got []detect.Result
-	d := &detect.Detector{Matchers: []detect.Matcher{slow, fast}, OnResult: func(r detect.Result) { got = append(got, r) }}
+	d := &detect.Detector{Matchers: []detect.Matcher{slow, fast}, OnResult: func(r *detect.Result) { got = append(got, *r) }}
 	res, conn, err := d.Detect(context.Background(), s)
 	require.NoError(t, err)
 	defer conn.Close()

@@ -125,7 +125,12 @@ func (d *Detector) race(ctx context.Context, client, upstream net.Conn) (Result,
 	if !clientFirst {
 		res := Result{Protocol: Unknown, Reason: ReasonServerFirst, Bytes: len(cf.b), Duration: time.Since(start)}
 		if d.OnResult != nil {
-			d.OnResult(res)
+			// Through a pooled session, so that the pointer costs no
+			// allocation (res would escape).
+			s := getSession(d)
+			s.res = res
+			d.OnResult(&s.res)
+			putSession(s)
 		}
 		return res, client, upstream, uf.err
 	}

@@ -600,7 +600,7 @@ func TestDetectUpstreamEOFAndCancel(t *testing.T) {
 		_, cp, up, srv := pair()
 		io.WriteString(srv, "+OK\r\n")
 		var seen atomic.Value
-		d := &detect.Detector{OnResult: func(r detect.Result) { seen.Store(r) }}
+		d := &detect.Detector{OnResult: func(r *detect.Result) { seen.Store(*r) }}
 		res, c, u, err := d.DetectUpstream(context.Background(), cp, up)
 		require.NoError(t, err)
 		assert.Equal(t, res, seen.Load())

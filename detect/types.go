@@ -259,8 +259,11 @@ type Detector struct {
 	// MaxPeek is the most bytes examined. 0 means DefaultMaxPeek (16 KiB).
 	MaxPeek int
 	// OnResult, when not nil, is called once per Detect with the final
-	// Result (metrics hook). It must not block.
-	OnResult func(Result)
+	// Result (metrics hook), before Detect returns that same Result. It
+	// must not block. The pointer is valid only during the call: the hook
+	// must neither keep it nor modify the Result; copy *r to keep it.
+	// (A pointer, because a Result is ~864 bytes.)
+	OnResult func(r *Result)
 	// GRPC enables telling gRPC from other HTTP/2 (GRPCOff by default).
 	GRPC GRPCMode
 	// GRPCWait bounds how long the gRPC refinement waits for the first

@@ -386,9 +386,9 @@ func costRun(b *testing.B, setup setup, n int, on bool) {
 // BenchmarkHooksPerConnection: everything metrics does for one proxied
 // connection — the detection result, OpenConn, one chunk each way through
 // the splice.Observer, CloseStats (errno and lifetime) — without any I/O. "hook" goes through
-// DetectHook as detect.Detector calls it, which includes passing the
-// 864-byte detect.Result by value (detect's OnResult signature); "direct"
-// records the same detection with ObserveDetection.
+// DetectHook as detect.Detector calls it (a *detect.Result, the
+// Reason's name looked up); "direct" records the same detection with
+// ObserveDetection and constant labels.
 func BenchmarkHooksPerConnection(b *testing.B) {
 	reg := metrics.New(metrics.Config{})
 	hook := reg.DetectHook(metrics.Inbound)
@@ -403,7 +403,7 @@ func BenchmarkHooksPerConnection(b *testing.B) {
 	}
 	b.Run("hook", func(b *testing.B) {
 		loopCPU(b, func() {
-			hook(res)
+			hook(&res)
 			perConn()
 		})
 	})

@@ -16,11 +16,11 @@ import (
 // turns the hook off.
 //
 //	d := detect.Detector{OnResult: reg.DetectHook(metrics.Inbound)}
-func (r *Registry) DetectHook(dir Direction) func(detect.Result) {
+func (r *Registry) DetectHook(dir Direction) func(*detect.Result) {
 	if r == nil {
 		return nil
 	}
-	return func(res detect.Result) {
+	return func(res *detect.Result) {
 		r.ObserveDetection(dir, string(res.Protocol), res.Reason.String(), res.Duration)
 	}
 }
