@@ -79,6 +79,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		learnHTTP  = fs.Int("learn-http", 0, "after N HTTP connections in a row on a port, detect before dialling there (no unused early connection per HTTP client; a server-first protocol on such a port waits the detection timeout once); 0: always race")
 		noHTTP     = fs.Bool("no-http", false, "carry detected HTTP as bytes instead of serving it per request (no HTTP metrics, no l5d-client-id)")
 		respTO     = fs.Duration("response-timeout", 0, "answer 504 when an upstream's response headers take longer (0: no limit)")
+		headerTO   = fs.Duration("header-timeout", 0, "answer 408 and close when a client's request headers take longer to arrive (default 30s)")
 		forwards   listFlag
 		allow      listFlag
 		declare    listFlag
@@ -250,6 +251,9 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	if *respTO < 0 {
 		return nil, usageErr("-response-timeout %s: want a positive duration", *respTO)
 	}
+	if *headerTO < 0 {
+		return nil, usageErr("-header-timeout %s: want a positive duration", *headerTO)
+	}
 	if *idle < 0 {
 		return nil, usageErr("-idle-timeout %s: want a positive duration", *idle)
 	}
@@ -265,6 +269,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		NoHTTP:          *noHTTP,
 		LearnHTTP:       *learnHTTP,
 		ResponseTimeout: *respTO,
+		HeaderTimeout:   *headerTO,
 		Joiner:          &splice.Joiner{IdleTimeout: *idle},
 		Metrics:         reg,
 	}

@@ -277,7 +277,7 @@ func TestConnectTunnelTLS(t *testing.T) {
 
 func TestBadHTTP(t *testing.T) {
 	dst := httpBackend(t)
-	addr, cli, srv := pair(t, dst, "-response-timeout", "500ms")
+	addr, cli, srv := pair(t, dst, "-response-timeout", "500ms", "-header-timeout", "1s")
 	// exchange writes each request on c and reads its answer: an HTTP
 	// response, never a hang (the deadline) or a silent close (an error).
 	exchange := func(c net.Conn, reqs ...string) []string {
@@ -310,10 +310,20 @@ func TestBadHTTP(t *testing.T) {
 		raw("GET / HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 100<<10)+"\r\n\r\n"))
 	require.Equal(t, "417 Expectation Failed", raw("POST / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\nContent-Length: 1\r\n\r\nx"))
 	require.Equal(t, "501 Not Implemented", raw("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"))
+	// Headers that stop arriving: net/http would close without a word.
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	start := time.Now()
+	require.Equal(t, []string{"408 Request Timeout"}, exchange(c, "GET / HTTP/1.1\r\nHost: x\r\n"))
+	require.GreaterOrEqual(t, time.Since(start), time.Second, "-header-timeout")
+	n, err := c.Read(make([]byte, 1))
+	require.Equal(t, 0, n)
+	require.ErrorIs(t, err, io.EOF, "then a clean close")
+	c.Close()
 	// A bad request after a good one on a keep-alive connection: the 200
 	// (written while the handler owned the connection) is the middleware's,
 	// the 400 net/http's.
-	c, err := net.Dial("tcp", addr)
+	c, err = net.Dial("tcp", addr)
 	require.NoError(t, err)
 	require.Equal(t, []string{"200 OK", "400 Bad Request"},
 		exchange(c, "GET /ka HTTP/1.1\r\nHost: x\r\n\r\n", "GET / HTTP/1.1\r\nHost x\r\n\r\n"))
@@ -323,13 +333,13 @@ func TestBadHTTP(t *testing.T) {
 
 	// Every answer is counted exactly once on sidecar A, net/http's own as
 	// failures with no authority; none of the refused requests reached B.
-	refused := map[int]uint64{400: 2, 431: 1, 417: 1, 501: 1}
+	refused := map[int]uint64{400: 2, 431: 1, 417: 1, 501: 1, 408: 1}
 	eventually(t, func() error {
 		a, b := snapshots(cli, srv)
-		if got := a.RequestCount(metrics.Outbound); got != 7 {
-			return fmt.Errorf("outbound requests %d, want 7", got)
+		if got := a.RequestCount(metrics.Outbound); got != 8 {
+			return fmt.Errorf("outbound requests %d, want 8", got)
 		}
-		for status, want := range map[int]uint64{400: 2, 431: 1, 417: 1, 501: 1, 200: 1, 504: 1} {
+		for status, want := range map[int]uint64{400: 2, 431: 1, 417: 1, 501: 1, 408: 1, 200: 1, 504: 1} {
 			if got := a.ResponseCount(metrics.Outbound, status, ""); got != want {
 				return fmt.Errorf("outbound %d responses %d, want %d", status, got, want)
 			}
@@ -352,7 +362,7 @@ func TestBadHTTP(t *testing.T) {
 			require.Equal(t, "success", r.Classification)
 		}
 	}
-	require.Equal(t, uint64(7), total, "no response counted twice: %+v", a.Responses)
+	require.Equal(t, uint64(8), total, "no response counted twice: %+v", a.Responses)
 	for status := range refused {
 		require.Zero(t, b.ResponseCount(metrics.Inbound, status, ""), "B never saw the refused request")
 	}

@@ -111,6 +111,7 @@ func TestFlagsRefused(t *testing.T) {
 		{append([]string{"-inbound", "127.0.0.1:0", "-declare", "8080=SPDY"}, cf...), "-declare"},
 		{append([]string{"-inbound", "127.0.0.1:0", "-allow", "not-an-id"}, cf...), "-allow"},
 		{append([]string{"-inbound", "127.0.0.1:0", "-grpc", "loud"}, cf...), "-grpc"},
+		{append([]string{"-inbound", "127.0.0.1:0", "-header-timeout", "-1s"}, cf...), "-header-timeout"},
 		{[]string{"-inbound", "127.0.0.1:0", "-cert", "/nonexistent.crt", "-key", "/nonexistent.key", "-bundle", "/x"}, "-cert/-key"},
 		{append([]string{"-bogus"}, cf...), "flag provided but not defined"},
 	} {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -209,7 +210,7 @@ func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target net
 	srv := &http.Server{
 		Handler:           h,
 		Protocols:         &protos,
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: cmp.Or(p.HeaderTimeout, 30*time.Second),
 		IdleTimeout:       5 * time.Minute,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          discardLog,
@@ -394,6 +395,9 @@ func (c *countingConn) Read(b []byte) (int, error) {
 	c.mc.Read(int64(n))
 	if c.errs != nil {
 		c.errs.read(b[:n])
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			c.errs.readTimedOut()
+		}
 	}
 	return n, err
 }
@@ -411,6 +415,12 @@ func (c *countingConn) Write(b []byte) (int, error) {
 }
 
 func (c *countingConn) Close() error {
+	if c.errs != nil && c.errs.takeTimeout() {
+		// net/http gives up on a request whose headers did not arrive in
+		// time without a word; the client gets 408 (counted by errs).
+		c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		io.WriteString(c, requestTimeout)
+	}
 	err := c.Conn.Close()
 	c.once.Do(func() { close(c.closed) })
 	return err

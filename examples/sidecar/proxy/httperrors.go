@@ -14,7 +14,9 @@ import (
 // to the net.Conn it accepted: a malformed request (400, or another 4xx/5xx
 // net/http names, e.g. 505 for an unsupported version), headers over
 // MaxHeaderBytes (431), an unsupported transfer coding (501), an Expect
-// other than 100-continue (417). The metrics middleware never sees those
+// other than 100-continue (417); and it closes without a word a connection
+// whose request headers did not arrive within ReadHeaderTimeout, which
+// countingConn.Close answers with 408. The metrics middleware never sees those
 // requests. serverErrors watches the accepted connection instead: a write
 // that starts with an HTTP/1 status line while no handler owns the
 // connection is one of those answers, and is counted with
@@ -38,7 +40,12 @@ type serverErrors struct {
 	preface  int  // bytes of the HTTP/2 client preface matched so far; -1: not HTTP/2
 	owned    bool // a handler (or a hijacker) owns the connection
 	reqStart time.Time
+	timedOut bool // a begun request's headers did not arrive in time
 }
+
+// requestTimeout is written to a client whose request headers did not
+// arrive within the server's ReadHeaderTimeout, in net/http's own format.
+const requestTimeout = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: 19\r\n\r\n408 Request Timeout"
 
 var h2Preface = []byte(http2ClientPreface)
 
@@ -94,6 +101,25 @@ func (s *serverErrors) write(b []byte) {
 	s.reqStart = time.Time{}
 	s.mu.Unlock()
 	s.observe(status, lat)
+}
+
+// readTimedOut notes a read deadline: net/http is giving up on the
+// connection. A request begun and unanswered is owed a 408.
+func (s *serverErrors) readTimedOut() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.off.Load() && !s.owned && !s.reqStart.IsZero() {
+		s.timedOut = true
+	}
+}
+
+// takeTimeout reports (once) whether a 408 is owed.
+func (s *serverErrors) takeTimeout() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.timedOut
+	s.timedOut = false
+	return t && !s.off.Load()
 }
 
 // mark wraps the server's handler: the connection is owned while it runs.

@@ -114,3 +114,28 @@ func TestStatusLine(t *testing.T) {
 		require.Equal(t, want, got, "%q", in)
 	}
 }
+
+// TestServerErrorsTimeout: a read deadline while a request is begun and no
+// handler owns the connection owes the client one 408; an idle connection
+// (no byte of a request yet) or a handler's body read owes nothing.
+func TestServerErrorsTimeout(t *testing.T) {
+	s, got := watch()
+	s.readTimedOut() // idle: nothing begun
+	require.False(t, s.takeTimeout())
+	s.read([]byte("GET / HTTP/1.1\r\n"))
+	s.readTimedOut()
+	require.True(t, s.takeTimeout())
+	require.False(t, s.takeTimeout(), "once")
+	s.write([]byte(requestTimeout))
+	require.Equal(t, []int{408}, statuses(*got))
+	st, ok := statusLine([]byte(requestTimeout))
+	require.True(t, ok)
+	require.Equal(t, http.StatusRequestTimeout, st)
+
+	s, _ = watch()
+	s.read([]byte("POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n"))
+	s.mark(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		s.readTimedOut() // the handler's body read timed out
+	})).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/", nil))
+	require.False(t, s.takeTimeout())
+}

@@ -145,6 +145,11 @@ type Proxy struct {
 	// ResponseTimeout bounds the wait for an upstream's response headers on
 	// the HTTP layer; past it the client gets 504 (0: no limit).
 	ResponseTimeout time.Duration
+	// HeaderTimeout bounds the wait for a request's headers on the HTTP
+	// layer, from its first byte (net/http's ReadHeaderTimeout); past it the
+	// client gets 408 and the connection closes (0: 30s). An idle keep-alive
+	// connection with no request begun closes without an answer.
+	HeaderTimeout time.Duration
 	// Metrics counts connections, bytes, detections, policy decisions,
 	// handshakes and transport headers (nil: off). Serve it with MetricsHandler.
 	Metrics *metrics.Registry
