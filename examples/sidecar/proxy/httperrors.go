@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -47,8 +46,6 @@ type serverErrors struct {
 // arrive within the server's ReadHeaderTimeout, in net/http's own format.
 const requestTimeout = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: 19\r\n\r\n408 Request Timeout"
 
-var h2Preface = []byte(http2ClientPreface)
-
 const http2ClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 func newServerErrors(observe func(status int, latency time.Duration)) *serverErrors {
@@ -64,11 +61,11 @@ func (s *serverErrors) read(b []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.preface >= 0 {
-		n := min(len(b), len(h2Preface)-s.preface)
+		n := min(len(b), len(http2ClientPreface)-s.preface)
 		switch {
-		case !bytes.Equal(b[:n], h2Preface[s.preface:s.preface+n]):
+		case string(b[:n]) != http2ClientPreface[s.preface:s.preface+n]:
 			s.preface = -1
-		case s.preface+n == len(h2Preface):
+		case s.preface+n == len(http2ClientPreface):
 			s.off.Store(true) // HTTP/2
 			return
 		default:
