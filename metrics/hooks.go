@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"sync/atomic"
+
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/opaque"
@@ -20,8 +22,49 @@ func (r *Registry) DetectHook(dir Direction) func(*detect.Result) {
 	if r == nil {
 		return nil
 	}
-	return func(res *detect.Result) {
-		r.ObserveDetection(dir, string(res.Protocol), res.Reason.String(), res.Duration)
+	if dir != Outbound {
+		dir = Inbound
+	}
+	h := &detectHook{r: r, dir: dir}
+	return h.observe
+}
+
+// detectHook is DetectHook's state: for each Reason, the lookup entry of
+// the series it last counted (a pointer into the family's published slice,
+// which is never modified in place). A hit skips the scan of the family: it
+// runs right after Detect's system calls, on a cold cache, where each
+// dependent load of that scan (registry, slice, entry) costs more than the
+// counting itself. Storing a pointer allocates nothing.
+type detectHook struct {
+	r    *Registry
+	dir  Direction // Inbound or Outbound
+	last [8]atomic.Pointer[entry[detectKey, histSeries]]
+}
+
+func (h *detectHook) observe(res *detect.Result) {
+	p := string(res.Protocol)
+	if p == "" {
+		p = "unknown"
+	}
+	i := int(res.Reason)
+	if i >= len(h.last) {
+		h.r.ObserveDetection(h.dir, p, res.Reason.String(), res.Duration)
+		return
+	}
+	if e := h.last[i].Load(); e != nil && e.k.protocol == p {
+		e.v.observe(detectBounds, res.Duration)
+		return
+	}
+	// Miss: count through the registry (which creates the series if
+	// needed), then remember its entry for the next result.
+	k := detectKey{h.dir, p, res.Reason.String()}
+	h.r.ObserveDetection(k.dir, k.protocol, k.reason, res.Duration)
+	es := h.r.detect.load()
+	for j := range es {
+		if es[j].k == k {
+			h.last[i].Store(&es[j])
+			return
+		}
 	}
 }
 

@@ -191,3 +191,46 @@ func TestMuxHook(t *testing.T) {
 		{Outcome: "unrouted", Protocol: "unknown", Count: 1},
 	}, reg.Snapshot().Mux)
 }
+
+// TestDetectHookCounts feeds DetectHook results that alternate protocols
+// and reasons (so its per-reason cache of the last series both hits and
+// misses), an empty protocol and a Reason beyond the known ones, and checks
+// every count against ObserveDetection's, and that a hit or a miss on
+// existing series allocates nothing.
+func TestDetectHookCounts(t *testing.T) {
+	reg := metrics.New(metrics.Config{})
+	hook := reg.DetectHook(metrics.Direction(99)) // normalised to Inbound like ObserveDetection
+	results := []detect.Result{
+		{Protocol: detect.HTTP1, Reason: detect.ReasonMatched, Duration: time.Millisecond},
+		{Protocol: detect.HTTP1, Reason: detect.ReasonMatched, Duration: time.Millisecond},
+		{Protocol: detect.TLS, Reason: detect.ReasonMatched, Duration: time.Millisecond},
+		{Protocol: detect.HTTP1, Reason: detect.ReasonMatched, Duration: time.Millisecond},
+		{Protocol: detect.Unknown, Reason: detect.ReasonTimeout, Duration: 20 * time.Second},
+		{Protocol: "", Reason: detect.ReasonClosed},
+		{Protocol: detect.Unknown, Reason: detect.Reason(200)},
+	}
+	for range 3 {
+		for i := range results {
+			hook(&results[i])
+		}
+	}
+	s := reg.Snapshot()
+	assert.Equal(t, uint64(9), s.DetectionCount(metrics.Inbound, "HTTP/1", "matched"))
+	assert.Equal(t, uint64(3), s.DetectionCount(metrics.Inbound, "TLS", "matched"))
+	assert.Equal(t, uint64(3), s.DetectionCount(metrics.Inbound, "unknown", "timeout"))
+	assert.Equal(t, uint64(3), s.DetectionCount(metrics.Inbound, "unknown", "closed"))
+	assert.Equal(t, uint64(3), s.DetectionCount(metrics.Inbound, "unknown", "unknown"))
+	var total uint64
+	for _, d := range s.Detections {
+		assert.Equal(t, metrics.Inbound, d.Direction)
+		total += d.Count
+	}
+	assert.Equal(t, uint64(3*len(results)), total)
+
+	allocs := testing.AllocsPerRun(1000, func() {
+		for i := range results {
+			hook(&results[i])
+		}
+	})
+	assert.Zero(t, allocs)
+}
