@@ -4,10 +4,12 @@ go 1.26.0
 
 replace github.com/sniffsplice/sniff => ../
 
-require github.com/sniffsplice/sniff v0.0.0-00010101000000-000000000000
+require (
+	github.com/sniffsplice/sniff v0.0.0-00010101000000-000000000000
+	github.com/soheilhy/cmux v0.1.5
+)
 
 require (
-	github.com/soheilhy/cmux v0.1.5 // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
