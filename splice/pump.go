@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/bits"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 )
@@ -79,6 +80,10 @@ func (p *pump) copyDir() {
 		// which sends the FIN a CloseWrite would (one system call less).
 		return
 	}
+	// Mark dst's write half as shut before shutting it: from then on a
+	// TCP state of CLOSE on dst can be a clean close (TIME_WAIT), not
+	// only a reset (see eofOrReset).
+	s.shut[p.dstSide-SideA].Store(true)
 	if cw, ok := p.dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 		return
 	}
@@ -193,10 +198,41 @@ func (p *pump) fail(side Side, op string, err error) result {
 	return resFailed
 }
 
+// eofOrReset tells a clean end of src from a reset whose error another
+// system call collected first. Linux reports a reset once (ECONNRESET, to
+// whichever call on the socket comes first: often the write of the other
+// direction); later reads return 0 as if the peer had closed cleanly. A
+// socket that read 0 while its TCP state is CLOSE and its own write half
+// was never shut (which would allow TIME_WAIT, shown as CLOSE) was reset.
+func (p *pump) eofOrReset() result {
+	if p.s.shut[p.srcSide-SideA].Load() {
+		return resEOF
+	}
+	if tcp := unwrapTCPAny(p.src); tcp != nil && tcpReset(tcp) {
+		return p.fail(p.srcSide, "read", os.NewSyscallError("read", syscall.ECONNRESET))
+	}
+	return resEOF
+}
+
+// unwrapTCPAny returns the *net.TCPConn under c (through Unwrapper and
+// crypto/tls-style NetConn methods), or nil.
+func unwrapTCPAny(c net.Conn) *net.TCPConn {
+	for {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+}
+
 // readErr handles a read error.
 func (p *pump) readErr(err error) result {
 	if err == io.EOF {
-		return resEOF
+		return p.eofOrReset()
 	}
 	return p.fail(p.srcSide, "read", err)
 }

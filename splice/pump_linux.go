@@ -101,7 +101,7 @@ func (p *pump) copyTCP(src, dst *net.TCPConn) result {
 		case f.rerr != nil:
 			return p.fail(p.srcSide, "read", os.NewSyscallError("read", f.rerr))
 		case f.eof:
-			return resEOF
+			return p.eofOrReset()
 		case f.buf != nil:
 			b, n := f.buf, f.rn
 			werr := p.writeAll((*b)[:n])
@@ -169,3 +169,7 @@ func tcpClosed(c *net.TCPConn) bool {
 	})
 	return closed
 }
+
+// tcpReset reports whether c's TCP state is CLOSE: after a read returned 0
+// on a socket whose write half is still open, only a reset leads there.
+func tcpReset(c *net.TCPConn) bool { return tcpClosed(c) }

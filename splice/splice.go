@@ -305,7 +305,8 @@ type join struct {
 	last atomic.Int64 // nanoseconds from start to the last byte moved
 
 	aborted atomic.Bool
-	eofs    atomic.Int32 // directions that ended with EOF
+	eofs    atomic.Int32   // directions that ended with EOF
+	shut    [2]atomic.Bool // the write half of a (index 0) or b (1) was shut by the join
 
 	mu       sync.Mutex
 	ended    bool // first, end are set
