@@ -69,14 +69,7 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		return
 	case opaque.ActionOpaque:
 		ev.Path = PathOpaque
-		up, id, err := p.dialUpstream(ctx, dst, opaque.SessionNone)
-		ev.PeerID = id
-		if err != nil {
-			c.Close()
-			ev.Err = err
-			return
-		}
-		p.finish(ctx, &ev, c, up)
+		p.dialAndFinish(ctx, &ev, c, dst, opaque.SessionNone)
 		return
 	case opaque.ActionDeclared:
 		ev.Path = PathDeclared
@@ -84,14 +77,7 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		if p.serveOutboundHTTP(ctx, &ev, c, dst) {
 			return
 		}
-		up, id, err := p.dialUpstream(ctx, dst, sessionFor(dec.Protocol))
-		ev.PeerID = id
-		if err != nil {
-			c.Close()
-			ev.Err = err
-			return
-		}
-		p.finish(ctx, &ev, c, up)
+		p.dialAndFinish(ctx, &ev, c, dst, sessionFor(dec.Protocol))
 		return
 	}
 
@@ -109,14 +95,7 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		if p.serveOutboundHTTP(ctx, &ev, cc, dst) {
 			return
 		}
-		up, id, err := p.dialUpstream(ctx, dst, sessionFor(res.Protocol))
-		ev.PeerID = id
-		if err != nil {
-			cc.Close()
-			ev.Err = err
-			return
-		}
-		p.finish(ctx, &ev, cc, up)
+		p.dialAndFinish(ctx, &ev, cc, dst, sessionFor(res.Protocol))
 		return
 	}
 	// Race: open the upstream first (it costs a dial, not a wait), then let
@@ -206,6 +185,19 @@ func (p *Proxy) dialUpstream(ctx context.Context, dst netip.AddrPort, sp opaque.
 		return nil, id, err
 	}
 	return tc, id, nil
+}
+
+// dialAndFinish dials the upstream for dst (recording the peer identity it
+// proved) and joins client to it; a failed dial closes client.
+func (p *Proxy) dialAndFinish(ctx context.Context, ev *Event, client net.Conn, dst netip.AddrPort, session opaque.SessionProtocol) {
+	up, id, err := p.dialUpstream(ctx, dst, session)
+	ev.PeerID = id
+	if err != nil {
+		client.Close()
+		ev.Err = err
+		return
+	}
+	p.finish(ctx, ev, client, up)
 }
 
 // finish joins the client and the upstream and records the byte counts.
