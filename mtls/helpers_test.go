@@ -35,31 +35,12 @@ type outcome struct {
 // writes "ok\n" and closes; the client reads it (or the refusal alert).
 func exchange(t *testing.T, srv *tls.Config, dial func(ctx context.Context, c net.Conn) (spiffeid.ID, *tls.Conn, error)) outcome {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
+	addr, wait := serveOne(t, ctx, srv, func(spiffeid.ID) string { return "ok\n" })
 
 	var o outcome
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			o.srvErr = err
-			return
-		}
-		tc := tls.Server(c, srv)
-		defer tc.Close()
-		o.srvID, o.srvErr = mtls.Handshake(ctx, tc)
-		o.srvState = tc.ConnectionState()
-		if o.srvErr == nil {
-			_, _ = tc.Write([]byte("ok\n"))
-		}
-	}()
-
-	raw, err := net.Dial("tcp", ln.Addr().String())
+	raw, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	id, tc, err := dial(ctx, raw)
 	o.cliID, o.cliErr = id, err
@@ -74,8 +55,44 @@ func exchange(t *testing.T, srv *tls.Config, dial func(ctx context.Context, c ne
 	} else {
 		raw.Close()
 	}
-	<-done
+	o.srvID, o.srvState, o.srvErr = wait()
 	return o
+}
+
+// serveOne accepts one connection on a new loopback listener (closed when
+// the test ends), runs mtls.Handshake over it with srv and, once the peer is
+// verified, writes greet(peer) and closes. wait blocks until the server is
+// done and returns what it saw.
+func serveOne(t *testing.T, ctx context.Context, srv *tls.Config, greet func(peer spiffeid.ID) string) (addr string, wait func() (spiffeid.ID, tls.ConnectionState, error)) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+
+	var (
+		id    spiffeid.ID
+		state tls.ConnectionState
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, aerr := ln.Accept()
+		if aerr != nil {
+			err = aerr
+			return
+		}
+		tc := tls.Server(c, srv)
+		defer tc.Close()
+		id, err = mtls.Handshake(ctx, tc)
+		state = tc.ConnectionState()
+		if err == nil {
+			_, _ = tc.Write([]byte(greet(id)))
+		}
+	}()
+	return ln.Addr().String(), func() (spiffeid.ID, tls.ConnectionState, error) {
+		<-done
+		return id, state, err
+	}
 }
 
 // tlsClient dials with a *tls.Config through mtls.Handshake.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -43,37 +42,19 @@ type opensslResult struct {
 // and connects openssl s_client to it with the given extra arguments.
 func runSClient(t *testing.T, openssl string, srv *tls.Config, args ...string) opensslResult {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
+	addr, wait := serveOne(t, ctx, srv, func(peer spiffeid.ID) string { return "hello " + peer.String() + "\n" })
 
-	var res opensslResult
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			res.srvErr = err
-			return
-		}
-		tc := tls.Server(c, srv)
-		defer tc.Close()
-		res.peer, res.srvErr = mtls.Handshake(ctx, tc)
-		if res.srvErr == nil {
-			_, _ = tc.Write([]byte("hello " + res.peer.String() + "\n"))
-		}
-	}()
-
-	cmdArgs := append([]string{"s_client", "-connect", ln.Addr().String(), "-tls1_3", "-quiet"}, args...)
+	cmdArgs := append([]string{"s_client", "-connect", addr, "-tls1_3", "-quiet"}, args...)
 	cmd := exec.CommandContext(ctx, openssl, cmdArgs...)
 	// -quiet implies -ign_eof: s_client stays until the server closes.
 	cmd.Stdin = strings.NewReader("")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	_ = cmd.Run() // the exit status differs between openssl versions; judge by what was exchanged
-	<-done
+	var res opensslResult
+	res.peer, _, res.srvErr = wait()
 	res.stdout, res.stderr = stdout.String(), stderr.String()
 	return res
 }
