@@ -467,7 +467,7 @@ func TestHeaderObserverWritten(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 30, n)
 	_, err = c.Write(&buf, Header{})
-	assert.Error(t, err)
+	assert.ErrorIs(t, err, ErrBadPort)
 	assert.Equal(t, 1, obs.written)
 	assert.Equal(t, map[RejectReason]int{RejectBadPort: 1}, obs.rejected)
 }
@@ -537,5 +537,5 @@ func TestReadHeaderNoProgress(t *testing.T) {
 	assert.ErrorIs(t, err, io.ErrNoProgress)
 	// The message part goes through io.ReadFull, which also gives up.
 	_, err = ReadHeader(io.MultiReader(strings.NewReader(HeaderPreface+"\x00\x00\x00\x03"), zeroReader{}))
-	assert.Error(t, err)
+	assert.ErrorIs(t, err, io.ErrNoProgress)
 }
