@@ -167,8 +167,10 @@ func TestFileSourceRefusesInconsistentFiles(t *testing.T) {
 	assert.Equal(t, second.Certificates[0].SerialNumber.String(), serial(t, fs))
 
 	// Bundle for another trust domain is not served.
-	_, err = fs.GetX509BundleForTrustDomain(mtlstest.NewCA("other.org").TrustDomain())
-	assert.Error(t, err)
+	b, err := fs.GetX509BundleForTrustDomain(mtlstest.NewCA("other.org").TrustDomain())
+	require.Error(t, err)
+	assert.Nil(t, b)
+	assert.Contains(t, err.Error(), `"other.org"`)
 }
 
 func TestFileSourceInitialLoadFails(t *testing.T) {

@@ -325,7 +325,8 @@ func TestConfigErrors(t *testing.T) {
 		assert.ErrorIs(t, err, c.want)
 	}
 	_, err := (&mtls.Config{SVID: src, Bundle: src, Identity: 9}).ServerTLS()
-	assert.Error(t, err)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "unknown IdentityMode 9")
 }
 
 // A source that fails makes the handshake fail on that side with ErrNoSVID.
