@@ -131,19 +131,19 @@ func unwrapTCP(c net.Conn) *net.TCPConn {
 	}
 }
 
-// setLinger0 makes the next Close of c send a reset, when c is (or wraps) a
-// TCP connection, and returns that connection.
-func setLinger0(c net.Conn) *net.TCPConn {
+// netConner is a wrapper that exposes the connection it wraps: Unwrapper,
+// *tls.Conn and the like.
+type netConner interface{ NetConn() net.Conn }
+
+// innermost follows NetConn methods from c down to the connection at the
+// bottom (c itself when it wraps none).
+func innermost(c net.Conn) net.Conn {
 	for {
-		switch v := c.(type) {
-		case *net.TCPConn:
-			v.SetLinger(0)
-			return v
-		case interface{ NetConn() net.Conn }:
-			c = v.NetConn()
-		default:
-			return nil
+		w, ok := c.(netConner)
+		if !ok {
+			return c
 		}
+		c = w.NetConn()
 	}
 }
 
@@ -208,25 +208,10 @@ func (p *pump) eofOrReset() result {
 	if p.s.shut[p.srcSide-SideA].Load() {
 		return resEOF
 	}
-	if tcp := unwrapTCPAny(p.src); tcp != nil && tcpReset(tcp) {
+	if tcp, ok := innermost(p.src).(*net.TCPConn); ok && tcpClosed(tcp) {
 		return p.fail(p.srcSide, "read", os.NewSyscallError("read", syscall.ECONNRESET))
 	}
 	return resEOF
-}
-
-// unwrapTCPAny returns the *net.TCPConn under c (through Unwrapper and
-// crypto/tls-style NetConn methods), or nil.
-func unwrapTCPAny(c net.Conn) *net.TCPConn {
-	for {
-		switch v := c.(type) {
-		case *net.TCPConn:
-			return v
-		case interface{ NetConn() net.Conn }:
-			c = v.NetConn()
-		default:
-			return nil
-		}
-	}
 }
 
 // readErr handles a read error.

@@ -156,7 +156,8 @@ func isErrno(err error, e syscall.Errno) bool {
 	return asErrno(err, &x) && x == e
 }
 
-// tcpClosed reports whether c's TCP state is CLOSE (after a reset).
+// tcpClosed reports whether c's TCP state is CLOSE: after a reset (or, once
+// its write half is shut, a clean close through TIME_WAIT).
 func tcpClosed(c *net.TCPConn) bool {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -169,7 +170,3 @@ func tcpClosed(c *net.TCPConn) bool {
 	})
 	return closed
 }
-
-// tcpReset reports whether c's TCP state is CLOSE: after a read returned 0
-// on a socket whose write half is still open, only a reset leads there.
-func tcpReset(c *net.TCPConn) bool { return tcpClosed(c) }

@@ -10,5 +10,5 @@ type fastPath struct{}
 
 func (p *pump) copyTCP(src, dst *net.TCPConn) result { return p.copyGeneric(src) }
 
-// tcpReset is not known without TCP_INFO: an end is taken as clean.
-func tcpReset(*net.TCPConn) bool { return false }
+// tcpClosed is not known without TCP_INFO: an end is taken as clean.
+func tcpClosed(*net.TCPConn) bool { return false }

@@ -357,7 +357,10 @@ func (s *join) abortLocked(side Side, end End, err error, reset Side) {
 	}
 	s.setEndLocked(side, end, err)
 	if reset != SideNone {
-		setLinger0(s.conn(reset))
+		// The next Close of the TCP connection under it sends a reset.
+		if tcp, ok := innermost(s.conn(reset)).(*net.TCPConn); ok {
+			tcp.SetLinger(0)
+		}
 	}
 	// Close the innermost connections first: an aborted join is no clean
 	// close, so a wrapper (TLS) must not send close_notify, and its Close
@@ -371,18 +374,8 @@ func (s *join) abortLocked(side Side, end End, err error, reset Side) {
 // closeInner closes the connection that c wraps (TLS, a replaying conn),
 // if any.
 func closeInner(c net.Conn) {
-	w, ok := c.(interface{ NetConn() net.Conn })
-	if !ok {
-		return
-	}
-	for {
-		inner := w.NetConn()
-		if next, ok := inner.(interface{ NetConn() net.Conn }); ok {
-			w = next
-			continue
-		}
-		inner.Close()
-		return
+	if _, ok := c.(netConner); ok {
+		innermost(c).Close()
 	}
 }
 
