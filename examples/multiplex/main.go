@@ -33,6 +33,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/sniffsplice/sniff/examples/internal/cliflag"
 )
 
 // config is the program's configuration; parseFlags fills it from the
@@ -65,7 +67,7 @@ type config struct {
 }
 
 // errUsage marks command-line errors (exit status 2).
-var errUsage = errors.New("bad command line")
+var errUsage = cliflag.ErrUsage
 
 // parseFlags parses the command line into a config. Errors wrap errUsage or
 // are flag.ErrHelp; the flag package's own messages go to stderr.
@@ -84,19 +86,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintf(fs.Output(), "Usage: multiplex [flags]\n\nServes HTTP/1.1, h2c, gRPC, TLS (detected again inside) and a raw TCP echo on one port.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fs.Usage()
-			return cfg, err
-		}
-		return cfg, fmt.Errorf("%w: %v", errUsage, err)
+	if err := cliflag.Parse(fs, args, stderr); err != nil {
+		return cfg, err
 	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
-		return cfg, fmt.Errorf("%w: -addr %q: %v", errUsage, cfg.Addr, err)
+	if err := cliflag.HostPort("-addr", cfg.Addr); err != nil {
+		return cfg, err
 	}
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return cfg, fmt.Errorf("%w: -tls-cert and -tls-key go together", errUsage)

@@ -42,6 +42,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sniffsplice/sniff/examples/internal/cliflag"
 )
 
 // config is the program's configuration; parseFlags fills it from the
@@ -71,7 +73,7 @@ type config struct {
 }
 
 // errUsage marks command-line errors (exit status 2).
-var errUsage = errors.New("bad command line")
+var errUsage = cliflag.ErrUsage
 
 // routesFlag collects repeated -route flags.
 type routesFlag struct{ routes *[]route }
@@ -114,23 +116,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintf(fs.Output(), "Usage: sniproxy -route NAME=HOST:PORT [-route ...] [-default HOST:PORT] [flags]\n\nRoutes TLS connections by SNI without terminating them.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fs.Usage()
-			return cfg, err
-		}
-		return cfg, fmt.Errorf("%w: %v", errUsage, err)
+	if err := cliflag.Parse(fs, args, stderr); err != nil {
+		return cfg, err
 	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
-		return cfg, fmt.Errorf("%w: -listen %q: %v", errUsage, cfg.Listen, err)
+	if err := cliflag.HostPort("-listen", cfg.Listen); err != nil {
+		return cfg, err
 	}
 	if cfg.Metrics != "" {
-		if _, _, err := net.SplitHostPort(cfg.Metrics); err != nil {
-			return cfg, fmt.Errorf("%w: -metrics %q: %v", errUsage, cfg.Metrics, err)
+		if err := cliflag.HostPort("-metrics", cfg.Metrics); err != nil {
+			return cfg, err
 		}
 	}
 	if len(cfg.Routes) == 0 && cfg.Default == "" {
