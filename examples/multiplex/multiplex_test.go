@@ -58,34 +58,7 @@ func start(t *testing.T, cfg config) *server {
 	cfg.certificate = &cert
 	ready := make(chan net.Addr, 1)
 	cfg.ready = func(a net.Addr) { ready <- a }
-	ctx, cancel := context.WithCancel(context.Background())
-	out := &exampletest.Buffer{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, out) }()
-	var addr net.Addr
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("run ended before it was ready: %v\n%s", err, out)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatalf("run not ready after 30s\n%s", out)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err, "run's result after cancel\n%s", out)
-		case <-time.After(30 * time.Second):
-			t.Fatalf("run did not return 30s after cancel\n%s", out)
-		}
-		require.Contains(t, out.String(), "multiplex: stopped")
-		if t.Failed() {
-			t.Logf("program output:\n%s", out)
-		}
-	})
-	require.Contains(t, out.String(), "multiplex: listening on "+addr.String())
+	addr, out := exampletest.RunInProcess(t, "multiplex", ready, func(ctx context.Context, out io.Writer) error { return run(ctx, cfg, out) })
 	return &server{addr: addr.String(), cert: cert, out: out}
 }
 

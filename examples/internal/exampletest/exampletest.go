@@ -4,9 +4,12 @@ package exampletest
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -162,4 +165,49 @@ func (l *lineSplitter) Write(p []byte) (int, error) {
 		l.part = l.part[i+1:]
 	}
 	return len(p), nil
+}
+
+// RunInProcess starts an example program in-process: it calls run in a
+// goroutine with a context and a Buffer for the program's output, and waits
+// (up to 30 s) for the program to send its bound address on ready. It checks
+// that the output then says "NAME: listening on ADDRESS". When the test ends
+// it cancels the context and checks that run returned nil within 30 s and that
+// the output says "NAME: stopped"; the output is logged if the test failed.
+func RunInProcess(t testing.TB, name string, ready <-chan net.Addr, run func(ctx context.Context, out io.Writer) error) (net.Addr, *Buffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &Buffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, out) }()
+	var addr net.Addr
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("run ended before it was ready: %v\n%s", err, out)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatalf("run not ready after 30s\n%s", out)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run's result after cancel: %v\n%s", err, out)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("run did not return 30s after cancel\n%s", out)
+		}
+		if !strings.Contains(out.String(), name+": stopped") {
+			t.Fatalf("output lacks %q\n%s", name+": stopped", out)
+		}
+		if t.Failed() {
+			t.Logf("program output:\n%s", out)
+		}
+	})
+	if want := name + ": listening on " + addr.String(); !strings.Contains(out.String(), want) {
+		t.Fatalf("output lacks %q\n%s", want, out)
+	}
+	return addr, out
 }

@@ -1,7 +1,10 @@
 package exampletest
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -77,4 +80,36 @@ func TestStartProgram(t *testing.T) {
 	require.ErrorAs(t, p.Wait(t), &exitErr)
 	require.Equal(t, syscall.SIGTERM, exitErr.Sys().(syscall.WaitStatus).Signal())
 	require.Contains(t, p.Out.String(), "starting\nready on 1234\n")
+}
+
+// TestRunInProcess runs a minimal program in the shape of the examples
+// (listen, report ready, log, stop on cancel) and checks that the helper
+// returns its bound address and output, and that cleanup stopped it.
+func TestRunInProcess(t *testing.T) {
+	stopped := make(chan struct{})
+	t.Run("prog", func(t *testing.T) {
+		ready := make(chan net.Addr, 1)
+		addr, out := RunInProcess(t, "prog", ready, func(ctx context.Context, out io.Writer) error {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			defer ln.Close()
+			fmt.Fprintf(out, "prog: listening on %s\n", ln.Addr())
+			ready <- ln.Addr()
+			<-ctx.Done()
+			fmt.Fprintln(out, "prog: stopped")
+			close(stopped)
+			return nil
+		})
+		c, err := net.Dial("tcp", addr.String())
+		require.NoError(t, err, "the address returned is the one bound")
+		c.Close()
+		require.Equal(t, "prog: listening on "+addr.String()+"\n", out.String())
+	})
+	select {
+	case <-stopped:
+	default:
+		t.Fatal("the program was not stopped when its test ended")
+	}
 }
