@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sniffsplice/sniff/examples/internal/exampletest"
+	"github.com/sniffsplice/sniff/examples/sidecar/internal/testserver"
 	"github.com/sniffsplice/sniff/examples/sidecar/proxy"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
 )
@@ -132,30 +132,12 @@ func TestFlagsRefused(t *testing.T) {
 // echoServer answers each line with "echo: line".
 func echoServer(t testing.TB) netip.AddrPort {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					fmt.Fprintf(c, "echo: %s\n", sc.Text())
-				}
-			}()
+	return testserver.Serve(t, func(c net.Conn) {
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			fmt.Fprintf(c, "echo: %s\n", sc.Text())
 		}
-	}()
-	t.Cleanup(func() { l.Close(); wg.Wait() })
-	return l.Addr().(*net.TCPAddr).AddrPort()
+	})
 }
 
 func get(t testing.TB, url string) (int, string) {

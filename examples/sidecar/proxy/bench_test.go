@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/examples/sidecar/internal/testserver"
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
@@ -166,28 +167,10 @@ func BenchmarkHTTP(b *testing.B) {
 // greeter is a server-speaks-first backend: a one-line greeting on accept.
 func greeter(tb testing.TB) netip.AddrPort {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.WriteString(c, "220 greeter ready\r\n")
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	tb.Cleanup(func() { l.Close(); wg.Wait() })
-	return l.Addr().(*net.TCPAddr).AddrPort()
+	return testserver.Serve(tb, func(c net.Conn) {
+		io.WriteString(c, "220 greeter ready\r\n")
+		io.Copy(io.Discard, c)
+	})
 }
 
 // pairFor starts two sidecars in front of dst with the given policy knobs

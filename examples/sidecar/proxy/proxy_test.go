@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/websocket"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/examples/sidecar/internal/testserver"
 	"github.com/sniffsplice/sniff/metrics"
 	promcollector "github.com/sniffsplice/sniff/metrics/prometheus"
 	"github.com/sniffsplice/sniff/mtls"
@@ -29,30 +30,12 @@ import (
 // lineEcho answers each line with "echo: line" and returns its address.
 func lineEcho(tb testing.TB) netip.AddrPort {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					fmt.Fprintf(c, "echo: %s from %s\n", sc.Text(), c.RemoteAddr().(*net.TCPAddr).IP)
-				}
-			}()
+	return testserver.Serve(tb, func(c net.Conn) {
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			fmt.Fprintf(c, "echo: %s from %s\n", sc.Text(), c.RemoteAddr().(*net.TCPAddr).IP)
 		}
-	}()
-	tb.Cleanup(func() { l.Close(); wg.Wait() })
-	return l.Addr().(*net.TCPAddr).AddrPort()
+	})
 }
 
 // events collects a Proxy's events.
