@@ -2,9 +2,11 @@ package cliflag
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -68,5 +70,41 @@ func TestHostPort(t *testing.T) {
 	err := HostPort("-listen", "127.0.0.1")
 	if !errors.Is(err, ErrUsage) || err.Error() != `bad command line: -listen "127.0.0.1": address 127.0.0.1: missing port in address` {
 		t.Fatalf("HostPort(no port) = %v", err)
+	}
+}
+
+func TestMainExitStatus(t *testing.T) {
+	parse := func(args []string, stderr io.Writer) (string, error) {
+		fs, addr := newSet()
+		err := Parse(fs, args, stderr)
+		return *addr, err
+	}
+	runErr := errors.New("listen failed")
+	run := func(ctx context.Context, addr string, stdout io.Writer) error {
+		if addr == "fail:1" {
+			return runErr
+		}
+		io.WriteString(stdout, "ran "+addr+"\n")
+		return nil
+	}
+	for _, tc := range []struct {
+		args                 []string
+		code                 int
+		wantStdout, wantErr  string
+		wantUsagePrefixInErr bool
+	}{
+		{[]string{"-addr", "127.0.0.1:5"}, 0, "ran 127.0.0.1:5\n", "", false},
+		{[]string{"-h"}, 0, "", "Usage: prog\n", true},
+		{[]string{"x"}, 2, "", "prog: bad command line: unexpected arguments [\"x\"] (see -h)\n", false},
+		{[]string{"-addr", "fail:1"}, 1, "", "prog: listen failed\n", false},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := main1(context.Background(), "prog", tc.args, &stdout, &stderr, parse, run)
+		if code != tc.code || stdout.String() != tc.wantStdout {
+			t.Errorf("%q: exit %d stdout %q, want %d %q", tc.args, code, stdout.String(), tc.code, tc.wantStdout)
+		}
+		if got := stderr.String(); tc.wantUsagePrefixInErr && !strings.HasPrefix(got, tc.wantErr) || !tc.wantUsagePrefixInErr && got != tc.wantErr {
+			t.Errorf("%q: stderr %q, want %q", tc.args, got, tc.wantErr)
+		}
 	}
 }
