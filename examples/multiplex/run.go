@@ -130,8 +130,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		}
 	}
 
-	var shuttingDown sync.Once
-	stopping := make(chan struct{})
+	stopping := make(chan struct{}) // closed once, by the shutdown goroutine below
 	// serveErr turns the errors servers return once they are stopped into nil.
 	serveErr := func(err error) error {
 		select {
@@ -167,7 +166,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	})
 	g.Go(func() error {
 		<-gctx.Done() // ctx canceled, or a server failed
-		shuttingDown.Do(func() { close(stopping) })
+		close(stopping)
 		shutdown(mux, httpSrv, grpcSrv, []*connQueue{tlsHTTP, tlsGRPC}, &handled, cfg.ShutdownGrace)
 		return nil
 	})
