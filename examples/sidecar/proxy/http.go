@@ -269,7 +269,7 @@ func connectHandler(next http.Handler, dial func(context.Context) (net.Conn, err
 			proxyError(w, r, err)
 			return
 		}
-		br := newBufReader(up)
+		br := bufio.NewReader(up)
 		resp, err := http.ReadResponse(br, r)
 		if err != nil {
 			proxyError(w, r, err)
@@ -305,17 +305,7 @@ func connectHandler(next http.Handler, dial func(context.Context) (net.Conn, err
 			return
 		}
 		w.WriteHeader(resp.StatusCode)
-		client := net.Conn(conn)
-		if n := bufrw.Reader.Buffered(); n > 0 {
-			b, _ := bufrw.Reader.Peek(n)
-			client = detect.NewReplayConn(conn, append([]byte(nil), b...))
-		}
-		server := net.Conn(up)
-		if n := br.Buffered(); n > 0 {
-			b, _ := br.Peek(n)
-			server = detect.NewReplayConn(up, append([]byte(nil), b...))
-		}
-		tunnel(r.Context(), client, server)
+		splice.Join(r.Context(), withBuffered(conn, bufrw.Reader), withBuffered(up, br))
 	})
 }
 
@@ -465,9 +455,13 @@ type oneAddr struct{}
 func (oneAddr) Network() string { return "tcp" }
 func (oneAddr) String() string  { return "sidecar" }
 
-func newBufReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
-
-// tunnel joins a CONNECT tunnel's two sides until both end.
-func tunnel(ctx context.Context, a, b net.Conn) {
-	splice.Join(ctx, a, b)
+// withBuffered returns c with the bytes br has already read from it put back
+// in front (c itself when there are none).
+func withBuffered(c net.Conn, br *bufio.Reader) net.Conn {
+	n := br.Buffered()
+	if n == 0 {
+		return c
+	}
+	b, _ := br.Peek(n)
+	return detect.NewReplayConn(c, append([]byte(nil), b...))
 }
