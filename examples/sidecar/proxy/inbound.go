@@ -84,10 +84,7 @@ func (p *Proxy) HandleInbound(ctx context.Context, c net.Conn) {
 		ev.Protocol = detect.HTTP2
 	}
 	if h.SessionProtocol != opaque.SessionNone && !p.NoHTTP {
-		t := p.inboundTransport(h.Port, h.SessionProtocol)
-		mc := p.Metrics.OpenConn(connLabels(&ev))
-		p.serveHTTP(ctx, &ev, tc, ev.Dst, t, metrics.Inbound, id, mc)
-		mc.CloseErr(nil)
+		p.serveInboundHTTP(ctx, &ev, tc, h.SessionProtocol, id)
 		return
 	}
 	app, err := p.dialPlain(ctx, ev.Dst.String())
@@ -121,10 +118,7 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 		ev.Path = PathDetect
 	}
 	if ev.Path == PathDeclared && isHTTP(ev.Protocol) && !p.NoHTTP {
-		t := p.inboundTransport(port, sessionFor(ev.Protocol))
-		mc := p.Metrics.OpenConn(connLabels(&ev))
-		p.serveHTTP(ctx, &ev, c, ev.Dst, t, metrics.Inbound, spiffeid.ID{}, mc)
-		mc.CloseErr(nil)
+		p.serveInboundHTTP(ctx, &ev, c, sessionFor(ev.Protocol), spiffeid.ID{})
 		return
 	}
 	app, err := p.dialPlain(ctx, ev.Dst.String())
@@ -163,11 +157,18 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 	}
 	if ev.Path == PathDetect && isHTTP(res.Protocol) && !p.NoHTTP {
 		ac.Close()
-		t := p.inboundTransport(port, sessionFor(res.Protocol))
-		mc := p.Metrics.OpenConn(connLabels(&ev))
-		p.serveHTTP(ctx, &ev, cc, ev.Dst, t, metrics.Inbound, spiffeid.ID{}, mc)
-		mc.CloseErr(nil)
+		p.serveInboundHTTP(ctx, &ev, cc, sessionFor(res.Protocol), spiffeid.ID{})
 		return
 	}
 	p.finish(ctx, &ev, cc, ac)
+}
+
+// serveInboundHTTP serves c at the HTTP layer for the application at ev.Dst,
+// counting it as one inbound connection; clientID is the meshed peer (zero
+// for a local client).
+func (p *Proxy) serveInboundHTTP(ctx context.Context, ev *Event, c net.Conn, sp opaque.SessionProtocol, clientID spiffeid.ID) {
+	t := p.inboundTransport(ev.Dst.Port(), sp)
+	mc := p.Metrics.OpenConn(connLabels(ev))
+	p.serveHTTP(ctx, ev, c, ev.Dst, t, metrics.Inbound, clientID, mc)
+	mc.CloseErr(nil)
 }
