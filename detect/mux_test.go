@@ -36,20 +36,6 @@ import (
 	"github.com/sniffsplice/sniff/detect"
 )
 
-// muxNeedProgram skips the test when a Debian program is missing, naming its package, except under
-// CI=true, where the program must be there and the test fails instead.
-func muxNeedProgram(t *testing.T, prog, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(prog)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (Debian package %s) and CI=true", prog, pkg)
-		}
-		t.Skipf("%s not found: install the Debian package %s", prog, pkg)
-	}
-	return p
-}
-
 // lockedBuffer is a goroutine-safe bytes.Buffer for server error logs.
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -292,13 +278,13 @@ func TestMuxRealPeers(t *testing.T) {
 		assert.Equal(t, "tls sniff.test HTTP/1.1", string(b))
 	})
 	t.Run("curl HTTP/1.1", func(t *testing.T) {
-		curl := muxNeedProgram(t, "curl", "curl")
+		curl := needProgram(t, "curl", "curl")
 		out, err := exec.Command(curl, "-sS", "--max-time", "10", "--http1.1", "http://"+addr+"/curl1").CombinedOutput()
 		require.NoError(t, err, string(out))
 		assert.Equal(t, "HTTP/1.1 /curl1 0", string(out))
 	})
 	t.Run("curl --http2-prior-knowledge", func(t *testing.T) {
-		curl := muxNeedProgram(t, "curl", "curl")
+		curl := needProgram(t, "curl", "curl")
 		out, err := exec.Command(curl, "-sS", "--max-time", "10", "--http2-prior-knowledge", "http://"+addr+"/curl2").CombinedOutput()
 		require.NoError(t, err, string(out))
 		assert.Equal(t, "HTTP/2.0 /curl2 0", string(out))
