@@ -100,22 +100,32 @@ func TestDetectContextDeadlineAndAlreadyDone(t *testing.T) {
 	assert.Equal(t, 0, res.Bytes)
 }
 
+// detectSent runs d.Detect on the server end of a fresh tr pair while the
+// client writes in (then half-closes its side, when fin). The client and the
+// returned connection are closed when the test ends.
+func detectSent(t *testing.T, tr transport, d *detect.Detector, in string, fin bool) (detect.Result, net.Conn) {
+	t.Helper()
+	client, server := tr.pair(t)
+	t.Cleanup(func() { client.Close() })
+	go func() {
+		_, _ = client.Write([]byte(in))
+		if fin {
+			_ = tr.closeWrite(client)
+		}
+	}()
+	res, conn, err := d.Detect(context.Background(), server)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	return res, conn
+}
+
 // A FIN behind partial bytes ends detection at once with ReasonClosed
 // instead of waiting for the timeout (MSG_PEEK cannot see the FIN itself).
 func TestDetectPeerClosedBehindPartialBytes(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	for _, tr := range transports() {
 		t.Run(tr.name, func(t *testing.T) {
-			client, server := tr.pair(t)
-			defer client.Close()
-			go func() {
-				_, _ = client.Write([]byte("GET / HT"))
-				_ = tr.closeWrite(client)
-			}()
-			d := &detect.Detector{Timeout: time.Minute}
-			res, conn, err := d.Detect(context.Background(), server)
-			require.NoError(t, err)
-			defer conn.Close()
+			res, conn := detectSent(t, tr, &detect.Detector{Timeout: time.Minute}, "GET / HT", true)
 			assert.Equal(t, detect.ReasonClosed, res.Reason)
 			assert.Equal(t, detect.Unknown, res.Protocol)
 			assert.Less(t, res.Duration, 30*time.Second)
@@ -132,13 +142,7 @@ func TestDetectFirstByteDecidesAtOnce(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	for _, tr := range transports() {
 		t.Run(tr.name, func(t *testing.T) {
-			client, server := tr.pair(t)
-			defer client.Close()
-			go func() { _, _ = client.Write([]byte("X")) }()
-			d := &detect.Detector{Timeout: time.Minute}
-			res, conn, err := d.Detect(context.Background(), server)
-			require.NoError(t, err)
-			defer conn.Close()
+			res, _ := detectSent(t, tr, &detect.Detector{Timeout: time.Minute}, "X", false)
 			assert.Equal(t, detect.ReasonNoMatch, res.Reason)
 			assert.Equal(t, 1, res.Bytes)
 			assert.Less(t, res.Duration, 30*time.Second)
@@ -151,16 +155,7 @@ func TestDetectLimit(t *testing.T) {
 	in := append([]byte("GET /"), bytes.Repeat([]byte("a"), 200)...)
 	for _, tr := range transports() {
 		t.Run(tr.name, func(t *testing.T) {
-			client, server := tr.pair(t)
-			defer client.Close()
-			go func() {
-				_, _ = client.Write(in)
-				_ = tr.closeWrite(client)
-			}()
-			d := &detect.Detector{MaxPeek: 64}
-			res, conn, err := d.Detect(context.Background(), server)
-			require.NoError(t, err)
-			defer conn.Close()
+			res, conn := detectSent(t, tr, &detect.Detector{MaxPeek: 64}, string(in), true)
 			assert.Equal(t, detect.ReasonLimit, res.Reason)
 			assert.Equal(t, 64, res.Bytes)
 			got, err := io.ReadAll(bounded(conn))
