@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,22 +180,15 @@ func (m *cowMap[K, V]) getOrCreate(k K) *V {
 func (m *cowMap[K, V]) create(k K, init func(*V)) *V {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	old := m.p.Load()
-	if old != nil {
-		if v := (*old)[k]; v != nil {
-			return v
-		}
+	var old map[K]*V
+	if p := m.p.Load(); p != nil {
+		old = *p
 	}
-	n := 1
-	if old != nil {
-		n += len(*old)
+	if v := old[k]; v != nil {
+		return v
 	}
-	nm := make(map[K]*V, n)
-	if old != nil {
-		for k2, v2 := range *old {
-			nm[k2] = v2
-		}
-	}
+	nm := make(map[K]*V, len(old)+1)
+	maps.Copy(nm, old)
 	v := new(V)
 	if init != nil {
 		init(v)
@@ -319,23 +313,18 @@ func (s *cappedSet) intern(v string, max int) string {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.p.Load()
-	n := 0
-	if old != nil {
-		if iv, ok := (*old)[v]; ok {
-			return iv
-		}
-		n = len(*old)
+	var old map[string]string
+	if p := s.p.Load(); p != nil {
+		old = *p
 	}
-	if n >= max {
+	if iv, ok := old[v]; ok {
+		return iv
+	}
+	if len(old) >= max {
 		return Other
 	}
-	nm := make(map[string]string, n+1)
-	if old != nil {
-		for k, x := range *old {
-			nm[k] = x
-		}
-	}
+	nm := make(map[string]string, len(old)+1)
+	maps.Copy(nm, old)
 	iv := strings.Clone(v)
 	nm[iv] = iv
 	s.p.Store(&nm)
