@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -20,15 +17,8 @@ import (
 func TestBinary(t *testing.T) {
 	bin := exampletest.BuildProgram(t, ".")
 
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(bin, "-detect-timeout", "-3s")
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var exitErr *exec.ExitError
-	require.True(t, errors.As(err, &exitErr), "%v", err)
-	require.Equal(t, 2, exitErr.ExitCode())
-	require.Equal(t, "multiplex: bad command line: -detect-timeout must not be negative (got -3s) (see -h)\n", stderr.String())
-	require.Empty(t, stdout.String())
+	stderr := exampletest.RunRefused(t, bin, "-detect-timeout", "-3s")
+	require.Equal(t, "multiplex: bad command line: -detect-timeout must not be negative (got -3s) (see -h)\n", stderr)
 
 	p, line := exampletest.StartProgram(t, "multiplex: listening on ", bin, "-addr", "127.0.0.1:0")
 	addr := strings.Fields(strings.TrimPrefix(line, "multiplex: listening on "))[0]

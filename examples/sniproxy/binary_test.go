@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"strings"
@@ -26,15 +25,7 @@ func TestBinary(t *testing.T) {
 		{[]string{"-route", "a.*.test=127.0.0.1:9001"}, `sniproxy: bad command line: invalid value "a.*.test=127.0.0.1:9001" for flag -route: route "a.*.test=127.0.0.1:9001": name "a.*.test": '*' is only allowed as the whole first label (*.example.test) (see -h)` + "\n"},
 		{nil, "sniproxy: bad command line: no routes: give at least one -route NAME=HOST:PORT or a -default HOST:PORT (see -h)\n"},
 	} {
-		var stdout, stderr bytes.Buffer
-		cmd := exec.Command(bin, tc.args...)
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var exitErr *exec.ExitError
-		require.True(t, errors.As(err, &exitErr), "%v: %v", tc.args, err)
-		require.Equal(t, 2, exitErr.ExitCode())
-		require.Equal(t, tc.want, stderr.String())
-		require.Empty(t, stdout.String())
+		require.Equal(t, tc.want, exampletest.RunRefused(t, bin, tc.args...))
 	}
 
 	var stdout bytes.Buffer

@@ -4,6 +4,7 @@ package exampletest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -210,4 +211,25 @@ func RunInProcess(t testing.TB, name string, ready <-chan net.Addr, run func(ctx
 		t.Fatalf("output lacks %q\n%s", want, out)
 	}
 	return addr, out
+}
+
+// RunRefused runs bin with args, which it must refuse as a bad command line:
+// it checks that the program exits with status 2 and writes nothing to
+// stdout, and returns what it wrote to stderr.
+func RunRefused(t testing.TB, bin string, args ...string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 2 {
+		t.Fatalf("%s %q: %v, want exit status 2\nstderr: %s", bin, args, err, stderr.String())
+	}
+	if stdout.Len() != 0 {
+		t.Fatalf("%s %q wrote to stdout: %q", bin, args, stdout.String())
+	}
+	return stderr.String()
 }

@@ -66,6 +66,7 @@ func (f *fakeT) Fatal(args ...any) {
 	f.failed, f.msg = true, fmt.Sprint(args...)
 	runtimeGoexit()
 }
+func (f *fakeT) Fatalf(format string, args ...any) { f.Fatal(fmt.Sprintf(format, args...)) }
 func (f *fakeT) Skip(args ...any) {
 	f.skipped, f.msg = true, fmt.Sprint(args...)
 	runtimeGoexit()
@@ -111,5 +112,25 @@ func TestRunInProcess(t *testing.T) {
 	case <-stopped:
 	default:
 		t.Fatal("the program was not stopped when its test ended")
+	}
+}
+
+func TestRunRefused(t *testing.T) {
+	sh := RequireProgram(t, "sh", "dash")
+	require.Equal(t, "prog: bad flag\n", RunRefused(t, sh, "-c", "echo 'prog: bad flag' >&2; exit 2"))
+	for _, script := range []string{
+		"exit 0",            // accepted
+		"exit 1",            // failed, but not as a usage error
+		"echo oops; exit 2", // status 2 with output on stdout
+	} {
+		ft := &fakeT{}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { // Fatalf ends the goroutine through runtime.Goexit.
+			defer wg.Done()
+			RunRefused(ft, sh, "-c", script)
+		}()
+		wg.Wait()
+		require.True(t, ft.failed, "%q passed RunRefused", script)
 	}
 }
