@@ -132,15 +132,13 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 	if res.Reason == detect.ReasonServerFirst {
 		ev.Path = PathServerFirst
 	}
-	if err == nil {
-		p.learn(dst.Port(), res.Protocol)
-	}
 	if err != nil {
 		c.Close()
 		up.Close()
 		ev.Err = err
 		return
 	}
+	p.learn(dst.Port(), res.Protocol)
 	if ev.Path == PathDetect && isHTTP(res.Protocol) && !p.NoHTTP {
 		// The client speaks HTTP: the early upstream (opaque) is not needed;
 		// requests go through the pool to the peer.
