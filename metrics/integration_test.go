@@ -153,15 +153,7 @@ func plainExchange(t *testing.T, addr string, payload []byte, waitGreeting bool)
 		require.NoError(t, err)
 		got.Write(g)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_, werr := c.Write(payload)
-		assert.NoError(t, werr)
-		assert.NoError(t, c.CloseWrite())
-	})
-	_, err = io.Copy(&got, c)
-	wg.Wait()
-	require.NoError(t, err)
+	require.NoError(t, sendAndRead(t, c, payload, &got))
 	require.Equal(t, greeting+string(payload), got.String(), "bytes through the proxy")
 	return c.out.Load(), c.in.Load()
 }
@@ -270,6 +262,27 @@ func TestResetCountsErrno(t *testing.T) {
 	assert.Equal(t, uint64(1), ts.ClosedWith("ECONNRESET"), "closed: %+v", ts.Closed)
 }
 
+// halfCloser is a connection whose sending side can be closed alone.
+type halfCloser interface {
+	io.ReadWriter
+	CloseWrite() error
+}
+
+// sendAndRead writes payload to c and half-closes it while reading into got
+// everything c sends back until EOF; it returns the read error.
+func sendAndRead(t *testing.T, c halfCloser, payload []byte, got *bytes.Buffer) error {
+	t.Helper()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_, werr := c.Write(payload)
+		assert.NoError(t, werr)
+		assert.NoError(t, c.CloseWrite())
+	})
+	_, err := io.Copy(got, c)
+	wg.Wait()
+	return err
+}
+
 func tlsExchange(t *testing.T, addr string, payload []byte) (sent, received int64) {
 	t.Helper()
 	raw, err := net.Dial("tcp", addr)
@@ -280,14 +293,7 @@ func tlsExchange(t *testing.T, addr string, payload []byte) (sent, received int6
 	require.NoError(t, c.SetDeadline(time.Now().Add(30*time.Second)))
 	require.NoError(t, c.Handshake())
 	var got bytes.Buffer
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_, werr := c.Write(payload)
-		assert.NoError(t, werr)
-		assert.NoError(t, c.CloseWrite())
-	})
-	_, err = io.Copy(&got, c)
-	wg.Wait()
+	err = sendAndRead(t, c, payload, &got)
 	if err != nil && !errors.Is(err, io.EOF) {
 		require.NoError(t, err)
 	}
