@@ -405,6 +405,17 @@ func fmtDur(d time.Duration) string {
 
 // The clients. Each returns a short description of the data it checked.
 
+// do sends req and reads the whole response body.
+func do(c *http.Client, req *http.Request) (*http.Response, []byte, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
 func clientHTTP1(ctx context.Context, dial func(context.Context, string) (net.Conn, error), addr string) (string, error) {
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx, addr) }}
 	defer tr.CloseIdleConnections()
@@ -416,12 +427,7 @@ func clientHTTP1(ctx context.Context, dial func(context.Context, string) (net.Co
 		if err != nil {
 			return "", err
 		}
-		resp, err := c.Do(req)
-		if err != nil {
-			return "", err
-		}
-		got, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, got, err := do(c, req)
 		if err != nil {
 			return "", err
 		}
@@ -445,12 +451,7 @@ func clientH2C(ctx context.Context, dial func(context.Context, string) (net.Conn
 		if err != nil {
 			return "", err
 		}
-		resp, err := c.Do(req)
-		if err != nil {
-			return "", err
-		}
-		got, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, got, err := do(c, req)
 		if err != nil {
 			return "", err
 		}
