@@ -32,13 +32,7 @@ func BenchmarkPingPong(b *testing.B) {
 				case "splice":
 					j.SpliceThreshold = 1 << 10
 				}
-				var client, server net.Conn
-				var done chan joinOut
-				if mode == "bare" {
-					client, server, done = bareStart(b)
-				} else {
-					client, server, done = benchPipeline(b, &j)
-				}
+				client, server, done := benchStart(b, mode, &j)
 				go func() {
 					buf := make([]byte, size)
 					for {
@@ -63,11 +57,7 @@ func BenchmarkPingPong(b *testing.B) {
 					}
 				}
 				b.StopTimer()
-				client.(*net.TCPConn).CloseWrite()
-				server.(*net.TCPConn).CloseWrite()
-				<-done
-				client.Close()
-				server.Close()
+				benchStop(client, server, done)
 			})
 		}
 	}
@@ -82,6 +72,24 @@ func bareStart(b *testing.B) (client, server net.Conn, done chan joinOut) {
 	return client, server, done
 }
 
+// benchStart starts the relay of mode: bareStart for "bare", else a Join by j.
+func benchStart(b *testing.B, mode string, j *Joiner) (client, server net.Conn, done chan joinOut) {
+	if mode == "bare" {
+		return bareStart(b)
+	}
+	return benchPipeline(b, j)
+}
+
+// benchStop half-closes both ends, waits for the relay to finish and closes
+// them.
+func benchStop(client, server net.Conn, done chan joinOut) {
+	client.(*net.TCPConn).CloseWrite()
+	server.(*net.TCPConn).CloseWrite()
+	<-done
+	client.Close()
+	server.Close()
+}
+
 // BenchmarkStream measures one-way bulk throughput through Join (default:
 // splice for bulk; copy: user space only) and through a bare io.Copy relay,
 // side by side.
@@ -89,13 +97,7 @@ func BenchmarkStream(b *testing.B) {
 	for _, mode := range []string{"default", "copy", "bare"} {
 		b.Run(mode, func(b *testing.B) {
 			j := Joiner{DisableSplice: mode == "copy"}
-			var client, server net.Conn
-			var done chan joinOut
-			if mode == "bare" {
-				client, server, done = bareStart(b)
-			} else {
-				client, server, done = benchPipeline(b, &j)
-			}
+			client, server, done := benchStart(b, mode, &j)
 			go io.Copy(io.Discard, server)
 			msg := make([]byte, 1<<20)
 			b.SetBytes(int64(len(msg)))
@@ -107,11 +109,7 @@ func BenchmarkStream(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			client.(*net.TCPConn).CloseWrite()
-			server.(*net.TCPConn).CloseWrite()
-			<-done
-			client.Close()
-			server.Close()
+			benchStop(client, server, done)
 		})
 	}
 }
