@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -110,7 +111,7 @@ func (c *Config) ServerTLS() (*tls.Config, error) {
 		// one has none of its own).
 		base.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
 			start := time.Now()
-			if !offers13(hi.SupportedVersions) {
+			if !slices.Contains(hi.SupportedVersions, tls.VersionTLS13) {
 				v.report(HandshakeEvent{Server: true, Reason: ReasonProtocol, Err: ErrNotTLS13, Duration: time.Since(start)})
 				return nil, nil
 			}
@@ -157,15 +158,6 @@ func (c *Config) ClientTLS() (*tls.Config, error) {
 		}
 	}
 	return tc, nil
-}
-
-func offers13(versions []uint16) bool {
-	for _, v := range versions {
-		if v == tls.VersionTLS13 {
-			return true
-		}
-	}
-	return false
 }
 
 // certSource turns the SVID source's current SVID into a *tls.Certificate,
