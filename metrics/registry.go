@@ -2,7 +2,7 @@ package metrics
 
 import (
 	"maps"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -129,22 +129,10 @@ func (r *Registry) maxValues() int {
 	return DefaultMaxLabelValues
 }
 
-// portLabel returns the port label value: the number when port is in the
-// declared set, else "other".
-func (r *Registry) portLabel(port uint16) string {
-	for _, p := range r.cfg.Ports {
-		if p == port {
-			return strconv.Itoa(int(port))
-		}
-	}
-	return Other
-}
-
+// declaredPort returns port when it is in the declared set, else 0.
 func (r *Registry) declaredPort(port uint16) uint16 {
-	for _, p := range r.cfg.Ports {
-		if p == port {
-			return port
-		}
+	if slices.Contains(r.cfg.Ports, port) {
+		return port
 	}
 	return 0
 }
