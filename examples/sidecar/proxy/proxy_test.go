@@ -158,7 +158,7 @@ func TestDstErrors(t *testing.T) {
 
 	// No TLS identity: refused at start.
 	_, err = Start(context.Background(), &Proxy{}, Listeners{Inbound: "127.0.0.1:0"})
-	require.Error(t, err)
+	require.ErrorContains(t, err, "Proxy.TLS is required")
 }
 
 // TestInboundRefusesPlaintext: the inbound port speaks only mutual TLS.
