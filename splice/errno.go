@@ -17,14 +17,10 @@ func Errno(err error) string {
 		return ""
 	}
 	var e syscall.Errno
-	if asErrno(err, &e) {
+	if errors.As(err, &e) {
 		if name := errnoName(e); name != "" {
 			return name
 		}
 	}
 	return "other"
-}
-
-func asErrno(err error, e *syscall.Errno) bool {
-	return errors.As(err, e)
 }

@@ -3,6 +3,7 @@
 package splice
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -142,18 +143,13 @@ func (p *pump) copyTCP(src, dst *net.TCPConn) result {
 // from the write; otherwise the one whose TCP state is CLOSE (reset) is the
 // culprit, the source when both or neither are.
 func spliceSide(p *pump, src, dst *net.TCPConn, err error) Side {
-	if isErrno(err, syscall.EPIPE) {
+	if errors.Is(err, syscall.EPIPE) {
 		return p.dstSide
 	}
 	if tcpClosed(dst) && !tcpClosed(src) {
 		return p.dstSide
 	}
 	return p.srcSide
-}
-
-func isErrno(err error, e syscall.Errno) bool {
-	var x syscall.Errno
-	return asErrno(err, &x) && x == e
 }
 
 // tcpClosed reports whether c's TCP state is CLOSE: after a reset (or, once
