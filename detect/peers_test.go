@@ -171,15 +171,7 @@ func TestPeerCurl(t *testing.T) {
 			defer cancel()
 			args := append([]string{"-sS", "--max-time", "20"}, tc.args...)
 			cmd := exec.CommandContext(ctx, curl, append(args, "http://"+addr+"/curl")...)
-			type result struct {
-				out []byte
-				err error
-			}
-			res := make(chan result, 1)
-			go func() {
-				out, err := cmd.CombinedOutput()
-				res <- result{out, err}
-			}()
+			res := runCmd(cmd)
 			dd := recv(t, det, "det")
 			require.NoError(t, dd.err)
 			assert.Equal(t, tc.proto, dd.res.Protocol)
@@ -192,6 +184,22 @@ func TestPeerCurl(t *testing.T) {
 	}
 }
 
+// cmdResult is how a command run by runCmd ended.
+type cmdResult struct {
+	out []byte // stdout and stderr
+	err error
+}
+
+// runCmd runs cmd in the background; its result arrives on the channel.
+func runCmd(cmd *exec.Cmd) <-chan cmdResult {
+	res := make(chan cmdResult, 1)
+	go func() {
+		out, err := cmd.CombinedOutput()
+		res <- cmdResult{out, err}
+	}()
+	return res
+}
+
 func TestPeerOpenSSLClient(t *testing.T) {
 	openssl := needProgram(t, "openssl", "openssl")
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
@@ -202,15 +210,7 @@ func TestPeerOpenSSLClient(t *testing.T) {
 	cmd := exec.CommandContext(ctx, openssl, "s_client", "-connect", addr,
 		"-servername", "openssl.example.test", "-alpn", "h2,http/1.1")
 	cmd.Stdin = strings.NewReader("") // EOF on stdin: close after the handshake
-	type result struct {
-		out []byte
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		out, err := cmd.CombinedOutput()
-		res <- result{out, err}
-	}()
+	res := runCmd(cmd)
 	dd := recv(t, det, "det")
 	require.NoError(t, dd.err)
 	defer dd.conn.Close()
