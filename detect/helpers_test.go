@@ -8,8 +8,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"sync"
@@ -199,4 +201,17 @@ func waitGroup(t testing.TB, wg *sync.WaitGroup, what string) {
 func bounded(c net.Conn) net.Conn {
 	_ = c.SetReadDeadline(time.Now().Add(testWait))
 	return c
+}
+
+// httpGet fetches url through tr (its idle connections closed after) and
+// returns the body.
+func httpGet(t testing.TB, tr *http.Transport, url string) string {
+	t.Helper()
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(b)
 }

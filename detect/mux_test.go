@@ -240,14 +240,7 @@ func TestMuxRealPeers(t *testing.T) {
 	}
 
 	t.Run("net/http HTTP/1.1", func(t *testing.T) {
-		tr := &http.Transport{}
-		defer tr.CloseIdleConnections()
-		c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-		resp, err := c.Get("http://" + addr + "/one")
-		require.NoError(t, err)
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		assert.Equal(t, "HTTP/1.1 /one 0", string(b))
+		assert.Equal(t, "HTTP/1.1 /one 0", httpGet(t, &http.Transport{}, "http://"+addr+"/one"))
 	})
 	t.Run("h2c client", h2cGet)
 	t.Run("grpc-go health", func(t *testing.T) {
@@ -269,13 +262,7 @@ func TestMuxRealPeers(t *testing.T) {
 	})
 	t.Run("crypto/tls client with SNI", func(t *testing.T) {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "sniff.test"}}
-		defer tr.CloseIdleConnections()
-		c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-		resp, err := c.Get("https://" + addr + "/")
-		require.NoError(t, err)
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		assert.Equal(t, "tls sniff.test HTTP/1.1", string(b))
+		assert.Equal(t, "tls sniff.test HTTP/1.1", httpGet(t, tr, "https://"+addr+"/"))
 	})
 	t.Run("curl HTTP/1.1", func(t *testing.T) {
 		curl := needProgram(t, "curl", "curl")
@@ -355,14 +342,7 @@ func TestMuxSilentClientsDoNotDelayOthers(t *testing.T) {
 	require.Eventually(t, func() bool { return m.Stats().InFlight == silent }, 20*time.Second, 5*time.Millisecond,
 		"all silent clients accepted and detecting")
 
-	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	c := &http.Client{Transport: tr, Timeout: 20 * time.Second}
-	resp, err := c.Get("http://" + addr + "/")
-	require.NoError(t, err)
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	assert.Equal(t, "served", string(b))
+	assert.Equal(t, "served", httpGet(t, &http.Transport{}, "http://"+addr+"/"))
 
 	// The HTTP client was served while every silent client is still held in detection, untouched.
 	// (The mux counts a routed connection just after the hand-off, so wait for the count.)
@@ -386,7 +366,7 @@ func TestMuxSilentClientsDoNotDelayOthers(t *testing.T) {
 	waitGroup(t, &wg, "the servers' goroutines")
 	// Close closed the silent clients' server sides: they see EOF (or a reset).
 	require.NoError(t, conns[0].SetReadDeadline(time.Now().Add(10*time.Second)))
-	_, err = conns[0].Read(make([]byte, 1))
+	_, err := conns[0].Read(make([]byte, 1))
 	assert.Error(t, err)
 	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
 }

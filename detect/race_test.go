@@ -374,13 +374,7 @@ func TestDetectUpstreamHTTP1StillDetected(t *testing.T) {
 	defer func() { hs.Close(); recv(t, done, "done") }()
 
 	p := startRaceProxy(t, modeRace, &detect.Detector{}, hl.Addr().String())
-	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + p.addr() + "/hello")
-	require.NoError(t, err)
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	assert.Equal(t, "GET /hello", string(b))
+	assert.Equal(t, "GET /hello", httpGet(t, &http.Transport{}, "http://"+p.addr()+"/hello"))
 	res := nextResult(t, p)
 	assert.Equal(t, detect.HTTP1, res.Protocol)
 	assert.Equal(t, detect.ReasonMatched, res.Reason)
@@ -412,13 +406,7 @@ func TestDetectUpstreamOneProxyPort(t *testing.T) {
 
 	h := hl.Addr().String()
 	p.upstream.Store(&h)
-	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + p.addr() + "/")
-	require.NoError(t, err)
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	assert.Equal(t, "ok", string(b))
+	assert.Equal(t, "ok", httpGet(t, &http.Transport{}, "http://"+p.addr()+"/"))
 	assert.Equal(t, detect.HTTP1, nextResult(t, p).Protocol)
 }
 
