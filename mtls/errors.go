@@ -41,6 +41,14 @@ var (
 	// ErrNoPeerID: a connection state carries no peer identity (no
 	// handshake yet, or no peer certificate).
 	ErrNoPeerID = errors.New("mtls: connection has no peer identity")
+	// ErrNotLinkerdIdentity: a name is not a Linkerd DNS identity
+	// (<sa>.<ns>.serviceaccount.identity.linkerd.<trust-domain>), or a
+	// SPIFFE ID has no such form (spiffe://<td>/ns/<ns>/sa/<sa>).
+	ErrNotLinkerdIdentity = errors.New("mtls: not a Linkerd identity")
+	// ErrKeyMismatch: a FileSource's private key does not belong to its
+	// certificate (typically a certificate written before its key). It
+	// comes wrapped in a [*ReloadError].
+	ErrKeyMismatch = errors.New("mtls: private key does not match the certificate")
 )
 
 // Reason classifies the outcome of a handshake. The set is small and fixed,

@@ -245,7 +245,7 @@ func (s *FileSource) parse(data [3][]byte) (*fileState, error) {
 		return nil, &ReloadError{Path: s.cfg.KeyFile, Err: err}
 	}
 	if !keyMatches(key, certs[0].PublicKey) {
-		return nil, &ReloadError{Err: errors.New("private key does not match the certificate")}
+		return nil, &ReloadError{Err: ErrKeyMismatch}
 	}
 	id, err := idFromLeaf(certs[0], s.cfg.Identity)
 	if err != nil {

@@ -127,14 +127,18 @@ func TestFileSourceRefusesInconsistentFiles(t *testing.T) {
 	// Certificate written before its key.
 	require.NoError(t, os.WriteFile(files.Cert, certPEM, 0o600))
 	err = fs.Reload()
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "does not match")
+	var re *mtls.ReloadError
+	require.ErrorAs(t, err, &re)
+	assert.ErrorIs(t, err, mtls.ErrKeyMismatch)
+	assert.Empty(t, re.Path, "a mismatch is the files disagreeing, not one file at fault")
 	assert.Equal(t, old, serial(t, fs))
 	assert.NoError(t, fs.Reload(), "refused contents are not retried until they change")
 
 	// Empty key file.
 	require.NoError(t, os.WriteFile(files.Key, nil, 0o600))
-	assert.Error(t, fs.Reload())
+	err = fs.Reload()
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, files.Key, re.Path, "the empty key file is named")
 	assert.Equal(t, old, serial(t, fs))
 
 	// Key complete: taken.

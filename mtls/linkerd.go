@@ -37,16 +37,16 @@ func ParseLinkerdDNS(name string) (spiffeid.ID, error) {
 	name = strings.TrimSuffix(name, ".")
 	i := strings.Index(name, linkerdInfix)
 	if i <= 0 {
-		return spiffeid.ID{}, fmt.Errorf("mtls: %q is not a Linkerd identity", name)
+		return spiffeid.ID{}, fmt.Errorf("%w: %q", ErrNotLinkerdIdentity, name)
 	}
 	tdName := name[i+len(linkerdInfix):]
 	sa, ns, ok := strings.Cut(name[:i], ".")
 	if !ok || sa == "" || ns == "" || strings.Contains(ns, ".") {
-		return spiffeid.ID{}, fmt.Errorf("mtls: %q is not a Linkerd identity", name)
+		return spiffeid.ID{}, fmt.Errorf("%w: %q", ErrNotLinkerdIdentity, name)
 	}
 	td, err := spiffeid.TrustDomainFromString(tdName)
 	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("mtls: Linkerd identity %q: %w", name, err)
+		return spiffeid.ID{}, fmt.Errorf("%w: %q: %w", ErrNotLinkerdIdentity, name, err)
 	}
 	return spiffeid.FromSegments(td, "ns", ns, "sa", sa)
 }
@@ -57,7 +57,7 @@ func LinkerdDNS(id spiffeid.ID) (string, error) {
 	seg := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
 	if id.IsZero() || len(seg) != 4 || seg[0] != "ns" || seg[2] != "sa" ||
 		strings.Contains(seg[1], ".") || strings.Contains(seg[3], ".") {
-		return "", fmt.Errorf("mtls: %q has no Linkerd form (want spiffe://td/ns/NS/sa/SA)", id)
+		return "", fmt.Errorf("%w: %q has no Linkerd form (want spiffe://td/ns/NS/sa/SA)", ErrNotLinkerdIdentity, id)
 	}
 	return seg[3] + "." + seg[1] + linkerdInfix + id.TrustDomain().Name(), nil
 }

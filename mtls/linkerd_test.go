@@ -79,11 +79,11 @@ func TestParseLinkerdDNS(t *testing.T) {
 		"web.default.serviceaccount.identity.linkerd.UPPER.case",
 	} {
 		_, err := mtls.ParseLinkerdDNS(bad)
-		assert.Error(t, err, bad)
+		assert.ErrorIs(t, err, mtls.ErrNotLinkerdIdentity, bad)
 	}
 	for _, bad := range []string{"spiffe://td/ns/a", "spiffe://td/ns/a/sa/b/c", "spiffe://td/x/a/sa/b", "spiffe://td/ns/a.b/sa/c"} {
 		_, err := mtls.LinkerdDNS(spiffeid.RequireFromString(bad))
-		assert.Error(t, err, bad)
+		assert.ErrorIs(t, err, mtls.ErrNotLinkerdIdentity, bad)
 	}
 }
 
