@@ -135,6 +135,29 @@ func (e *env) wait(t testing.TB) joinOut {
 // It returns once the preamble went through, so Join is running.
 func newEnv(t testing.TB, tr transport, j *Joiner, ctx context.Context, obs Observer) *env {
 	t.Helper()
+	return newEnvWith(t, tr, func(a, b net.Conn, out chan<- joinOut) {
+		go func() {
+			st, err := j.Join(ctx, a, b, obs)
+			out <- joinOut{st, err}
+		}()
+	})
+}
+
+// newEnvLoop is newEnv with l.Start in place of Join.
+func newEnvLoop(t testing.TB, tr transport, l *Loop, ctx context.Context, obs Observer) *env {
+	t.Helper()
+	return newEnvWith(t, tr, func(a, b net.Conn, out chan<- joinOut) {
+		err := l.Start(ctx, a, b, obs, func(st Stats) { out <- joinOut{st, st.Err} })
+		if err != nil {
+			out <- joinOut{err: err}
+		}
+	})
+}
+
+// newEnvWith builds the pipeline of newEnv; start joins a and b and sends
+// the result to out once.
+func newEnvWith(t testing.TB, tr transport, start func(a, b net.Conn, out chan<- joinOut)) *env {
+	t.Helper()
 	front, back := listen(t), listen(t)
 	defer front.Close()
 	defer back.Close()
@@ -183,10 +206,7 @@ func newEnv(t testing.TB, tr transport, j *Joiner, ctx context.Context, obs Obse
 			a = detect.NewReplayConn(aTCP, buf)
 		}
 	}
-	go func() {
-		st, err := j.Join(ctx, a, b, obs)
-		e.done <- joinOut{st, err}
-	}()
+	start(a, b, e.done)
 	require.NoError(t, <-wrote)
 	buf := make([]byte, len(preamble))
 	e.server.SetReadDeadline(time.Now().Add(30 * time.Second))

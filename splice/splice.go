@@ -207,6 +207,7 @@ type hooks struct {
 	splicedBytes atomic.Int64 // bytes moved by (*net.TCPConn).ReadFrom from a *net.TCPConn
 	spliceCalls  atomic.Int64
 	smallBytes   atomic.Int64 // bytes moved through a buffer
+	pipesOut     atomic.Int64 // Loop: splice pipes held by directions now
 }
 
 // Join joins a and b with the zero Joiner.

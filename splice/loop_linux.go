@@ -1,0 +1,1032 @@
+//go:build linux
+
+package splice
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// Events that let a direction read its source (a FIN, a reset and an
+	// error all show in the next read) and write its destination.
+	evRead  = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
+	evWrite = unix.EPOLLOUT | unix.EPOLLHUP | unix.EPOLLERR
+	// Every socket is registered once for both, edge-triggered: no
+	// EPOLL_CTL_MOD per message.
+	evAll = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+	wakeSlot = -1 // epoll data of the worker's eventfd
+
+	turnRounds   = 8       // read-write (or splice) rounds per direction per turn
+	turnBytes    = 1 << 20 // and bytes: then the direction waits in the run queue
+	pipeSize     = 1 << 20 // F_SETPIPE_SZ of a splice pipe (Go's splice uses the same)
+	maxFreePipes = 16      // pipes kept per worker for the next bulk direction
+	maxEvents    = 256
+	spliceFlags  = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
+)
+
+// engine is the Linux event loop of a Loop: its workers.
+type engine struct {
+	workers []*worker
+	next    atomic.Uint32
+	wg      sync.WaitGroup
+}
+
+func (e *engine) init(l *Loop, n int) error {
+	for range n {
+		w, err := newWorker(l)
+		if err != nil {
+			for _, w := range e.workers {
+				w.release()
+			}
+			e.workers = nil
+			return err
+		}
+		e.workers = append(e.workers, w)
+	}
+	for _, w := range e.workers {
+		e.wg.Add(1)
+		go w.run(&e.wg)
+	}
+	return nil
+}
+
+func (e *engine) close() error {
+	for _, w := range e.workers {
+		w.mu.Lock()
+		w.closing = true
+		w.mu.Unlock()
+		w.wake()
+	}
+	e.wg.Wait()
+	for _, w := range e.workers {
+		w.release()
+	}
+	return nil
+}
+
+// start takes a and b (or dials addr when b is nil) into a worker. It
+// reports handled=false, with the connections to hand to Joiner.Join in
+// place of a and b, when the pair cannot be joined in the loop.
+func (e *engine) start(l *Loop, ctx context.Context, a, b net.Conn, addr netip.AddrPort, obs Observer, done func(Stats)) (handled bool, fa, fb net.Conn, err error) {
+	ta := unwrapTCP(a)
+	var tb *net.TCPConn
+	if b != nil {
+		tb = unwrapTCP(b)
+	}
+	if ta == nil || (b != nil && tb == nil) {
+		return false, a, b, nil
+	}
+	fdA, err := dupFD(ta)
+	if err != nil {
+		return false, a, b, &Error{Side: SideA, Op: "dup", Err: err}
+	}
+	fdB := -1
+	if tb != nil {
+		if fdB, err = dupFD(tb); err != nil {
+			unix.Close(fdA)
+			return false, a, b, &Error{Side: SideB, Op: "dup", Err: err}
+		}
+	}
+	// The replay bytes of a detected connection go first.
+	preA, restA, errA := drainReplay(a)
+	var preB []byte
+	var restB bool
+	var errB error
+	if b != nil {
+		preB, restB, errB = drainReplay(b)
+	}
+	if restA || restB || errA != nil || errB != nil {
+		unix.Close(fdA)
+		if fdB >= 0 {
+			unix.Close(fdB)
+		}
+		if len(preA) > 0 {
+			a = &replayed{Unwrapper: a.(Unwrapper), pre: preA}
+		}
+		if len(preB) > 0 {
+			b = &replayed{Unwrapper: b.(Unwrapper), pre: preB}
+		}
+		return false, a, b, nil
+	}
+	// The duplicates keep the sockets open: closing the net.Conns only
+	// takes them out of Go's poller, no FIN is sent.
+	a.Close()
+	if b != nil {
+		b.Close()
+	}
+	w := e.workers[int(e.next.Add(1))%len(e.workers)]
+	return true, nil, nil, w.add(l, ctx, fdA, fdB, addr, preA, preB, obs, done)
+}
+
+// dupFD duplicates the socket under c.
+func dupFD(c *net.TCPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	cerr := rc.Control(func(fd uintptr) {
+		nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil {
+		return -1, cerr
+	}
+	if err != nil {
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	return nfd, nil
+}
+
+// worker is one event loop: an epoll set, the joins registered in it and
+// the buffer every small message of them goes through.
+type worker struct {
+	l       *Loop
+	epfd    int
+	file    *os.File        // epfd in Go's poller (not blockingWait)
+	rc      syscall.RawConn // of file
+	evfd    int             // eventfd: wakes the worker for kills and Close
+	events  []unix.EpollEvent
+	scratch []byte
+	small   int
+	splice  bool
+	epoch   time.Time
+	now     int64 // nanoseconds since epoch at the start of the turn
+	wakeBuf [8]byte // the eventfd increment, 1
+
+	mu      sync.Mutex
+	joins   []*ljoin // indexed by slot, the epoll data of the sockets
+	free    []int32  // free slots
+	gen     uint32
+	killq   []kill // joins ended from outside (context, timer, failed dial)
+	closing bool
+	runq    []runItem // directions stopped by the turn budget
+	spare   []runItem
+	pipes   []lpipe // free pipes, empty
+	dones   []doneCall
+}
+
+type kill struct {
+	j     *ljoin
+	side  Side
+	end   End
+	err   error
+	reset int // socket index to reset, -1: none
+}
+
+type runItem struct {
+	j *ljoin
+	d Direction
+}
+
+type doneCall struct {
+	fn func(Stats)
+	st Stats
+}
+
+type lpipe struct{ r, w int32 }
+
+// ljoin is one join in a worker: the only memory an idle join holds.
+type ljoin struct {
+	w          *worker
+	slot       int32
+	gen        uint32
+	fd         [2]int32 // a, b; -1 when closed
+	rd         [2]bool  // readable: an edge not yet followed by EAGAIN
+	rdhup      [2]bool  // FIN, HUP or error seen: read until 0 or error
+	hup        [2]bool  // EPOLLHUP or EPOLLERR seen
+	shut       [2]bool  // the join shut this socket's write half
+	connecting bool     // StartDial: b's connect is in progress
+	finished   bool
+	ended      bool
+	eofs       uint8
+	first      Side
+	end        End
+	err        error
+	dirs       [2]ldir
+	obs        Observer
+	done       func(Stats)
+	start      int64 // worker clock
+	last       int64 // worker clock of the last byte moved
+	timer      *time.Timer
+	stopCtx    func() bool
+}
+
+// ldir is one direction of a join; its source is socket d, its
+// destination socket 1-d.
+type ldir struct {
+	out     []byte  // bytes read and not yet written
+	pb      *[]byte // the pooled buffer under out, if any
+	pipe    lpipe   // held only while bytes are in it or a bulk burst runs
+	hasPipe bool
+	inPipe  int
+	burst   int // bytes spliced since the last EAGAIN
+	n       int64
+	bulk    bool // the last read filled the buffer: splice
+	eof     bool // the source said EOF
+	fin     bool // done: EOF passed on
+	blocked bool // waits for the destination's EPOLLOUT
+	queued  bool // in the run queue
+}
+
+func newWorker(l *Loop) (*worker, error) {
+	w := &worker{l: l, epfd: -1, evfd: -1, epoch: time.Now()}
+	var err error
+	if w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	if w.evfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		w.release()
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: wakeSlot}
+	if err = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, w.evfd, &ev); err != nil {
+		w.release()
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	if !l.blockingWait {
+		// The epoll set is itself pollable: Go's poller wakes the worker
+		// when the set has events, and the worker parks in the runtime
+		// like any goroutine waiting on a socket.
+		if err = unix.SetNonblock(w.epfd, true); err != nil {
+			w.release()
+			return nil, os.NewSyscallError("fcntl", err)
+		}
+		w.file = os.NewFile(uintptr(w.epfd), "splice-loop")
+		if w.rc, err = w.file.SyscallConn(); err != nil {
+			w.release()
+			return nil, err
+		}
+	}
+	w.small = size(l.SpliceThreshold, DefaultSpliceThreshold)
+	w.splice = !l.DisableSplice
+	w.scratch = make([]byte, w.small)
+	w.events = make([]unix.EpollEvent, maxEvents)
+	binary.NativeEndian.PutUint64(w.wakeBuf[:], 1)
+	return w, nil
+}
+
+// release closes the worker's descriptors (after its goroutine ended).
+func (w *worker) release() {
+	if w.file != nil {
+		w.file.Close()
+		w.file = nil
+	} else if w.epfd >= 0 {
+		unix.Close(w.epfd)
+	}
+	w.epfd = -1
+	if w.evfd >= 0 {
+		unix.Close(w.evfd)
+		w.evfd = -1
+	}
+	for _, p := range w.pipes {
+		unix.Close(int(p.r))
+		unix.Close(int(p.w))
+	}
+	w.pipes = nil
+}
+
+func (w *worker) clock() int64 { return int64(time.Since(w.epoch)) }
+
+// wake makes the worker look at its kill queue and closing flag.
+func (w *worker) wake() {
+	for {
+		_, err := unix.Write(w.evfd, w.wakeBuf[:])
+		if err != unix.EINTR {
+			return
+		}
+	}
+}
+
+// run is the worker's goroutine.
+func (w *worker) run(wg *sync.WaitGroup) {
+	defer wg.Done()
+	if w.rc == nil {
+		for {
+			timeout := -1
+			if len(w.runq) > 0 {
+				timeout = 0
+			}
+			n, err := unix.EpollWait(w.epfd, w.events, timeout)
+			if err != nil {
+				if err != unix.EINTR {
+					return
+				}
+				n = 0
+			}
+			if w.turn(n) {
+				return
+			}
+		}
+	}
+	exit := false
+	// Inside Read the callback takes the events with a zero timeout and
+	// returns false when there are none: the runtime parks the goroutine
+	// until the epoll set is readable again.
+	cb := func(uintptr) bool {
+		for range 64 {
+			n, err := unix.EpollWait(w.epfd, w.events, 0)
+			if err != nil {
+				n = 0
+			}
+			if n == 0 && len(w.runq) == 0 {
+				return false
+			}
+			if w.turn(n) {
+				exit = true
+				return true
+			}
+		}
+		return true // let other goroutines run, then go on
+	}
+	for !exit {
+		if err := w.rc.Read(cb); err != nil {
+			return
+		}
+		if !exit {
+			runtime.Gosched()
+		}
+	}
+}
+
+// turn handles n events, the kill queue and one pass of the run queue, then
+// calls the done functions of the joins that ended. It reports whether the
+// worker must stop (Close).
+func (w *worker) turn(n int) (exit bool) {
+	w.mu.Lock()
+	w.now = w.clock()
+	for i := range n {
+		w.event(&w.events[i])
+	}
+	if len(w.killq) > 0 {
+		q := w.killq
+		w.killq = nil
+		for _, k := range q {
+			if !k.j.finished {
+				w.setEnd(k.j, k.side, k.end, k.err)
+				w.abort(k.j, k.reset)
+			}
+		}
+	}
+	if w.closing {
+		for _, j := range w.joins {
+			if j != nil && !j.finished {
+				w.setEnd(j, SideNone, EndCanceled, ErrLoopClosed)
+				w.abort(j, -1)
+			}
+		}
+		exit = true
+	}
+	if len(w.runq) > 0 {
+		q := w.runq
+		w.runq, w.spare = w.spare[:0], q
+		for _, it := range q {
+			it.j.dirs[it.d].queued = false
+			w.pump(it.j, it.d)
+		}
+		clear(q)
+	}
+	dones := w.dones
+	w.mu.Unlock()
+	if len(dones) > 0 {
+		for i := range dones {
+			dones[i].fn(dones[i].st)
+		}
+		clear(dones)
+		w.dones = dones[:0]
+	}
+	return exit
+}
+
+// event handles one epoll event.
+func (w *worker) event(ev *unix.EpollEvent) {
+	slot := ev.Fd
+	if slot == wakeSlot {
+		var b [8]byte
+		unix.Read(w.evfd, b[:]) // reset the counter; the queues are read under w.mu
+		return
+	}
+	if slot < 0 || int(slot) >= len(w.joins) {
+		return
+	}
+	j := w.joins[slot]
+	if j == nil || j.gen != uint32(ev.Pad)>>1 {
+		return
+	}
+	s := int(ev.Pad & 1)
+	e := ev.Events
+	if e&evRead != 0 {
+		j.rd[s] = true
+	}
+	if e&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		j.rdhup[s] = true
+	}
+	if e&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		j.hup[s] = true
+	}
+	if j.connecting {
+		if s == 1 && e&evWrite != 0 {
+			w.connected(j)
+		}
+		return
+	}
+	if e&evWrite != 0 && j.dirs[1-s].blocked {
+		w.pump(j, Direction(1-s))
+	}
+	if j.finished {
+		return
+	}
+	if j.rd[s] && !j.dirs[s].fin {
+		w.pump(j, Direction(s))
+	} else if e&unix.EPOLLERR != 0 && j.dirs[s].fin {
+		// Nothing reads this socket any more (its peer had half-closed),
+		// so collect its error here: a reset must not wait for the other
+		// direction's next write.
+		if v, err := unix.GetsockoptInt(int(j.fd[s]), unix.SOL_SOCKET, unix.SO_ERROR); err == nil && v != 0 {
+			w.fail(j, s, "read", syscall.Errno(v))
+		}
+	}
+}
+
+// connected handles the end of StartDial's connect.
+func (w *worker) connected(j *ljoin) {
+	v, err := unix.GetsockoptInt(int(j.fd[1]), unix.SOL_SOCKET, unix.SO_ERROR)
+	if err == nil && v != 0 {
+		err = syscall.Errno(v)
+	}
+	if err != nil {
+		w.fail(j, 1, "connect", err)
+		return
+	}
+	j.connecting = false
+	w.pump(j, AToB)
+	w.pump(j, BToA)
+}
+
+// pump moves bytes of direction di until its source is drained, its
+// destination is full, it ends, or it used its share of the turn.
+func (w *worker) pump(j *ljoin, di Direction) {
+	d := &j.dirs[di]
+	if d.fin || j.finished || j.connecting {
+		return
+	}
+	src := int(di)
+	moved := d.n
+	for range turnRounds {
+		if len(d.out) > 0 && !w.flushBuf(j, di) {
+			return
+		}
+		if d.inPipe > 0 && !w.flushPipe(j, di) {
+			return
+		}
+		if d.eof {
+			w.dirEOF(j, di)
+			return
+		}
+		if !j.rd[src] {
+			w.putPipe(d)
+			return
+		}
+		var more bool
+		if d.bulk {
+			more = w.spliceIn(j, di)
+		} else {
+			more = w.readOnce(j, di)
+		}
+		if !more {
+			return
+		}
+		if d.n-moved >= turnBytes {
+			break
+		}
+	}
+	if !d.queued && !j.finished {
+		d.queued = true
+		w.runq = append(w.runq, runItem{j, di})
+	}
+}
+
+// readOnce reads the source into the worker's buffer and writes what it
+// read to the destination at once. It reports whether to go on.
+func (w *worker) readOnce(j *ljoin, di Direction) bool {
+	d := &j.dirs[di]
+	src, dst := int(di), 1-int(di)
+	var n int
+	var err error
+	for {
+		n, err = unix.Read(int(j.fd[src]), w.scratch)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	switch {
+	case err == unix.EAGAIN:
+		j.rd[src] = false
+		return false
+	case err != nil:
+		w.fail(j, src, "read", err)
+		return false
+	case n == 0:
+		return w.readEOF(j, di)
+	}
+	m, err := writeAll(int(j.fd[dst]), w.scratch[:n])
+	if m > 0 {
+		w.account(j, di, m, false)
+	}
+	if err != nil {
+		if err != unix.EAGAIN {
+			w.fail(j, dst, "write", err)
+			return false
+		}
+		// The destination is full: keep the rest in a pooled buffer and
+		// wait for its EPOLLOUT edge.
+		d.pb = getPooled(w.l.hooks, w.small)
+		d.out = (*d.pb)[:copy(*d.pb, w.scratch[m:n])]
+		d.blocked = true
+		return false
+	}
+	if n == len(w.scratch) {
+		d.bulk = w.splice
+		return true
+	}
+	// A short read emptied the receive queue: the next segment brings a
+	// new edge, and a FIN or a reset shows as EPOLLRDHUP or EPOLLHUP, so
+	// no EAGAIN read is needed, unless one of them was seen already.
+	if !j.rdhup[src] {
+		j.rd[src] = false
+		return false
+	}
+	return true
+}
+
+// readEOF handles a read of 0 bytes: a clean EOF, or a reset whose error
+// another system call collected (see pump.eofOrReset).
+func (w *worker) readEOF(j *ljoin, di Direction) bool {
+	src := int(di)
+	if j.hup[src] && !j.shut[src] && tcpStateClosed(int(j.fd[src])) {
+		w.fail(j, src, "read", syscall.ECONNRESET)
+		return false
+	}
+	j.dirs[di].eof = true
+	return true
+}
+
+func tcpStateClosed(fd int) bool {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	return err == nil && ti.State == unix.BPF_TCP_CLOSE
+}
+
+// writeAll writes b to fd until done or an error (EAGAIN included).
+func writeAll(fd int, b []byte) (int, error) {
+	done := 0
+	for done < len(b) {
+		n, err := unix.Write(fd, b[done:])
+		if err == unix.EINTR {
+			continue
+		}
+		if n > 0 {
+			done += n
+		}
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// flushBuf writes the pending bytes; it reports whether they all went.
+func (w *worker) flushBuf(j *ljoin, di Direction) bool {
+	d := &j.dirs[di]
+	dst := 1 - int(di)
+	m, err := writeAll(int(j.fd[dst]), d.out)
+	if m > 0 {
+		d.out = d.out[m:]
+		w.account(j, di, m, false)
+	}
+	if err != nil {
+		if err == unix.EAGAIN {
+			d.blocked = true
+		} else {
+			w.fail(j, dst, "write", err)
+		}
+		return false
+	}
+	d.blocked = false
+	d.out = nil
+	if d.pb != nil {
+		putPooled(w.l.hooks, d.pb)
+		d.pb = nil
+	}
+	return true
+}
+
+// spliceIn moves what the source holds into the direction's pipe.
+func (w *worker) spliceIn(j *ljoin, di Direction) bool {
+	d := &j.dirs[di]
+	src := int(di)
+	if !d.hasPipe && !w.getPipe(d) {
+		d.bulk = false // no pipe to be had: copy
+		return true
+	}
+	var n int64
+	var err error
+	for {
+		n, err = unix.Splice(int(j.fd[src]), nil, int(d.pipe.w), nil, pipeSize, spliceFlags)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if h := w.l.hooks; h != nil {
+		h.spliceCalls.Add(1)
+	}
+	switch {
+	case err == unix.EAGAIN:
+		// Drained. A burst smaller than the buffer says the traffic is
+		// small again: back to read and write.
+		j.rd[src] = false
+		if d.burst < w.small {
+			d.bulk = false
+		}
+		d.burst = 0
+		w.putPipe(d)
+		return false
+	case err != nil:
+		w.fail(j, src, "splice", err)
+		return false
+	case n == 0:
+		w.putPipe(d)
+		return w.readEOF(j, di)
+	}
+	d.inPipe = int(n)
+	d.burst += int(n)
+	return true
+}
+
+// flushPipe splices the pipe's bytes to the destination.
+func (w *worker) flushPipe(j *ljoin, di Direction) bool {
+	d := &j.dirs[di]
+	dst := 1 - int(di)
+	for d.inPipe > 0 {
+		n, err := unix.Splice(int(d.pipe.r), nil, int(j.fd[dst]), nil, d.inPipe, spliceFlags)
+		if err == unix.EINTR {
+			continue
+		}
+		if n > 0 {
+			d.inPipe -= int(n)
+			w.account(j, di, int(n), true)
+		}
+		if err != nil {
+			if err == unix.EAGAIN {
+				d.blocked = true
+			} else {
+				w.fail(j, dst, "splice", err)
+			}
+			return false
+		}
+	}
+	d.blocked = false
+	return true
+}
+
+func (w *worker) getPipe(d *ldir) bool {
+	if n := len(w.pipes); n > 0 {
+		d.pipe = w.pipes[n-1]
+		w.pipes = w.pipes[:n-1]
+	} else {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+			return false
+		}
+		unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, pipeSize) // best effort
+		d.pipe = lpipe{int32(p[0]), int32(p[1])}
+	}
+	d.hasPipe = true
+	if h := w.l.hooks; h != nil {
+		h.pipesOut.Add(1)
+	}
+	return true
+}
+
+// putPipe gives an empty pipe back to the worker (or closes it); a pipe
+// with bytes in it is closed.
+func (w *worker) putPipe(d *ldir) {
+	if !d.hasPipe {
+		return
+	}
+	if d.inPipe == 0 && len(w.pipes) < maxFreePipes {
+		w.pipes = append(w.pipes, d.pipe)
+	} else {
+		unix.Close(int(d.pipe.r))
+		unix.Close(int(d.pipe.w))
+	}
+	d.hasPipe, d.inPipe = false, 0
+	if h := w.l.hooks; h != nil {
+		h.pipesOut.Add(-1)
+	}
+}
+
+func getPooled(h *hooks, n int) *[]byte {
+	if h != nil {
+		h.buffersOut.Add(1)
+	}
+	if b, ok := poolFor(n).Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+func putPooled(h *hooks, b *[]byte) {
+	if h != nil {
+		h.buffersOut.Add(-1)
+	}
+	poolFor(len(*b)).Put(b)
+}
+
+// account records n bytes written by direction di.
+func (w *worker) account(j *ljoin, di Direction, n int, spliced bool) {
+	j.dirs[di].n += int64(n)
+	j.last = w.now
+	if h := w.l.hooks; h != nil {
+		if spliced {
+			h.splicedBytes.Add(int64(n))
+		} else {
+			h.smallBytes.Add(int64(n))
+		}
+	}
+	if j.obs != nil {
+		j.obs.Transferred(di, int64(n))
+	}
+}
+
+// dirEOF passes a clean end of stream on: shutdown(SHUT_WR) of the
+// destination, or the end of the join when the other direction is done.
+func (w *worker) dirEOF(j *ljoin, di Direction) {
+	d := &j.dirs[di]
+	d.fin = true
+	w.putPipe(d)
+	w.setEnd(j, Side(di)+SideA, EndEOF, nil)
+	j.eofs++
+	if j.eofs == 2 {
+		w.finish(j) // close sends the FIN a shutdown would
+		return
+	}
+	dst := 1 - int(di)
+	j.shut[dst] = true
+	if unix.Shutdown(int(j.fd[dst]), unix.SHUT_WR) != nil {
+		w.finish(j) // no half-close to be had: closing both ends the join, cleanly
+	}
+}
+
+func (w *worker) setEnd(j *ljoin, side Side, end End, err error) {
+	if !j.ended {
+		j.ended = true
+		j.first, j.end = side, end
+	}
+	if err != nil && j.err == nil {
+		j.err = err
+	}
+}
+
+// fail ends the join because of err on socket s; the other socket is reset.
+func (w *worker) fail(j *ljoin, s int, op string, err error) {
+	if j.finished {
+		return
+	}
+	side := Side(s) + SideA
+	w.setEnd(j, side, endOf(err), &Error{Side: side, Op: op, Err: os.NewSyscallError(op, err)})
+	w.abort(j, 1-s)
+}
+
+// abort resets socket reset (-1: none) and ends the join.
+func (w *worker) abort(j *ljoin, reset int) {
+	if reset >= 0 && j.fd[reset] >= 0 {
+		unix.SetsockoptLinger(int(j.fd[reset]), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	w.finish(j)
+}
+
+// finish closes both sockets, gives back what the join holds and queues its
+// done call.
+func (w *worker) finish(j *ljoin) {
+	if j.finished {
+		return
+	}
+	j.finished = true
+	for s := range j.fd {
+		if j.fd[s] >= 0 {
+			unix.Close(int(j.fd[s]))
+			j.fd[s] = -1
+		}
+	}
+	for di := range j.dirs {
+		d := &j.dirs[di]
+		if d.pb != nil {
+			putPooled(w.l.hooks, d.pb)
+			d.pb = nil
+		}
+		d.out = nil
+		w.putPipe(d)
+	}
+	w.joins[j.slot] = nil
+	w.free = append(w.free, j.slot)
+	if j.timer != nil {
+		j.timer.Stop()
+	}
+	if j.stopCtx != nil {
+		j.stopCtx()
+	}
+	if j.done != nil {
+		w.dones = append(w.dones, doneCall{j.done, Stats{
+			AToB:     j.dirs[AToB].n,
+			BToA:     j.dirs[BToA].n,
+			Duration: time.Duration(w.clock() - j.start),
+			First:    j.first,
+			End:      j.end,
+			Err:      j.err,
+		}})
+	}
+	j.obs, j.done = nil, nil
+}
+
+// killLocked queues the end of j by an outside event; the caller wakes the
+// worker after unlocking.
+func (w *worker) killLocked(j *ljoin, side Side, end End, err error, reset int) {
+	w.killq = append(w.killq, kill{j: j, side: side, end: end, err: err, reset: reset})
+}
+
+// tick runs on the join's timer: the lifetime and the idle timeout.
+func (j *ljoin) tick() {
+	w := j.w
+	w.mu.Lock()
+	if j.finished {
+		w.mu.Unlock()
+		return
+	}
+	now := w.clock()
+	var next time.Duration
+	var end End
+	var err error
+	if l := w.l.Lifetime; l > 0 {
+		age := time.Duration(now - j.start)
+		if age >= l {
+			end, err = EndLifetime, ErrLifetime
+		}
+		next = l - age
+	}
+	if t := w.l.IdleTimeout; t > 0 && err == nil {
+		idle := time.Duration(now - j.last)
+		if idle >= t {
+			end, err = EndIdleTimeout, ErrIdleTimeout
+		} else if next == 0 || t-idle < next {
+			next = t - idle
+		}
+	}
+	if err != nil {
+		w.killLocked(j, SideNone, end, err, -1)
+		w.mu.Unlock()
+		w.wake()
+		return
+	}
+	j.timer.Reset(next)
+	w.mu.Unlock()
+}
+
+// add registers a join of the sockets fdA and fdB (-1: connect one to
+// addr).
+func (w *worker) add(l *Loop, ctx context.Context, fdA, fdB int, addr netip.AddrPort, preA, preB []byte, obs Observer, done func(Stats)) error {
+	j := &ljoin{w: w, obs: obs, done: done, fd: [2]int32{int32(fdA), int32(fdB)}}
+	// Replay bytes wait for the destination's first EPOLLOUT, which the
+	// registration reports.
+	if len(preA) > 0 {
+		j.dirs[AToB].out, j.dirs[AToB].blocked = preA, true
+	}
+	if len(preB) > 0 {
+		j.dirs[BToA].out, j.dirs[BToA].blocked = preB, true
+	}
+	var dialErr error
+	dialOp := "connect"
+	if fdB < 0 {
+		var fd int
+		fd, dialOp, dialErr = connectTo(addr)
+		j.fd[1] = int32(fd)
+		j.connecting = dialErr == nil
+	}
+	closeAll := func() {
+		for _, fd := range j.fd {
+			if fd >= 0 {
+				unix.Close(int(fd))
+			}
+		}
+	}
+
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		closeAll()
+		return ErrLoopClosed
+	}
+	var slot int32
+	if n := len(w.free); n > 0 {
+		slot = w.free[n-1]
+		w.free = w.free[:n-1]
+	} else {
+		slot = int32(len(w.joins))
+		w.joins = append(w.joins, nil)
+	}
+	w.gen++
+	j.slot, j.gen = slot, w.gen&0x7fffffff
+	j.start = w.clock()
+	j.last = j.start
+	w.joins[slot] = j
+	for s, fd := range j.fd {
+		if fd < 0 {
+			continue
+		}
+		ev := unix.EpollEvent{Events: evAll, Fd: slot, Pad: int32(j.gen<<1 | uint32(s))}
+		if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
+			w.joins[slot] = nil
+			w.free = append(w.free, slot)
+			w.mu.Unlock()
+			closeAll()
+			return &Error{Side: Side(s) + SideA, Op: "epoll_ctl", Err: os.NewSyscallError("epoll_ctl", err)}
+		}
+	}
+	wake := false
+	if dialErr != nil {
+		// Ended from the worker, like every other join, so that done is
+		// called from it.
+		w.killLocked(j, SideB, endOf(dialErr), &Error{Side: SideB, Op: dialOp, Err: dialErr}, 0)
+		wake = true
+	}
+	if l.IdleTimeout > 0 || l.Lifetime > 0 {
+		first := l.IdleTimeout
+		if l.Lifetime > 0 && (first <= 0 || l.Lifetime < first) {
+			first = l.Lifetime
+		}
+		j.timer = time.AfterFunc(first, j.tick)
+	}
+	if ctx.Done() != nil {
+		j.stopCtx = context.AfterFunc(ctx, func() {
+			w.mu.Lock()
+			if !j.finished {
+				w.killLocked(j, SideNone, EndCanceled, ctx.Err(), -1)
+			}
+			w.mu.Unlock()
+			w.wake()
+		})
+	}
+	w.mu.Unlock()
+	if wake {
+		w.wake()
+	}
+	return nil
+}
+
+// connectTo starts a non-blocking connect to addr. op names the step that
+// failed.
+func connectTo(addr netip.AddrPort) (fd int, op string, err error) {
+	ip := addr.Addr().Unmap()
+	var sa unix.Sockaddr
+	family := unix.AF_INET
+	if ip.Is4() {
+		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.As4()}
+	} else {
+		family = unix.AF_INET6
+		sa6 := &unix.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
+		if z := ip.Zone(); z != "" {
+			if ifi, err := net.InterfaceByName(z); err == nil {
+				sa6.ZoneId = uint32(ifi.Index)
+			}
+		}
+		sa = sa6
+	}
+	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, "dial", os.NewSyscallError("socket", err)
+	}
+	// As Go's dialer does: small messages go out at once.
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	for {
+		err = unix.Connect(fd, sa)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return -1, "connect", os.NewSyscallError("connect", err)
+	}
+	return fd, "", nil
+}

@@ -1,0 +1,611 @@
+package splice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sniffsplice/sniff/detect"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// newLoop returns a Loop with test hooks, closed at the end of the test.
+func newLoop(t testing.TB, l *Loop) *Loop {
+	t.Helper()
+	l.hooks = &hooks{}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// loopBytes is the size sent each way by the Loop's bulk test: 256 MiB,
+// or 32 MiB under -race or -short.
+func loopBytes() int64 {
+	if raceEnabled || testing.Short() {
+		return 32 << 20
+	}
+	return 256 << 20
+}
+
+// assertLoopIdle checks that no join of l holds a pooled buffer or a pipe.
+func assertLoopIdle(t testing.TB, l *Loop) {
+	t.Helper()
+	assert.True(t, eventually(10*time.Second, func() bool {
+		return l.hooks.buffersOut.Load() == 0 && l.hooks.pipesOut.Load() == 0
+	}), "%d buffers and %d pipes held", l.hooks.buffersOut.Load(), l.hooks.pipesOut.Load())
+}
+
+// TestLoopBulkBothWays: every byte in order both ways at once, counted
+// exactly by Stats and the Observer; TCP pairs splice their bulk, TLS goes
+// to Joiner.Join.
+func TestLoopBulkBothWays(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(string(tr), func(t *testing.T) {
+			n := loopBytes()
+			l := newLoop(t, &Loop{})
+			var obs counter
+			e := newEnvLoop(t, tr, l, context.Background(), &obs)
+			exchange(t, e.client, e.server, n, 256<<10)
+			r := e.wait(t)
+			require.NoError(t, r.err)
+			pre := int64(len(preamble))
+			assert.Equal(t, n+pre, r.st.AToB)
+			assert.Equal(t, n, r.st.BToA)
+			assert.Equal(t, r.st.AToB, obs.n[AToB].Load(), "observer saw every byte a->b")
+			assert.Equal(t, r.st.BToA, obs.n[BToA].Load(), "observer saw every byte b->a")
+			assert.Equal(t, EndEOF, r.st.End)
+			assert.NotEqual(t, SideNone, r.st.First)
+			spliced, small := l.hooks.splicedBytes.Load(), l.hooks.smallBytes.Load()
+			t.Logf("%s: %d bytes each way in %v, %d spliced, %d through buffers", tr, n, r.st.Duration, spliced, small)
+			assert.Equal(t, r.st.AToB+r.st.BToA, spliced+small, "every byte went one way or the other")
+			if tr == trTLS {
+				assert.Zero(t, spliced, "TLS cannot be spliced")
+			} else {
+				assert.Greater(t, spliced, (r.st.AToB+r.st.BToA)/2, "bulk is spliced")
+			}
+			assertLoopIdle(t, l)
+		})
+	}
+}
+
+// TestLoopSwitchSmallBulk: a direction that switches between small
+// messages, bulk and idle pauses delivers every byte in order, both ways at
+// once, through both paths, with and without splice.
+func TestLoopSwitchSmallBulk(t *testing.T) {
+	sizes := []int{1, 100, 1000, 64<<10 - 1, 64 << 10, 64<<10 + 1, 7, 1 << 20, 3, 3 << 20, 200000, 5, 4096, 2}
+	next := func(i int) (int, time.Duration) {
+		var pause time.Duration
+		if i%3 == 2 {
+			pause = 2 * time.Millisecond // let the direction go idle
+		}
+		return sizes[i%len(sizes)], pause
+	}
+	var total int64
+	for _, s := range sizes {
+		total += int64(s)
+	}
+	n := 2 * total
+	for _, tr := range []transport{trTCP, trDetect} {
+		for _, nosplice := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/nosplice=%v", tr, nosplice), func(t *testing.T) {
+				l := newLoop(t, &Loop{DisableSplice: nosplice, Workers: 1})
+				e := newEnvLoop(t, tr, l, context.Background(), nil)
+				exchangeSchedule(t, e.client, e.server, n, next)
+				r := e.wait(t)
+				require.NoError(t, r.err)
+				assert.Equal(t, n, r.st.BToA)
+				assert.Equal(t, n+int64(len(preamble)), r.st.AToB)
+				t.Logf("%d spliced in %d splice calls, %d through buffers",
+					l.hooks.splicedBytes.Load(), l.hooks.spliceCalls.Load(), l.hooks.smallBytes.Load())
+				if nosplice {
+					assert.Zero(t, l.hooks.spliceCalls.Load())
+				} else {
+					assert.Positive(t, l.hooks.splicedBytes.Load(), "bulk went through splice")
+				}
+				assert.Positive(t, l.hooks.smallBytes.Load(), "small messages went through the buffer")
+				assertLoopIdle(t, l)
+			})
+		}
+	}
+}
+
+// TestLoopBackpressure: a receiver that reads slowly makes the relay's
+// writes fail with EAGAIN; the bytes wait in the direction (a pooled buffer
+// or the pipe) and all arrive in order.
+func TestLoopBackpressure(t *testing.T) {
+	for _, nosplice := range []bool{false, true} {
+		t.Run(fmt.Sprintf("nosplice=%v", nosplice), func(t *testing.T) {
+			l := newLoop(t, &Loop{DisableSplice: nosplice})
+			e := newEnvLoop(t, trTCP, l, context.Background(), nil)
+			const n = 24 << 20
+			sent := make(chan error, 1)
+			go func() {
+				_, err := sendStream(e.client, 7, n, 100<<10)
+				if err == nil {
+					err = e.client.(*net.TCPConn).CloseWrite()
+				}
+				sent <- err
+			}()
+			// Read slowly at first, so that the relay's socket buffers fill.
+			slow := &slowReader{r: e.server, until: time.Now().Add(time.Second)}
+			_, err := recvStream(slow, 7, n)
+			require.NoError(t, err)
+			require.NoError(t, <-sent)
+			e.server.(*net.TCPConn).CloseWrite()
+			r := e.wait(t)
+			require.NoError(t, r.err)
+			assert.Equal(t, int64(n+len(preamble)), r.st.AToB)
+			assertLoopIdle(t, l)
+		})
+	}
+}
+
+type slowReader struct {
+	r     io.Reader
+	until time.Time
+}
+
+func (s *slowReader) Read(b []byte) (int, error) {
+	if time.Now().Before(s.until) {
+		time.Sleep(20 * time.Millisecond)
+		b = b[:min(len(b), 4096)]
+	}
+	return s.r.Read(b)
+}
+
+// TestLoopHalfClose: one side sends a request and shuts its write half; it
+// still gets the whole response. Both directions, TCP and the fallback.
+func TestLoopHalfClose(t *testing.T) {
+	for _, tr := range transports {
+		for _, first := range []Side{SideA, SideB} {
+			t.Run(string(tr)+"/"+first.String()+"_closes_first", func(t *testing.T) {
+				l := newLoop(t, &Loop{})
+				e := newEnvLoop(t, tr, l, context.Background(), nil)
+				closer, other := e.client, e.server
+				if first == SideB {
+					closer, other = e.server, e.client
+				}
+				req := []byte("request: all of it, then FIN")
+				_, err := closer.Write(req)
+				require.NoError(t, err)
+				closeWrite(t, closer)
+				got, err := io.ReadAll(other)
+				require.NoError(t, err)
+				require.Equal(t, req, got, "request, then EOF")
+
+				resp := make([]byte, 3<<20) // big enough to be spliced
+				for i := range resp {
+					resp[i] = byte(i * 7)
+				}
+				go func() {
+					other.Write(resp)
+					closeWrite(t, other)
+				}()
+				got, err = io.ReadAll(closer)
+				require.NoError(t, err)
+				require.Equal(t, resp, got)
+
+				r := e.wait(t)
+				require.NoError(t, r.err)
+				assert.Equal(t, first, r.st.First)
+				assert.Equal(t, EndEOF, r.st.End)
+			})
+		}
+	}
+}
+
+// TestLoopResetPropagation: a reset on one side becomes a reset on the
+// other, not a clean close, and Stats names the side.
+func TestLoopResetPropagation(t *testing.T) {
+	for _, tr := range transports {
+		for _, side := range []Side{SideA, SideB} {
+			for _, halfClosed := range []bool{false, true} {
+				if halfClosed && tr == trTLS {
+					continue // a TLS half-close is the fallback's business
+				}
+				t.Run(fmt.Sprintf("%s/%s_resets/half_closed=%v", tr, side, halfClosed), func(t *testing.T) {
+					l := newLoop(t, &Loop{})
+					e := newEnvLoop(t, tr, l, context.Background(), nil)
+					resetter, other := e.clientTCP, e.server
+					resetterConn := e.client
+					if side == SideB {
+						resetter, other, resetterConn = e.serverTCP, e.client, e.server
+					}
+					_, err := other.Write([]byte("hello"))
+					require.NoError(t, err)
+					if halfClosed {
+						// The resetter half-closed first: nothing reads its
+						// socket in the relay any more, the reset must still
+						// be seen.
+						closeWrite(t, resetterConn)
+						require.True(t, eventually(10*time.Second, func() bool {
+							select {
+							case <-e.done:
+								return true
+							default:
+							}
+							buf := make([]byte, 16)
+							other.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+							_, err := other.Read(buf)
+							return errors.Is(err, io.EOF)
+						}), "EOF passed on")
+					}
+					reset(resetter)
+					other.SetReadDeadline(time.Now().Add(30 * time.Second))
+					_, err = io.ReadAll(other)
+					if !halfClosed {
+						require.Error(t, err)
+					}
+					// The other peer's socket was reset: a read or a write
+					// says so.
+					if err == nil {
+						_, err = other.Write([]byte("x"))
+						if err == nil {
+							time.Sleep(50 * time.Millisecond)
+							_, err = other.Write([]byte("x"))
+						}
+					}
+					assert.True(t, errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE), "peer sees a reset, got %v", err)
+
+					r := e.wait(t)
+					require.Error(t, r.err)
+					var se *Error
+					require.ErrorAs(t, r.err, &se)
+					assert.Equal(t, side, se.Side)
+					assert.Contains(t, []string{"ECONNRESET", "EPIPE"}, Errno(r.err))
+					assert.Equal(t, side, r.st.First)
+					if halfClosed {
+						assert.Equal(t, EndEOF, r.st.End, "the first ending was the half-close")
+					} else {
+						assert.Equal(t, EndReset, r.st.End)
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestLoopIdleTimeout(t *testing.T) {
+	for _, tr := range []transport{trTCP, trTLS} {
+		t.Run(string(tr), func(t *testing.T) {
+			const idle = time.Second
+			l := newLoop(t, &Loop{IdleTimeout: idle})
+			e := newEnvLoop(t, tr, l, context.Background(), nil)
+			go io.Copy(io.Discard, e.server)
+			end := time.Now().Add(3 * idle)
+			for time.Now().Before(end) {
+				_, err := e.client.Write([]byte("tick"))
+				require.NoError(t, err, "join ended while bytes were moving")
+				time.Sleep(idle / 50)
+			}
+			select {
+			case r := <-e.done:
+				t.Fatalf("join ended while busy: %+v", r)
+			default:
+			}
+			quiet := time.Now()
+			r := e.wait(t)
+			assert.ErrorIs(t, r.err, ErrIdleTimeout)
+			assert.Equal(t, EndIdleTimeout, r.st.End)
+			assert.Equal(t, SideNone, r.st.First)
+			assert.GreaterOrEqual(t, r.st.Duration, 3*idle, "the busy period did not count as idle")
+			assert.GreaterOrEqual(t, time.Since(quiet), idle-idle/10, "ended a full idle period after the last byte")
+			e.client.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, err := io.ReadAll(e.client)
+			assert.False(t, isDeadline(err), "client connection was closed")
+		})
+	}
+}
+
+func TestLoopLifetime(t *testing.T) {
+	const life = 400 * time.Millisecond
+	l := newLoop(t, &Loop{Lifetime: life, IdleTimeout: time.Hour})
+	e := newEnvLoop(t, trTCP, l, context.Background(), nil)
+	go io.Copy(io.Discard, e.server)
+	go func() {
+		for {
+			if _, err := e.client.Write([]byte("busy")); err != nil {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	r := e.wait(t)
+	assert.ErrorIs(t, r.err, ErrLifetime)
+	assert.Equal(t, EndLifetime, r.st.End)
+	assert.GreaterOrEqual(t, r.st.Duration, life)
+}
+
+func TestLoopCancel(t *testing.T) {
+	for _, tr := range []transport{trTCP, trDetect, trTLS} {
+		t.Run(string(tr), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			l := newLoop(t, &Loop{})
+			e := newEnvLoop(t, tr, l, ctx, nil)
+			// Bytes wait in the relay: the server does not read.
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					if _, err := e.client.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			time.Sleep(200 * time.Millisecond)
+			cancel()
+			r := e.wait(t)
+			assert.ErrorIs(t, r.err, context.Canceled)
+			assert.Equal(t, EndCanceled, r.st.End)
+			e.server.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, err := io.Copy(io.Discard, e.server)
+			assert.False(t, isDeadline(err), "server connection was closed")
+			assertLoopIdle(t, l)
+		})
+	}
+}
+
+// TestLoopClose: Close ends live joins (done is called for each, with
+// ErrLoopClosed), waits for its goroutines, and Start after it fails.
+func TestLoopClose(t *testing.T) {
+	l := &Loop{hooks: &hooks{}}
+	var envs []*env
+	for _, tr := range []transport{trTCP, trTCP, trDetect, trTLS} {
+		envs = append(envs, newEnvLoop(t, tr, l, context.Background(), nil))
+	}
+	require.NoError(t, l.Close())
+	for _, e := range envs {
+		select {
+		case r := <-e.done:
+			assert.ErrorIs(t, r.err, ErrLoopClosed)
+			assert.ErrorIs(t, r.err, net.ErrClosed)
+			assert.Equal(t, EndCanceled, r.st.End)
+		default:
+			t.Fatal("Close returned before the join's done was called")
+		}
+		e.client.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err := io.ReadAll(e.client)
+		assert.False(t, isDeadline(err), "client connection was closed")
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	err := l.Start(context.Background(), a, b, nil, nil)
+	assert.ErrorIs(t, err, ErrLoopClosed)
+	assert.NoError(t, l.Close(), "a second Close")
+	var never Loop
+	assert.NoError(t, never.Close(), "Close of a Loop never started")
+	assert.ErrorIs(t, never.Start(context.Background(), a, b, nil, nil), net.ErrClosed)
+}
+
+// dialPair returns a client connected to a relay-side conn a accepted from
+// a fresh listener.
+func dialPair(t testing.TB) (client, a net.Conn) {
+	t.Helper()
+	ln := listen(t)
+	defer ln.Close()
+	acc := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); acc <- c }()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	a = <-acc
+	require.NotNil(t, a)
+	t.Cleanup(func() { client.Close(); a.Close() })
+	return client, a
+}
+
+// TestLoopDialRefused: StartDial to a port nobody listens on resets a and
+// reports the refusal in Stats.Err.
+func TestLoopDialRefused(t *testing.T) {
+	ln := listen(t)
+	addr := netip.MustParseAddrPort(ln.Addr().String())
+	ln.Close()
+	l := newLoop(t, &Loop{})
+	client, a := dialPair(t)
+	done := make(chan Stats, 1)
+	require.NoError(t, l.StartDial(context.Background(), a, addr, nil, func(st Stats) { done <- st }))
+	var st Stats
+	select {
+	case st = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("done not called")
+	}
+	require.Error(t, st.Err)
+	assert.ErrorIs(t, st.Err, syscall.ECONNREFUSED)
+	var se *Error
+	require.ErrorAs(t, st.Err, &se)
+	assert.Equal(t, SideB, se.Side)
+	assert.Contains(t, []string{"connect", "dial"}, se.Op)
+	assert.Equal(t, "ECONNREFUSED", Errno(st.Err))
+	assert.Equal(t, SideB, st.First)
+	client.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, err := io.ReadAll(client)
+	assert.ErrorIs(t, err, syscall.ECONNRESET, "the client is reset")
+}
+
+// TestLoopDial: StartDial connects to an echo server; the replay bytes of a
+// detected connection go first, then the bytes that follow, both ways.
+func TestLoopDial(t *testing.T) {
+	echo, stop := startEcho(t, func(c net.Conn) net.Conn { return c })
+	defer stop()
+	addr := netip.MustParseAddrPort(echo)
+	for _, tr := range []transport{trTCP, trDetect} {
+		t.Run(string(tr), func(t *testing.T) {
+			l := newLoop(t, &Loop{})
+			client, a := dialPair(t)
+			_, err := client.Write([]byte("first bytes;"))
+			require.NoError(t, err)
+			if tr == trDetect {
+				buf := make([]byte, len("first bytes;"))
+				_, err := io.ReadFull(a, buf)
+				require.NoError(t, err)
+				a = detect.NewReplayConn(a.(*net.TCPConn), buf)
+			}
+			done := make(chan Stats, 1)
+			require.NoError(t, l.StartDial(context.Background(), a, addr, nil, func(st Stats) { done <- st }))
+			_, err = client.Write([]byte("then these"))
+			require.NoError(t, err)
+			big := make([]byte, 2<<20)
+			for i := range big {
+				big[i] = byte(i % 251)
+			}
+			go func() {
+				client.Write(big)
+				client.(*net.TCPConn).CloseWrite()
+			}()
+			got, err := io.ReadAll(client)
+			require.NoError(t, err)
+			want := append([]byte("first bytes;then these"), big...)
+			require.Equal(t, len(want), len(got))
+			require.Equal(t, want, got)
+			select {
+			case st := <-done:
+				require.NoError(t, st.Err)
+				assert.Equal(t, int64(len(want)), st.AToB)
+				assert.Equal(t, int64(len(want)), st.BToA)
+				assert.Equal(t, SideA, st.First)
+			case <-time.After(30 * time.Second):
+				t.Fatal("done not called")
+			}
+			assertLoopIdle(t, l)
+		})
+	}
+}
+
+// TestLoopDialFallback: StartDial with a connection that is not TCP dials
+// with net.Dialer in the fallback goroutine.
+func TestLoopDialFallback(t *testing.T) {
+	echo, stop := startEcho(t, func(c net.Conn) net.Conn { return c })
+	defer stop()
+	l := newLoop(t, &Loop{})
+	a, client := net.Pipe()
+	done := make(chan Stats, 1)
+	require.NoError(t, l.StartDial(context.Background(), a, netip.MustParseAddrPort(echo), nil, func(st Stats) { done <- st }))
+	_, err := client.Write([]byte("hello"))
+	require.NoError(t, err)
+	buf := make([]byte, 5)
+	_, err = io.ReadFull(client, buf)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(buf))
+	client.Close()
+	st := <-done
+	assert.Equal(t, int64(5), st.AToB)
+	assert.Equal(t, int64(5), st.BToA)
+
+	// Refused, through the fallback.
+	ln := listen(t)
+	refused := netip.MustParseAddrPort(ln.Addr().String())
+	ln.Close()
+	a2, client2 := net.Pipe()
+	defer client2.Close()
+	require.NoError(t, l.StartDial(context.Background(), a2, refused, nil, func(st Stats) { done <- st }))
+	st = <-done
+	assert.ErrorIs(t, st.Err, syscall.ECONNREFUSED)
+	var se *Error
+	require.ErrorAs(t, st.Err, &se)
+	assert.Equal(t, SideB, se.Side)
+	assert.Equal(t, "dial", se.Op)
+}
+
+// TestLoopPipes: a pair of net.Pipe ends goes to Joiner.Join in a
+// goroutine; bytes move and done is called.
+func TestLoopPipes(t *testing.T) {
+	l := newLoop(t, &Loop{})
+	a, client := net.Pipe()
+	b, server := net.Pipe()
+	done := make(chan Stats, 1)
+	require.NoError(t, l.Start(context.Background(), a, b, nil, func(st Stats) { done <- st }))
+	go func() {
+		buf := make([]byte, 5)
+		io.ReadFull(server, buf)
+		server.Write(buf)
+	}()
+	_, err := client.Write([]byte("hello"))
+	require.NoError(t, err)
+	buf := make([]byte, 5)
+	_, err = io.ReadFull(client, buf)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(buf))
+	client.Close()
+	st := <-done
+	assert.NoError(t, st.Err)
+	assert.Equal(t, int64(5), st.AToB)
+	assert.Equal(t, int64(5), st.BToA)
+}
+
+// TestLoopIdleHoldsNothing: idle joined connections hold no goroutine, no
+// pipe, no pooled buffer, and exactly their two sockets.
+func TestLoopIdleHoldsNothing(t *testing.T) {
+	const n = 200
+	l := newLoop(t, &Loop{})
+	// Start the workers, and let one join use a pipe, so that the
+	// worker's pipe cache is not counted as growth.
+	warm := newEnvLoop(t, trTCP, l, context.Background(), nil)
+	exchange(t, warm.client, warm.server, 4<<20, 1<<20)
+	warm.wait(t)
+
+	// goroutines and descriptors other than pipes, once they stop changing
+	stable := func() (goroutines, fds int) {
+		eventually(10*time.Second, func() bool {
+			runtime.GC()
+			all, pipes := countFDs(t)
+			g, f := runtime.NumGoroutine(), all-pipes
+			same := g == goroutines && f == fds
+			goroutines, fds = g, f
+			return same
+		})
+		return goroutines, fds
+	}
+	g0, fd0 := stable()
+	envs := make([]*env, n)
+	for i := range envs {
+		e := newEnvLoop(t, trTCP, l, context.Background(), nil)
+		envs[i] = e
+		if i%10 == 0 {
+			// Bulk both ways (spliced), then a small message each way.
+			exchangeOpen(t, e.client, e.server, 2<<20)
+		}
+		exchangeOpen(t, e.client, e.server, 10)
+	}
+	assertLoopIdle(t, l)
+	g1, fd1 := stable()
+	t.Logf("%d idle joins: goroutines %d -> %d, descriptors %d -> %d", n, g0, g1, fd0, fd1)
+	assert.Equal(t, g0, g1, "no goroutine per idle join")
+	// Each pipeline has the test's two ends and the relay's two sockets.
+	assert.Equal(t, 4*n, fd1-fd0, "non-pipe descriptors: 2 test ends + 2 relay sockets per join, nothing else")
+	_, pipes := countFDs(t)
+	assert.LessOrEqual(t, pipes, maxFreePipes*len(l.eng.workers), "only the workers' pipe caches")
+	assert.Zero(t, l.hooks.pipesOut.Load())
+	assert.Zero(t, l.hooks.buffersOut.Load())
+
+	for _, e := range envs {
+		e.client.Close()
+		e.server.Close()
+	}
+	for _, e := range envs {
+		e.wait(t)
+	}
+	_, fd2 := stable()
+	assert.Equal(t, fd0, fd2, "every descriptor closed after the joins ended")
+}
+
+// TestLoopWaitModes: the workers parked in Go's poller (the default) and
+// blocked in epoll_wait both relay.
+func TestLoopWaitModes(t *testing.T) {
+	for _, blocking := range []bool{false, true} {
+		t.Run(fmt.Sprintf("blocking=%v", blocking), func(t *testing.T) {
+			l := newLoop(t, &Loop{blockingWait: blocking, Workers: 2})
+			e := newEnvLoop(t, trTCP, l, context.Background(), nil)
+			exchange(t, e.client, e.server, 8<<20, 64<<10)
+			r := e.wait(t)
+			require.NoError(t, r.err)
+		})
+	}
+}
