@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"testing"
 )
 
@@ -110,6 +111,122 @@ func BenchmarkStream(b *testing.B) {
 			}
 			b.StopTimer()
 			benchStop(client, server, done)
+		})
+	}
+}
+
+// loopModes are the relays BenchmarkLoopPingPong and BenchmarkLoopParallel
+// compare side by side: Joiner.Join (two goroutines per join), Loop with
+// its workers parked in Go's poller (the default), Loop with its workers
+// blocked in epoll_wait, and the bare io.Copy relay.
+var loopModes = []string{"join", "loop", "loop-blocking", "bare"}
+
+// startMode starts one client -> relay -> server pipeline of mode.
+func startMode(b *testing.B, mode string, l *Loop) (client, server net.Conn, done chan joinOut) {
+	switch mode {
+	case "join":
+		return benchPipeline(b, &Joiner{})
+	case "bare":
+		return bareStart(b)
+	}
+	e := newEnvLoop(b, trTCP, l, context.Background(), nil)
+	return e.client, e.server, e.done
+}
+
+func newBenchLoop(mode string) *Loop {
+	return &Loop{blockingWait: mode == "loop-blocking"}
+}
+
+// echoServer answers every size-byte message with the same bytes.
+func echoServer(server net.Conn, size int) {
+	buf := make([]byte, size)
+	for {
+		if _, err := io.ReadFull(server, buf); err != nil {
+			return
+		}
+		if _, err := server.Write(buf); err != nil {
+			return
+		}
+	}
+}
+
+// BenchmarkLoopPingPong measures one request/response round trip of size
+// bytes each way through one joined connection, for each relay of
+// loopModes in the same run.
+func BenchmarkLoopPingPong(b *testing.B) {
+	for _, size := range []int{128, 4 << 10, 64 << 10} {
+		for _, mode := range loopModes {
+			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
+				l := newBenchLoop(mode)
+				defer l.Close()
+				client, server, done := startMode(b, mode, l)
+				go echoServer(server, size)
+				msg := make([]byte, size)
+				b.SetBytes(int64(2 * size))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					if _, err := client.Write(msg); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(client, msg); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				benchStop(client, server, done)
+			})
+		}
+	}
+}
+
+// BenchmarkLoopParallel is BenchmarkLoopPingPong with 32 joined
+// connections at once (wrk's keep-alive shape): ns/op is per round trip
+// of all the connections together.
+func BenchmarkLoopParallel(b *testing.B) {
+	const conns, size = 32, 128
+	for _, mode := range loopModes {
+		b.Run(mode, func(b *testing.B) {
+			l := newBenchLoop(mode)
+			defer l.Close()
+			type pipe struct {
+				client, server net.Conn
+				done           chan joinOut
+			}
+			pipes := make([]pipe, conns)
+			for i := range pipes {
+				c, s, d := startMode(b, mode, l)
+				pipes[i] = pipe{c, s, d}
+				go echoServer(s, size)
+			}
+			work := make(chan struct{}, conns)
+			var wg sync.WaitGroup
+			for _, p := range pipes {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					msg := make([]byte, size)
+					for range work {
+						if _, err := p.client.Write(msg); err != nil {
+							return
+						}
+						if _, err := io.ReadFull(p.client, msg); err != nil {
+							return
+						}
+					}
+				}()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				work <- struct{}{}
+			}
+			close(work)
+			wg.Wait()
+			b.StopTimer()
+			for _, p := range pipes {
+				benchStop(p.client, p.server, p.done)
+			}
 		})
 	}
 }

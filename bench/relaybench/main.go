@@ -10,8 +10,9 @@
 //
 // The relays: direct (no relay, the limit), HAProxy (TCP mode, option
 // splice-auto), socat, relayd -mode bare (io.Copy both ways), relayd -mode
-// buf32k (32 KiB user-space buffers) and relayd -mode splice (this
-// project's splice.Join). Rounds are interleaved (every relay once per
+// buf32k (32 KiB user-space buffers), relayd -mode splice (this
+// project's splice.Join, two goroutines per connection) and relayd -mode
+// loop (splice.Loop: its own epoll sets, no goroutine per connection). Rounds are interleaved (every relay once per
 // round) and the median is reported. Run it through bench/relay.sh, which
 // installs haproxy, socat and wrk and builds relayd.
 package main
@@ -47,8 +48,8 @@ var (
 	idleCounts     = flag.String("idle", "3000,9900", "idle connection counts (each needs 2 descriptors per connection in the relay)")
 	socatIdleMax   = flag.Int("socat-idle-max", 3000, "largest idle count tried with socat (one process per connection)")
 	thresholdSizes = flag.String("threshold-sizes", "1024,4096,16384,65536,262144", "message sizes of the threshold section")
-	spliceArgs     = flag.String("splice-args", "", "extra relayd flags for the splice relay, e.g. \"-threshold 65536\"")
-	relayList      = flag.String("relays", "direct,haproxy,socat,bare,buf32k,splice", "relays to compare")
+	spliceArgs     = flag.String("splice-args", "", "extra relayd flags for the splice and loop relays, e.g. \"-threshold 65536\"")
+	relayList      = flag.String("relays", "direct,haproxy,socat,bare,buf32k,splice,loop", "relays to compare")
 )
 
 // relay is a running relay process (or none, for direct).
@@ -102,8 +103,8 @@ func startRelay(name, backend string, extra ...string) (*relay, error) {
 	case "direct":
 		r.addr = backend
 		return r, nil
-	case "bare", "buf32k", "splice":
-		if name == "splice" && len(extra) == 0 && *spliceArgs != "" {
+	case "bare", "buf32k", "splice", "loop":
+		if (name == "splice" || name == "loop") && len(extra) == 0 && *spliceArgs != "" {
 			extra = strings.Fields(*spliceArgs)
 		}
 		r.cmd = exec.Command(*relaydPath, append([]string{"-mode", name, "-target", backend}, extra...)...)
@@ -490,7 +491,7 @@ func idleOnce(r *relay, n int) (idleResult, error) {
 		rssKiB:     mem1,
 		kibAfterGC: -1,
 	}
-	if r.name == "bare" || r.name == "buf32k" || r.name == "splice" {
+	if r.name == "bare" || r.name == "buf32k" || r.name == "splice" || r.name == "loop" {
 		syscall.Kill(r.pid(), syscall.SIGUSR1) // relayd prints its memory statistics
 		time.Sleep(100 * time.Millisecond)
 		syscall.Kill(r.pid(), syscall.SIGUSR2) // two GCs (stacks shrink), memory returned
@@ -565,6 +566,7 @@ func main() {
 	names := map[string]string{
 		"direct": "direct (limit)", "haproxy": "HAProxy 2.6 (splice-auto)", "socat": "socat",
 		"bare": "bare io.Copy relay", "buf32k": "32 KiB buffer relay", "splice": "**splice.Join**",
+		"loop": "**splice.Loop**",
 	}
 	fmt.Printf("relaybench: %s, GOMAXPROCS default, %d CPUs, rounds=%d\n\n", time.Now().UTC().Format(time.RFC3339), numCPU(), *rounds)
 
@@ -594,16 +596,17 @@ func main() {
 			}
 		}
 		fmt.Printf("### bulk: one stream of %.0f GiB to a Go sink (median of %d)\n\n", *bulkGiB, *rounds)
-		fmt.Println("| relay | Gbit/s | × direct | splice.Join ÷ it | relay CPU-s per GiB | its CPU ÷ splice.Join's |")
-		fmt.Println("|---|---|---|---|---|---|")
+		fmt.Println("| relay | Gbit/s | × direct | splice.Join ÷ it | splice.Loop ÷ it | relay CPU-s per GiB | its CPU ÷ splice.Join's |")
+		fmt.Println("|---|---|---|---|---|---|---|")
 		me, meCPU := median(gbps["splice"]), median(cpu["splice"])
+		lo := median(gbps["loop"])
 		for _, name := range relays {
 			g, c := median(gbps[name]), median(cpu[name])
 			cs, cr := fmt.Sprintf("%.3f", c), ratio(c, meCPU)
 			if name == "direct" {
 				cs, cr = "—", "—"
 			}
-			fmt.Printf("| %s | %.2f | %s | %s | %s | %s |\n", names[name], g, ratio(g, median(gbps["direct"])), ratio(me, g), cs, cr)
+			fmt.Printf("| %s | %.2f | %s | %s | %s | %s | %s |\n", names[name], g, ratio(g, median(gbps["direct"])), ratio(me, g), ratio(lo, g), cs, cr)
 		}
 		fmt.Println()
 		s.ln.Close()
@@ -662,8 +665,8 @@ func main() {
 		for _, c := range cols {
 			fmt.Printf(" %s |", names[c])
 		}
-		fmt.Println(" splice.Join ÷ HAProxy | splice.Join ÷ bare |")
-		fmt.Println("|---" + strings.Repeat("|---", len(cols)+2) + "|")
+		fmt.Println(" splice.Join ÷ HAProxy | splice.Join ÷ bare | splice.Loop ÷ HAProxy | splice.Loop ÷ bare |")
+		fmt.Println("|---" + strings.Repeat("|---", len(cols)+4) + "|")
 		for _, closeConn := range []bool{false, true} {
 			label := "keep-alive, req/s"
 			if closeConn {
@@ -673,8 +676,9 @@ func main() {
 			for _, c := range cols {
 				fmt.Printf(" %.0f |", median(rps[c][closeConn]))
 			}
-			me := median(rps["splice"][closeConn])
-			fmt.Printf(" %s | %s |\n", ratio(me, median(rps["haproxy"][closeConn])), ratio(me, median(rps["bare"][closeConn])))
+			me, lo := median(rps["splice"][closeConn]), median(rps["loop"][closeConn])
+			hp, bare := median(rps["haproxy"][closeConn]), median(rps["bare"][closeConn])
+			fmt.Printf(" %s | %s | %s | %s |\n", ratio(me, hp), ratio(me, bare), ratio(lo, hp), ratio(lo, bare))
 		}
 		for _, closeConn := range []bool{false, true} {
 			label := "keep-alive, relay CPU µs/req"
@@ -689,9 +693,10 @@ func main() {
 				}
 				fmt.Printf(" %.1f |", median(cpuPerReq[c][closeConn]))
 			}
-			me := median(cpuPerReq["splice"][closeConn])
-			// Lower is better: the ratio says how many times less CPU splice.Join uses.
-			fmt.Printf(" %s less | %s less |\n", ratio(median(cpuPerReq["haproxy"][closeConn]), me), ratio(median(cpuPerReq["bare"][closeConn]), me))
+			me, lo := median(cpuPerReq["splice"][closeConn]), median(cpuPerReq["loop"][closeConn])
+			hp, bare := median(cpuPerReq["haproxy"][closeConn]), median(cpuPerReq["bare"][closeConn])
+			// Lower is better: the ratio says how many times less CPU the relay uses.
+			fmt.Printf(" %s less | %s less | %s less | %s less |\n", ratio(hp, me), ratio(bare, me), ratio(hp, lo), ratio(bare, lo))
 		}
 		fmt.Println()
 	}

@@ -1,7 +1,9 @@
 // Command relayd is a TCP relay for the relay benchmarks (bench/relay.sh):
 // it accepts on -listen, dials -target for every connection and joins the
-// two with one of three copy loops:
+// two with one of four copy loops:
 //
+//	loop    sniff's splice.Loop: one accept goroutine hands every connection to
+//	        Loop.StartDial, which connects -target itself; no goroutine per connection
 //	splice  sniff's splice.Join (readiness wait, pooled small buffer, splice for bulk)
 //	bare    io.Copy both ways (Go splices *net.TCPConn pairs on its own)
 //	buf32k  io.CopyBuffer both ways through a 32 KiB buffer per direction, hiding ReadFrom/WriteTo
@@ -17,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -31,9 +34,9 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
 	target := flag.String("target", "", "address to dial for every connection")
-	mode := flag.String("mode", "splice", "splice, bare or buf32k")
-	threshold := flag.Int("threshold", 0, "splice.Joiner.SpliceThreshold (-mode splice)")
-	nosplice := flag.Bool("nosplice", false, "splice.Joiner.DisableSplice (-mode splice)")
+	mode := flag.String("mode", "splice", "loop, splice, bare or buf32k")
+	threshold := flag.Int("threshold", 0, "SpliceThreshold (-mode splice, loop)")
+	nosplice := flag.Bool("nosplice", false, "DisableSplice (-mode splice, loop)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the first -profile-seconds to this file")
 	profileSeconds := flag.Int("profile-seconds", 10, "length of the CPU profile")
 	flag.Parse()
@@ -50,7 +53,10 @@ func main() {
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	}
 	var handle func(a, b net.Conn)
+	var loop *splice.Loop
 	switch *mode {
+	case "loop":
+		loop = &splice.Loop{SpliceThreshold: *threshold, DisableSplice: *nosplice}
 	case "splice":
 		j := &splice.Joiner{SpliceThreshold: *threshold, DisableSplice: *nosplice}
 		handle = func(a, b net.Conn) { j.Join(context.Background(), a, b, nil) }
@@ -88,6 +94,23 @@ func main() {
 				*mode, runtime.NumGoroutine(), m.StackInuse, m.HeapInuse, m.HeapAlloc, m.HeapSys, m.Sys, m.NumGC)
 		}
 	}()
+	if loop != nil {
+		addr, err := netip.ParseAddrPort(*target)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "relayd: -target:", err)
+			os.Exit(2)
+		}
+		for {
+			a, err := ln.Accept()
+			if err != nil {
+				time.Sleep(10 * time.Millisecond) // EMFILE and the like
+				continue
+			}
+			if err := loop.StartDial(context.Background(), a, addr, nil, nil); err != nil {
+				a.Close()
+			}
+		}
+	}
 	for {
 		a, err := ln.Accept()
 		if err != nil {
