@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/splice"
@@ -75,4 +76,48 @@ func ExampleErrno() {
 	_, err := splice.Join(ctx, a, b)
 	fmt.Printf("%q %q\n", splice.Errno(err), splice.Errno(nil))
 	// Output: "other" ""
+}
+
+// A TCP relay on a Loop: one goroutine accepts, the loop dials the upstream
+// and moves the bytes; no goroutine is started per connection.
+func ExampleLoop() {
+	// An upstream that reads the whole request and answers.
+	up, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer up.Close()
+	go func() {
+		c, err := up.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.ReadAll(c)
+		io.WriteString(c, "pong")
+	}()
+	upstream := netip.MustParseAddrPort(up.Addr().String())
+
+	var l splice.Loop // zero value: GOMAXPROCS workers, no timeouts, splice on
+	defer l.Close()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	done := make(chan splice.Stats, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		if err := l.StartDial(context.Background(), c, upstream, nil, func(st splice.Stats) { done <- st }); err != nil {
+			c.Close()
+		}
+	}()
+
+	c, _ := net.Dial("tcp", ln.Addr().String())
+	io.WriteString(c, "ping")
+	c.(*net.TCPConn).CloseWrite()
+	resp, _ := io.ReadAll(c)
+	c.Close()
+	st := <-done
+	fmt.Printf("client got %q; %d bytes up, %d down, first %q ended with %s, err=%v\n",
+		resp, st.AToB, st.BToA, st.First, st.End, st.Err)
+	// Output:
+	// client got "pong"; 4 bytes up, 4 down, first "a" ended with eof, err=<nil>
 }
