@@ -13,11 +13,15 @@
 //	HTTP2Matcher       the full 24-byte HTTP/2 prior-knowledge preface
 //	HTTP1Matcher       a complete HTTP/1.x request line with a known method (Host when peeked)
 //	TLSMatcher         a TLS ClientHello (SNI, ALPN, versions), parsed without allocating
+//	TLSRecordMatcher   TLS by its first 11 bytes (record, handshake type, version), no SNI/ALPN (opt-in)
 //	PROXYMatcher       PROXY protocol v1 and v2 headers (opt-in)
 //	SSHMatcher         an SSH-2.0 identification string (opt-in)
 //	PostgreSQLMatcher  a PostgreSQL SSLRequest, GSSENCRequest, CancelRequest or StartupMessage (opt-in)
 //
-// DefaultMatchers is HTTP/2, HTTP/1, TLS. [NewMatcher] wraps a function as
+// DefaultMatchers is HTTP/2, HTTP/1, TLS. Where TLS is terminated behind
+// the detector and nothing routes on SNI or ALPN, [TLSRecordMatcher] can
+// take TLSMatcher's place: it decides on the first bytes of the hello
+// instead of the whole of it. [NewMatcher] wraps a function as
 // a matcher of the caller's own protocol. Detector.GRPC adds a refinement
 // that tells gRPC from other HTTP/2 by the content-type of the first
 // HEADERS frame, passively or actively (see [GRPCMode]).

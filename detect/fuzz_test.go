@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"net"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,17 +49,54 @@ func FuzzHTTP1Matcher(f *testing.F) {
 	}
 	m := detect.HTTP1Matcher()
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if checkMonotonic(t, m, in) == detect.Match {
+		v := checkMonotonic(t, m, in)
+		// The matcher's table-driven and eight-bytes-at-a-time scans against
+		// a plain reading of the rule.
+		line := requestLine.Find(in)
+		if (v == detect.Match) != (line != nil) {
+			t.Fatalf("%v for %q; the rule says a request line is %q", v, in, line)
+		}
+		if v == detect.Match {
 			var r detect.Result
 			m.Match(in, &r)
 			if r.HTTP.Method == "" || !bytes.HasPrefix(in, []byte(r.HTTP.Method+" ")) {
 				t.Fatalf("method %q for %q", r.HTTP.Method, in)
 			}
-			if h := r.HTTP.Host(); len(h) > 0 && !bytes.Contains(in, []byte(h)) {
-				t.Fatalf("host %q not in input", h)
+			if h, want := r.HTTP.Host(), hostHeader(in[len(line):]); h != want {
+				t.Fatalf("host %q, want %q, for %q", h, want, in)
 			}
 		}
 	})
+}
+
+// requestLine is HTTP1Matcher's rule written as a regular expression.
+var requestLine = regexp.MustCompile(`^(GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH|QUERY|` +
+	`PROPFIND|PROPPATCH|MKCOL|COPY|MOVE|LOCK|UNLOCK|ACL|BASELINE-CONTROL|BIND|CHECKIN|CHECKOUT|LABEL|` +
+	`LINK|MERGE|MKACTIVITY|MKCALENDAR|MKREDIRECTREF|MKWORKSPACE|ORDERPATCH|REBIND|REPORT|SEARCH|UNBIND|` +
+	`UNCHECKOUT|UNLINK|UPDATE|UPDATEREDIRECTREF|VERSION-CONTROL) [/*\[A-Za-z0-9][\x21-\x7e]* HTTP/1\.[0-9]\r?\n`)
+
+// hostHeader is the Host value HTTP1Matcher keeps for the header bytes
+// after the request line: the first complete "Host:" line (any case)
+// before the blank line, without surrounding blanks, when at most 255
+// bytes long.
+func hostHeader(hdrs []byte) string {
+	for {
+		nl := bytes.IndexByte(hdrs, '\n')
+		if nl < 0 {
+			return ""
+		}
+		line := bytes.TrimSuffix(hdrs[:nl], []byte("\r"))
+		hdrs = hdrs[nl+1:]
+		if len(line) == 0 {
+			return ""
+		}
+		if name, value, ok := bytes.Cut(line, []byte(":")); ok && strings.EqualFold(string(name), "host") {
+			if value = bytes.Trim(value, " \t"); len(value) <= 255 {
+				return string(value)
+			}
+			return ""
+		}
+	}
 }
 
 func FuzzHTTP2Matcher(f *testing.F) {
@@ -87,11 +126,33 @@ func FuzzTLSClientHello(f *testing.F) {
 	f.Add(minimalHello(sniExt("a.example")))
 	f.Add([]byte{0x16, 3, 1, 0, 4, 1, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if checkMonotonic(t, detect.TLSMatcher(), in) == detect.Match {
-			var info detect.TLSInfo
-			if detect.ParseClientHello(in, &info) != detect.Match {
-				t.Fatal("ParseClientHello disagrees with TLSMatcher")
+		full := checkMonotonic(t, detect.TLSMatcher(), in)
+		// The classification-only matcher: monotonic, and it accepts every
+		// hello TLSMatcher accepts (their first bytes are checked alike).
+		if rec := checkMonotonic(t, detect.TLSRecordMatcher(), in); full == detect.Match && rec != detect.Match {
+			t.Fatalf("TLSRecordMatcher %v, TLSMatcher %v", rec, full)
+		}
+		// The in-place parser and the record-crossing one agree on every
+		// input, verdict and extracted TLSInfo.
+		var info, slow detect.TLSInfo
+		v := detect.ParseClientHello(in, &info)
+		if vs := detect.ParseHelloRecords(in, &slow); v != vs || info != slow {
+			t.Fatalf("in place %v %+v, across records %v %+v", v, info, vs, slow)
+		}
+		if v != full {
+			t.Fatal("ParseClientHello disagrees with TLSMatcher")
+		}
+		// One record cut into smaller ones carries the same handshake bytes:
+		// same verdict, same TLSInfo.
+		if len(in) > 5 && in[0] == 0x16 && in[1] == 3 && in[2] <= 4 && int(in[3])<<8|int(in[4]) == len(in)-5 && len(in)-5 <= 1<<14 {
+			for _, size := range []int{1, 7, 1 + int(in[len(in)-1])} {
+				var got detect.TLSInfo
+				if vr := detect.ParseClientHello(refragment(in, size), &got); vr != v || got != info {
+					t.Fatalf("records of %d bytes: %v %+v, one record: %v %+v", size, vr, got, v, info)
+				}
 			}
+		}
+		if v == detect.Match {
 			if sni := info.ServerName(); len(sni) > 255 {
 				t.Fatalf("SNI of %d bytes", len(sni))
 			}

@@ -1,6 +1,10 @@
 package detect
 
-import "bytes"
+import (
+	"bytes"
+	"encoding/binary"
+	"math/bits"
+)
 
 // DefaultMatchers returns the matchers a zero Detector uses, in order:
 // HTTP/2 prior-knowledge preface, HTTP/1 request line, TLS ClientHello.
@@ -9,7 +13,14 @@ func DefaultMatchers() []Matcher {
 }
 
 // h2Preface is the HTTP/2 client connection preface (RFC 9113, section 3.4).
-const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+const h2Preface = h2PrefaceHead + h2PrefaceTail
+
+// The preface in two constants of at most 16 bytes, which the compiler
+// compares with two 8-byte loads each (a 24-byte compare calls memequal).
+const (
+	h2PrefaceHead = "PRI * HTTP/2.0\r\n"
+	h2PrefaceTail = "\r\nSM\r\n\r\n"
+)
 
 // H2PrefaceLen is the length of the HTTP/2 client connection preface.
 const H2PrefaceLen = len(h2Preface)
@@ -25,7 +36,8 @@ func (http2Matcher) Protocol() Protocol { return HTTP2 }
 
 func (http2Matcher) Match(b []byte, _ *Result) Verdict {
 	if len(b) >= len(h2Preface) {
-		if string(b[:len(h2Preface)]) == h2Preface {
+		if string(b[:len(h2PrefaceHead)]) == h2PrefaceHead &&
+			string(b[len(h2PrefaceHead):len(h2Preface)]) == h2PrefaceTail {
 			return Match
 		}
 		return NoMatch
@@ -164,88 +176,170 @@ func HTTP1Matcher() Matcher { return http1Matcher{} }
 func (http1Matcher) Protocol() Protocol { return HTTP1 }
 
 func (http1Matcher) Match(b []byte, r *Result) Verdict {
-	if len(b) == 0 {
-		return NeedMore
-	}
-	// Method token.
-	lim := len(b)
-	if lim > maxMethodLen+1 {
-		lim = maxMethodLen + 1
-	}
-	sp := bytes.IndexByte(b[:lim], ' ')
-	if sp < 0 {
-		if len(b) > maxMethodLen || !isMethodPrefix(b) {
-			return NoMatch
-		}
-		return NeedMore
-	}
-	method := lookupMethod(b[:sp])
-	if method == "" {
+	// Every accepted method starts with an upper-case letter: binary
+	// protocols (TLS, most of them) fail here at once.
+	if len(b) > 0 && b[0]-'A' >= 26 {
 		return NoMatch
 	}
-	// Request target.
+	var method string
+	var sp int // index of the SP after the method
+	// The most common methods by one compare each, then the general path.
+	switch {
+	case len(b) >= 5 && string(b[:4]) == "GET ":
+		method, sp = "GET", 3
+	case len(b) >= 6 && string(b[:5]) == "POST ":
+		method, sp = "POST", 4
+	default:
+		var v Verdict
+		if method, sp, v = requestMethod(b); v != Match {
+			return v
+		}
+	}
+	// Request target: a plausible first byte, then visible ASCII up to SP.
 	i := sp + 1
 	if i >= len(b) {
 		return NeedMore
 	}
-	switch c := b[i]; {
-	case c == '/', c == '*', c == '[',
-		c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-	default:
+	if targetStart[b[i]] == 0 {
 		return NoMatch
 	}
-	for ; i < len(b) && b[i] != ' '; i++ {
-		if b[i] < 0x21 || b[i] > 0x7e {
-			return NoMatch
-		}
-	}
+	i = nonVisible(b, i+1)
 	if i == len(b) {
 		return NeedMore
 	}
+	if b[i] != ' ' {
+		return NoMatch
+	}
 	// HTTP-version and line end.
-	i++
-	const ver = "HTTP/1."
-	rest := b[i:]
-	if len(rest) < len(ver) {
-		if string(rest) != ver[:len(rest)] {
+	rest := b[i+1:]
+	if len(rest) >= len("HTTP/1.1\r\n") { // fast path: the whole version is here
+		if string(rest[:len(http1Version)]) != http1Version || rest[7]-'0' > 9 {
 			return NoMatch
 		}
-		return NeedMore
-	}
-	if string(rest[:len(ver)]) != ver {
-		return NoMatch
-	}
-	rest = rest[len(ver):]
-	if len(rest) == 0 {
-		return NeedMore
-	}
-	if rest[0] < '0' || rest[0] > '9' {
-		return NoMatch
-	}
-	rest = rest[1:]
-	if len(rest) == 0 {
-		return NeedMore
-	}
-	switch rest[0] {
-	case '\n':
-		rest = rest[1:]
-	case '\r':
-		if len(rest) == 1 {
-			return NeedMore
-		}
-		if rest[1] != '\n' {
+		switch {
+		case rest[8] == '\n':
+			rest = rest[9:]
+		case rest[8] == '\r' && rest[9] == '\n':
+			rest = rest[10:]
+		default:
 			return NoMatch
 		}
-		rest = rest[2:]
-	default:
-		return NoMatch
+	} else if v := versionPrefix(rest); v != Match {
+		return v
+	} else {
+		rest = rest[len(rest):] // a full version with LF and nothing after it
 	}
 	r.HTTP.Method = method
+	// Host: fast path for "Host: " and a value of visible ASCII as the
+	// first header line, which is what curl, browsers and Go's net/http
+	// send; findHost for the rest.
+	var host []byte
+	if len(rest) > len("Host: ") && string(rest[:len("Host: ")]) == "Host: " {
+		if j := nonVisible(rest, len("Host: ")); j+1 < len(rest) && (rest[j] == '\n' || rest[j] == '\r' && rest[j+1] == '\n') {
+			host = rest[len("Host: "):j]
+		} else {
+			host = findHost(rest)
+		}
+	} else {
+		host = findHost(rest)
+	}
 	r.HTTP.hostLen = 0
-	if h := findHost(rest); len(h) <= maxHost {
-		r.HTTP.hostLen = uint8(copy(r.HTTP.host[:], h))
+	if len(host) <= maxHost {
+		r.HTTP.hostLen = uint8(copy(r.HTTP.host[:], host))
 	}
 	return Match
+}
+
+// http1Version is the HTTP-version of a request line up to its last digit.
+const http1Version = "HTTP/1."
+
+// versionPrefix checks a request line's tail shorter than "HTTP/1.1\r\n":
+// NeedMore while it is a prefix of one, Match for "HTTP/1.x\n" exactly,
+// NoMatch otherwise.
+func versionPrefix(rest []byte) Verdict {
+	if len(rest) <= len(http1Version) {
+		if string(rest) != http1Version[:len(rest)] {
+			return NoMatch
+		}
+		return NeedMore
+	}
+	if string(rest[:len(http1Version)]) != http1Version || rest[7]-'0' > 9 {
+		return NoMatch
+	}
+	switch {
+	case len(rest) == 8:
+		return NeedMore
+	case rest[8] == '\n':
+		return Match // len(rest) == 9
+	case rest[8] == '\r':
+		return NeedMore // the LF is not here yet
+	}
+	return NoMatch
+}
+
+// requestMethod reads the method token at the start of a request line. It
+// returns the interned method and the index of the SP after it with Match,
+// or NeedMore or NoMatch.
+func requestMethod(b []byte) (string, int, Verdict) {
+	if len(b) == 0 {
+		return "", 0, NeedMore
+	}
+	lim := min(len(b), maxMethodLen+1)
+	sp := bytes.IndexByte(b[:lim], ' ')
+	if sp < 0 {
+		if len(b) > maxMethodLen || !isMethodPrefix(b) {
+			return "", 0, NoMatch
+		}
+		return "", 0, NeedMore
+	}
+	method := lookupMethod(b[:sp])
+	if method == "" {
+		return "", 0, NoMatch
+	}
+	return method, sp, Match
+}
+
+// targetStart marks the bytes that may begin a request-target: '/'
+// (origin form), '*' (asterisk form), '[' (an IPv6 authority) and ASCII
+// letters and digits (absolute and authority forms).
+var targetStart = func() (t [256]uint8) {
+	for _, c := range "/*[" {
+		t[c] = 1
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = 1
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = 1
+		t[c+'a'-'A'] = 1
+	}
+	return t
+}()
+
+// nonVisible returns the index of the first byte of b at or after i that is
+// not visible ASCII (0x21-0x7e), or len(b). It tests eight bytes at a time:
+// in each 64-bit little-endian word, the high bit of a byte is set in
+// (w-0x21..)&^w when the byte is below 0x21 and in (w+0x01..)|w when it is
+// above 0x7e. A borrow or carry can only set bits above a byte that is
+// itself out of range, so the lowest marked byte is the first one.
+func nonVisible(b []byte, i int) int {
+	const (
+		lo   = 0x2121212121212121
+		one  = 0x0101010101010101
+		high = 0x8080808080808080
+	)
+	for ; i+8 <= len(b); i += 8 {
+		w := binary.LittleEndian.Uint64(b[i:])
+		if m := ((w-lo)&^w | (w + one) | w) & high; m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] < 0x21 || b[i] > 0x7e {
+			return i
+		}
+	}
+	return len(b)
 }
 
 // findHost returns the value of the first complete Host header line among

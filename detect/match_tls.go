@@ -1,5 +1,7 @@
 package detect
 
+import "encoding/binary"
+
 // TLS record and handshake constants.
 const (
 	tlsRecordHandshake = 0x16
@@ -21,13 +23,67 @@ type tlsMatcher struct{}
 // start a handshake record carrying a ClientHello, and NoMatch for any
 // malformed hello; it matches only a complete, well-formed ClientHello (so
 // a hello bigger than the Detector's MaxPeek ends with ReasonLimit).
-// SSLv2-compatible hellos are not matched.
+// SSLv2-compatible hellos are not matched. [TLSRecordMatcher] classifies
+// by the first bytes alone, for callers that need no SNI or ALPN.
 func TLSMatcher() Matcher { return tlsMatcher{} }
 
 func (tlsMatcher) Protocol() Protocol { return TLS }
 
 func (tlsMatcher) Match(b []byte, r *Result) Verdict {
+	if len(b) > 0 && b[0] != tlsRecordHandshake {
+		return NoMatch // not TLS: decided without a call
+	}
 	return ParseClientHello(b, &r.TLS) // writes r.TLS only on Match
+}
+
+type tlsRecordMatcher struct{}
+
+// TLSRecordMatcher returns an opt-in Matcher for TLS that classifies
+// without parsing the ClientHello: it matches as soon as the first record
+// header (content type handshake, version 3.x, a length of 1 to 16,384),
+// the handshake header (type client_hello, a length no shorter than the
+// smallest hello) and the hello's legacy_version (3.x) are there: 11 bytes
+// in one record, more when a client splits its hello into tiny records.
+// It fills nothing in Result.TLS.
+//
+// Use it in place of [TLSMatcher] when the TLS connection is terminated
+// behind the detector (a Mux's TLS listener served by crypto/tls, say) and
+// nothing routes on SNI or ALPN at detection time: it decides on the first
+// segment even when a large post-quantum hello spans several, it costs a
+// few nanoseconds instead of a parse, and a hello that TLSMatcher would
+// refuse (malformed, or bigger than the Detector's MaxPeek) still goes to
+// the TLS server, whose own parser then answers the client with an alert.
+// Like TLSMatcher it refuses SSLv2-compatible hellos.
+func TLSRecordMatcher() Matcher { return tlsRecordMatcher{} }
+
+func (tlsRecordMatcher) Protocol() Protocol { return TLS }
+
+func (tlsRecordMatcher) Match(b []byte, _ *Result) Verdict {
+	if len(b) > 0 && b[0] != tlsRecordHandshake {
+		return NoMatch
+	}
+	if v := recordStart(b); v != Match {
+		return v
+	}
+	var length, version int
+	if len(b) >= tlsRecordHeaderLen+6 && int(b[3])<<8|int(b[4]) >= 6 {
+		// The handshake header and legacy_version in the first record.
+		length = int(b[6])<<16 | int(b[7])<<8 | int(b[8])
+		version = int(b[9])<<8 | int(b[10])
+	} else {
+		// Split across records (or not all here yet).
+		c := hsCursor{b: b, end: maxInt}
+		c.u8() // the handshake type, checked by recordStart
+		length = c.u24()
+		version = c.u16()
+		if c.stopped() {
+			return c.verdict()
+		}
+	}
+	if length < minHelloBody || version>>8 != 3 {
+		return NoMatch
+	}
+	return Match
 }
 
 // ParseClientHello parses a TLS ClientHello from the start of a TLS stream
@@ -35,8 +91,30 @@ func (tlsMatcher) Match(b []byte, r *Result) Verdict {
 // for a complete, well-formed hello, NeedMore when b is a valid but
 // incomplete prefix and NoMatch otherwise. info is written only on Match.
 func ParseClientHello(b []byte, info *TLSInfo) Verdict {
-	// Early checks on the first record header, byte by byte, so that a
-	// first byte that cannot start TLS decides at once.
+	if v := recordStart(b); v != Match {
+		return v
+	}
+	// Fast path: the first record holds the handshake header and the whole
+	// ClientHello (only a hello split on purpose, or one over 16 KiB, spans
+	// records), so the hello is parsed in place, in one piece.
+	if len(b) >= tlsRecordHeaderLen+4 {
+		rec := int(b[3])<<8 | int(b[4])
+		full := int(b[6])<<16 | int(b[7])<<8 | int(b[8])
+		if 4+full <= rec {
+			if full < minHelloBody {
+				return NoMatch
+			}
+			body := b[tlsRecordHeaderLen+4:]
+			return parseHelloBody(body[:min(len(body), full)], full, info)
+		}
+	}
+	return parseHelloRecords(b, info)
+}
+
+// recordStart checks the first record header and the handshake type, byte
+// by byte, so that a first byte that cannot start TLS decides at once. It
+// returns Match when the first six bytes are there and fit.
+func recordStart(b []byte) Verdict {
 	if len(b) > 0 && b[0] != tlsRecordHandshake {
 		return NoMatch
 	}
@@ -57,7 +135,19 @@ func ParseClientHello(b []byte, info *TLSInfo) Verdict {
 	if len(b) < 6 {
 		return NeedMore
 	}
-	c := hsCursor{b: b}
+	return Match
+}
+
+// minHelloBody is the shortest ClientHello body: legacy_version, random,
+// an empty session id, one cipher suite and one compression method.
+const minHelloBody = 2 + 32 + 1 + 2 + 1
+
+// parseHelloRecords parses the ClientHello through an hsCursor, which
+// crosses record headers: the general path, for hellos split across
+// records. It decides exactly as parseHelloBody does on the same
+// handshake bytes (FuzzTLSClientHello checks it).
+func parseHelloRecords(b []byte, info *TLSInfo) Verdict {
+	c := hsCursor{b: b, end: maxInt}
 	var out TLSInfo
 	v := c.clientHello(&out)
 	if v == Match {
@@ -65,6 +155,201 @@ func ParseClientHello(b []byte, info *TLSInfo) Verdict {
 	}
 	return v
 }
+
+const maxInt = int(^uint(0) >> 1)
+
+// short is the verdict when a field of the ClientHello body needs the
+// first need bytes of it and fewer are here: NoMatch when the field would
+// run past the end of the message (full bytes), else NeedMore.
+func short(need, full int) Verdict {
+	if need > full {
+		return NoMatch
+	}
+	return NeedMore
+}
+
+// parseHelloBody parses a ClientHello body (after the 4-byte handshake
+// header) that lies in one piece: h holds its first bytes, all of them
+// when len(h) == full (the length the header gives, >= minHelloBody).
+//
+// It reads the body field by field at offset p, keeping p <= len(h)
+// between fields: a field that would run past full is NoMatch (more bytes
+// cannot mend it), one that runs past len(h) is NeedMore. It first
+// validates the whole hello and notes where the kept extensions are, then
+// fills info, so info is written only on Match. parseHelloRecords makes
+// the same decisions in the same order (see hsCursor.need).
+func parseHelloBody(h []byte, full int, info *TLSInfo) Verdict {
+	// legacy_version, random and the session id's length: within full.
+	if len(h) < 35 {
+		return NeedMore
+	}
+	if h[34] > 32 || h[0] != 3 {
+		return NoMatch
+	}
+	p := 35 + int(h[34]) // skip the session id
+	if p > full {
+		return NoMatch
+	}
+	if p > len(h) {
+		return NeedMore
+	}
+	if p+2 > len(h) {
+		return short(p+2, full)
+	}
+	cs := int(h[p])<<8 | int(h[p+1])
+	p += 2
+	if cs < 2 || cs%2 != 0 || p+cs > full {
+		return NoMatch
+	}
+	p += cs // skip the cipher suites
+	if p > len(h) {
+		return NeedMore
+	}
+	if p+1 > len(h) {
+		return short(p+1, full)
+	}
+	cm := int(h[p])
+	p++
+	if cm < 1 || p+cm > full {
+		return NoMatch
+	}
+	p += cm // skip the compression methods
+	if p > len(h) {
+		return NeedMore
+	}
+
+	// Extensions (TLS 1.2 and older may omit them). Offsets of the kept
+	// ones' contents: the SNI host name, the ALPN protocol list and the
+	// supported_versions list.
+	sawSNI, sawALPN, sawVersions := false, false, false
+	var sniAt, sniLen, alpnAt, alpnEnd, verAt, verEnd int
+	if p < full {
+		if p+2 > len(h) {
+			return short(p+2, full)
+		}
+		extLen := int(h[p])<<8 | int(h[p+1])
+		p += 2
+		if p+extLen != full {
+			return NoMatch
+		}
+	}
+	for p < full {
+		if p+4 > full {
+			return NoMatch
+		}
+		if p+4 > len(h) {
+			return NeedMore
+		}
+		hdr := binary.BigEndian.Uint32(h[p:]) // type, length
+		typ, end := hdr>>16, p+4+int(hdr&0xffff)
+		p += 4
+		if end > full {
+			return NoMatch
+		}
+		switch typ {
+		case extServerName: // RFC 6066 section 3
+			if sawSNI {
+				return NoMatch
+			}
+			sawSNI = true
+			if p+2 > len(h) {
+				return short(p+2, full)
+			}
+			if list := int(h[p])<<8 | int(h[p+1]); p+2+list != end || list < 3 {
+				return NoMatch
+			}
+			for p += 2; p < end; {
+				if p+3 > len(h) {
+					return short(p+3, full)
+				}
+				nameType, n := h[p], int(h[p+1])<<8|int(h[p+2])
+				p += 3
+				if p+n > end || n == 0 {
+					return NoMatch
+				}
+				if nameType == 0 && sniLen == 0 && n <= maxSNI {
+					sniAt, sniLen = p, n
+				}
+				if p += n; p > len(h) {
+					return NeedMore
+				}
+			}
+		case extALPN: // RFC 7301 section 3.1
+			if sawALPN {
+				return NoMatch
+			}
+			sawALPN = true
+			if p+2 > len(h) {
+				return short(p+2, full)
+			}
+			if list := int(h[p])<<8 | int(h[p+1]); p+2+list != end || list < 2 {
+				return NoMatch
+			}
+			p += 2
+			alpnAt, alpnEnd = p, end
+			for p < end {
+				if p+1 > len(h) {
+					return NeedMore // p < end <= full
+				}
+				n := int(h[p])
+				p++
+				if n == 0 || p+n > end {
+					return NoMatch
+				}
+				if p += n; p > len(h) {
+					return NeedMore
+				}
+			}
+		case extSupportedVersions: // RFC 8446 section 4.2.1
+			if sawVersions {
+				return NoMatch
+			}
+			sawVersions = true
+			if p+1 > len(h) {
+				return short(p+1, full)
+			}
+			if n := int(h[p]); p+1+n != end || n < 2 || n%2 != 0 {
+				return NoMatch
+			}
+			verAt, verEnd = p+1, end
+		}
+		if p = end; p > len(h) { // skip the rest of the extension
+			return NeedMore
+		}
+	}
+
+	// A well-formed hello: fill info, leaving no byte of an earlier hello
+	// behind (as *info = TLSInfo{...} would).
+	info.LegacyVersion = uint16(h[0])<<8 | uint16(h[1])
+	info.sniLen = uint8(copy(info.sni[:], h[sniAt:sniAt+sniLen]))
+	clear(info.sni[sniLen:])
+	info.alpnLen = 0
+	if alpnEnd-alpnAt <= maxALPN { // the whole list fits: one copy
+		info.alpnLen = uint16(copy(info.alpn[:], h[alpnAt:alpnEnd]))
+	} else { // keep the names that fit, in order
+		for q := alpnAt; q < alpnEnd; {
+			n := int(h[q])
+			if at := int(info.alpnLen); at+1+n <= maxALPN {
+				info.alpnLen += uint16(copy(info.alpn[at:], h[q:q+1+n]))
+			}
+			q += 1 + n
+		}
+	}
+	clear(info.alpn[info.alpnLen:])
+	info.nVersions = 0
+	for q := verAt; q < verEnd && info.nVersions < maxVersions; q += 2 {
+		if v := uint16(h[q])<<8 | uint16(h[q+1]); !isGREASE(v) {
+			info.versions[info.nVersions] = v
+			info.nVersions++
+		}
+	}
+	clear(info.versions[info.nVersions:])
+	return Match
+}
+
+// isGREASE reports whether v is a GREASE value (RFC 8701): 0x?a?a with
+// both bytes equal.
+func isGREASE(v uint16) bool { return v&0x0f0f == 0x0a0a && v>>8 == v&0xff }
 
 // hsCursor reads the handshake byte stream carried by consecutive TLS
 // handshake records in b, skipping the record headers.
@@ -74,6 +359,7 @@ type hsCursor struct {
 	recEnd int  // end in b of the current record's payload
 	lim    int  // min(recEnd, len(b)): bytes readable without crossing
 	hdrs   int  // record header bytes skipped (handshake offset = p - hdrs)
+	end    int  // handshake offset of the end of the ClientHello (maxInt until known)
 	more   bool // b ended: need more bytes
 	bad    bool // malformed
 }
@@ -164,6 +450,16 @@ func (c *hsCursor) at() int { return c.p - c.hdrs }
 
 func (c *hsCursor) stopped() bool { return c.more || c.bad }
 
+// need marks the cursor bad when the next k handshake bytes would run past
+// the end of the ClientHello: more bytes cannot mend that. It is called
+// before every field that may do so, in parseHelloBody's order, so that
+// both parsers answer alike on every input.
+func (c *hsCursor) need(k int) {
+	if !c.stopped() && c.at()+k > c.end {
+		c.bad = true
+	}
+}
+
 func (c *hsCursor) verdict() Verdict {
 	if c.more {
 		return NeedMore
@@ -172,16 +468,18 @@ func (c *hsCursor) verdict() Verdict {
 }
 
 // clientHello parses one ClientHello handshake message (RFC 8446 4.1.2).
+// It makes the decisions of parseHelloBody, in the same order.
 func (c *hsCursor) clientHello(info *TLSInfo) Verdict {
 	typ := c.u8()
 	length := c.u24()
 	if c.stopped() {
 		return c.verdict()
 	}
-	if typ != tlsHandshakeHello || length < 2+32+1+2+1 {
+	if typ != tlsHandshakeHello || length < minHelloBody {
 		return NoMatch
 	}
 	end := c.at() + length
+	c.end = end
 
 	info.LegacyVersion = uint16(c.u16())
 	c.read(nil, 32) // random
@@ -192,7 +490,9 @@ func (c *hsCursor) clientHello(info *TLSInfo) Verdict {
 	if sid > 32 || info.LegacyVersion>>8 != 3 {
 		return NoMatch
 	}
+	c.need(sid)
 	c.read(nil, sid)
+	c.need(2)
 	cs := c.u16()
 	if c.stopped() {
 		return c.verdict()
@@ -201,6 +501,7 @@ func (c *hsCursor) clientHello(info *TLSInfo) Verdict {
 		return NoMatch
 	}
 	c.read(nil, cs)
+	c.need(1)
 	cm := c.u8()
 	if c.stopped() {
 		return c.verdict()
@@ -215,6 +516,7 @@ func (c *hsCursor) clientHello(info *TLSInfo) Verdict {
 	if c.at() == end {
 		return Match // no extensions (TLS 1.2 and older may omit them)
 	}
+	c.need(2)
 	extLen := c.u16()
 	if c.stopped() {
 		return c.verdict()
@@ -276,6 +578,7 @@ func (c *hsCursor) clientHello(info *TLSInfo) Verdict {
 
 // serverName parses the server_name extension (RFC 6066 section 3).
 func (c *hsCursor) serverName(info *TLSInfo, extEnd int) Verdict {
+	c.need(2)
 	list := c.u16()
 	if c.stopped() {
 		return c.verdict()
@@ -284,6 +587,7 @@ func (c *hsCursor) serverName(info *TLSInfo, extEnd int) Verdict {
 		return NoMatch
 	}
 	for c.at() < extEnd {
+		c.need(3)
 		typ := c.u8()
 		n := c.u16()
 		if c.stopped() {
@@ -308,6 +612,7 @@ func (c *hsCursor) serverName(info *TLSInfo, extEnd int) Verdict {
 // alpn parses the application_layer_protocol_negotiation extension
 // (RFC 7301 section 3.1), keeping the wire-format list inline.
 func (c *hsCursor) alpn(info *TLSInfo, extEnd int) Verdict {
+	c.need(2)
 	list := c.u16()
 	if c.stopped() {
 		return c.verdict()
@@ -340,6 +645,7 @@ func (c *hsCursor) alpn(info *TLSInfo, extEnd int) Verdict {
 // versions parses the supported_versions extension of a ClientHello
 // (RFC 8446 section 4.2.1), leaving out GREASE values (RFC 8701).
 func (c *hsCursor) versions(info *TLSInfo, extEnd int) Verdict {
+	c.need(1)
 	n := c.u8()
 	if c.stopped() {
 		return c.verdict()
@@ -352,8 +658,8 @@ func (c *hsCursor) versions(info *TLSInfo, extEnd int) Verdict {
 		if c.stopped() {
 			return c.verdict()
 		}
-		if v&0x0f0f == 0x0a0a && v>>8 == v&0xff {
-			continue // GREASE
+		if isGREASE(v) {
+			continue
 		}
 		if int(info.nVersions) < maxVersions {
 			info.versions[info.nVersions] = v

@@ -316,6 +316,101 @@ func TestTLSMatcherHandBuilt(t *testing.T) {
 	}
 }
 
+func TestTLSRecordMatcher(t *testing.T) {
+	m := detect.TLSRecordMatcher()
+	assert.Equal(t, detect.TLS, m.Protocol())
+	hello := goClientHello(t, "api.example.test", []string{"h2"})
+	badSession := minimalHello(nil)
+	badSession[5+4+2+32] = 33 // malformed body: TLSMatcher refuses it
+	shortHello := minimalHello(nil)
+	shortHello[8] = 37 // handshake length below the smallest hello (38)
+	ssl3Legacy := minimalHello(nil)
+	ssl3Legacy[9] = 2 // legacy_version 2.x
+	checkMatcher(t, m, []matcherCase{
+		{"go-hello", string(hello), detect.Match},
+		{"go-hello-header-only", string(hello[:11]), detect.Match},
+		{"minimal-hello", string(minimalHello(nil)), detect.Match},
+		{"1-byte-records", string(refragment(hello, 1)[:80]), detect.Match},
+		{"3-byte-records", string(refragment(hello, 3)[:40]), detect.Match},
+		{"malformed-body-still-tls", string(badSession), detect.Match},
+		{"partial", string(hello[:10]), detect.NeedMore},
+		{"partial-1-byte-records", string(refragment(hello, 1)[:30]), detect.NeedMore},
+		{"hello-too-short", string(shortHello), detect.NoMatch},
+		{"legacy-version-2", string(ssl3Legacy), detect.NoMatch},
+		{"not-handshake", "\x17\x03\x03\x00\x05\x01", detect.NoMatch},
+		{"server-hello", "\x16\x03\x03\x00\x05\x02", detect.NoMatch},
+		{"ssl2-record-version", "\x16\x02\x00", detect.NoMatch},
+		{"record-too-long", "\x16\x03\x01\x40\x01", detect.NoMatch},
+		{"record-empty", "\x16\x03\x01\x00\x00", detect.NoMatch},
+		{"alert-between-fragments", "\x16\x03\x01\x00\x01\x01\x15\x03\x01\x00\x01\x00", detect.NoMatch},
+		{"http", "GET / HTTP/1.1\r\n", detect.NoMatch},
+		{"empty", "", detect.NeedMore},
+	})
+	var r detect.Result
+	require.Equal(t, detect.Match, m.Match(hello, &r))
+	assert.Equal(t, detect.TLSInfo{}, r.TLS, "the record matcher fills nothing in Result.TLS")
+}
+
+// TestParseClientHelloPaths checks that the in-place parser (a hello in
+// one record) and the record-crossing one decide alike and extract the
+// same TLSInfo, on whole hellos, on every prefix and on the same hellos
+// cut into records of several sizes.
+func TestParseClientHelloPaths(t *testing.T) {
+	alpnLong := []byte{0, 0}
+	for _, name := range []string{strings.Repeat("a", 200), "h2", strings.Repeat("b", 60), "http/1.1"} {
+		alpnLong = append(alpnLong, byte(len(name)))
+		alpnLong = append(alpnLong, name...)
+	}
+	binary.BigEndian.PutUint16(alpnLong, uint16(len(alpnLong)-2))
+	manyVersions := []byte{60} // 10 GREASE values and 20 versions
+	for v := range 10 {
+		manyVersions = binary.BigEndian.AppendUint16(manyVersions, uint16(0x0a0a+v*0x1010))
+		manyVersions = binary.BigEndian.AppendUint16(manyVersions, uint16(0x0300+2*v))
+		manyVersions = binary.BigEndian.AppendUint16(manyVersions, uint16(0x0301+2*v))
+	}
+	hellos := map[string][]byte{
+		"go":            goClientHello(t, "api.example.test", []string{"h2", "http/1.1"}),
+		"go-no-sni":     goClientHello(t, "", nil),
+		"minimal":       minimalHello(nil),
+		"sni":           minimalHello(sniExt("a.example")),
+		"two-sni-names": minimalHello(ext(0, []byte{0, 12, 1, 0, 3, 'x', '.', 'y', 0, 0, 3, 'a', '.', 'b'})),
+		"alpn-over-256": minimalHello(ext(16, alpnLong)),
+		"versions-30":   minimalHello(ext(43, manyVersions)),
+		"sni-too-long":  minimalHello(sniExt(strings.Repeat("a", 300))),
+		"empty-ext":     minimalHello([]byte{}),
+		"bad-ext-len":   minimalHello([]byte{0, 0, 0, 200, 0}),
+	}
+	for name, hello := range hellos {
+		t.Run(name, func(t *testing.T) {
+			for i := 0; i <= len(hello); i++ {
+				var fast, slow detect.TLSInfo
+				vf := detect.ParseClientHello(hello[:i], &fast)
+				vs := detect.ParseHelloRecords(hello[:i], &slow)
+				require.Equal(t, vs, vf, "prefix of %d bytes", i)
+				require.Equal(t, slow, fast, "prefix of %d bytes", i)
+			}
+			var want detect.TLSInfo
+			wantV := detect.ParseClientHello(hello, &want)
+			for _, size := range []int{1, 2, 5, 64, 1000} {
+				var got detect.TLSInfo
+				assert.Equal(t, wantV, detect.ParseClientHello(refragment(hello, size), &got), "records of %d bytes", size)
+				assert.Equal(t, want, got, "records of %d bytes", size)
+			}
+		})
+	}
+	var info detect.TLSInfo
+	require.Equal(t, detect.Match, detect.ParseClientHello(hellos["two-sni-names"], &info))
+	assert.Equal(t, "a.b", info.ServerName(), "the first host_name entry is kept")
+	require.Equal(t, detect.Match, detect.ParseClientHello(hellos["alpn-over-256"], &info))
+	assert.Equal(t, []string{strings.Repeat("a", 200), "h2", "http/1.1"}, info.ALPN(), "names that fit in 256 bytes are kept")
+	require.Equal(t, detect.Match, detect.ParseClientHello(hellos["versions-30"], &info))
+	assert.Equal(t, []uint16{0x0300, 0x0301, 0x0302, 0x0303, 0x0304, 0x0305, 0x0306, 0x0307, 0x0308, 0x0309, 0x030a,
+		0x030b, 0x030c, 0x030d, 0x030e, 0x030f}, info.Versions(), "GREASE left out, the first 16 kept")
+	// A parse reusing info leaves nothing of the previous hello.
+	require.Equal(t, detect.Match, detect.ParseClientHello(hellos["minimal"], &info))
+	assert.Equal(t, detect.TLSInfo{LegacyVersion: 0x0303}, info)
+}
+
 func TestReasonVerdictModeStrings(t *testing.T) {
 	want := map[detect.Reason]string{
 		detect.ReasonMatched: "matched", detect.ReasonNoMatch: "no_match", detect.ReasonTimeout: "timeout",
