@@ -159,6 +159,78 @@ func (l *Loop) startJoin(ctx context.Context, a, b net.Conn, addr netip.AddrPort
 	return l.startFallback(ctx, a, b, addr, obs, done)
 }
 
+// ServeDial takes the listener ln over and joins every connection it
+// accepts, as StartDial does, with a new connection to addr, until ctx is
+// done or the loop is closed; then it closes the listening socket and
+// returns ctx.Err() or ErrLoopClosed (or the error that stopped accepting).
+// On Linux the accepted sockets never become net.Conns: ServeDial takes
+// ln's socket out of Go's net package (ln is closed as a net.Listener at
+// once, the socket stays open) and runs accept4 in Go's poller, handing each
+// socket straight to a worker; this saves Go's per-connection set-up
+// (poller registration, keep-alive options) and its undoing. Elsewhere it
+// calls ln.Accept and StartDial. ctx also ends the joins it started (pass
+// a context without a Done channel to spare each join the cost of watching
+// it). done and obs are as for Start, for every join.
+func (l *Loop) ServeDial(ctx context.Context, ln *net.TCPListener, addr netip.AddrPort, obs Observer, done func(Stats)) error {
+	if !addr.IsValid() {
+		return &Error{Side: SideB, Op: "dial", Err: errors.New("invalid address " + addr.String())}
+	}
+	if err := l.start(); err != nil {
+		return err
+	}
+	err := l.eng.serve(l, ctx, ln, addr, obs, done)
+	switch {
+	case l.ctx.Err() != nil:
+		return ErrLoopClosed
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return err
+}
+
+// unblockOnDone sets a past deadline through set when ctx or the loop is
+// done; stop undoes the watch.
+func (l *Loop) unblockOnDone(ctx context.Context, set func(time.Time) error) (stop func()) {
+	past := func() { set(time.Unix(1, 0)) }
+	s1 := context.AfterFunc(ctx, past)
+	s2 := context.AfterFunc(l.ctx, past)
+	return func() { s1(); s2() }
+}
+
+// serveAccept is ServeDial with ln.Accept and StartDial.
+func (l *Loop) serveAccept(ctx context.Context, ln *net.TCPListener, addr netip.AddrPort, obs Observer, done func(Stats)) error {
+	defer ln.Close()
+	defer l.unblockOnDone(ctx, ln.SetDeadline)()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if isTemporaryAccept(err) {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		if err := l.StartDial(ctx, c, addr, obs, done); err != nil {
+			c.Close()
+			if errors.Is(err, ErrLoopClosed) {
+				return err
+			}
+		}
+	}
+}
+
+// isTemporaryAccept reports an accept error after which accepting goes on:
+// out of descriptors or memory, a connection aborted before it was
+// accepted.
+func isTemporaryAccept(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // startFallback runs Joiner.Join in a goroutine (dialing addr first when b
 // is nil).
 func (l *Loop) startFallback(ctx context.Context, a, b net.Conn, addr netip.AddrPort, obs Observer, done func(Stats)) error {

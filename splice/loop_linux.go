@@ -5,6 +5,7 @@ package splice
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -131,8 +132,62 @@ func (e *engine) start(l *Loop, ctx context.Context, a, b net.Conn, addr netip.A
 	return true, nil, nil, w.add(l, ctx, fdA, fdB, addr, preA, preB, obs, done)
 }
 
-// dupFD duplicates the socket under c.
-func dupFD(c *net.TCPConn) (int, error) {
+// serve is ServeDial's accept loop: accept4 on the listening socket, made
+// an *os.File so that Go's poller wakes the loop, and the accepted sockets
+// go straight to the workers.
+func (e *engine) serve(l *Loop, ctx context.Context, ln *net.TCPListener, addr netip.AddrPort, obs Observer, done func(Stats)) error {
+	lfd, err := dupFD(ln)
+	if err != nil {
+		return l.serveAccept(ctx, ln, addr, obs, done)
+	}
+	ln.Close() // the duplicate keeps the socket listening
+	f := os.NewFile(uintptr(lfd), "splice-listener") // non-blocking: in Go's poller
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	defer l.unblockOnDone(ctx, f.SetReadDeadline)()
+	var nfd int
+	var aerr error
+	accept := func(fd uintptr) bool {
+		for {
+			r, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, fd, 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+			switch errno {
+			case 0:
+				nfd, aerr = int(r), nil
+				return true
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // park in Go's poller until a connection comes
+			}
+			nfd, aerr = -1, errno
+			return true
+		}
+	}
+	for {
+		if err := rc.Read(accept); err != nil {
+			return err
+		}
+		if aerr != nil {
+			if isTemporaryAccept(aerr) {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			return &net.OpError{Op: "accept", Net: "tcp", Addr: ln.Addr(), Err: os.NewSyscallError("accept4", aerr)}
+		}
+		// As Go's accept does: small messages go out at once.
+		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		w := e.workers[int(e.next.Add(1))%len(e.workers)]
+		if err := w.add(l, ctx, nfd, -1, addr, nil, nil, obs, done); errors.Is(err, ErrLoopClosed) {
+			return err // add closed the socket
+		}
+	}
+}
+
+// dupFD duplicates the socket under c.// dupFD duplicates the socket under c.
+func dupFD(c syscall.Conn) (int, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return -1, err

@@ -18,3 +18,7 @@ func (e *engine) start(_ *Loop, _ context.Context, a, b net.Conn, _ netip.AddrPo
 }
 
 func (e *engine) close() error { return nil }
+
+func (e *engine) serve(l *Loop, ctx context.Context, ln *net.TCPListener, addr netip.AddrPort, obs Observer, done func(Stats)) error {
+	return l.serveAccept(ctx, ln, addr, obs, done)
+}

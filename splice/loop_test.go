@@ -1,3 +1,5 @@
+//go:build linux
+
 package splice
 
 import (
@@ -607,5 +609,73 @@ func TestLoopWaitModes(t *testing.T) {
 			r := e.wait(t)
 			require.NoError(t, r.err)
 		})
+	}
+}
+
+// TestLoopServeDial: ServeDial accepts, dials and joins every connection
+// until ctx is canceled (then the joins it started end and the listening
+// socket is closed) or the loop is closed.
+func TestLoopServeDial(t *testing.T) {
+	echo, stop := startEcho(t, func(c net.Conn) net.Conn { return c })
+	defer stop()
+	addr := netip.MustParseAddrPort(echo)
+	l := newLoop(t, &Loop{})
+	ln := listen(t).(*net.TCPListener)
+	lnAddr := ln.Addr().String()
+	dones := make(chan Stats, 16)
+	served := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		served <- l.ServeDial(ctx, ln, addr, nil, func(st Stats) { dones <- st })
+	}()
+	const n = 8
+	for i := range n {
+		c, err := net.Dial("tcp", lnAddr)
+		require.NoError(t, err)
+		msg := []byte(fmt.Sprintf("hello %d", i))
+		_, err = c.Write(msg)
+		require.NoError(t, err)
+		require.NoError(t, c.(*net.TCPConn).CloseWrite())
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		got, err := io.ReadAll(c)
+		require.NoError(t, err)
+		assert.Equal(t, msg, got)
+		c.Close()
+		st := <-dones
+		assert.NoError(t, st.Err)
+		assert.Equal(t, int64(len(msg)), st.AToB)
+		assert.Equal(t, int64(len(msg)), st.BToA)
+	}
+	// One join left open, then ctx: accepting stops, the join ends.
+	c, err := net.Dial("tcp", lnAddr)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Write([]byte("x"))
+	require.NoError(t, err)
+	_, err = io.ReadFull(c, make([]byte, 1))
+	require.NoError(t, err)
+	cancel()
+	select {
+	case err := <-served:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(30 * time.Second):
+		t.Fatal("ServeDial did not return after ctx was canceled")
+	}
+	st := <-dones
+	assert.ErrorIs(t, st.Err, context.Canceled)
+	_, err = net.Dial("tcp", lnAddr)
+	assert.ErrorIs(t, err, syscall.ECONNREFUSED, "the listening socket was closed")
+
+	// Close of the loop stops it too.
+	ln3 := listen(t).(*net.TCPListener)
+	go func() { served <- l.ServeDial(context.Background(), ln3, addr, nil, nil) }()
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, l.Close())
+	select {
+	case err := <-served:
+		assert.ErrorIs(t, err, ErrLoopClosed)
+	case <-time.After(30 * time.Second):
+		t.Fatal("ServeDial did not return after Close")
 	}
 }

@@ -103,8 +103,8 @@ func startRelay(name, backend string, extra ...string) (*relay, error) {
 	case "direct":
 		r.addr = backend
 		return r, nil
-	case "bare", "buf32k", "splice", "loop":
-		if (name == "splice" || name == "loop") && len(extra) == 0 && *spliceArgs != "" {
+	case "bare", "buf32k", "splice", "loop", "loopserve":
+		if (name == "splice" || name == "loop" || name == "loopserve") && len(extra) == 0 && *spliceArgs != "" {
 			extra = strings.Fields(*spliceArgs)
 		}
 		r.cmd = exec.Command(*relaydPath, append([]string{"-mode", name, "-target", backend}, extra...)...)
@@ -491,7 +491,7 @@ func idleOnce(r *relay, n int) (idleResult, error) {
 		rssKiB:     mem1,
 		kibAfterGC: -1,
 	}
-	if r.name == "bare" || r.name == "buf32k" || r.name == "splice" || r.name == "loop" {
+	if r.name == "bare" || r.name == "buf32k" || r.name == "splice" || r.name == "loop" || r.name == "loopserve" {
 		syscall.Kill(r.pid(), syscall.SIGUSR1) // relayd prints its memory statistics
 		time.Sleep(100 * time.Millisecond)
 		syscall.Kill(r.pid(), syscall.SIGUSR2) // two GCs (stacks shrink), memory returned
@@ -566,7 +566,7 @@ func main() {
 	names := map[string]string{
 		"direct": "direct (limit)", "haproxy": "HAProxy 2.6 (splice-auto)", "socat": "socat",
 		"bare": "bare io.Copy relay", "buf32k": "32 KiB buffer relay", "splice": "**splice.Join**",
-		"loop": "**splice.Loop**",
+		"loop": "**splice.Loop**", "loopserve": "**Loop.ServeDial**",
 	}
 	fmt.Printf("relaybench: %s, GOMAXPROCS default, %d CPUs, rounds=%d\n\n", time.Now().UTC().Format(time.RFC3339), numCPU(), *rounds)
 

@@ -4,6 +4,8 @@
 //
 //	loop    sniff's splice.Loop: one accept goroutine hands every connection to
 //	        Loop.StartDial, which connects -target itself; no goroutine per connection
+//	loopserve  splice.Loop.ServeDial: as loop, with the accepted sockets never made
+//	        net.Conns (accept4 in the listener's SyscallConn().Read)
 //	splice  sniff's splice.Join (readiness wait, pooled small buffer, splice for bulk)
 //	bare    io.Copy both ways (Go splices *net.TCPConn pairs on its own)
 //	buf32k  io.CopyBuffer both ways through a 32 KiB buffer per direction, hiding ReadFrom/WriteTo
@@ -34,7 +36,7 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
 	target := flag.String("target", "", "address to dial for every connection")
-	mode := flag.String("mode", "splice", "loop, splice, bare or buf32k")
+	mode := flag.String("mode", "splice", "loop, loopserve, splice, bare or buf32k")
 	threshold := flag.Int("threshold", 0, "SpliceThreshold (-mode splice, loop)")
 	nosplice := flag.Bool("nosplice", false, "DisableSplice (-mode splice, loop)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the first -profile-seconds to this file")
@@ -55,7 +57,7 @@ func main() {
 	var handle func(a, b net.Conn)
 	var loop *splice.Loop
 	switch *mode {
-	case "loop":
+	case "loop", "loopserve":
 		loop = &splice.Loop{SpliceThreshold: *threshold, DisableSplice: *nosplice}
 	case "splice":
 		j := &splice.Joiner{SpliceThreshold: *threshold, DisableSplice: *nosplice}
@@ -99,6 +101,11 @@ func main() {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "relayd: -target:", err)
 			os.Exit(2)
+		}
+		if *mode == "loopserve" {
+			err := loop.ServeDial(context.Background(), ln.(*net.TCPListener), addr, nil, nil)
+			fmt.Fprintln(os.Stderr, "relayd:", err)
+			os.Exit(1)
 		}
 		for {
 			a, err := ln.Accept()
