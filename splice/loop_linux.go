@@ -140,7 +140,7 @@ func (e *engine) serve(l *Loop, ctx context.Context, ln *net.TCPListener, addr n
 	if err != nil {
 		return l.serveAccept(ctx, ln, addr, obs, done)
 	}
-	ln.Close() // the duplicate keeps the socket listening
+	ln.Close()                                       // the duplicate keeps the socket listening
 	f := os.NewFile(uintptr(lfd), "splice-listener") // non-blocking: in Go's poller
 	defer f.Close()
 	rc, err := f.SyscallConn()
