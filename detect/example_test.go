@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -91,4 +92,29 @@ func ExampleNewMatcher() {
 	fmt.Println(res.Protocol)
 	// Output:
 	// redis
+}
+
+// Where TLS is terminated behind the detector (a Mux's TLS listener served
+// by crypto/tls) and nothing routes on SNI, TLSRecordMatcher classifies
+// the hello by its record and handshake headers without parsing it, so
+// Result.TLS stays empty.
+func ExampleTLSRecordMatcher() {
+	client, server := net.Pipe()
+	go func() {
+		defer client.Close()
+		// Sends a real ClientHello, then fails once the example closes.
+		_ = tls.Client(client, &tls.Config{ServerName: "api.example.com"}).Handshake()
+	}()
+	d := &detect.Detector{Matchers: []detect.Matcher{
+		detect.HTTP2Matcher(), detect.HTTP1Matcher(), detect.TLSRecordMatcher(),
+	}}
+	res, conn, err := d.Detect(context.Background(), server)
+	if err != nil {
+		fmt.Println("detect:", err)
+		return
+	}
+	defer conn.Close()
+	fmt.Printf("%v %v SNI=%q\n", res.Protocol, res.Reason, res.TLS.ServerName())
+	// Output:
+	// TLS matched SNI=""
 }
