@@ -498,8 +498,13 @@ func (w *worker) event(ev *unix.EpollEvent) {
 		j.hup[s] = true
 	}
 	if j.connecting {
-		if s == 1 && e&evWrite != 0 {
+		switch {
+		case s == 1 && e&evWrite != 0:
 			w.connected(j)
+		case s == 0 && e&unix.EPOLLERR != 0:
+			// a was reset while b connects: no need to wait for the
+			// connection's outcome.
+			w.soError(j, 0)
 		}
 		return
 	}
@@ -515,9 +520,14 @@ func (w *worker) event(ev *unix.EpollEvent) {
 		// Nothing reads this socket any more (its peer had half-closed),
 		// so collect its error here: a reset must not wait for the other
 		// direction's next write.
-		if v, err := unix.GetsockoptInt(int(j.fd[s]), unix.SOL_SOCKET, unix.SO_ERROR); err == nil && v != 0 {
-			w.fail(j, s, "read", syscall.Errno(v))
-		}
+		w.soError(j, s)
+	}
+}
+
+// soError ends the join with socket s's pending error, if it has one.
+func (w *worker) soError(j *ljoin, s int) {
+	if v, err := unix.GetsockoptInt(int(j.fd[s]), unix.SOL_SOCKET, unix.SO_ERROR); err == nil && v != 0 {
+		w.fail(j, s, "read", syscall.Errno(v))
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // newLoop returns a Loop with test hooks, closed at the end of the test.
@@ -677,5 +678,45 @@ func TestLoopServeDial(t *testing.T) {
 		assert.ErrorIs(t, err, ErrLoopClosed)
 	case <-time.After(30 * time.Second):
 		t.Fatal("ServeDial did not return after Close")
+	}
+}
+
+// TestLoopResetWhileConnecting: a client that resets while StartDial's
+// connect is still in progress (to a listener whose backlog is full, so
+// that its SYNs go unanswered) ends the join at once, with the reset.
+func TestLoopResetWhileConnecting(t *testing.T) {
+	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	defer unix.Close(lfd)
+	require.NoError(t, unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	require.NoError(t, unix.Listen(lfd, 0))
+	sa, err := unix.Getsockname(lfd)
+	require.NoError(t, err)
+	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
+	// Fill the backlog (never accepted).
+	for range 3 {
+		if c, err := net.DialTimeout("tcp", addr.String(), 200*time.Millisecond); err == nil {
+			defer c.Close()
+		}
+	}
+	l := newLoop(t, &Loop{})
+	client, a := dialPair(t)
+	done := make(chan Stats, 1)
+	require.NoError(t, l.StartDial(context.Background(), a, addr, nil, func(st Stats) { done <- st }))
+	select {
+	case st := <-done:
+		t.Fatalf("the join ended before the reset: %+v", st)
+	case <-time.After(100 * time.Millisecond):
+	}
+	reset(client.(*net.TCPConn))
+	select {
+	case st := <-done:
+		var se *Error
+		require.ErrorAs(t, st.Err, &se)
+		assert.Equal(t, SideA, se.Side)
+		assert.ErrorIs(t, st.Err, syscall.ECONNRESET)
+		assert.Equal(t, EndReset, st.End)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the reset did not end the join")
 	}
 }
