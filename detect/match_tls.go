@@ -59,26 +59,28 @@ func TLSRecordMatcher() Matcher { return tlsRecordMatcher{} }
 func (tlsRecordMatcher) Protocol() Protocol { return TLS }
 
 func (tlsRecordMatcher) Match(b []byte, _ *Result) Verdict {
-	if len(b) > 0 && b[0] != tlsRecordHandshake {
-		return NoMatch
+	if len(b) >= tlsRecordHeaderLen+6 {
+		if rec := int(b[3])<<8 | int(b[4]); rec >= 6 {
+			// The first record holds the handshake header and
+			// legacy_version: the checks of recordStart and those below,
+			// straight through.
+			if b[0] != tlsRecordHandshake || b[1] != 3 || b[2] > 4 || rec > tlsMaxRecord ||
+				b[5] != tlsHandshakeHello || int(b[6])<<16|int(b[7])<<8|int(b[8]) < minHelloBody || b[9] != 3 {
+				return NoMatch
+			}
+			return Match
+		}
 	}
+	// Fewer than 11 bytes, or a hello split into records of under 6 bytes.
 	if v := recordStart(b); v != Match {
 		return v
 	}
-	var length, version int
-	if len(b) >= tlsRecordHeaderLen+6 && int(b[3])<<8|int(b[4]) >= 6 {
-		// The handshake header and legacy_version in the first record.
-		length = int(b[6])<<16 | int(b[7])<<8 | int(b[8])
-		version = int(b[9])<<8 | int(b[10])
-	} else {
-		// Split across records (or not all here yet).
-		c := hsCursor{b: b, end: maxInt}
-		c.u8() // the handshake type, checked by recordStart
-		length = c.u24()
-		version = c.u16()
-		if c.stopped() {
-			return c.verdict()
-		}
+	c := hsCursor{b: b, end: maxInt}
+	c.u8() // the handshake type, checked by recordStart
+	length := c.u24()
+	version := c.u16()
+	if c.stopped() {
+		return c.verdict()
 	}
 	if length < minHelloBody || version>>8 != 3 {
 		return NoMatch
