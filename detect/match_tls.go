@@ -320,12 +320,11 @@ func parseHelloBody(h []byte, full int, info *TLSInfo) Verdict {
 		}
 	}
 
-	// A well-formed hello: fill info, leaving no byte of an earlier hello
-	// behind (as *info = TLSInfo{...} would).
-	info.LegacyVersion = uint16(h[0])<<8 | uint16(h[1])
+	// A well-formed hello: fill info. Zeroing it whole first (inline
+	// stores, no call) leaves no byte of an earlier hello behind and costs
+	// less than clearing the three tails.
+	*info = TLSInfo{LegacyVersion: uint16(h[0])<<8 | uint16(h[1])}
 	info.sniLen = uint8(copy(info.sni[:], h[sniAt:sniAt+sniLen]))
-	clear(info.sni[sniLen:])
-	info.alpnLen = 0
 	if alpnEnd-alpnAt <= maxALPN { // the whole list fits: one copy
 		info.alpnLen = uint16(copy(info.alpn[:], h[alpnAt:alpnEnd]))
 	} else { // keep the names that fit, in order
@@ -337,15 +336,12 @@ func parseHelloBody(h []byte, full int, info *TLSInfo) Verdict {
 			q += 1 + n
 		}
 	}
-	clear(info.alpn[info.alpnLen:])
-	info.nVersions = 0
 	for q := verAt; q < verEnd && info.nVersions < maxVersions; q += 2 {
 		if v := uint16(h[q])<<8 | uint16(h[q+1]); !isGREASE(v) {
 			info.versions[info.nVersions] = v
 			info.nVersions++
 		}
 	}
-	clear(info.versions[info.nVersions:])
 	return Match
 }
 
