@@ -52,6 +52,22 @@ var (
 	relayList      = flag.String("relays", "direct,haproxy,socat,bare,buf32k,splice,loop", "relays to compare")
 )
 
+// short names this project's relays in ratio column heads.
+var short map[string]string
+
+// loadavg is the first three fields of /proc/loadavg.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 // relay is a running relay process (or none, for direct).
 type relay struct {
 	name string
@@ -568,13 +584,16 @@ func main() {
 		"bare": "bare io.Copy relay", "buf32k": "32 KiB buffer relay", "splice": "**splice.Join**",
 		"loop": "**splice.Loop**", "loopserve": "**Loop.ServeDial**",
 	}
+	short = map[string]string{"splice": "Join", "loop": "Loop", "loopserve": "ServeDial"}
 	fmt.Printf("relaybench: %s, GOMAXPROCS default, %d CPUs, rounds=%d\n\n", time.Now().UTC().Format(time.RFC3339), numCPU(), *rounds)
 
 	if has(*sections, "threshold") {
 		threshold()
 	}
+	// Each section's head names the load average before it ran and after.
 
 	if has(*sections, "bulk") {
+		load0 := loadavg()
 		s := startSink()
 		total := int64(*bulkGiB * (1 << 30))
 		gbps := map[string][]float64{}
@@ -595,7 +614,7 @@ func main() {
 				cpu[name] = append(cpu[name], res.cpuGiB)
 			}
 		}
-		fmt.Printf("### bulk: one stream of %.0f GiB to a Go sink (median of %d)\n\n", *bulkGiB, *rounds)
+		fmt.Printf("### bulk: one stream of %.0f GiB to a Go sink (median of %d; load average %s before, %s after)\n\n", *bulkGiB, *rounds, load0, loadavg())
 		fmt.Println("| relay | Gbit/s | × direct | splice.Join ÷ it | splice.Loop ÷ it | relay CPU-s per GiB | its CPU ÷ splice.Join's |")
 		fmt.Println("|---|---|---|---|---|---|---|")
 		me, meCPU := median(gbps["splice"]), median(cpu["splice"])
@@ -613,6 +632,7 @@ func main() {
 	}
 
 	if has(*sections, "load") {
+		load0 := loadavg()
 		backend := startHTTP()
 		rps := map[string]map[bool][]float64{}
 		cpuPerReq := map[string]map[bool][]float64{}
@@ -654,7 +674,7 @@ func main() {
 				r.stop()
 			}
 		}
-		fmt.Printf("### load: wrk -t2 -c%d -d%s against a Go HTTP server (median of %d)\n\n", *wrkConns, *wrkDuration, *rounds)
+		fmt.Printf("### load: wrk -t2 -c%d -d%s against a Go HTTP server (median of %d; load average %s before, %s after)\n\n", *wrkConns, *wrkDuration, *rounds, load0, loadavg())
 		var cols []string
 		for _, name := range relays {
 			if name != "buf32k" {
@@ -665,8 +685,16 @@ func main() {
 		for _, c := range cols {
 			fmt.Printf(" %s |", names[c])
 		}
-		fmt.Println(" splice.Join ÷ HAProxy | splice.Join ÷ bare | splice.Loop ÷ HAProxy | splice.Loop ÷ bare |")
-		fmt.Println("|---" + strings.Repeat("|---", len(cols)+4) + "|")
+		// Ratios of this project's relays to HAProxy and to the bare relay.
+		var ours []string
+		for _, c := range cols {
+			if c == "splice" || c == "loop" || c == "loopserve" {
+				ours = append(ours, c)
+				fmt.Printf(" %s ÷ HAProxy | %s ÷ bare |", short[c], short[c])
+			}
+		}
+		fmt.Println()
+		fmt.Println("|---" + strings.Repeat("|---", len(cols)+2*len(ours)) + "|")
 		for _, closeConn := range []bool{false, true} {
 			label := "keep-alive, req/s"
 			if closeConn {
@@ -676,9 +704,12 @@ func main() {
 			for _, c := range cols {
 				fmt.Printf(" %.0f |", median(rps[c][closeConn]))
 			}
-			me, lo := median(rps["splice"][closeConn]), median(rps["loop"][closeConn])
 			hp, bare := median(rps["haproxy"][closeConn]), median(rps["bare"][closeConn])
-			fmt.Printf(" %s | %s | %s | %s |\n", ratio(me, hp), ratio(me, bare), ratio(lo, hp), ratio(lo, bare))
+			for _, c := range ours {
+				me := median(rps[c][closeConn])
+				fmt.Printf(" %s | %s |", ratio(me, hp), ratio(me, bare))
+			}
+			fmt.Println()
 		}
 		for _, closeConn := range []bool{false, true} {
 			label := "keep-alive, relay CPU µs/req"
@@ -693,17 +724,20 @@ func main() {
 				}
 				fmt.Printf(" %.1f |", median(cpuPerReq[c][closeConn]))
 			}
-			me, lo := median(cpuPerReq["splice"][closeConn]), median(cpuPerReq["loop"][closeConn])
 			hp, bare := median(cpuPerReq["haproxy"][closeConn]), median(cpuPerReq["bare"][closeConn])
 			// Lower is better: the ratio says how many times less CPU the relay uses.
-			fmt.Printf(" %s less | %s less | %s less | %s less |\n", ratio(hp, me), ratio(bare, me), ratio(hp, lo), ratio(bare, lo))
+			for _, c := range ours {
+				me := median(cpuPerReq[c][closeConn])
+				fmt.Printf(" %s less | %s less |", ratio(hp, me), ratio(bare, me))
+			}
+			fmt.Println()
 		}
 		fmt.Println()
 	}
 
 	if has(*sections, "idle") {
 		backend := startHolder()
-		fmt.Println("### idle proxied connections: growth of the relay process (socat: PSS summed over its processes)")
+		fmt.Printf("### idle proxied connections: growth of the relay process (socat: PSS summed over its processes; load average %s before)\n", loadavg())
 		fmt.Println()
 		fmt.Println("| idle connections | relay | KiB per connection | after two GCs (Go relays) | descriptors per connection | RSS total KiB |")
 		fmt.Println("|---|---|---|---|---|---|")
