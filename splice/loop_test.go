@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -718,5 +719,84 @@ func TestLoopResetWhileConnecting(t *testing.T) {
 		assert.Equal(t, EndReset, st.End)
 	case <-time.After(30 * time.Second):
 		t.Fatal("the reset did not end the join")
+	}
+}
+
+// TestLoopConcurrentJoins runs 1000 joins of small and medium transfers at
+// once through ServeDial, and through Start with a detect.ReplayConn, and
+// checks every byte of every one and every join's Stats.
+func TestLoopConcurrentJoins(t *testing.T) {
+	for _, mode := range []string{"servedial", "start"} {
+		t.Run(mode, func(t *testing.T) {
+			const n = 1000
+			addr, stopEcho := startEcho(t, func(c net.Conn) net.Conn { return c })
+			defer stopEcho()
+			l := newLoop(t, &Loop{})
+			ln := listen(t).(*net.TCPListener)
+			front := ln.Addr().String()
+			results := make(chan Stats, n)
+			done := func(st Stats) { results <- st }
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			served := make(chan error, 1)
+			if mode == "servedial" {
+				go func() { served <- l.ServeDial(ctx, ln, netip.MustParseAddrPort(addr), nil, done) }()
+			} else {
+				go func() {
+					defer ln.Close()
+					for {
+						a, err := ln.Accept()
+						if err != nil {
+							served <- err
+							return
+						}
+						b, err := net.Dial("tcp", addr)
+						if err != nil {
+							a.Close()
+							continue
+						}
+						if err := l.Start(context.Background(), detect.NewReplayConn(a.(*net.TCPConn), nil), b, nil, done); err != nil {
+							a.Close()
+							b.Close()
+						}
+					}
+				}()
+			}
+			errs := make(chan error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs <- oneClient(front, uint64(i), func(c net.Conn) net.Conn { return c })
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			failed := 0
+			for err := range errs {
+				if err != nil {
+					failed++
+					if failed < 5 {
+						t.Error(err)
+					}
+				}
+			}
+			require.Zero(t, failed, "clients that failed")
+			for range n {
+				select {
+				case st := <-results:
+					require.NoError(t, st.Err)
+					require.Equal(t, st.AToB, st.BToA, "echo: as many bytes back as forth")
+					require.Positive(t, st.AToB)
+				case <-time.After(30 * time.Second):
+					t.Fatal("a join did not end")
+				}
+			}
+			cancel()
+			ln.Close()
+			<-served
+			assertLoopIdle(t, l)
+		})
 	}
 }
