@@ -125,6 +125,10 @@ func FuzzTLSClientHello(f *testing.F) {
 	f.Add(minimalHello(nil))
 	f.Add(minimalHello(sniExt("a.example")))
 	f.Add([]byte{0x16, 3, 1, 0, 4, 1, 0, 0, 0})
+	var used detect.TLSInfo // a TLSInfo that already holds a hello
+	if detect.ParseClientHello(hello, &used) != detect.Match {
+		f.Fatal("Go's hello")
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		full := checkMonotonic(t, detect.TLSMatcher(), in)
 		// The classification-only matcher: monotonic, and it accepts every
@@ -141,6 +145,11 @@ func FuzzTLSClientHello(f *testing.F) {
 		}
 		if v != full {
 			t.Fatal("ParseClientHello disagrees with TLSMatcher")
+		}
+		// Reusing a TLSInfo: untouched unless Match, then equal to a fresh one.
+		reused := used
+		if vr := detect.ParseClientHello(in, &reused); vr != v || v == detect.Match && reused != info || v != detect.Match && reused != used {
+			t.Fatalf("reused TLSInfo: %v %+v", vr, reused)
 		}
 		// One record cut into smaller ones carries the same handshake bytes:
 		// same verdict, same TLSInfo.

@@ -320,28 +320,44 @@ func parseHelloBody(h []byte, full int, info *TLSInfo) Verdict {
 		}
 	}
 
-	// A well-formed hello: fill info. Zeroing it whole first (inline
-	// stores, no call) leaves no byte of an earlier hello behind and costs
-	// less than clearing the three tails.
-	*info = TLSInfo{LegacyVersion: uint16(h[0])<<8 | uint16(h[1])}
-	info.sniLen = uint8(copy(info.sni[:], h[sniAt:sniAt+sniLen]))
+	// A well-formed hello: fill info. Every writer of a TLSInfo leaves its
+	// arrays zero beyond their lengths (the zero value is, and the record
+	// path assigns a fresh one), so clearing from the new length up to the
+	// old one leaves no byte of an earlier hello behind: info ends up equal
+	// to a TLSInfo filled from zero.
+	info.LegacyVersion = uint16(h[0])<<8 | uint16(h[1])
+	n := copy(info.sni[:], h[sniAt:sniAt+sniLen])
+	if old := int(info.sniLen); old > n {
+		clear(info.sni[n:old])
+	}
+	info.sniLen = uint8(n)
+	n = 0
 	if alpnEnd-alpnAt <= maxALPN { // the whole list fits: one copy
-		info.alpnLen = uint16(copy(info.alpn[:], h[alpnAt:alpnEnd]))
+		n = copy(info.alpn[:], h[alpnAt:alpnEnd])
 	} else { // keep the names that fit, in order
 		for q := alpnAt; q < alpnEnd; {
-			n := int(h[q])
-			if at := int(info.alpnLen); at+1+n <= maxALPN {
-				info.alpnLen += uint16(copy(info.alpn[at:], h[q:q+1+n]))
+			k := 1 + int(h[q])
+			if n+k <= maxALPN {
+				n += copy(info.alpn[n:], h[q:q+k])
 			}
-			q += 1 + n
+			q += k
 		}
 	}
-	for q := verAt; q < verEnd && info.nVersions < maxVersions; q += 2 {
+	if old := int(info.alpnLen); old > n {
+		clear(info.alpn[n:old])
+	}
+	info.alpnLen = uint16(n)
+	n = 0
+	for q := verAt; q < verEnd && n < maxVersions; q += 2 {
 		if v := uint16(h[q])<<8 | uint16(h[q+1]); !isGREASE(v) {
-			info.versions[info.nVersions] = v
-			info.nVersions++
+			info.versions[n] = v
+			n++
 		}
 	}
+	if old := int(info.nVersions); old > n {
+		clear(info.versions[n:old])
+	}
+	info.nVersions = uint8(n)
 	return Match
 }
 
