@@ -5,7 +5,6 @@ package splice
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -132,57 +131,131 @@ func (e *engine) start(l *Loop, ctx context.Context, a, b net.Conn, addr netip.A
 	return true, nil, nil, w.add(l, ctx, fdA, fdB, addr, preA, preB, obs, done)
 }
 
-// serve is ServeDial's accept loop: accept4 on the listening socket, made
-// an *os.File so that Go's poller wakes the loop, and the accepted sockets
-// go straight to the workers.
+// lsrv is a listening socket that ServeDial gave to the workers: each
+// registers it in its epoll set (EPOLLEXCLUSIVE: a new connection wakes one
+// worker) and accepts in its own turn, as HAProxy's threads do, so an
+// accepted socket goes straight into the worker's set: no goroutine, no
+// net.Conn, no cross-thread hand-off.
+type lsrv struct {
+	fd   int
+	addr netip.AddrPort
+	ctx  context.Context
+	obs  Observer
+	done func(Stats)
+	errc chan error // the first accept error that stops serving
+}
+
+// listenSlot is the epoll data of listener i of a worker.
+func listenSlot(i int) int32 { return int32(-2 - i) }
+
+const acceptBatch = 32 // connections accepted per event; level-triggered, the rest come next turn
+
+// serve is ServeDial on Linux.
 func (e *engine) serve(l *Loop, ctx context.Context, ln *net.TCPListener, addr netip.AddrPort, obs Observer, done func(Stats)) error {
 	lfd, err := dupFD(ln)
 	if err != nil {
 		return l.serveAccept(ctx, ln, addr, obs, done)
 	}
-	ln.Close()                                       // the duplicate keeps the socket listening
-	f := os.NewFile(uintptr(lfd), "splice-listener") // non-blocking: in Go's poller
-	defer f.Close()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	defer l.unblockOnDone(ctx, f.SetReadDeadline)()
-	var nfd int
-	var aerr error
-	accept := func(fd uintptr) bool {
-		for {
-			r, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, fd, 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
-			switch errno {
-			case 0:
-				nfd, aerr = int(r), nil
-				return true
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // park in Go's poller until a connection comes
-			}
-			nfd, aerr = -1, errno
-			return true
+	ln.Close() // the duplicate keeps the socket listening
+	defer unix.Close(lfd)
+	ls := &lsrv{fd: lfd, addr: addr, ctx: ctx, obs: obs, done: done, errc: make(chan error, 1)}
+	var registered []*worker
+	defer func() {
+		for _, w := range registered {
+			w.mu.Lock()
+			w.removeListener(ls)
+			w.mu.Unlock()
 		}
-	}
-	for {
-		if err := rc.Read(accept); err != nil {
+	}()
+	for _, w := range e.workers {
+		w.mu.Lock()
+		err := w.addListener(ls)
+		w.mu.Unlock()
+		if err != nil {
 			return err
 		}
-		if aerr != nil {
-			if isTemporaryAccept(aerr) {
-				time.Sleep(5 * time.Millisecond)
-				continue
+		registered = append(registered, w)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.ctx.Done():
+		return ErrLoopClosed
+	case err := <-ls.errc:
+		return err
+	}
+}
+
+// addListener registers ls in the worker's epoll set (w.mu held).
+func (w *worker) addListener(ls *lsrv) error {
+	if w.closing {
+		return ErrLoopClosed
+	}
+	i := len(w.listeners)
+	w.listeners = append(w.listeners, ls)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: listenSlot(i)}
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, ls.fd, &ev); err != nil {
+		w.listeners = w.listeners[:i]
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	return nil
+}
+
+// removeListener takes ls out of the worker's epoll set (w.mu held); its
+// slot stays, empty.
+func (w *worker) removeListener(ls *lsrv) {
+	for i, x := range w.listeners {
+		if x == ls {
+			w.listeners[i] = nil
+			if !w.closing {
+				unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, ls.fd, nil)
 			}
-			return &net.OpError{Op: "accept", Net: "tcp", Addr: ln.Addr(), Err: os.NewSyscallError("accept4", aerr)}
 		}
+	}
+}
+
+// accept takes up to acceptBatch connections from listener i and joins
+// each with a new connection to its address.
+func (w *worker) accept(i int) {
+	if i >= len(w.listeners) || w.listeners[i] == nil {
+		return
+	}
+	ls := w.listeners[i]
+	for range acceptBatch {
+		r, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(ls.fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		switch errno {
+		case 0:
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		case unix.EAGAIN:
+			return
+		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+			// Out of descriptors or memory: stop listening for a moment
+			// (level-triggered, the event would come back at once).
+			unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, ls.fd, nil)
+			time.AfterFunc(50*time.Millisecond, func() {
+				w.mu.Lock()
+				if !w.closing && i < len(w.listeners) && w.listeners[i] == ls {
+					ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: listenSlot(i)}
+					unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, ls.fd, &ev)
+				}
+				w.mu.Unlock()
+			})
+			return
+		default:
+			w.listeners[i] = nil
+			unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, ls.fd, nil)
+			select {
+			case ls.errc <- &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", errno)}:
+			default:
+			}
+			return
+		}
+		fd := int(r)
 		// As Go's accept does: small messages go out at once.
-		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		w := e.workers[int(e.next.Add(1))%len(e.workers)]
-		if err := w.add(l, ctx, nfd, -1, addr, nil, nil, obs, done); errors.Is(err, ErrLoopClosed) {
-			return err // add closed the socket
-		}
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		j, dialOp, dialErr := newJoin(w, fd, -1, ls.addr, nil, nil, ls.obs, ls.done)
+		w.addLocked(w.l, ls.ctx, j, dialOp, dialErr) // closes the sockets when it fails
 	}
 }
 
@@ -231,6 +304,8 @@ type worker struct {
 	spare   []runItem
 	pipes   []lpipe // free pipes, empty
 	dones   []doneCall
+	// listening sockets of ServeDial, indexed by -2-slot
+	listeners []*lsrv
 }
 
 type kill struct {
@@ -479,6 +554,10 @@ func (w *worker) event(ev *unix.EpollEvent) {
 		unix.Read(w.evfd, b[:]) // reset the counter; the queues are read under w.mu
 		return
 	}
+	if slot <= listenSlot(0) {
+		w.accept(int(-2 - slot))
+		return
+	}
 	if slot < 0 || int(slot) >= len(w.joins) {
 		return
 	}
@@ -500,7 +579,7 @@ func (w *worker) event(ev *unix.EpollEvent) {
 	if j.connecting {
 		switch {
 		case s == 1 && e&evWrite != 0:
-			w.connected(j)
+			w.connected(j, e)
 		case s == 0 && e&unix.EPOLLERR != 0:
 			// a was reset while b connects: no need to wait for the
 			// connection's outcome.
@@ -531,13 +610,18 @@ func (w *worker) soError(j *ljoin, s int) {
 	}
 }
 
-// connected handles the end of StartDial's connect.
-func (w *worker) connected(j *ljoin) {
-	v, err := unix.GetsockoptInt(int(j.fd[1]), unix.SOL_SOCKET, unix.SO_ERROR)
-	if err == nil && v != 0 {
-		err = syscall.Errno(v)
-	}
-	if err != nil {
+// connected handles the end of StartDial's connect, reported by events e
+// on b: writable without an error or a hang-up is connected; otherwise
+// SO_ERROR says why not.
+func (w *worker) connected(j *ljoin, e uint32) {
+	if e&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		v, err := unix.GetsockoptInt(int(j.fd[1]), unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil {
+			err = syscall.Errno(v)
+			if v == 0 {
+				err = syscall.ECONNRESET // hung up without an error to tell
+			}
+		}
 		w.fail(j, 1, "connect", err)
 		return
 	}
@@ -976,9 +1060,22 @@ func (j *ljoin) tick() {
 }
 
 // add registers a join of the sockets fdA and fdB (-1: connect one to
-// addr).
+// addr). It closes both sockets when it fails.
 func (w *worker) add(l *Loop, ctx context.Context, fdA, fdB int, addr netip.AddrPort, preA, preB []byte, obs Observer, done func(Stats)) error {
-	j := &ljoin{w: w, obs: obs, done: done, fd: [2]int32{int32(fdA), int32(fdB)}}
+	j, dialOp, dialErr := newJoin(w, fdA, fdB, addr, preA, preB, obs, done)
+	w.mu.Lock()
+	err := w.addLocked(l, ctx, j, dialOp, dialErr)
+	w.mu.Unlock()
+	if err == nil && dialErr != nil {
+		w.wake() // the kill queue has the join
+	}
+	return err
+}
+
+// newJoin makes the join of fdA and fdB, starting the connect to addr
+// when fdB is -1.
+func newJoin(w *worker, fdA, fdB int, addr netip.AddrPort, preA, preB []byte, obs Observer, done func(Stats)) (j *ljoin, dialOp string, dialErr error) {
+	j = &ljoin{w: w, obs: obs, done: done, fd: [2]int32{int32(fdA), int32(fdB)}}
 	// Replay bytes wait for the destination's first EPOLLOUT, which the
 	// registration reports.
 	if len(preA) > 0 {
@@ -987,14 +1084,19 @@ func (w *worker) add(l *Loop, ctx context.Context, fdA, fdB int, addr netip.Addr
 	if len(preB) > 0 {
 		j.dirs[BToA].out, j.dirs[BToA].blocked = preB, true
 	}
-	var dialErr error
-	dialOp := "connect"
 	if fdB < 0 {
 		var fd int
 		fd, dialOp, dialErr = connectTo(addr)
 		j.fd[1] = int32(fd)
 		j.connecting = dialErr == nil
 	}
+	return j, dialOp, dialErr
+}
+
+// addLocked registers j in the worker (w.mu held). A failed connect
+// (dialErr) is queued for the worker to end the join from its goroutine,
+// like every other end.
+func (w *worker) addLocked(l *Loop, ctx context.Context, j *ljoin, dialOp string, dialErr error) error {
 	closeAll := func() {
 		for _, fd := range j.fd {
 			if fd >= 0 {
@@ -1002,10 +1104,7 @@ func (w *worker) add(l *Loop, ctx context.Context, fdA, fdB int, addr netip.Addr
 			}
 		}
 	}
-
-	w.mu.Lock()
 	if w.closing {
-		w.mu.Unlock()
 		closeAll()
 		return ErrLoopClosed
 	}
@@ -1030,17 +1129,12 @@ func (w *worker) add(l *Loop, ctx context.Context, fdA, fdB int, addr netip.Addr
 		if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
 			w.joins[slot] = nil
 			w.free = append(w.free, slot)
-			w.mu.Unlock()
 			closeAll()
 			return &Error{Side: Side(s) + SideA, Op: "epoll_ctl", Err: os.NewSyscallError("epoll_ctl", err)}
 		}
 	}
-	wake := false
 	if dialErr != nil {
-		// Ended from the worker, like every other join, so that done is
-		// called from it.
 		w.killLocked(j, SideB, endOf(dialErr), &Error{Side: SideB, Op: dialOp, Err: dialErr}, 0)
-		wake = true
 	}
 	if l.IdleTimeout > 0 || l.Lifetime > 0 {
 		first := l.IdleTimeout
@@ -1058,10 +1152,6 @@ func (w *worker) add(l *Loop, ctx context.Context, fdA, fdB int, addr netip.Addr
 			w.mu.Unlock()
 			w.wake()
 		})
-	}
-	w.mu.Unlock()
-	if wake {
-		w.wake()
 	}
 	return nil
 }

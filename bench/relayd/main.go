@@ -4,8 +4,8 @@
 //
 //	loop    sniff's splice.Loop: one accept goroutine hands every connection to
 //	        Loop.StartDial, which connects -target itself; no goroutine per connection
-//	loopserve  splice.Loop.ServeDial: as loop, with the accepted sockets never made
-//	        net.Conns (accept4 in the listener's SyscallConn().Read)
+//	loopserve  splice.Loop.ServeDial: the loop's workers accept too (accept4 in
+//	        their epoll sets), so the accepted sockets never become net.Conns
 //	splice  sniff's splice.Join (readiness wait, pooled small buffer, splice for bulk)
 //	bare    io.Copy both ways (Go splices *net.TCPConn pairs on its own)
 //	buf32k  io.CopyBuffer both ways through a 32 KiB buffer per direction, hiding ReadFrom/WriteTo
