@@ -53,7 +53,9 @@
 // direction to splice(2) through a pipe held only while bytes are in it. An
 // idle joined connection costs its two sockets and a struct of about 300
 // bytes: no goroutine, no buffer, no pipe. StartDial also connects the
-// upstream socket itself (a non-blocking connect the loop waits for).
+// upstream socket itself (a non-blocking connect the loop waits for), and
+// ServeDial has the workers accept too, so that a plain TCP relay never
+// makes a net.Conn or starts a goroutine per connection.
 // Other pairs (TLS, pipes) and other systems go to Joiner.Join in a
 // goroutine.
 //

@@ -165,10 +165,11 @@ func (l *Loop) startJoin(ctx context.Context, a, b net.Conn, addr netip.AddrPort
 // returns ctx.Err() or ErrLoopClosed (or the error that stopped accepting).
 // On Linux the accepted sockets never become net.Conns: ServeDial takes
 // ln's socket out of Go's net package (ln is closed as a net.Listener at
-// once, the socket stays open) and runs accept4 in Go's poller, handing each
-// socket straight to a worker; this saves Go's per-connection set-up
-// (poller registration, keep-alive options) and its undoing. Elsewhere it
-// calls ln.Accept and StartDial. ctx also ends the joins it started (pass
+// once, the socket stays open) and registers it in every worker's epoll set
+// (EPOLLEXCLUSIVE), and a worker woken by a new connection accepts it in
+// its own turn, as HAProxy's threads do; this saves Go's per-connection
+// set-up (poller registration, keep-alive options), its undoing, and an
+// accept goroutine's hand-off. Elsewhere it calls ln.Accept and StartDial. ctx also ends the joins it started (pass
 // a context without a Done channel to spare each join the cost of watching
 // it). done and obs are as for Start, for every join.
 func (l *Loop) ServeDial(ctx context.Context, ln *net.TCPListener, addr netip.AddrPort, obs Observer, done func(Stats)) error {
