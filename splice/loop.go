@@ -116,8 +116,9 @@ func (l *Loop) start() error {
 // until both directions have ended, as Joiner.Join does. done (may be nil)
 // is then called exactly once with the Stats, after both connections are
 // closed, from a goroutine of the loop. obs (may be nil) sees the bytes as
-// they move, from that goroutine too; neither may block, and neither may
-// call Close.
+// they move, from that goroutine too, while the loop holds its lock. Neither
+// may block (every join of the worker waits); done may call Start, obs may
+// not, and neither may call Close.
 //
 // When a and b are TCP connections (or an Unwrapper over one, such as
 // package detect's replaying connection, whose replay bytes are sent
