@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the "splice" and "relay under load" sections of BENCHMARKS.md:
 # direct loopback, HAProxy (TCP mode, option splice-auto), socat, a bare
-# io.Copy relay, a 32 KiB-buffer relay and splice.Join, side by side in one
+# io.Copy relay, a 32 KiB-buffer relay, splice.Join and splice.Loop (relayd
+# -mode loop: StartDial after Go's Accept; -mode loopserve: ServeDial), side by side in one
 # run, printed as Markdown tables with ratios.
 #
 #   bench/relay.sh                        # everything (bulk, load, idle)

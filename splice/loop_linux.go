@@ -143,6 +143,9 @@ type lsrv struct {
 	obs  Observer
 	done func(Stats)
 	errc chan error // the first accept error that stops serving
+	// nodelay: TCP_NODELAY is set on the listening socket, which the
+	// accepted sockets inherit (one setsockopt per connection less)
+	nodelay bool
 }
 
 // listenSlot is the epoll data of listener i of a worker.
@@ -159,6 +162,7 @@ func (e *engine) serve(l *Loop, ctx context.Context, ln *net.TCPListener, addr n
 	ln.Close() // the duplicate keeps the socket listening
 	defer unix.Close(lfd)
 	ls := &lsrv{fd: lfd, addr: addr, ctx: ctx, obs: obs, done: done, errc: make(chan error, 1)}
+	ls.nodelay = unix.SetsockoptInt(lfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) == nil
 	var registered []*worker
 	defer func() {
 		for _, w := range registered {
@@ -252,8 +256,10 @@ func (w *worker) accept(i int) {
 			return
 		}
 		fd := int(r)
-		// As Go's accept does: small messages go out at once.
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		if !ls.nodelay {
+			// As Go's accept does: small messages go out at once.
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		}
 		j, dialOp, dialErr := newJoin(w, fd, -1, ls.addr, nil, nil, ls.obs, ls.done)
 		w.addLocked(w.l, ls.ctx, j, dialOp, dialErr) // closes the sockets when it fails
 	}

@@ -12,7 +12,9 @@
 // splice-auto), socat, relayd -mode bare (io.Copy both ways), relayd -mode
 // buf32k (32 KiB user-space buffers), relayd -mode splice (this
 // project's splice.Join, two goroutines per connection) and relayd -mode
-// loop (splice.Loop: its own epoll sets, no goroutine per connection). Rounds are interleaved (every relay once per
+// loop (splice.Loop: its own epoll sets, no goroutine per connection;
+// StartDial after Go's Accept) and relayd -mode loopserve
+// (Loop.ServeDial: the loop's workers accept too). Rounds are interleaved (every relay once per
 // round) and the median is reported. Run it through bench/relay.sh, which
 // installs haproxy, socat and wrk and builds relayd.
 package main
@@ -49,7 +51,7 @@ var (
 	socatIdleMax   = flag.Int("socat-idle-max", 3000, "largest idle count tried with socat (one process per connection)")
 	thresholdSizes = flag.String("threshold-sizes", "1024,4096,16384,65536,262144", "message sizes of the threshold section")
 	spliceArgs     = flag.String("splice-args", "", "extra relayd flags for the splice and loop relays, e.g. \"-threshold 65536\"")
-	relayList      = flag.String("relays", "direct,haproxy,socat,bare,buf32k,splice,loop", "relays to compare")
+	relayList      = flag.String("relays", "direct,haproxy,socat,bare,buf32k,splice,loop,loopserve", "relays to compare")
 )
 
 // short names this project's relays in ratio column heads.
