@@ -416,6 +416,8 @@ func newWorker(l *Loop) (*worker, error) {
 
 // release closes the worker's descriptors (after its goroutine ended).
 func (w *worker) release() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.file != nil {
 		w.file.Close()
 		w.file = nil
@@ -436,9 +438,12 @@ func (w *worker) release() {
 
 func (w *worker) clock() int64 { return int64(time.Since(w.epoch)) }
 
-// wake makes the worker look at its kill queue and closing flag.
+// wake makes the worker look at its kill queue and closing flag. It holds
+// w.mu so that it never writes to the eventfd after release closed it.
 func (w *worker) wake() {
-	for {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.evfd >= 0 {
 		_, err := unix.Write(w.evfd, w.wakeBuf[:])
 		if err != unix.EINTR {
 			return
@@ -495,6 +500,12 @@ func (w *worker) run(wg *sync.WaitGroup) {
 	}
 	for !exit {
 		if err := w.rc.Read(cb); err != nil {
+			// Not expected (only Close closes the file, after this
+			// goroutine ended): end every join rather than strand them.
+			w.mu.Lock()
+			w.closing = true
+			w.mu.Unlock()
+			w.turn(0)
 			return
 		}
 		if !exit {
@@ -1152,11 +1163,14 @@ func (w *worker) addLocked(l *Loop, ctx context.Context, j *ljoin, dialOp string
 	if ctx.Done() != nil {
 		j.stopCtx = context.AfterFunc(ctx, func() {
 			w.mu.Lock()
-			if !j.finished {
+			queued := !j.finished
+			if queued {
 				w.killLocked(j, SideNone, EndCanceled, ctx.Err(), -1)
 			}
 			w.mu.Unlock()
-			w.wake()
+			if queued {
+				w.wake()
+			}
 		})
 	}
 	return nil
