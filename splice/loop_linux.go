@@ -610,12 +610,14 @@ func (w *worker) event(ev *unix.EpollEvent) {
 	if j.finished {
 		return
 	}
-	if j.rd[s] && !j.dirs[s].fin {
+	d := &j.dirs[s]
+	switch {
+	case j.rd[s] && !d.fin && !d.blocked:
 		w.pump(j, Direction(s))
-	} else if e&unix.EPOLLERR != 0 && j.dirs[s].fin {
-		// Nothing reads this socket any more (its peer had half-closed),
-		// so collect its error here: a reset must not wait for the other
-		// direction's next write.
+	case e&unix.EPOLLERR != 0 && (d.fin || d.blocked):
+		// Nothing reads this socket now (its peer had half-closed, or
+		// its direction waits for room at the other side), so collect
+		// its error here: a reset must not wait for the other direction.
 		w.soError(j, s)
 	}
 }

@@ -879,3 +879,42 @@ func TestLoopReplayStillFiltering(t *testing.T) {
 	require.NoError(t, r.err)
 	assert.Equal(t, int64(len(preamble)+len("hello, after the filter")), r.st.AToB)
 }
+
+// TestLoopResetWhileBlocked: the client resets while the relay's direction
+// from it waits for room at a server that does not read; the reset still
+// ends the join at once and reaches the server.
+func TestLoopResetWhileBlocked(t *testing.T) {
+	l := newLoop(t, &Loop{})
+	e := newEnvLoop(t, trTCP, l, context.Background(), nil)
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		buf := make([]byte, 64<<10)
+		e.client.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		for {
+			if _, err := e.client.Write(buf); err != nil {
+				return // the socket buffers are full: the deadline, or the reset below
+			}
+		}
+	}()
+	// Wait until bytes stop moving: the relay is blocked on the server.
+	var last int64 = -1
+	require.True(t, eventually(30*time.Second, func() bool {
+		time.Sleep(100 * time.Millisecond)
+		n := l.hooks.smallBytes.Load() + l.hooks.splicedBytes.Load()
+		stuck := n == last && n > 0
+		last = n
+		return stuck
+	}))
+	reset(e.clientTCP)
+	<-wrote
+	r := e.wait(t)
+	var se *Error
+	require.ErrorAs(t, r.err, &se)
+	assert.Equal(t, SideA, se.Side)
+	assert.ErrorIs(t, r.err, syscall.ECONNRESET)
+	e.server.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, err := io.Copy(io.Discard, e.server)
+	assert.ErrorIs(t, err, syscall.ECONNRESET, "the server is reset")
+	assertLoopIdle(t, l)
+}
