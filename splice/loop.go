@@ -127,10 +127,11 @@ func (l *Loop) start() error {
 // goroutine runs Joiner.Join. The cancellation of ctx ends the join
 // (without a goroutine per join).
 //
-// Start returns an error, does not call done and leaves a and b to the
-// caller only when the join could not start: after Close (ErrLoopClosed),
-// or when the system refused a resource (a descriptor, the epoll
-// registration).
+// Start returns an error, and does not call done, only when the join could
+// not start: after Close (ErrLoopClosed) or when a socket could not be
+// duplicated (an *Error with Op "dup"), a and b are left to the caller; when
+// Close came while Start ran (ErrLoopClosed) or the epoll registration
+// failed (Op "epoll_ctl"), a and b are closed.
 func (l *Loop) Start(ctx context.Context, a, b net.Conn, obs Observer, done func(Stats)) error {
 	return l.startJoin(ctx, a, b, netip.AddrPort{}, obs, done)
 }
