@@ -39,9 +39,14 @@ func main() {
 	mode := flag.String("mode", "splice", "loop, loopserve, splice, bare or buf32k")
 	threshold := flag.Int("threshold", 0, "SpliceThreshold (-mode splice, loop)")
 	nosplice := flag.Bool("nosplice", false, "DisableSplice (-mode splice, loop)")
+	workers := flag.Int("workers", 0, "Loop.Workers (-mode loop, loopserve); 0: GOMAXPROCS")
+	procs := flag.Int("procs", 0, "runtime.GOMAXPROCS for the relay; 0: the default (one per CPU)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the first -profile-seconds to this file")
 	profileSeconds := flag.Int("profile-seconds", 10, "length of the CPU profile")
 	flag.Parse()
+	if *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err == nil && pprof.StartCPUProfile(f) == nil {
@@ -58,7 +63,7 @@ func main() {
 	var loop *splice.Loop
 	switch *mode {
 	case "loop", "loopserve":
-		loop = &splice.Loop{SpliceThreshold: *threshold, DisableSplice: *nosplice}
+		loop = &splice.Loop{SpliceThreshold: *threshold, DisableSplice: *nosplice, Workers: *workers}
 	case "splice":
 		j := &splice.Joiner{SpliceThreshold: *threshold, DisableSplice: *nosplice}
 		handle = func(a, b net.Conn) { j.Join(context.Background(), a, b, nil) }
