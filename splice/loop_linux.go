@@ -265,7 +265,8 @@ func (w *worker) accept(i int) {
 	}
 }
 
-// dupFD duplicates the socket under c.// dupFD duplicates the socket under c.
+// dupFD duplicates the socket under c (close-on-exec; the duplicate shares
+// the open file description, so it is non-blocking like the original).
 func dupFD(c syscall.Conn) (int, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
