@@ -14,7 +14,8 @@
 //
 //	detect    the Detector (peek, classify, hand back the connection with nothing lost) and a one-port Mux
 //	opaque    port sets, per-port policy, Linkerd annotations and the opaque transport header
-//	splice    bidirectional forwarding: splice(2) where the kernel allows, half-close, timeouts, byte counts
+//	splice    bidirectional forwarding: splice(2) where the kernel allows, half-close, timeouts, byte counts;
+//	          Loop, an epoll event loop in which an idle connection holds no goroutine, buffer or pipe
 //	mtls      mutual TLS with SPIFFE identities, certificate rotation and authorization
 //	metrics   counters for all of the above; metrics/prometheus exposes them to Prometheus
 //	examples  runnable programs: a one-port multiplexer, a two-sidecar mesh, an SNI router
@@ -41,4 +42,8 @@
 //			splice.Join(ctx, c, up) // closes both when done
 //		}()
 //	}
+//
+// A proxy that holds many mostly idle connections hands them to a
+// splice.Loop instead (loop.Start(ctx, c, up, nil, done) returns at once),
+// so that waiting costs no goroutine.
 package sniff
