@@ -34,34 +34,31 @@ func BenchmarkPingPong(b *testing.B) {
 					j.SpliceThreshold = 1 << 10
 				}
 				client, server, done := benchStart(b, mode, &j)
-				go func() {
-					buf := make([]byte, size)
-					for {
-						if _, err := io.ReadFull(server, buf); err != nil {
-							return
-						}
-						if _, err := server.Write(buf); err != nil {
-							return
-						}
-					}
-				}()
-				msg := make([]byte, size)
-				b.SetBytes(int64(2 * size))
-				b.ReportAllocs()
-				b.ResetTimer()
-				for b.Loop() {
-					if _, err := client.Write(msg); err != nil {
-						b.Fatal(err)
-					}
-					if _, err := io.ReadFull(client, msg); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.StopTimer()
-				benchStop(client, server, done)
+				pingPong(b, client, server, done, size)
 			})
 		}
 	}
+}
+
+// pingPong is the timed loop of the ping-pong benchmarks: server echoes,
+// client sends size bytes and reads them back per iteration; then the
+// pipeline is stopped.
+func pingPong(b *testing.B, client, server net.Conn, done chan joinOut, size int) {
+	go echoServer(server, size)
+	msg := make([]byte, size)
+	b.SetBytes(int64(2 * size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := client.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(client, msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	benchStop(client, server, done)
 }
 
 // bareStart relays with io.Copy both ways: the baseline of BenchmarkStream
@@ -160,21 +157,7 @@ func BenchmarkLoopPingPong(b *testing.B) {
 				l := newBenchLoop(mode)
 				defer l.Close()
 				client, server, done := startMode(b, mode, l)
-				go echoServer(server, size)
-				msg := make([]byte, size)
-				b.SetBytes(int64(2 * size))
-				b.ReportAllocs()
-				b.ResetTimer()
-				for b.Loop() {
-					if _, err := client.Write(msg); err != nil {
-						b.Fatal(err)
-					}
-					if _, err := io.ReadFull(client, msg); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.StopTimer()
-				benchStop(client, server, done)
+				pingPong(b, client, server, done, size)
 			})
 		}
 	}

@@ -138,27 +138,7 @@ func TestConcurrentJoins(t *testing.T) {
 			defer stopEcho()
 			j := &Joiner{hooks: &hooks{}}
 			r := startRelay(t, j, addr, c.wrapA, c.wrapB)
-			errs := make(chan error, c.n)
-			var wg sync.WaitGroup
-			for i := range c.n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					errs <- oneClient(r.front.Addr().String(), uint64(i), c.client)
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			failed := 0
-			for err := range errs {
-				if err != nil {
-					failed++
-					if failed < 5 {
-						t.Error(err)
-					}
-				}
-			}
-			require.Zero(t, failed, "clients that failed")
+			runClients(t, r.front.Addr().String(), c.n, c.client)
 			// Joins may still be closing: every one returns.
 			require.True(t, eventually(30*time.Second, func() bool {
 				r.mu.Lock()
@@ -173,6 +153,33 @@ func TestConcurrentJoins(t *testing.T) {
 			assert.Zero(t, j.hooks.buffersOut.Load())
 		})
 	}
+}
+
+// runClients runs n oneClient at once against addr (seeds 0..n-1) and
+// fails the test if any of them failed, naming the first few.
+func runClients(t testing.TB, addr string, n int, wrap func(net.Conn) net.Conn) {
+	t.Helper()
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- oneClient(addr, uint64(i), wrap)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+			if failed < 5 {
+				t.Error(err)
+			}
+		}
+	}
+	require.Zero(t, failed, "clients that failed")
 }
 
 // oneClient sends 1 B .. 48 KiB of random bytes, half-closes and checks

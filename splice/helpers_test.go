@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -267,3 +268,88 @@ func eventually(d time.Duration, cond func() bool) bool {
 
 // isDeadline reports whether err is a deadline expiry.
 func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+// relayConfig is the configuration the shared test bodies give a relay:
+// the fields Joiner and Loop have in common.
+type relayConfig struct {
+	IdleTimeout   time.Duration
+	Lifetime      time.Duration
+	DisableSplice bool
+}
+
+// relayEngine is a relay under test: Joiner.Join (joinEngine) or, on Linux,
+// Loop (loopEngine). The shared test bodies (testHalfClose, ...) run against
+// each; the top-level tests TestX and TestLoopX pick the engine.
+type relayEngine struct {
+	name string
+	// start builds a client -> relay -> server pipeline (newEnv) with a
+	// relay configured by cfg, and returns the relay's test hooks.
+	start func(t testing.TB, tr transport, cfg relayConfig, ctx context.Context, obs Observer) (*env, *hooks)
+	// startPipes joins a and b (connections without CloseWrite) and returns
+	// the result once the join ends.
+	startPipes func(t testing.TB, a, b net.Conn) <-chan joinOut
+}
+
+var joinEngine = relayEngine{
+	name: "join",
+	start: func(t testing.TB, tr transport, cfg relayConfig, ctx context.Context, obs Observer) (*env, *hooks) {
+		j := &Joiner{IdleTimeout: cfg.IdleTimeout, Lifetime: cfg.Lifetime, DisableSplice: cfg.DisableSplice, hooks: &hooks{}}
+		return newEnv(t, tr, j, ctx, obs), j.hooks
+	},
+	startPipes: func(t testing.TB, a, b net.Conn) <-chan joinOut {
+		done := make(chan joinOut, 1)
+		go func() { st, err := Join(context.Background(), a, b); done <- joinOut{st, err} }()
+		return done
+	},
+}
+
+// assertIdle checks that the relay of h holds no pooled buffer and no
+// splice pipe (once its joins have ended).
+func assertIdle(t testing.TB, h *hooks) {
+	t.Helper()
+	assert.True(t, eventually(10*time.Second, func() bool {
+		return h.buffersOut.Load() == 0 && h.pipesOut.Load() == 0
+	}), "%d buffers and %d pipes held", h.buffersOut.Load(), h.pipesOut.Load())
+}
+
+// flood writes 64 KiB at a time to c until a write fails, in a goroutine;
+// the returned channel is closed then.
+func flood(c net.Conn) <-chan struct{} {
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return stopped
+}
+
+// waitStuck waits until the relay of h has moved bytes and then stopped
+// moving them (it is blocked on a peer that does not read).
+func waitStuck(t testing.TB, h *hooks) {
+	t.Helper()
+	var last int64 = -1
+	require.True(t, eventually(30*time.Second, func() bool {
+		time.Sleep(100 * time.Millisecond)
+		n := h.smallBytes.Load() + h.splicedBytes.Load()
+		stuck := n == last && n > 0
+		last = n
+		return stuck
+	}), "bytes stopped moving")
+}
+
+// helloRoundTrip writes "hello" to client and checks that the same five
+// bytes come back (from an echoing peer behind the relay).
+func helloRoundTrip(t testing.TB, client net.Conn) {
+	t.Helper()
+	_, err := client.Write([]byte("hello"))
+	require.NoError(t, err)
+	buf := make([]byte, 5)
+	_, err = io.ReadFull(client, buf)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(buf))
+}

@@ -12,7 +12,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,43 +42,27 @@ func loopBytes() int64 {
 // assertLoopIdle checks that no join of l holds a pooled buffer or a pipe.
 func assertLoopIdle(t testing.TB, l *Loop) {
 	t.Helper()
-	assert.True(t, eventually(10*time.Second, func() bool {
-		return l.hooks.buffersOut.Load() == 0 && l.hooks.pipesOut.Load() == 0
-	}), "%d buffers and %d pipes held", l.hooks.buffersOut.Load(), l.hooks.pipesOut.Load())
+	assertIdle(t, l.hooks)
 }
 
-// TestLoopBulkBothWays: every byte in order both ways at once, counted
-// exactly by Stats and the Observer; TCP pairs splice their bulk, TLS goes
-// to Joiner.Join.
-func TestLoopBulkBothWays(t *testing.T) {
-	for _, tr := range transports {
-		t.Run(string(tr), func(t *testing.T) {
-			n := loopBytes()
-			l := newLoop(t, &Loop{})
-			var obs counter
-			e := newEnvLoop(t, tr, l, context.Background(), &obs)
-			exchange(t, e.client, e.server, n, 256<<10)
-			r := e.wait(t)
-			require.NoError(t, r.err)
-			pre := int64(len(preamble))
-			assert.Equal(t, n+pre, r.st.AToB)
-			assert.Equal(t, n, r.st.BToA)
-			assert.Equal(t, r.st.AToB, obs.n[AToB].Load(), "observer saw every byte a->b")
-			assert.Equal(t, r.st.BToA, obs.n[BToA].Load(), "observer saw every byte b->a")
-			assert.Equal(t, EndEOF, r.st.End)
-			assert.NotEqual(t, SideNone, r.st.First)
-			spliced, small := l.hooks.splicedBytes.Load(), l.hooks.smallBytes.Load()
-			t.Logf("%s: %d bytes each way in %v, %d spliced, %d through buffers", tr, n, r.st.Duration, spliced, small)
-			assert.Equal(t, r.st.AToB+r.st.BToA, spliced+small, "every byte went one way or the other")
-			if tr == trTLS {
-				assert.Zero(t, spliced, "TLS cannot be spliced")
-			} else {
-				assert.Greater(t, spliced, (r.st.AToB+r.st.BToA)/2, "bulk is spliced")
-			}
-			assertLoopIdle(t, l)
-		})
-	}
+// loopEngine runs the shared test bodies against Loop.
+var loopEngine = relayEngine{
+	name: "loop",
+	start: func(t testing.TB, tr transport, cfg relayConfig, ctx context.Context, obs Observer) (*env, *hooks) {
+		l := newLoop(t, &Loop{IdleTimeout: cfg.IdleTimeout, Lifetime: cfg.Lifetime, DisableSplice: cfg.DisableSplice})
+		return newEnvLoop(t, tr, l, ctx, obs), l.hooks
+	},
+	startPipes: func(t testing.TB, a, b net.Conn) <-chan joinOut {
+		l := newLoop(t, &Loop{})
+		done := make(chan joinOut, 1)
+		require.NoError(t, l.Start(context.Background(), a, b, nil, func(st Stats) { done <- joinOut{st, st.Err} }))
+		return done
+	},
 }
+
+// TestLoopBulkBothWays: TestBulkBothWays through Loop (TCP pairs splice
+// more than half of their bulk, TLS goes to Joiner.Join), with loopBytes.
+func TestLoopBulkBothWays(t *testing.T) { testBulkBothWays(t, loopEngine, loopBytes(), 5) }
 
 // TestLoopSwitchSmallBulk: a direction that switches between small
 // messages, bulk and idle pauses delivers every byte in order, both ways at
@@ -166,197 +149,17 @@ func (s *slowReader) Read(b []byte) (int, error) {
 	return s.r.Read(b)
 }
 
-// TestLoopHalfClose: one side sends a request and shuts its write half; it
-// still gets the whole response. Both directions, TCP and the fallback.
-func TestLoopHalfClose(t *testing.T) {
-	for _, tr := range transports {
-		for _, first := range []Side{SideA, SideB} {
-			t.Run(string(tr)+"/"+first.String()+"_closes_first", func(t *testing.T) {
-				l := newLoop(t, &Loop{})
-				e := newEnvLoop(t, tr, l, context.Background(), nil)
-				closer, other := e.client, e.server
-				if first == SideB {
-					closer, other = e.server, e.client
-				}
-				req := []byte("request: all of it, then FIN")
-				_, err := closer.Write(req)
-				require.NoError(t, err)
-				closeWrite(t, closer)
-				got, err := io.ReadAll(other)
-				require.NoError(t, err)
-				require.Equal(t, req, got, "request, then EOF")
+// TestLoopHalfClose: TestHalfClose through Loop.
+func TestLoopHalfClose(t *testing.T) { testHalfClose(t, loopEngine) }
 
-				resp := make([]byte, 3<<20) // big enough to be spliced
-				for i := range resp {
-					resp[i] = byte(i * 7)
-				}
-				go func() {
-					other.Write(resp)
-					closeWrite(t, other)
-				}()
-				got, err = io.ReadAll(closer)
-				require.NoError(t, err)
-				require.Equal(t, resp, got)
+// TestLoopResetPropagation: TestResetPropagation through Loop.
+func TestLoopResetPropagation(t *testing.T) { testResetPropagation(t, loopEngine) }
 
-				r := e.wait(t)
-				require.NoError(t, r.err)
-				assert.Equal(t, first, r.st.First)
-				assert.Equal(t, EndEOF, r.st.End)
-			})
-		}
-	}
-}
+func TestLoopIdleTimeout(t *testing.T) { testIdleTimeout(t, loopEngine) }
 
-// TestLoopResetPropagation: a reset on one side becomes a reset on the
-// other, not a clean close, and Stats names the side.
-func TestLoopResetPropagation(t *testing.T) {
-	for _, tr := range transports {
-		for _, side := range []Side{SideA, SideB} {
-			for _, halfClosed := range []bool{false, true} {
-				if halfClosed && tr == trTLS {
-					continue // a TLS half-close is the fallback's business
-				}
-				t.Run(fmt.Sprintf("%s/%s_resets/half_closed=%v", tr, side, halfClosed), func(t *testing.T) {
-					l := newLoop(t, &Loop{})
-					e := newEnvLoop(t, tr, l, context.Background(), nil)
-					resetter, other := e.clientTCP, e.server
-					resetterConn := e.client
-					if side == SideB {
-						resetter, other, resetterConn = e.serverTCP, e.client, e.server
-					}
-					_, err := other.Write([]byte("hello"))
-					require.NoError(t, err)
-					if halfClosed {
-						// The resetter half-closed first: nothing reads its
-						// socket in the relay any more, the reset must still
-						// be seen.
-						closeWrite(t, resetterConn)
-						require.True(t, eventually(10*time.Second, func() bool {
-							select {
-							case <-e.done:
-								return true
-							default:
-							}
-							buf := make([]byte, 16)
-							other.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
-							_, err := other.Read(buf)
-							return errors.Is(err, io.EOF)
-						}), "EOF passed on")
-					}
-					reset(resetter)
-					other.SetReadDeadline(time.Now().Add(30 * time.Second))
-					_, err = io.ReadAll(other)
-					if !halfClosed {
-						require.Error(t, err)
-					}
-					// The other peer's socket was reset: a read or a write
-					// says so.
-					if err == nil {
-						_, err = other.Write([]byte("x"))
-						if err == nil {
-							time.Sleep(50 * time.Millisecond)
-							_, err = other.Write([]byte("x"))
-						}
-					}
-					assert.True(t, errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE), "peer sees a reset, got %v", err)
+func TestLoopLifetime(t *testing.T) { testLifetime(t, loopEngine) }
 
-					r := e.wait(t)
-					require.Error(t, r.err)
-					var se *Error
-					require.ErrorAs(t, r.err, &se)
-					assert.Equal(t, side, se.Side)
-					assert.Contains(t, []string{"ECONNRESET", "EPIPE"}, Errno(r.err))
-					assert.Equal(t, side, r.st.First)
-					if halfClosed {
-						assert.Equal(t, EndEOF, r.st.End, "the first ending was the half-close")
-					} else {
-						assert.Equal(t, EndReset, r.st.End)
-					}
-				})
-			}
-		}
-	}
-}
-
-func TestLoopIdleTimeout(t *testing.T) {
-	for _, tr := range []transport{trTCP, trTLS} {
-		t.Run(string(tr), func(t *testing.T) {
-			const idle = time.Second
-			l := newLoop(t, &Loop{IdleTimeout: idle})
-			e := newEnvLoop(t, tr, l, context.Background(), nil)
-			go io.Copy(io.Discard, e.server)
-			end := time.Now().Add(3 * idle)
-			for time.Now().Before(end) {
-				_, err := e.client.Write([]byte("tick"))
-				require.NoError(t, err, "join ended while bytes were moving")
-				time.Sleep(idle / 50)
-			}
-			select {
-			case r := <-e.done:
-				t.Fatalf("join ended while busy: %+v", r)
-			default:
-			}
-			quiet := time.Now()
-			r := e.wait(t)
-			assert.ErrorIs(t, r.err, ErrIdleTimeout)
-			assert.Equal(t, EndIdleTimeout, r.st.End)
-			assert.Equal(t, SideNone, r.st.First)
-			assert.GreaterOrEqual(t, r.st.Duration, 3*idle, "the busy period did not count as idle")
-			assert.GreaterOrEqual(t, time.Since(quiet), idle-idle/10, "ended a full idle period after the last byte")
-			e.client.SetReadDeadline(time.Now().Add(30 * time.Second))
-			_, err := io.ReadAll(e.client)
-			assert.False(t, isDeadline(err), "client connection was closed")
-		})
-	}
-}
-
-func TestLoopLifetime(t *testing.T) {
-	const life = 400 * time.Millisecond
-	l := newLoop(t, &Loop{Lifetime: life, IdleTimeout: time.Hour})
-	e := newEnvLoop(t, trTCP, l, context.Background(), nil)
-	go io.Copy(io.Discard, e.server)
-	go func() {
-		for {
-			if _, err := e.client.Write([]byte("busy")); err != nil {
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	r := e.wait(t)
-	assert.ErrorIs(t, r.err, ErrLifetime)
-	assert.Equal(t, EndLifetime, r.st.End)
-	assert.GreaterOrEqual(t, r.st.Duration, life)
-}
-
-func TestLoopCancel(t *testing.T) {
-	for _, tr := range []transport{trTCP, trDetect, trTLS} {
-		t.Run(string(tr), func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			l := newLoop(t, &Loop{})
-			e := newEnvLoop(t, tr, l, ctx, nil)
-			// Bytes wait in the relay: the server does not read.
-			go func() {
-				buf := make([]byte, 64<<10)
-				for {
-					if _, err := e.client.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
-			time.Sleep(200 * time.Millisecond)
-			cancel()
-			r := e.wait(t)
-			assert.ErrorIs(t, r.err, context.Canceled)
-			assert.Equal(t, EndCanceled, r.st.End)
-			e.server.SetReadDeadline(time.Now().Add(30 * time.Second))
-			_, err := io.Copy(io.Discard, e.server)
-			assert.False(t, isDeadline(err), "server connection was closed")
-			assertLoopIdle(t, l)
-		})
-	}
-}
+func TestLoopCancel(t *testing.T) { testCancel(t, loopEngine) }
 
 // TestLoopClose: Close ends live joins (done is called for each, with
 // ErrLoopClosed), waits for its goroutines, and Start after it fails.
@@ -494,12 +297,7 @@ func TestLoopDialFallback(t *testing.T) {
 	a, client := net.Pipe()
 	done := make(chan Stats, 1)
 	require.NoError(t, l.StartDial(context.Background(), a, netip.MustParseAddrPort(echo), nil, func(st Stats) { done <- st }))
-	_, err := client.Write([]byte("hello"))
-	require.NoError(t, err)
-	buf := make([]byte, 5)
-	_, err = io.ReadFull(client, buf)
-	require.NoError(t, err)
-	assert.Equal(t, "hello", string(buf))
+	helloRoundTrip(t, client)
 	client.Close()
 	st := <-done
 	assert.Equal(t, int64(5), st.AToB)
@@ -522,29 +320,7 @@ func TestLoopDialFallback(t *testing.T) {
 
 // TestLoopPipes: a pair of net.Pipe ends goes to Joiner.Join in a
 // goroutine; bytes move and done is called.
-func TestLoopPipes(t *testing.T) {
-	l := newLoop(t, &Loop{})
-	a, client := net.Pipe()
-	b, server := net.Pipe()
-	done := make(chan Stats, 1)
-	require.NoError(t, l.Start(context.Background(), a, b, nil, func(st Stats) { done <- st }))
-	go func() {
-		buf := make([]byte, 5)
-		io.ReadFull(server, buf)
-		server.Write(buf)
-	}()
-	_, err := client.Write([]byte("hello"))
-	require.NoError(t, err)
-	buf := make([]byte, 5)
-	_, err = io.ReadFull(client, buf)
-	require.NoError(t, err)
-	assert.Equal(t, "hello", string(buf))
-	client.Close()
-	st := <-done
-	assert.NoError(t, st.Err)
-	assert.Equal(t, int64(5), st.AToB)
-	assert.Equal(t, int64(5), st.BToA)
-}
+func TestLoopPipes(t *testing.T) { testPipes(t, loopEngine) }
 
 // TestLoopIdleHoldsNothing: idle joined connections hold no goroutine, no
 // pipe, no pooled buffer, and exactly their two sockets.
@@ -773,27 +549,7 @@ func TestLoopConcurrentJoins(t *testing.T) {
 					}
 				}()
 			}
-			errs := make(chan error, n)
-			var wg sync.WaitGroup
-			for i := range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					errs <- oneClient(front, uint64(i), func(c net.Conn) net.Conn { return c })
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			failed := 0
-			for err := range errs {
-				if err != nil {
-					failed++
-					if failed < 5 {
-						t.Error(err)
-					}
-				}
-			}
-			require.Zero(t, failed, "clients that failed")
+			runClients(t, front, n, func(c net.Conn) net.Conn { return c })
 			for range n {
 				select {
 				case st := <-results:
@@ -886,26 +642,11 @@ func TestLoopReplayStillFiltering(t *testing.T) {
 func TestLoopResetWhileBlocked(t *testing.T) {
 	l := newLoop(t, &Loop{})
 	e := newEnvLoop(t, trTCP, l, context.Background(), nil)
-	wrote := make(chan struct{})
-	go func() {
-		defer close(wrote)
-		buf := make([]byte, 64<<10)
-		e.client.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		for {
-			if _, err := e.client.Write(buf); err != nil {
-				return // the socket buffers are full: the deadline, or the reset below
-			}
-		}
-	}()
+	// The writes stop at the deadline, or at the reset below.
+	e.client.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	wrote := flood(e.client)
 	// Wait until bytes stop moving: the relay is blocked on the server.
-	var last int64 = -1
-	require.True(t, eventually(30*time.Second, func() bool {
-		time.Sleep(100 * time.Millisecond)
-		n := l.hooks.smallBytes.Load() + l.hooks.splicedBytes.Load()
-		stuck := n == last && n > 0
-		last = n
-		return stuck
-	}))
+	waitStuck(t, l.hooks)
 	reset(e.clientTCP)
 	<-wrote
 	r := e.wait(t)

@@ -37,12 +37,18 @@ type counter struct{ n [2]atomic.Int64 }
 func (c *counter) Transferred(d Direction, n int64) { c.n[d].Add(n) }
 
 func TestBulkBothWays(t *testing.T) {
+	// Join: most of the bulk is spliced.
+	testBulkBothWays(t, joinEngine, bulkBytes(t), 8)
+}
+
+// testBulkBothWays: every byte in order both ways at once, counted exactly
+// by Stats and the Observer; on the TCP transports more than tenths/10 of
+// the bytes are spliced, TLS is never spliced.
+func testBulkBothWays(t *testing.T, eng relayEngine, n int64, tenths int64) {
 	for _, tr := range transports {
 		t.Run(string(tr), func(t *testing.T) {
-			n := bulkBytes(t)
-			j := &Joiner{hooks: &hooks{}}
 			var obs counter
-			e := newEnv(t, tr, j, context.Background(), &obs)
+			e, h := eng.start(t, tr, relayConfig{}, context.Background(), &obs)
 			exchange(t, e.client, e.server, n, 256<<10)
 			r := e.wait(t)
 			require.NoError(t, r.err)
@@ -54,19 +60,18 @@ func TestBulkBothWays(t *testing.T) {
 			assert.Equal(t, EndEOF, r.st.End)
 			assert.NotEqual(t, SideNone, r.st.First)
 			assert.NoError(t, r.st.Err)
-			spliced := j.hooks.splicedBytes.Load()
-			t.Logf("%s: %d bytes each way in %v, %d spliced in %d calls, %d through buffers",
-				tr, n, r.st.Duration, spliced, j.hooks.spliceCalls.Load(), j.hooks.smallBytes.Load())
-			assert.Equal(t, r.st.AToB+r.st.BToA, spliced+j.hooks.smallBytes.Load(), "every byte went one way or the other")
+			spliced, small := h.splicedBytes.Load(), h.smallBytes.Load()
+			t.Logf("%s/%s: %d bytes each way in %v, %d spliced in %d calls, %d through buffers",
+				eng.name, tr, n, r.st.Duration, spliced, h.spliceCalls.Load(), small)
+			assert.Equal(t, r.st.AToB+r.st.BToA, spliced+small, "every byte went one way or the other")
 			if tr == trTLS {
 				assert.Zero(t, spliced, "TLS cannot be spliced")
 			} else {
-				// Evidence that splice(2) carries the bulk: the bytes went
-				// through (*net.TCPConn).ReadFrom from a *net.TCPConn.
-				assert.Greater(t, spliced, (r.st.AToB+r.st.BToA)*8/10, "most bulk bytes are spliced")
+				// Evidence that splice(2) carries the bulk.
+				assert.Greater(t, spliced, (r.st.AToB+r.st.BToA)*tenths/10, "bulk is spliced")
 			}
-			assert.Zero(t, j.hooks.buffersOut.Load())
-			assert.Zero(t, j.hooks.splicing.Load())
+			assertIdle(t, h)
+			assert.Zero(t, h.splicing.Load())
 		})
 	}
 }
@@ -119,11 +124,13 @@ func TestSplicePipeInUse(t *testing.T) {
 
 // TestHalfClose: one side sends a request and shuts its write half; it
 // still gets the whole response. Both directions, every transport.
-func TestHalfClose(t *testing.T) {
+func TestHalfClose(t *testing.T) { testHalfClose(t, joinEngine) }
+
+func testHalfClose(t *testing.T, eng relayEngine) {
 	for _, tr := range transports {
 		for _, first := range []Side{SideA, SideB} {
 			t.Run(string(tr)+"/"+first.String()+"_closes_first", func(t *testing.T) {
-				e := newEnv(t, tr, &Joiner{}, context.Background(), nil)
+				e, h := eng.start(t, tr, relayConfig{}, context.Background(), nil)
 				closer, other := e.client, e.server
 				if first == SideB {
 					closer, other = e.server, e.client
@@ -153,51 +160,96 @@ func TestHalfClose(t *testing.T) {
 				require.NoError(t, r.err)
 				assert.Equal(t, first, r.st.First)
 				assert.Equal(t, EndEOF, r.st.End)
+				assertIdle(t, h)
 			})
 		}
 	}
 }
 
 // TestResetPropagation: a reset on one side becomes a reset on the other,
-// not a clean close.
-func TestResetPropagation(t *testing.T) {
+// not a clean close, and Stats names the side; also after the resetter
+// half-closed (nothing reads its socket in the relay any more, the reset
+// must still be seen; TLS is left out, its half-close ends the session).
+func TestResetPropagation(t *testing.T) { testResetPropagation(t, joinEngine) }
+
+func testResetPropagation(t *testing.T, eng relayEngine) {
 	for _, tr := range transports {
 		for _, side := range []Side{SideA, SideB} {
-			t.Run(string(tr)+"/"+side.String()+"_resets", func(t *testing.T) {
-				e := newEnv(t, tr, &Joiner{}, context.Background(), nil)
-				resetter, other := e.clientTCP, e.server
-				if side == SideB {
-					resetter, other = e.serverTCP, e.client
+			for _, halfClosed := range []bool{false, true} {
+				if halfClosed && tr == trTLS {
+					continue
 				}
-				// Some traffic first, so that the TLS handshakes are done.
-				_, err := other.Write([]byte("hello"))
-				require.NoError(t, err)
-				reset(resetter)
-				other.SetReadDeadline(time.Now().Add(30 * time.Second))
-				_, err = io.ReadAll(other)
-				require.Error(t, err)
-				assert.True(t, errors.Is(err, syscall.ECONNRESET), "peer sees a reset, got %v", err)
+				t.Run(fmt.Sprintf("%s/%s_resets/half_closed=%v", tr, side, halfClosed), func(t *testing.T) {
+					e, h := eng.start(t, tr, relayConfig{}, context.Background(), nil)
+					resetter, other := e.clientTCP, e.server
+					resetterConn := e.client
+					if side == SideB {
+						resetter, other, resetterConn = e.serverTCP, e.client, e.server
+					}
+					// Some traffic first, so that the TLS handshakes are done.
+					_, err := other.Write([]byte("hello"))
+					require.NoError(t, err)
+					if halfClosed {
+						closeWrite(t, resetterConn)
+						require.True(t, eventually(10*time.Second, func() bool {
+							select {
+							case <-e.done:
+								return true
+							default:
+							}
+							buf := make([]byte, 16)
+							other.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+							_, err := other.Read(buf)
+							return errors.Is(err, io.EOF)
+						}), "EOF passed on")
+					}
+					reset(resetter)
+					other.SetReadDeadline(time.Now().Add(30 * time.Second))
+					_, err = io.ReadAll(other)
+					if halfClosed {
+						// The other peer's socket was reset: a read or a
+						// write says so.
+						if err == nil {
+							_, err = other.Write([]byte("x"))
+							if err == nil {
+								time.Sleep(50 * time.Millisecond)
+								_, err = other.Write([]byte("x"))
+							}
+						}
+						assert.True(t, errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE), "peer sees a reset, got %v", err)
+					} else {
+						require.Error(t, err)
+						assert.True(t, errors.Is(err, syscall.ECONNRESET), "peer sees a reset, got %v", err)
+					}
 
-				r := e.wait(t)
-				require.Error(t, r.err)
-				assert.Equal(t, side, r.st.First)
-				assert.Equal(t, EndReset, r.st.End)
-				var se *Error
-				require.ErrorAs(t, r.err, &se)
-				assert.Equal(t, side, se.Side)
-				assert.Contains(t, []string{"ECONNRESET", "EPIPE"}, Errno(r.err))
-			})
+					r := e.wait(t)
+					require.Error(t, r.err)
+					var se *Error
+					require.ErrorAs(t, r.err, &se)
+					assert.Equal(t, side, se.Side)
+					assert.Contains(t, []string{"ECONNRESET", "EPIPE"}, Errno(r.err))
+					assert.Equal(t, side, r.st.First)
+					if halfClosed {
+						assert.Equal(t, EndEOF, r.st.End, "the first ending was the half-close")
+					} else {
+						assert.Equal(t, EndReset, r.st.End)
+					}
+					assertIdle(t, h)
+				})
+			}
 		}
 	}
 }
 
-func TestIdleTimeout(t *testing.T) {
+func TestIdleTimeout(t *testing.T) { testIdleTimeout(t, joinEngine) }
+
+func testIdleTimeout(t *testing.T, eng relayEngine) {
 	for _, tr := range transports {
 		t.Run(string(tr), func(t *testing.T) {
 			// Generous: a starved test goroutine on a loaded 2-core machine
 			// must not look like an idle connection.
 			const idle = time.Second
-			e := newEnv(t, tr, &Joiner{IdleTimeout: idle}, context.Background(), nil)
+			e, h := eng.start(t, tr, relayConfig{IdleTimeout: idle}, context.Background(), nil)
 			// Traffic in one direction only, for several idle periods,
 			// keeps the join alive.
 			go io.Copy(io.Discard, e.server)
@@ -225,13 +277,16 @@ func TestIdleTimeout(t *testing.T) {
 			e.client.SetReadDeadline(time.Now().Add(30 * time.Second))
 			_, err := io.ReadAll(e.client)
 			assert.False(t, isDeadline(err), "client connection was closed")
+			assertIdle(t, h)
 		})
 	}
 }
 
-func TestLifetime(t *testing.T) {
+func TestLifetime(t *testing.T) { testLifetime(t, joinEngine) }
+
+func testLifetime(t *testing.T, eng relayEngine) {
 	const life = 400 * time.Millisecond
-	e := newEnv(t, trTCP, &Joiner{Lifetime: life, IdleTimeout: time.Hour}, context.Background(), nil)
+	e, _ := eng.start(t, trTCP, relayConfig{Lifetime: life, IdleTimeout: time.Hour}, context.Background(), nil)
 	go io.Copy(io.Discard, e.server)
 	go func() {
 		for {
@@ -248,22 +303,34 @@ func TestLifetime(t *testing.T) {
 	assert.Equal(t, "other", Errno(r.err))
 }
 
-func TestCancel(t *testing.T) {
+func TestCancel(t *testing.T) { testCancel(t, joinEngine) }
+
+// testCancel: canceling ctx ends the join with EndCanceled and closes both
+// peers' connections, when the join is idle and when bytes wait in the
+// relay (the server does not read).
+func testCancel(t *testing.T, eng relayEngine) {
 	for _, tr := range transports {
-		t.Run(string(tr), func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			e := newEnv(t, tr, &Joiner{}, ctx, nil)
-			cancel()
-			r := e.wait(t) // a generous bound: "promptly" on a loaded machine
-			assert.ErrorIs(t, r.err, context.Canceled)
-			assert.Equal(t, EndCanceled, r.st.End)
-			for _, c := range []net.Conn{e.client, e.server} {
-				c.SetReadDeadline(time.Now().Add(30 * time.Second))
-				_, err := io.ReadAll(c)
-				assert.False(t, isDeadline(err), "peer connection was closed")
-			}
-		})
+		for _, busy := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/busy=%v", tr, busy), func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				e, h := eng.start(t, tr, relayConfig{}, ctx, nil)
+				if busy {
+					flood(e.client)
+					time.Sleep(200 * time.Millisecond)
+				}
+				cancel()
+				r := e.wait(t) // a generous bound: "promptly" on a loaded machine
+				assert.ErrorIs(t, r.err, context.Canceled)
+				assert.Equal(t, EndCanceled, r.st.End)
+				for _, c := range []net.Conn{e.client, e.server} {
+					c.SetReadDeadline(time.Now().Add(30 * time.Second))
+					_, err := io.Copy(io.Discard, c)
+					assert.False(t, isDeadline(err), "peer connection was closed")
+				}
+				assertIdle(t, h)
+			})
+		}
 	}
 }
 
@@ -280,25 +347,22 @@ func TestCanceledBeforeJoin(t *testing.T) {
 
 // TestPipes: connections without CloseWrite (net.Pipe) take the buffer
 // path; an EOF ends the join cleanly.
-func TestPipes(t *testing.T) {
+func TestPipes(t *testing.T) { testPipes(t, joinEngine) }
+
+func testPipes(t *testing.T, eng relayEngine) {
 	a, client := net.Pipe()
 	b, server := net.Pipe()
-	done := make(chan joinOut, 1)
-	go func() { st, err := Join(context.Background(), a, b); done <- joinOut{st, err} }()
+	done := eng.startPipes(t, a, b)
 	go func() {
 		buf := make([]byte, 5)
 		io.ReadFull(server, buf)
 		server.Write(buf)
 	}()
-	_, err := client.Write([]byte("hello"))
-	require.NoError(t, err)
-	buf := make([]byte, 5)
-	_, err = io.ReadFull(client, buf)
-	require.NoError(t, err)
-	assert.Equal(t, "hello", string(buf))
+	helloRoundTrip(t, client)
 	client.Close()
 	r := <-done
 	assert.NoError(t, r.err)
+	assert.NoError(t, r.st.Err)
 	assert.Equal(t, int64(5), r.st.AToB)
 	assert.Equal(t, int64(5), r.st.BToA)
 	assert.Equal(t, SideA, r.st.First)
@@ -389,23 +453,9 @@ func TestCancelWhileWriteBlocked(t *testing.T) {
 				e := newEnv(t, tr, j, ctx, nil)
 				// The server never reads: the relay's write to it blocks
 				// once the socket buffers are full.
-				go func() {
-					buf := make([]byte, 64<<10)
-					for {
-						if _, err := e.client.Write(buf); err != nil {
-							return
-						}
-					}
-				}()
+				flood(e.client)
 				// Wait until bytes stopped moving (the relay is blocked).
-				var last int64 = -1
-				require.True(t, eventually(30*time.Second, func() bool {
-					time.Sleep(100 * time.Millisecond)
-					n := j.hooks.smallBytes.Load() + j.hooks.splicedBytes.Load()
-					stuck := n == last && n > 0
-					last = n
-					return stuck
-				}))
+				waitStuck(t, j.hooks)
 				cancel()
 				r := e.wait(t)
 				assert.ErrorIs(t, r.err, context.Canceled)
