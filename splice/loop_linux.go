@@ -912,24 +912,6 @@ func (w *worker) putPipe(d *ldir) {
 	}
 }
 
-func getPooled(h *hooks, n int) *[]byte {
-	if h != nil {
-		h.buffersOut.Add(1)
-	}
-	if b, ok := poolFor(n).Get().(*[]byte); ok {
-		return b
-	}
-	b := make([]byte, n)
-	return &b
-}
-
-func putPooled(h *hooks, b *[]byte) {
-	if h != nil {
-		h.buffersOut.Add(-1)
-	}
-	poolFor(len(*b)).Put(b)
-}
-
 // account records n bytes written by direction di.
 func (w *worker) account(j *ljoin, di Direction, n int, spliced bool) {
 	j.dirs[di].n += int64(n)

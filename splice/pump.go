@@ -147,8 +147,14 @@ func innermost(c net.Conn) net.Conn {
 	}
 }
 
-func (p *pump) getBuf(n int) *[]byte {
-	if h := p.s.cfg.hooks; h != nil {
+func (p *pump) getBuf(n int) *[]byte { return getPooled(p.s.cfg.hooks, n) }
+
+func (p *pump) putBuf(b *[]byte) { putPooled(p.s.cfg.hooks, b) }
+
+// getPooled takes a buffer of n bytes (a pooled size) from its pool,
+// counting it in h's buffersOut when h is set.
+func getPooled(h *hooks, n int) *[]byte {
+	if h != nil {
 		h.buffersOut.Add(1)
 	}
 	if b, ok := poolFor(n).Get().(*[]byte); ok {
@@ -158,8 +164,9 @@ func (p *pump) getBuf(n int) *[]byte {
 	return &b
 }
 
-func (p *pump) putBuf(b *[]byte) {
-	if h := p.s.cfg.hooks; h != nil {
+// putPooled gives a buffer of getPooled back.
+func putPooled(h *hooks, b *[]byte) {
+	if h != nil {
 		h.buffersOut.Add(-1)
 	}
 	poolFor(len(*b)).Put(b)
