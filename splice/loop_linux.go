@@ -758,11 +758,6 @@ func (w *worker) readEOF(j *ljoin, di Direction) bool {
 	return true
 }
 
-func tcpStateClosed(fd int) bool {
-	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	return err == nil && ti.State == unix.BPF_TCP_CLOSE
-}
-
 // writeAll writes b to fd until done or an error (EAGAIN included).
 func writeAll(fd int, b []byte) (int, error) {
 	done := 0

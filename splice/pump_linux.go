@@ -160,9 +160,12 @@ func tcpClosed(c *net.TCPConn) bool {
 		return false
 	}
 	closed := false
-	rc.Control(func(fd uintptr) {
-		ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-		closed = err == nil && ti.State == unix.BPF_TCP_CLOSE
-	})
+	rc.Control(func(fd uintptr) { closed = tcpStateClosed(int(fd)) })
 	return closed
+}
+
+// tcpStateClosed reports whether the TCP state of socket fd is CLOSE.
+func tcpStateClosed(fd int) bool {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	return err == nil && ti.State == unix.BPF_TCP_CLOSE
 }
