@@ -237,27 +237,28 @@ func (g *ctxGuard) fire() {
 
 func (d *deadlines) setRead(t time.Time) {
 	d.touched = true
-	if d.g == nil {
-		_ = d.c.SetReadDeadline(t)
-		return
-	}
-	d.g.mu.Lock()
-	defer d.g.mu.Unlock()
-	if !d.g.cancelled {
-		_ = d.c.SetReadDeadline(t)
-	}
+	d.set(t, false)
 }
 
 func (d *deadlines) setWrite(t time.Time) {
 	d.wtouched = true
-	if d.g == nil {
-		_ = d.c.SetWriteDeadline(t)
-		return
+	d.set(t, true)
+}
+
+// set sets the read or write deadline, unless ctx has fired: then the
+// guard's deadline in the past must stay.
+func (d *deadlines) set(t time.Time, write bool) {
+	if d.g != nil {
+		d.g.mu.Lock()
+		defer d.g.mu.Unlock()
+		if d.g.cancelled {
+			return
+		}
 	}
-	d.g.mu.Lock()
-	defer d.g.mu.Unlock()
-	if !d.g.cancelled {
+	if write {
 		_ = d.c.SetWriteDeadline(t)
+	} else {
+		_ = d.c.SetReadDeadline(t)
 	}
 }
 
