@@ -1,7 +1,6 @@
 package splice
 
 import (
-	"errors"
 	"io"
 	"math/bits"
 	"net"
@@ -193,15 +192,11 @@ func (p *pump) fail(side Side, op string, err error) result {
 	if s.aborted.Load() {
 		return resAborted
 	}
-	end := EndError
-	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
-		end = EndReset
-	}
 	other := SideA
 	if side == SideA {
 		other = SideB
 	}
-	s.abort(side, end, &Error{Side: side, Op: op, Err: err}, other)
+	s.abort(side, endOf(err), &Error{Side: side, Op: op, Err: err}, other)
 	return resFailed
 }
 

@@ -358,10 +358,7 @@ func (s *join) abortLocked(side Side, end End, err error, reset Side) {
 	}
 	s.setEndLocked(side, end, err)
 	if reset != SideNone {
-		// The next Close of the TCP connection under it sends a reset.
-		if tcp, ok := innermost(s.conn(reset)).(*net.TCPConn); ok {
-			tcp.SetLinger(0)
-		}
+		resetConn(s.conn(reset))
 	}
 	// Close the innermost connections first: an aborted join is no clean
 	// close, so a wrapper (TLS) must not send close_notify, and its Close
