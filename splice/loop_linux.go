@@ -698,14 +698,7 @@ func (w *worker) pump(j *ljoin, di Direction) {
 func (w *worker) readOnce(j *ljoin, di Direction) bool {
 	d := &j.dirs[di]
 	src, dst := int(di), 1-int(di)
-	var n int
-	var err error
-	for {
-		n, err = rawRead(int(j.fd[src]), w.scratch)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	n, err := rawRead(int(j.fd[src]), w.scratch)
 	switch {
 	case err == unix.EAGAIN:
 		j.rd[src] = false
@@ -763,9 +756,6 @@ func writeAll(fd int, b []byte) (int, error) {
 	done := 0
 	for done < len(b) {
 		n, err := rawWrite(fd, b[done:])
-		if err == unix.EINTR {
-			continue
-		}
 		if n > 0 {
 			done += n
 		}
@@ -810,14 +800,7 @@ func (w *worker) spliceIn(j *ljoin, di Direction) bool {
 		d.bulk = false // no pipe to be had: copy
 		return true
 	}
-	var n int64
-	var err error
-	for {
-		n, err = rawSplice(int(j.fd[src]), int(d.pipe.w), pipeSize)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	n, err := rawSplice(int(j.fd[src]), int(d.pipe.w), pipeSize)
 	if h := w.l.hooks; h != nil {
 		h.spliceCalls.Add(1)
 	}
@@ -850,9 +833,6 @@ func (w *worker) flushPipe(j *ljoin, di Direction) bool {
 	dst := 1 - int(di)
 	for d.inPipe > 0 {
 		n, err := rawSplice(int(d.pipe.r), int(j.fd[dst]), d.inPipe)
-		if err == unix.EINTR {
-			continue
-		}
 		if n > 0 {
 			d.inPipe -= int(n)
 			w.account(j, di, int(n), true)
@@ -1197,30 +1177,42 @@ func connectTo(addr netip.AddrPort) (fd int, op string, err error) {
 // block (O_NONBLOCK, SPLICE_F_NONBLOCK, a zero timeout), so they are made
 // without telling the scheduler (entersyscall, exitsyscall): measured, that
 // and the work it makes for sysmon were a sixth of the relay's CPU on
-// small messages.
+// small messages. They retry EINTR themselves.
 
 func rawRead(fd int, b []byte) (int, error) {
-	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
+	for {
+		r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+		if e == 0 {
+			return int(r), nil
+		}
+		if e != unix.EINTR {
+			return 0, e
+		}
 	}
-	return int(r), nil
 }
 
 func rawWrite(fd int, b []byte) (int, error) {
-	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
+	for {
+		r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+		if e == 0 {
+			return int(r), nil
+		}
+		if e != unix.EINTR {
+			return 0, e
+		}
 	}
-	return int(r), nil
 }
 
 func rawSplice(in, out, n int) (int64, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), spliceFlags)
-	if e != 0 {
-		return 0, e
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), spliceFlags)
+		if e == 0 {
+			return int64(r), nil
+		}
+		if e != unix.EINTR {
+			return 0, e
+		}
 	}
-	return int64(r), nil
 }
 
 // epollPoll takes the ready events of epfd without waiting.
