@@ -77,6 +77,34 @@ func cmuxMatch(b *testing.B, m cmux.Matcher, in []byte, want bool) {
 	}
 }
 
+// sniffIndex runs the matchers ms over in in order and returns the index
+// of the one that matched, -1 when none did, and -2 when one asked for more
+// bytes (every input here is complete, so callers treat that as a failure).
+func sniffIndex(ms []detect.Matcher, in []byte, r *detect.Result) int {
+	for i, m := range ms {
+		switch m.Match(in, r) {
+		case detect.Match:
+			return i
+		case detect.NeedMore:
+			return -2
+		}
+	}
+	return -1
+}
+
+// cmuxIndex runs the cmux matchers ms over in in order, each from the
+// start through rd (reset per matcher, as cmux rewinds its buffer), and
+// returns the index of the one that matched, or -1.
+func cmuxIndex(ms []cmux.Matcher, rd *bytes.Reader, in []byte) int {
+	for i, m := range ms {
+		rd.Reset(in)
+		if m(rd) {
+			return i
+		}
+	}
+	return -1
+}
+
 // sniffChain classifies in with the default matchers in Detector order
 // and reports the index of the one that matched, as cmuxChain does.
 func sniffChain(b *testing.B, in []byte, want int) {
@@ -85,17 +113,8 @@ func sniffChain(b *testing.B, in []byte, want int) {
 	b.SetBytes(int64(len(in)))
 	b.ReportAllocs()
 	for b.Loop() {
-		got := -1
-		for i, m := range ms {
-			if v := m.Match(in, &r); v == detect.Match {
-				got = i
-				break
-			} else if v == detect.NeedMore {
-				b.Fatal("need more")
-			}
-		}
-		if got != want {
-			b.Fatalf("got %v", got)
+		if got := sniffIndex(ms, in, &r); got != want {
+			b.Fatalf("got %d", got)
 		}
 	}
 }
@@ -107,15 +126,7 @@ func cmuxChain(b *testing.B, in []byte, want int) {
 	b.SetBytes(int64(len(in)))
 	b.ReportAllocs()
 	for b.Loop() {
-		got := -1
-		for i, m := range ms {
-			rd.Reset(in)
-			if m(rd) {
-				got = i
-				break
-			}
-		}
-		if got != want {
+		if got := cmuxIndex(ms, rd, in); got != want {
 			b.Fatalf("got %d", got)
 		}
 	}
@@ -309,14 +320,7 @@ func BenchmarkSideBySide(b *testing.B) {
 	chainSniff := func(ms []detect.Matcher, in []byte, want int) func(int) {
 		return func(n int) {
 			for range n {
-				got := -1
-				for i, m := range ms {
-					if m.Match(in, &r) == detect.Match {
-						got = i
-						break
-					}
-				}
-				if got != want {
+				if got := sniffIndex(ms, in, &r); got != want {
 					b.Fatal(got)
 				}
 			}
@@ -326,15 +330,7 @@ func BenchmarkSideBySide(b *testing.B) {
 		ms := []cmux.Matcher{cmux.HTTP2(), cmux.HTTP1(), cmux.TLS()}
 		return func(n int) {
 			for range n {
-				got := -1
-				for i, m := range ms {
-					rd.Reset(in)
-					if m(rd) {
-						got = i
-						break
-					}
-				}
-				if got != want {
+				if got := cmuxIndex(ms, rd, in); got != want {
 					b.Fatal(got)
 				}
 			}
