@@ -19,9 +19,7 @@ func (r *Registry) ObserveDetection(dir Direction, protocol, reason string, d ti
 	if protocol == "" {
 		protocol = "unknown"
 	}
-	if dir != Outbound {
-		dir = Inbound
-	}
+	dir = dir.norm()
 	var s *histSeries
 	es := r.detect.load()
 	for i := range es {
@@ -52,9 +50,7 @@ func (r *Registry) ObserveDecision(dir Direction, action string, port uint16) {
 	if r == nil {
 		return
 	}
-	if dir != Outbound {
-		dir = Inbound
-	}
+	dir = dir.norm()
 	port = r.declaredPort(port)
 	var s *counter
 	es := r.decisions.load()
@@ -100,9 +96,7 @@ func (r *Registry) ObserveHandshake(dir Direction, outcome, peerID string, d tim
 	if !r.cfg.PeerIdentities {
 		peerID = ""
 	}
-	if dir != Outbound {
-		dir = Inbound
-	}
+	dir = dir.norm()
 	var s *handshakeSeries
 	es := r.handshakes.load()
 	for i := range es {

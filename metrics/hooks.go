@@ -22,9 +22,7 @@ func (r *Registry) DetectHook(dir Direction) func(*detect.Result) {
 	if r == nil {
 		return nil
 	}
-	if dir != Outbound {
-		dir = Inbound
-	}
+	dir = dir.norm()
 	h := &detectHook{r: r, dir: dir}
 	return h.observe
 }

@@ -186,9 +186,7 @@ func (r *Registry) ObserveHTTPError(dir Direction, status int, latency time.Dura
 	if r == nil {
 		return
 	}
-	if dir != Outbound {
-		dir = Inbound
-	}
+	dir = dir.norm()
 	k := httpReqKey{dir: dir}
 	r.countRequest(k)
 	if status < 100 {

@@ -20,6 +20,14 @@ const (
 	Outbound
 )
 
+// norm maps any value other than Outbound to Inbound.
+func (d Direction) norm() Direction {
+	if d != Outbound {
+		return Inbound
+	}
+	return d
+}
+
 // String returns "inbound" or "outbound" (the label value).
 func (d Direction) String() string {
 	if d == Outbound {

@@ -44,9 +44,7 @@ func (r *Registry) OpenConn(l ConnLabels) Conn {
 	if r == nil {
 		return Conn{}
 	}
-	if l.Direction != Outbound {
-		l.Direction = Inbound
-	}
+	l.Direction = l.Direction.norm()
 	if l.TLS > TLSOpaque {
 		l.TLS = TLSFalse
 	}
