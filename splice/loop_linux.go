@@ -714,15 +714,13 @@ func (w *worker) readOnce(j *ljoin, di Direction) bool {
 		w.account(j, di, m, false)
 	}
 	if err != nil {
-		if err != unix.EAGAIN {
-			w.fail(j, dst, "write", err)
-			return false
+		if err == unix.EAGAIN {
+			// The destination is full: keep the rest in a pooled buffer
+			// and wait for its EPOLLOUT edge.
+			d.pb = getPooled(w.l.hooks, w.small)
+			d.out = (*d.pb)[:copy(*d.pb, w.scratch[m:n])]
 		}
-		// The destination is full: keep the rest in a pooled buffer and
-		// wait for its EPOLLOUT edge.
-		d.pb = getPooled(w.l.hooks, w.small)
-		d.out = (*d.pb)[:copy(*d.pb, w.scratch[m:n])]
-		d.blocked = true
+		w.writeFailed(j, di, "write", err)
 		return false
 	}
 	if n == len(w.scratch) {
@@ -776,11 +774,7 @@ func (w *worker) flushBuf(j *ljoin, di Direction) bool {
 		w.account(j, di, m, false)
 	}
 	if err != nil {
-		if err == unix.EAGAIN {
-			d.blocked = true
-		} else {
-			w.fail(j, dst, "write", err)
-		}
+		w.writeFailed(j, di, "write", err)
 		return false
 	}
 	d.blocked = false
@@ -790,6 +784,17 @@ func (w *worker) flushBuf(j *ljoin, di Direction) bool {
 		d.pb = nil
 	}
 	return true
+}
+
+// writeFailed handles err from writing direction di's destination: on
+// EAGAIN the direction waits for the destination's EPOLLOUT edge; any other
+// error ends the join.
+func (w *worker) writeFailed(j *ljoin, di Direction, op string, err error) {
+	if err == unix.EAGAIN {
+		j.dirs[di].blocked = true
+		return
+	}
+	w.fail(j, 1-int(di), op, err)
 }
 
 // spliceIn moves what the source holds into the direction's pipe.
@@ -838,11 +843,7 @@ func (w *worker) flushPipe(j *ljoin, di Direction) bool {
 			w.account(j, di, int(n), true)
 		}
 		if err != nil {
-			if err == unix.EAGAIN {
-				d.blocked = true
-			} else {
-				w.fail(j, dst, "splice", err)
-			}
+			w.writeFailed(j, di, "splice", err)
 			return false
 		}
 	}
