@@ -344,11 +344,9 @@ type ljoin struct {
 	rd         [2]bool  // readable: an edge not yet followed by EAGAIN
 	rdhup      [2]bool  // FIN, HUP or error seen: read until 0 or error
 	hup        [2]bool  // EPOLLHUP or EPOLLERR seen
-	shut       [2]bool  // the join shut this socket's write half
 	connecting bool     // StartDial: b's connect is in progress
 	finished   bool
 	ended      bool
-	eofs       uint8
 	first      Side
 	end        End
 	err        error
@@ -373,7 +371,7 @@ type ldir struct {
 	n       int64
 	bulk    bool // the last read filled the buffer: splice
 	eof     bool // the source said EOF
-	fin     bool // done: EOF passed on
+	fin     bool // done: EOF passed on (the destination's write half is shut)
 	blocked bool // waits for the destination's EPOLLOUT
 	queued  bool // in the run queue
 }
@@ -741,7 +739,9 @@ func (w *worker) readOnce(j *ljoin, di Direction) bool {
 // another system call collected (see pump.eofOrReset).
 func (w *worker) readEOF(j *ljoin, di Direction) bool {
 	src := int(di)
-	if j.hup[src] && !j.shut[src] && tcpStateClosed(int(j.fd[src])) {
+	// dirs[1-src].fin: the join shut src's write half (TIME_WAIT shows as
+	// CLOSE too).
+	if j.hup[src] && !j.dirs[1-src].fin && tcpStateClosed(int(j.fd[src])) {
 		w.fail(j, src, "read", syscall.ECONNRESET)
 		return false
 	}
@@ -911,13 +911,11 @@ func (w *worker) dirEOF(j *ljoin, di Direction) {
 	d.fin = true
 	w.putPipe(d)
 	w.setEnd(j, Side(di)+SideA, EndEOF, nil)
-	j.eofs++
-	if j.eofs == 2 {
+	if j.dirs[1-di].fin {
 		w.finish(j) // close sends the FIN a shutdown would
 		return
 	}
 	dst := 1 - int(di)
-	j.shut[dst] = true
 	if unix.Shutdown(int(j.fd[dst]), unix.SHUT_WR) != nil {
 		w.finish(j) // no half-close to be had: closing both ends the join, cleanly
 	}
