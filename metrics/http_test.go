@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/metrics/internal/h2ctest"
 )
 
 func statusHandler() http.Handler {
@@ -156,21 +157,6 @@ func TestHTTPHijack(t *testing.T) {
 	assert.Equal(t, "success", reg.Snapshot().Responses[0].Classification, "a hijacked connection is not a failure")
 }
 
-// h2cServer serves h with HTTP/1 and unencrypted HTTP/2 (as grpc-go's
-// insecure client speaks it) on loopback.
-func h2cServer(t *testing.T, h http.Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close(); <-done })
-	return ln.Addr().String()
-}
-
 func healthServer() *grpc.Server {
 	gs := grpc.NewServer()
 	healthpb.RegisterHealthServer(gs, health.NewServer()) // "" is SERVING, any other service NotFound
@@ -181,7 +167,7 @@ func TestHTTPHandlerGRPCStatus(t *testing.T) {
 	reg := metrics.New(metrics.Config{})
 	gs := healthServer()
 	defer gs.Stop()
-	addr := h2cServer(t, reg.HTTPHandler(gs, metrics.HTTPOptions{
+	addr := h2ctest.Serve(t, reg.HTTPHandler(gs, metrics.HTTPOptions{
 		Route: func(r *http.Request) string { return r.URL.Path }, // gRPC method names are bounded
 	}))
 
@@ -222,7 +208,7 @@ func TestRoundTripperGRPCTrailers(t *testing.T) {
 	reg := metrics.New(metrics.Config{})
 	gs := healthServer()
 	defer gs.Stop()
-	addr := h2cServer(t, gs)
+	addr := h2ctest.Serve(t, gs)
 
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)

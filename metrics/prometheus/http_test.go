@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,23 +21,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/metrics/internal/h2ctest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// serve runs h with HTTP/1 and h2c on loopback.
-func serve(t *testing.T, h http.Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close(); <-done })
-	return ln.Addr().String()
-}
 
 // TestHTTPMetricsExposition drives real HTTP/1 and gRPC traffic through
 // the middleware and the RoundTripper and checks what Prometheus scrapes.
@@ -57,7 +43,7 @@ func TestHTTPMetricsExposition(t *testing.T) {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	addr := serve(t, reg.HTTPHandler(root, metrics.HTTPOptions{Authorities: []string{"svc.test"}}))
+	addr := h2ctest.Serve(t, reg.HTTPHandler(root, metrics.HTTPOptions{Authorities: []string{"svc.test"}}))
 
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
