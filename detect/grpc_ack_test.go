@@ -177,29 +177,11 @@ func TestGRPCActiveDropsLateACK(t *testing.T) {
 						defer client.Close()
 						defer server.Close()
 						require.NoError(t, client.SetDeadline(time.Now().Add(20*time.Second)))
-						clientDone := make(chan error, 1)
-						go func() {
-							clientDone <- func() error {
-								if _, err := client.Write(in[:first]); err != nil {
-									return err
-								}
-								got := make([]byte, 9)
-								if _, err := io.ReadFull(client, got); err != nil {
-									return err
-								}
-								if !bytes.Equal(got, []byte{0, 0, 0, 4, 0, 0, 0, 0, 0}) {
-									return fmt.Errorf("detector wrote %x, want an empty SETTINGS frame", got)
-								}
-								rest := in[first:]
-								for _, k := range cuts {
-									if _, err := client.Write(rest[:k]); err != nil {
-										return err
-									}
-									rest = rest[k:]
-								}
-								return tr.closeWrite(client)
-							}()
-						}()
+						pieces, rest := make([][]byte, 0, len(cuts)), in[first:]
+						for _, k := range cuts {
+							pieces, rest = append(pieces, rest[:k]), rest[k:]
+						}
+						clientDone := activeGRPCClient(tr, client, in[:first], nil, pieces...)
 						d := &detect.Detector{GRPC: detect.GRPCActive, MaxPeek: limit, GRPCWait: 10 * time.Second}
 						ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 						defer cancel()
@@ -244,21 +226,7 @@ func TestGRPCActiveNoACKPassesEverything(t *testing.T) {
 			defer client.Close()
 			defer server.Close()
 			require.NoError(t, client.SetDeadline(time.Now().Add(20*time.Second)))
-			clientDone := make(chan error, 1)
-			go func() {
-				clientDone <- func() error {
-					if _, err := client.Write(in[:33]); err != nil {
-						return err
-					}
-					if _, err := io.ReadFull(client, make([]byte, 9)); err != nil {
-						return err
-					}
-					if _, err := client.Write(in[33:]); err != nil {
-						return err
-					}
-					return tr.closeWrite(client)
-				}()
-			}()
+			clientDone := activeGRPCClient(tr, client, in[:33], nil, in[33:])
 			d := &detect.Detector{GRPC: detect.GRPCActive, GRPCWait: 10 * time.Second}
 			res, conn, err := d.Detect(context.Background(), server)
 			require.NoError(t, err)

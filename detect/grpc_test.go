@@ -327,30 +327,13 @@ func TestGRPCActiveStripsOnlyOurACK(t *testing.T) {
 
 				client, server := tr.pair(t)
 				defer client.Close()
-				clientDone := make(chan error, 1)
-				var fromDetector []byte
-				go func() {
-					clientDone <- func() error {
-						if _, err := client.Write(prefaceAndSettings); err != nil {
-							return err
-						}
-						got := make([]byte, 9)
-						if _, err := io.ReadFull(client, got); err != nil {
-							return err
-						}
-						fromDetector = got
-						var err error
-						if ackFirst {
-							_, err = client.Write(append(append([]byte(nil), ack.Bytes()...), rest...))
-						} else {
-							_, err = client.Write(append(append([]byte(nil), rest...), ack.Bytes()...))
-						}
-						if err != nil {
-							return err
-						}
-						return tr.closeWrite(client)
-					}()
-				}()
+				tail := append(append([]byte(nil), rest...), ack.Bytes()...)
+				if ackFirst {
+					tail = append(append([]byte(nil), ack.Bytes()...), rest...)
+				}
+				// The client checks that the detector wrote one empty
+				// SETTINGS frame.
+				clientDone := activeGRPCClient(tr, client, prefaceAndSettings, nil, tail)
 				d := &detect.Detector{GRPC: detect.GRPCActive, GRPCWait: 10 * time.Second}
 				res, conn, err := d.Detect(context.Background(), server)
 				require.NoError(t, err)
@@ -361,7 +344,6 @@ func TestGRPCActiveStripsOnlyOurACK(t *testing.T) {
 				got, err := io.ReadAll(bounded(conn))
 				require.NoError(t, err)
 				require.NoError(t, recv(t, clientDone, "clientDone"))
-				assert.Equal(t, []byte{0, 0, 0, 4, 0, 0, 0, 0, 0}, fromDetector, "one empty SETTINGS frame")
 				assert.Equal(t, req, got, "every client byte but the ACK, in order")
 			})
 		}
@@ -384,22 +366,9 @@ func TestGRPCActiveNoHeadersStillStripsACK(t *testing.T) {
 			client, server := tr.pair(t)
 			defer client.Close()
 			release := make(chan struct{})
-			clientDone := make(chan error, 1)
-			go func() {
-				clientDone <- func() error {
-					if _, err := client.Write(pre.Bytes()); err != nil {
-						return err
-					}
-					if _, err := io.ReadFull(client, make([]byte, 9)); err != nil {
-						return err
-					}
-					if _, err := client.Write(ack.Bytes()); err != nil {
-						return err
-					}
-					<-release // stay open and silent until detection is over
-					return tr.closeWrite(client)
-				}()
-			}()
+			// The client stays open and silent after its ACK until
+			// detection is over.
+			clientDone := activeGRPCClient(tr, client, pre.Bytes(), release, ack.Bytes())
 			d := &detect.Detector{GRPC: detect.GRPCActive, GRPCWait: 100 * time.Millisecond}
 			res, conn, err := d.Detect(context.Background(), server)
 			close(release)

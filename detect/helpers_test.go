@@ -1,6 +1,7 @@
 package detect_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -214,4 +216,37 @@ func httpGet(t testing.TB, tr *http.Transport, url string) string {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return string(b)
+}
+
+// activeGRPCClient plays, in a goroutine, a client of active gRPC
+// detection on client: it writes head, reads the detector's frame (which
+// must be the one empty SETTINGS frame), writes each of writes in turn,
+// waits for release to be closed when it is not nil, and ends its sending
+// side. The channel gets the first error.
+func activeGRPCClient(tr transport, client net.Conn, head []byte, release <-chan struct{}, writes ...[]byte) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			if _, err := client.Write(head); err != nil {
+				return err
+			}
+			got := make([]byte, 9)
+			if _, err := io.ReadFull(client, got); err != nil {
+				return err
+			}
+			if !bytes.Equal(got, []byte{0, 0, 0, 4, 0, 0, 0, 0, 0}) {
+				return fmt.Errorf("detector wrote %x, want one empty SETTINGS frame", got)
+			}
+			for _, w := range writes {
+				if _, err := client.Write(w); err != nil {
+					return err
+				}
+			}
+			if release != nil {
+				<-release
+			}
+			return tr.closeWrite(client)
+		}()
+	}()
+	return done
 }
