@@ -13,17 +13,16 @@ import (
 	"sync"
 	"time"
 
-	prom "github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/examples/internal/lines"
+	"github.com/sniffsplice/sniff/examples/internal/promtext"
 	"github.com/sniffsplice/sniff/examples/internal/selfsigned"
 	"github.com/sniffsplice/sniff/metrics"
-	sniffprom "github.com/sniffsplice/sniff/metrics/prometheus"
 )
 
 // tlsHandshakeTimeout bounds a TLS handshake on the multiplexed port.
@@ -34,7 +33,7 @@ const tlsHandshakeTimeout = 10 * time.Second
 // It writes its address and, unless cfg.Quiet, one line per connection to
 // stdout.
 func run(ctx context.Context, cfg config, stdout io.Writer) error {
-	out := &lineWriter{w: stdout}
+	out := &lines.Writer{Prefix: "multiplex: ", W: stdout}
 
 	cert, certDesc, err := loadCertificate(cfg)
 	if err != nil {
@@ -63,7 +62,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 			return
 		}
 		r := ev.Result
-		out.printf("conn %s: %s (%s, %d bytes in %v) %s", ev.RemoteAddr, r.Protocol, r.Reason, r.Bytes, r.Duration.Round(time.Microsecond), ev.Outcome)
+		out.Printf("conn %s: %s (%s, %d bytes in %v) %s", ev.RemoteAddr, r.Protocol, r.Reason, r.Bytes, r.Duration.Round(time.Microsecond), ev.Outcome)
 	}})
 	// gRPC has its own child (without one the mux would send it to the
 	// HTTP/2 child), so the HTTP child gets HTTP/1 and the other HTTP/2.
@@ -78,7 +77,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge, and HTTP/2 decrypted from TLS
 	routes := http.NewServeMux()
-	routes.Handle("/metrics", metricsHandler(reg))
+	routes.Handle("/metrics", promtext.Handler(reg))
 	routes.HandleFunc("/", httpHandler)
 	httpSrv := &http.Server{
 		Handler:           reg.HTTPHandler(routes, metrics.HTTPOptions{Route: routeLabel}),
@@ -101,7 +100,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		tc := tls.Server(c, tlsCfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			if !cfg.Quiet {
-				out.printf("conn %s: TLS handshake failed: %v", c.RemoteAddr(), err)
+				out.Printf("conn %s: TLS handshake failed: %v", c.RemoteAddr(), err)
 			}
 			tc.Close()
 			return
@@ -114,7 +113,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 			return
 		}
 		if !cfg.Quiet {
-			out.printf("conn %s: inside TLS (%s, sni=%q, alpn=%q): %s (%s)", c.RemoteAddr(), tls.VersionName(st.Version), st.ServerName, st.NegotiatedProtocol, res.Protocol, res.Reason)
+			out.Printf("conn %s: inside TLS (%s, sni=%q, alpn=%q): %s (%s)", c.RemoteAddr(), tls.VersionName(st.Version), st.ServerName, st.NegotiatedProtocol, res.Protocol, res.Reason)
 		}
 		switch res.Protocol {
 		case detect.HTTP1, detect.HTTP2:
@@ -242,13 +241,6 @@ func loadCertificate(cfg config) (tls.Certificate, string, error) {
 	return cert, desc, nil
 }
 
-// metricsHandler serves reg in the Prometheus text format.
-func metricsHandler(reg *metrics.Registry) http.Handler {
-	pr := prom.NewRegistry()
-	pr.MustRegister(sniffprom.NewCollector(reg, sniffprom.Options{}))
-	return promhttp.HandlerFor(pr, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
-}
-
 // routeLabel is the route label of the HTTP metrics: a fixed set, never a
 // raw path.
 func routeLabel(r *http.Request) string {
@@ -257,20 +249,4 @@ func routeLabel(r *http.Request) string {
 		return r.URL.Path
 	}
 	return "/*"
-}
-
-// lineWriter serializes writes from the connection goroutines.
-type lineWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lineWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (l *lineWriter) printf(format string, args ...any) {
-	fmt.Fprintf(l, "multiplex: "+format+"\n", args...)
 }

@@ -10,12 +10,10 @@ import (
 	"sync"
 	"time"
 
-	prom "github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/examples/internal/lines"
+	"github.com/sniffsplice/sniff/examples/internal/promtext"
 	"github.com/sniffsplice/sniff/metrics"
-	sniffprom "github.com/sniffsplice/sniff/metrics/prometheus"
 	"github.com/sniffsplice/sniff/splice"
 )
 
@@ -63,7 +61,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 			OnResult: reg.DetectHook(metrics.Inbound),
 		},
 		joiner: &splice.Joiner{IdleTimeout: cfg.IdleTimeout},
-		out:    &lineWriter{w: stdout},
+		out:    &lines.Writer{Prefix: "sniproxy: ", W: stdout},
 	}
 	fmt.Fprintf(p.out, "sniproxy: listening on %s\n", ln.Addr())
 	var metricsAddr net.Addr
@@ -126,7 +124,7 @@ type proxy struct {
 	reg    *metrics.Registry
 	det    *detect.Detector
 	joiner *splice.Joiner
-	out    *lineWriter
+	out    *lines.Writer
 }
 
 // acceptLoop accepts until the listener fails for good, starting one
@@ -228,26 +226,12 @@ func (p *proxy) logf(format string, args ...any) {
 	if p.cfg.Quiet {
 		return
 	}
-	fmt.Fprintf(p.out, "sniproxy: "+format+"\n", args...)
+	p.out.Printf(format, args...)
 }
 
-// metricsHandler serves reg in the Prometheus text format.
+// metricsHandler serves reg in the Prometheus text format at /metrics.
 func metricsHandler(reg *metrics.Registry) http.Handler {
-	pr := prom.NewRegistry()
-	pr.MustRegister(sniffprom.NewCollector(reg, sniffprom.Options{}))
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(pr, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.Handle("/metrics", promtext.Handler(reg))
 	return mux
-}
-
-// lineWriter serializes writes from the connection goroutines.
-type lineWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lineWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
 }

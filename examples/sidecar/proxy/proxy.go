@@ -32,13 +32,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	prom "github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/examples/internal/promtext"
 	"github.com/sniffsplice/sniff/metrics"
-	promcollector "github.com/sniffsplice/sniff/metrics/prometheus"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/opaque"
 	"github.com/sniffsplice/sniff/splice"
@@ -372,7 +370,5 @@ func chain[T any](a, b func(T)) func(T) {
 // MetricsHandler serves reg in the Prometheus text format (through
 // metrics/prometheus and client_golang), for the admin listener's /metrics.
 func MetricsHandler(reg *metrics.Registry) http.Handler {
-	pr := prom.NewRegistry()
-	pr.MustRegister(promcollector.NewCollector(reg, promcollector.Options{}))
-	return promhttp.HandlerFor(pr, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	return promtext.Handler(reg)
 }
