@@ -2,7 +2,6 @@ package main
 
 import (
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 
@@ -28,8 +27,6 @@ func TestBinary(t *testing.T) {
 	require.Equal(t, "multiplex: GET /binary HTTP/1.1 tls=none\n", body)
 	tr.CloseIdleConnections()
 
-	require.NoError(t, p.Cmd.Process.Signal(os.Interrupt))
-	require.NoError(t, p.Wait(t), "exit status after SIGINT\n%s", p.Out)
-	require.Contains(t, p.Out.String(), ": HTTP/1 (matched")
-	require.True(t, strings.HasSuffix(p.Out.String(), "multiplex: stopped\n"), p.Out.String())
+	out := p.Interrupt(t, "multiplex: stopped\n")
+	require.Contains(t, out, ": HTTP/1 (matched")
 }

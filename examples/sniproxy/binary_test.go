@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -39,8 +38,6 @@ func TestBinary(t *testing.T) {
 	addr := strings.TrimPrefix(line, "sniproxy: listening on ")
 	c, br := dialTLS(t, addr, "a.test", be)
 	converse(t, c, br, "backend-a: hello sni=a.test\n")
-	require.NoError(t, p.Cmd.Process.Signal(os.Interrupt))
-	require.NoError(t, p.Wait(t), "exit status after SIGINT\n%s", p.Out)
-	require.Contains(t, p.Out.String(), `sni="a.test" route=a.test backend=`+be.addr)
-	require.True(t, strings.HasSuffix(p.Out.String(), "sniproxy: stopped\n"), p.Out.String())
+	out := p.Interrupt(t, "sniproxy: stopped\n")
+	require.Contains(t, out, `sni="a.test" route=a.test backend=`+be.addr)
 }

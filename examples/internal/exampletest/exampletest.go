@@ -140,6 +140,24 @@ func (p *Process) Wait(t testing.TB) error {
 	}
 }
 
+// Interrupt sends the process SIGINT, as a user's ^C, and requires that it
+// exit with status 0 (within a minute) after printing last as its final
+// output. It returns everything the process printed.
+func (p *Process) Interrupt(t testing.TB, last string) string {
+	t.Helper()
+	if err := p.Cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatalf("SIGINT: %v", err)
+	}
+	if err := p.Wait(t); err != nil {
+		t.Fatalf("exit status after SIGINT: %v\n%s", err, p.Out)
+	}
+	out := p.Out.String()
+	if !strings.HasSuffix(out, last) {
+		t.Fatalf("output after SIGINT does not end with %q:\n%s", last, out)
+	}
+	return out
+}
+
 // lineSplitter writes to w and sends every complete line to lines (dropping
 // lines when nobody reads them).
 type lineSplitter struct {

@@ -134,3 +134,27 @@ func TestRunRefused(t *testing.T) {
 		require.True(t, ft.failed, "%q passed RunRefused", script)
 	}
 }
+
+// TestInterrupt: a program that stops cleanly on SIGINT passes; one that
+// exits non-zero or ends with other output fails the test.
+func TestInterrupt(t *testing.T) {
+	sh := RequireProgram(t, "sh", "dash")
+	p, _ := StartProgram(t, "ready", sh, "-c", `trap 'echo prog: stopped; exit 0' INT; echo ready; while :; do sleep 0.05; done`)
+	require.Equal(t, "ready\nprog: stopped\n", p.Interrupt(t, "prog: stopped\n"))
+
+	for _, tc := range []struct{ script, last string }{
+		{`trap 'echo prog: stopped; exit 1' INT; echo ready; while :; do sleep 0.05; done`, "prog: stopped\n"},
+		{`trap 'echo prog: stopped; exit 0' INT; echo ready; while :; do sleep 0.05; done`, "prog: done\n"},
+	} {
+		p, _ := StartProgram(t, "ready", sh, "-c", tc.script)
+		ft := &fakeT{TB: t}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { // Fatalf ends the goroutine through runtime.Goexit.
+			defer wg.Done()
+			p.Interrupt(ft, tc.last)
+		}()
+		wg.Wait()
+		require.True(t, ft.failed, "%q passed Interrupt", tc.script)
+	}
+}
