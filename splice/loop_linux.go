@@ -197,12 +197,18 @@ func (w *worker) addListener(ls *lsrv) error {
 	}
 	i := len(w.listeners)
 	w.listeners = append(w.listeners, ls)
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: listenSlot(i)}
-	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, ls.fd, &ev); err != nil {
+	if err := w.watchListener(i); err != nil {
 		w.listeners = w.listeners[:i]
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	return nil
+}
+
+// watchListener adds the socket of listener i to the worker's epoll set
+// (w.mu held).
+func (w *worker) watchListener(i int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: listenSlot(i)}
+	return unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, w.listeners[i].fd, &ev)
 }
 
 // removeListener takes ls out of the worker's epoll set (w.mu held); its
@@ -240,8 +246,7 @@ func (w *worker) accept(i int) {
 			time.AfterFunc(50*time.Millisecond, func() {
 				w.mu.Lock()
 				if !w.closing && i < len(w.listeners) && w.listeners[i] == ls {
-					ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: listenSlot(i)}
-					unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, ls.fd, &ev)
+					w.watchListener(i)
 				}
 				w.mu.Unlock()
 			})
