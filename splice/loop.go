@@ -283,15 +283,10 @@ func resetConn(c net.Conn) {
 	}
 }
 
-// isResetErr reports a reset or a broken pipe.
-func isResetErr(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
-
 // endOf classifies err as Joiner does: EndReset for a reset or broken
 // pipe, EndError otherwise.
 func endOf(err error) End {
-	if isResetErr(err) {
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
 		return EndReset
 	}
 	return EndError
