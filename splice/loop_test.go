@@ -300,6 +300,7 @@ func TestLoopDialFallback(t *testing.T) {
 	helloRoundTrip(t, client)
 	client.Close()
 	st := <-done
+	assert.NoError(t, st.Err, "a clean close of the client")
 	assert.Equal(t, int64(5), st.AToB)
 	assert.Equal(t, int64(5), st.BToA)
 
@@ -397,6 +398,12 @@ func TestLoopWaitModes(t *testing.T) {
 			exchange(t, e.client, e.server, 8<<20, 64<<10)
 			r := e.wait(t)
 			require.NoError(t, r.err)
+			require.Len(t, l.eng.workers, 2)
+			for _, w := range l.eng.workers {
+				// A worker parked in Go's poller reads its epoll set
+				// through a RawConn; a blocking one has none.
+				assert.Equal(t, blocking, w.rc == nil, "wait mode of the worker")
+			}
 		})
 	}
 }
