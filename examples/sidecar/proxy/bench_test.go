@@ -36,11 +36,7 @@ func mesh(tb testing.TB) (direct, viaSidecars string) {
 	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write(body)
 	})}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
-	go srv.Serve(l)
-	tb.Cleanup(func() { srv.Close() })
-	dst := l.Addr().(*net.TCPAddr).AddrPort()
+	dst := httpBackend(tb, srv)
 
 	ca := mtlstest.NewCA("bench.test")
 	srcA, srcB := ca.Source("/sa/client"), ca.Source("/sa/server")

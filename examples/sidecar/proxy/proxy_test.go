@@ -38,6 +38,18 @@ func lineEcho(tb testing.TB) netip.AddrPort {
 	})
 }
 
+// httpBackend serves srv on loopback until the test ends (waiting for its
+// Serve goroutine) and returns its address.
+func httpBackend(tb testing.TB, srv *http.Server) netip.AddrPort {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(l) }()
+	tb.Cleanup(func() { srv.Close(); <-done })
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
 // events collects a Proxy's events.
 type events struct {
 	mu  sync.Mutex
@@ -188,11 +200,7 @@ func TestHandleLocal(t *testing.T) {
 		seen.Store("id", r.Header.Get(ClientIDHeader))
 		io.WriteString(w, "local")
 	})}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go srv.Serve(l)
-	defer srv.Close()
-	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	port := httpBackend(t, srv).Port()
 
 	ca := mtlstest.NewCA("local.test")
 	src := ca.Source("/b")
@@ -262,11 +270,7 @@ func TestAdminReady(t *testing.T) {
 func TestCloseWithOpenUpgrade(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.Handle("/ws", websocket.Handler(func(ws *websocket.Conn) { io.Copy(ws, ws) }))
-	srv := &http.Server{Handler: mux}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go srv.Serve(l)
-	defer srv.Close()
+	backend := httpBackend(t, &http.Server{Handler: mux})
 
 	ca := mtlstest.NewCA("ws.test")
 	srcA, srcB := ca.Source("/a"), ca.Source("/b")
@@ -274,7 +278,7 @@ func TestCloseWithOpenUpgrade(t *testing.T) {
 	require.NoError(t, err)
 	sA, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: srcA, Bundle: srcA},
 		Peers: func(netip.AddrPort) (Peer, error) { return Peer{Addr: sB.InboundAddr.String()}, nil }},
-		Listeners{Forwards: []Forward{{Listen: "127.0.0.1:0", Dst: l.Addr().(*net.TCPAddr).AddrPort()}}})
+		Listeners{Forwards: []Forward{{Listen: "127.0.0.1:0", Dst: backend}}})
 	require.NoError(t, err)
 	addr := sA.ForwardAddrs[0].String()
 	ws, err := websocket.Dial("ws://"+addr+"/ws", "", "http://"+addr)
@@ -334,10 +338,7 @@ func TestPeerDownHTTP(t *testing.T) {
 // connections (transport headers announcing no session protocol).
 func TestLearnHTTP(t *testing.T) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go srv.Serve(l)
-	defer srv.Close()
+	backend := httpBackend(t, srv)
 	ca := mtlstest.NewCA("learn.test")
 	srcA, srcB := ca.Source("/a"), ca.Source("/b")
 	regB := metrics.New(metrics.Config{})
@@ -347,7 +348,7 @@ func TestLearnHTTP(t *testing.T) {
 	var ev events
 	sA, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: srcA, Bundle: srcA}, LearnHTTP: 2, OnEvent: ev.add,
 		Peers: func(netip.AddrPort) (Peer, error) { return Peer{Addr: sB.InboundAddr.String()}, nil }},
-		Listeners{Forwards: []Forward{{Listen: "127.0.0.1:0", Dst: l.Addr().(*net.TCPAddr).AddrPort()}}})
+		Listeners{Forwards: []Forward{{Listen: "127.0.0.1:0", Dst: backend}}})
 	require.NoError(t, err)
 	defer sA.Close()
 	for i := range 5 {
