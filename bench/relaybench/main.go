@@ -305,35 +305,50 @@ type sinkResult struct {
 }
 
 func startSink() *sink {
+	s := &sink{done: make(chan sinkResult, 16)}
+	s.ln = serveTCP(func(c net.Conn) {
+		buf := make([]byte, 1<<20)
+		var n int64
+		for {
+			k, err := c.Read(buf)
+			n += int64(k)
+			if err != nil {
+				break
+			}
+		}
+		if n > 0 {
+			s.done <- sinkResult{n, time.Now()}
+		}
+	})
+	return s
+}
+
+// serveTCP listens on loopback and runs handle on every accepted
+// connection in its own goroutine, closing the connection after it. A
+// failed Accept is retried (the relay tests run close to the fd limit)
+// until the listener is closed.
+func serveTCP(handle func(net.Conn)) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fatal(err)
 	}
-	s := &sink{ln: ln, done: make(chan sinkResult, 16)}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
-				return
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+				continue
 			}
 			go func() {
 				defer c.Close()
-				buf := make([]byte, 1<<20)
-				var n int64
-				for {
-					k, err := c.Read(buf)
-					n += int64(k)
-					if err != nil {
-						break
-					}
-				}
-				if n > 0 {
-					s.done <- sinkResult{n, time.Now()}
-				}
+				handle(c)
 			}()
 		}
 	}()
-	return s
+	return ln
 }
 
 func startHTTP() string {
@@ -354,32 +369,14 @@ func startHTTP() string {
 // startHolder answers one byte with one byte, then holds the connection
 // until the peer closes it.
 func startHolder() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fatal(err)
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			go func() {
-				defer c.Close()
-				b := make([]byte, 1)
-				if _, err := c.Read(b); err != nil {
-					return
-				}
-				c.Write(b)
-				c.Read(b) // until EOF
-			}()
+	return serveTCP(func(c net.Conn) {
+		b := make([]byte, 1)
+		if _, err := c.Read(b); err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		c.Write(b)
+		c.Read(b) // until EOF
+	}).Addr().String()
 }
 
 // ---- measurements ----
@@ -787,31 +784,17 @@ func main() {
 
 // startEcho answers every message of size bytes with the same bytes.
 func startEcho(size int) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fatal(err)
-	}
-	go func() {
+	return serveTCP(func(c net.Conn) {
+		buf := make([]byte, size)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := io.ReadFull(c, buf); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, size)
-				for {
-					if _, err := io.ReadFull(c, buf); err != nil {
-						return
-					}
-					if _, err := c.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().String()
+	}).Addr().String()
 }
 
 // pingPong sends n messages of size bytes through r, one at a time, and
