@@ -28,6 +28,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/internal/testnet"
 )
 
 // Proxy modes of raceProxy.
@@ -179,30 +180,11 @@ func joinConns(a, b net.Conn) {
 	b.Close()
 }
 
-// upstreamServer accepts on loopback and runs handle for each connection.
+// upstreamServer accepts on loopback, runs handle for each connection and
+// returns the listener's address.
 func upstreamServer(tb testing.TB, handle func(c net.Conn)) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	tb.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String()
+	return testnet.Serve(tb, handle).Addr().String()
 }
 
 func nextResult(t *testing.T, p *raceProxy) detect.Result {

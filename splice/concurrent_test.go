@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -66,41 +67,27 @@ func (r *relay) stop() []joinOut {
 }
 
 // startEcho serves every accepted connection by sending back what it reads
-// and half-closing after EOF.
+// and half-closing after EOF. stop closes the listener; the handlers are
+// waited for when the test ends.
 func startEcho(t testing.TB, wrap func(net.Conn) net.Conn) (addr string, stop func()) {
-	ln := listen(t)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	ln := testnet.Serve(t, func(c net.Conn) {
+		w := wrap(c)
+		buf := make([]byte, 8<<10)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				w := wrap(c)
-				buf := make([]byte, 8<<10)
-				for {
-					n, err := w.Read(buf)
-					if n > 0 {
-						if _, werr := w.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						break
-					}
+			n, err := w.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
 				}
-				w.(interface{ CloseWrite() error }).CloseWrite()
-				io.Copy(io.Discard, w)
-			}()
+			}
+			if err != nil {
+				break
+			}
 		}
-	}()
-	return ln.Addr().String(), func() { ln.Close(); wg.Wait() }
+		w.(interface{ CloseWrite() error }).CloseWrite()
+		io.Copy(io.Discard, w)
+	})
+	return ln.Addr().String(), func() { ln.Close() }
 }
 
 // TestConcurrentJoins runs many joins of small transfers at once and checks

@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 
 	"github.com/sniffsplice/sniff/examples/internal/exampletest"
 	"github.com/sniffsplice/sniff/examples/internal/selfsigned"
+	"github.com/sniffsplice/sniff/internal/testnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -41,30 +41,9 @@ func startBackend(t *testing.T, name string, hosts ...string) *backend {
 	t.Helper()
 	cert, err := selfsigned.New(name, hosts...)
 	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	b := &backend{name: name, addr: ln.Addr().String(), cert: cert}
+	b := &backend{name: name, cert: cert}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				b.serve(tls.Server(c, cfg))
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
+	b.addr = testnet.Serve(t, func(c net.Conn) { b.serve(tls.Server(c, cfg)) }).Addr().String()
 	return b
 }
 

@@ -1,0 +1,39 @@
+// Package testnet holds the loopback servers the module's tests share: an
+// accept loop whose handlers are all waited for when the test ends (so
+// goleak sees no server goroutine left).
+package testnet
+
+import (
+	"net"
+	"sync"
+	"testing"
+)
+
+// Serve listens on 127.0.0.1 (an ephemeral port) and runs handle on every
+// accepted connection in its own goroutine, closing the connection after
+// handle returns. When the test ends the listener is closed and Serve waits
+// for the accept loop and every handler to return. The caller may close the
+// returned listener earlier to stop accepting; the handlers are still
+// waited for at the end of the test.
+func Serve(tb testing.TB, handle func(net.Conn)) net.Listener {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("testnet: listen: %v", err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+	tb.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln
+}
