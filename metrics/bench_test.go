@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/splice"
 )
@@ -108,17 +109,7 @@ func streamOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
 func pingPongOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
 	client, server, wait := relay(b, reg)
 	const size = 1 << 10
-	go func() {
-		buf := make([]byte, size)
-		for {
-			if _, err := io.ReadFull(server, buf); err != nil {
-				return
-			}
-			if _, err := server.Write(buf); err != nil {
-				return
-			}
-		}
-	}()
+	go testnet.EchoMessages(server, size)
 	msg := make([]byte, size)
 	return func() {
 		if _, err := client.Write(msg); err != nil {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"testing"
+
+	"github.com/sniffsplice/sniff/internal/testnet"
 )
 
 // benchPipeline is a client -> Join -> server pipeline for benchmarks.
@@ -44,7 +46,7 @@ func BenchmarkPingPong(b *testing.B) {
 // client sends size bytes and reads them back per iteration; then the
 // pipeline is stopped.
 func pingPong(b *testing.B, client, server net.Conn, done chan joinOut, size int) {
-	go echoServer(server, size)
+	go testnet.EchoMessages(server, size)
 	msg := make([]byte, size)
 	b.SetBytes(int64(2 * size))
 	b.ReportAllocs()
@@ -134,19 +136,6 @@ func newBenchLoop(mode string) *Loop {
 	return &Loop{blockingWait: mode == "loop-blocking"}
 }
 
-// echoServer answers every size-byte message with the same bytes.
-func echoServer(server net.Conn, size int) {
-	buf := make([]byte, size)
-	for {
-		if _, err := io.ReadFull(server, buf); err != nil {
-			return
-		}
-		if _, err := server.Write(buf); err != nil {
-			return
-		}
-	}
-}
-
 // BenchmarkLoopPingPong measures one request/response round trip of size
 // bytes each way through one joined connection, for each relay of
 // loopModes in the same run.
@@ -180,7 +169,7 @@ func BenchmarkLoopParallel(b *testing.B) {
 			for i := range pipes {
 				c, s, d := startMode(b, mode, l)
 				pipes[i] = pipe{c, s, d}
-				go echoServer(s, size)
+				go testnet.EchoMessages(s, size)
 			}
 			work := make(chan struct{}, conns)
 			var wg sync.WaitGroup

@@ -1,9 +1,11 @@
 // Package testnet holds the loopback servers the module's tests share: an
 // accept loop whose handlers are all waited for when the test ends (so
-// goleak sees no server goroutine left).
+// goleak sees no server goroutine left), and an echo of fixed-size messages
+// for request/response benchmarks.
 package testnet
 
 import (
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -36,4 +38,18 @@ func Serve(tb testing.TB, handle func(net.Conn)) net.Listener {
 	})
 	tb.Cleanup(func() { ln.Close(); wg.Wait() })
 	return ln
+}
+
+// EchoMessages reads size-byte messages from c and writes each one back,
+// until a read or write fails (typically EOF when the peer closes).
+func EchoMessages(c net.Conn, size int) {
+	buf := make([]byte, size)
+	for {
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return
+		}
+		if _, err := c.Write(buf); err != nil {
+			return
+		}
+	}
 }
