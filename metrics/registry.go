@@ -306,6 +306,9 @@ func (s *cappedSet) intern(v string, max int) string {
 		if iv, ok := (*mp)[v]; ok {
 			return iv
 		}
+		if len(*mp) >= max {
+			return Other // the set only grows: no lock once it is full
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -348,6 +351,9 @@ func (t *errnoTable) index(errno string) int {
 			if n == errno {
 				return i + 1
 			}
+		}
+		if len(*np) >= maxErrnos-2 {
+			return maxErrnos - 1 // full (it only grows): no lock
 		}
 	}
 	if errno == Other {

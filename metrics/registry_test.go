@@ -232,3 +232,33 @@ func TestHistogramMerge(t *testing.T) {
 	assert.Equal(t, uint64(0), m.Counts[0])
 	assert.InDelta(t, 0.002, m.Sum, 1e-12)
 }
+
+// TestFullCapsTakeNoLock: once a label cap is full, a new value is counted
+// as Other without taking the set's lock (an HTTP authority label beyond
+// its cap would otherwise lock once per request).
+func TestFullCapsTakeNoLock(t *testing.T) {
+	var set cappedSet
+	require.Equal(t, "a", set.intern("a", 1))
+	var tbl errnoTable
+	for i := range maxErrnos - 2 {
+		require.Equal(t, i+1, tbl.index(fmt.Sprintf("E%d", i)))
+	}
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	tbl.mu.Lock()
+	defer tbl.mu.Unlock()
+	done := make(chan struct{})
+	var v string
+	var i int
+	go func() {
+		defer close(done)
+		v, i = set.intern("b", 1), tbl.index("ENEW")
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a value beyond a full cap waited for the lock")
+	}
+	assert.Equal(t, Other, v)
+	assert.Equal(t, maxErrnos-1, i)
+}
