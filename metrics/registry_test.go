@@ -262,3 +262,29 @@ func TestFullCapsTakeNoLock(t *testing.T) {
 	assert.Equal(t, Other, v)
 	assert.Equal(t, maxErrnos-1, i)
 }
+
+// TestDirectionOutOfRange: every entry point records a Direction other
+// than Outbound as Inbound, and Outbound as itself.
+func TestDirectionOutOfRange(t *testing.T) {
+	for _, tc := range []struct{ in, want Direction }{{Direction(7), Inbound}, {Outbound, Outbound}} {
+		r := New(Config{})
+		r.OpenConn(ConnLabels{Direction: tc.in, Protocol: "p"}).Close("")
+		r.ObserveDetection(tc.in, "HTTP/1", "matched", time.Millisecond)
+		r.ObserveDecision(tc.in, "opaque", 3306)
+		r.ObserveHandshake(tc.in, OutcomeSuccess, "", time.Millisecond)
+		r.ObserveHTTPError(tc.in, 400, time.Millisecond)
+		s := r.Snapshot()
+		require.Len(t, s.TCP, 1)
+		require.Len(t, s.Detections, 1)
+		require.Len(t, s.Decisions, 1)
+		require.Len(t, s.Handshakes, 1)
+		require.Len(t, s.Requests, 1)
+		require.Len(t, s.Responses, 1)
+		assert.Equal(t, tc.want, s.TCP[0].Direction, "OpenConn")
+		assert.Equal(t, tc.want, s.Detections[0].Direction, "ObserveDetection")
+		assert.Equal(t, tc.want, s.Decisions[0].Direction, "ObserveDecision")
+		assert.Equal(t, tc.want, s.Handshakes[0].Direction, "ObserveHandshake")
+		assert.Equal(t, tc.want, s.Requests[0].Direction, "ObserveHTTPError request")
+		assert.Equal(t, tc.want, s.Responses[0].Direction, "ObserveHTTPError response")
+	}
+}
