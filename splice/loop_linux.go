@@ -128,7 +128,7 @@ func (e *engine) start(l *Loop, ctx context.Context, a, b net.Conn, addr netip.A
 		b.Close()
 	}
 	w := e.workers[int(e.next.Add(1))%len(e.workers)]
-	return true, nil, nil, w.add(l, ctx, fdA, fdB, addr, preA, preB, obs, done)
+	return true, nil, nil, w.add(ctx, fdA, fdB, addr, preA, preB, obs, done)
 }
 
 // lsrv is a listening socket that ServeDial gave to the workers: each
@@ -266,7 +266,7 @@ func (w *worker) accept(i int) {
 			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		}
 		j, dialOp, dialErr := newJoin(w, fd, -1, ls.addr, nil, nil, ls.obs, ls.done)
-		w.addLocked(w.l, ls.ctx, j, dialOp, dialErr) // closes the sockets when it fails
+		w.addLocked(ls.ctx, j, dialOp, dialErr) // closes the sockets when it fails
 	}
 }
 
@@ -299,9 +299,7 @@ type worker struct {
 	rc      syscall.RawConn // of file
 	evfd    int             // eventfd: wakes the worker for kills and Close
 	events  []unix.EpollEvent
-	scratch []byte
-	small   int
-	splice  bool
+	scratch []byte // the small-message buffer, SpliceThreshold bytes
 	epoch   time.Time
 	now     int64   // nanoseconds since epoch at the start of the turn
 	wakeBuf [8]byte // the eventfd increment, 1
@@ -410,9 +408,7 @@ func newWorker(l *Loop) (*worker, error) {
 			return nil, err
 		}
 	}
-	w.small = size(l.SpliceThreshold, DefaultSpliceThreshold)
-	w.splice = !l.DisableSplice
-	w.scratch = make([]byte, w.small)
+	w.scratch = make([]byte, size(l.SpliceThreshold, DefaultSpliceThreshold))
 	w.events = make([]unix.EpollEvent, maxEvents)
 	binary.NativeEndian.PutUint64(w.wakeBuf[:], 1)
 	return w, nil
@@ -720,14 +716,14 @@ func (w *worker) readOnce(j *ljoin, di Direction) bool {
 		if err == unix.EAGAIN {
 			// The destination is full: keep the rest in a pooled buffer
 			// and wait for its EPOLLOUT edge.
-			d.pb = getPooled(w.l.hooks, w.small)
+			d.pb = getPooled(w.l.hooks, len(w.scratch))
 			d.out = (*d.pb)[:copy(*d.pb, w.scratch[m:n])]
 		}
 		w.writeFailed(j, di, "write", err)
 		return false
 	}
 	if n == len(w.scratch) {
-		d.bulk = w.splice
+		d.bulk = !w.l.DisableSplice
 		return true
 	}
 	// A short read emptied the receive queue: the next segment brings a
@@ -819,7 +815,7 @@ func (w *worker) spliceIn(j *ljoin, di Direction) bool {
 		// Drained. A burst smaller than the buffer says the traffic is
 		// small again: back to read and write.
 		j.rd[src] = false
-		if d.burst < w.small {
+		if d.burst < len(w.scratch) {
 			d.bulk = false
 		}
 		d.burst = 0
@@ -1042,10 +1038,10 @@ func (j *ljoin) tick() {
 
 // add registers a join of the sockets fdA and fdB (-1: connect one to
 // addr). It closes both sockets when it fails.
-func (w *worker) add(l *Loop, ctx context.Context, fdA, fdB int, addr netip.AddrPort, preA, preB []byte, obs Observer, done func(Stats)) error {
+func (w *worker) add(ctx context.Context, fdA, fdB int, addr netip.AddrPort, preA, preB []byte, obs Observer, done func(Stats)) error {
 	j, dialOp, dialErr := newJoin(w, fdA, fdB, addr, preA, preB, obs, done)
 	w.mu.Lock()
-	err := w.addLocked(l, ctx, j, dialOp, dialErr)
+	err := w.addLocked(ctx, j, dialOp, dialErr)
 	w.mu.Unlock()
 	if err == nil && dialErr != nil {
 		w.wake() // the kill queue has the join
@@ -1077,7 +1073,7 @@ func newJoin(w *worker, fdA, fdB int, addr netip.AddrPort, preA, preB []byte, ob
 // addLocked registers j in the worker (w.mu held). A failed connect
 // (dialErr) is queued for the worker to end the join from its goroutine,
 // like every other end.
-func (w *worker) addLocked(l *Loop, ctx context.Context, j *ljoin, dialOp string, dialErr error) error {
+func (w *worker) addLocked(ctx context.Context, j *ljoin, dialOp string, dialErr error) error {
 	closeAll := func() {
 		for _, fd := range j.fd {
 			if fd >= 0 {
@@ -1117,7 +1113,7 @@ func (w *worker) addLocked(l *Loop, ctx context.Context, j *ljoin, dialOp string
 	if dialErr != nil {
 		w.killLocked(j, SideB, endOf(dialErr), &Error{Side: SideB, Op: dialOp, Err: dialErr}, 0)
 	}
-	if l.IdleTimeout > 0 || l.Lifetime > 0 {
+	if l := w.l; l.IdleTimeout > 0 || l.Lifetime > 0 {
 		first := l.IdleTimeout
 		if l.Lifetime > 0 && (first <= 0 || l.Lifetime < first) {
 			first = l.Lifetime
