@@ -459,6 +459,8 @@ func TestCancelWhileWriteBlocked(t *testing.T) {
 				cancel()
 				r := e.wait(t)
 				assert.ErrorIs(t, r.err, context.Canceled)
+				assert.Equal(t, EndCanceled, r.st.End)
+				assertIdle(t, j.hooks)
 			})
 		}
 	}
