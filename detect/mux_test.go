@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -367,8 +368,7 @@ func TestMuxSilentClientsDoNotDelayOthers(t *testing.T) {
 	// Close closed the silent clients' server sides: they see EOF (or a reset).
 	require.NoError(t, conns[0].SetReadDeadline(time.Now().Add(10*time.Second)))
 	_, err := conns[0].Read(make([]byte, 1))
-	assert.Error(t, err)
-	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
+	assertPeerClosed(t, err, "Close closed a silent client's server side")
 }
 
 // TestMuxCloseClosesEveryChild: Close makes pending and later Accepts of every child fail with
@@ -467,8 +467,7 @@ func TestMuxChildCloseKeepsSiblings(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
 	_, err = c.Read(make([]byte, 1))
-	assert.Error(t, err, "closed by the mux (EOF, or a reset as the request was unread)")
-	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
+	assertPeerClosed(t, err, "closed by the mux")
 	assert.Equal(t, uint64(1), m.Stats().ChildClosed)
 	assert.Equal(t, 1, events.count(detect.MuxChildClosed, detect.HTTP1))
 
@@ -503,8 +502,7 @@ func TestMuxUnroutedIsClosed(t *testing.T) {
 		t.Helper()
 		require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
 		_, err := c.Read(make([]byte, 1))
-		assert.Error(t, err, "the mux closed the unrouted connection")
-		assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
+		assertPeerClosed(t, err, "the mux closed the unrouted connection")
 	}
 	for _, first := range []string{"SSH-2.0-x\r\n", "\x00\x00\x00\x08\x04\xd2\x16\x2f"} {
 		c, err := net.Dial("tcp", m.Addr().String())
@@ -814,4 +812,13 @@ func TestMuxCloseWithoutServe(t *testing.T) {
 	late := m.Default() // a child taken after Close is closed too
 	assert.ErrorIs(t, acceptErr(t, late), net.ErrClosed)
 	assert.ErrorIs(t, acceptErr(t, ln), net.ErrClosed, "the parent listener was closed")
+}
+
+// assertPeerClosed checks that err ends a read from a connection whose
+// peer closed it: io.EOF, or ECONNRESET when the peer closed with bytes
+// of ours unread (a timeout or any other error fails).
+func assertPeerClosed(t *testing.T, err error, msg string) {
+	t.Helper()
+	assert.True(t, errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET),
+		"%s: got %v, want EOF or ECONNRESET", msg, err)
 }
