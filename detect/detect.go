@@ -326,10 +326,7 @@ func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start tim
 		s.res = errResult(start, 0, err)
 		return c, err
 	}
-	timeout := d.Timeout
-	if timeout == 0 {
-		timeout = DefaultTimeout
-	}
+	timeout := d.timeout()
 	var deadline time.Time
 	if timeout > 0 {
 		deadline = start.Add(timeout)

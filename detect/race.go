@@ -201,16 +201,13 @@ type firstBytes struct {
 	err   error  // a read error other than EOF
 }
 
-// longAgo is a deadline in the past: setting it interrupts a blocked read at once.
-var longAgo = time.Unix(1, 0)
-
 // awaitFirst waits until c has a byte or EOF to read, or ctx ends. On the MSG_PEEK path nothing is
 // consumed; otherwise at most one byte is read and returned in b.
 func awaitFirst(ctx context.Context, c net.Conn, side int) firstBytes {
 	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(fired)
-		_ = c.SetReadDeadline(longAgo)
+		_ = c.SetReadDeadline(aLongTimeAgo)
 	})
 	r := firstBytes{side: side}
 	var err error
