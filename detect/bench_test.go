@@ -102,6 +102,17 @@ func (c *memConn) SetDeadline(time.Time) error      { return nil }
 func (c *memConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
 
+// detectMem runs d over in through c, which it resets, and fails unless
+// the Result is want; it returns the connection Detect hands back.
+func detectMem(b *testing.B, d *detect.Detector, c *memConn, in []byte, want detect.Protocol) net.Conn {
+	c.r.Reset(in)
+	res, conn, err := d.Detect(context.Background(), c)
+	if err != nil || res.Protocol != want {
+		b.Fatal(res.Protocol, err)
+	}
+	return conn
+}
+
 // BenchmarkDetectReplay measures the reading path (any conn that is not a
 // Linux *net.TCPConn): the consumed bytes are copied out of the pooled
 // buffer into a ReplayConn (2 allocations: the conn and its bytes).
@@ -109,15 +120,10 @@ func BenchmarkDetectReplay(b *testing.B) {
 	in := []byte("GET /api/v1/items?limit=10 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
 	var d detect.Detector
 	c := &memConn{}
-	ctx := context.Background()
 	b.SetBytes(int64(len(in)))
 	b.ReportAllocs()
 	for b.Loop() {
-		c.r.Reset(in)
-		res, _, err := d.Detect(ctx, c)
-		if err != nil || res.Protocol != detect.HTTP1 {
-			b.Fatal(res.Protocol, err)
-		}
+		detectMem(b, &d, c, in, detect.HTTP1)
 	}
 }
 
@@ -148,16 +154,10 @@ func BenchmarkGRPCActiveACKFilter(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			d := &detect.Detector{GRPC: detect.GRPCActive}
 			c := &memConn{}
-			ctx := context.Background()
 			b.SetBytes(int64(len(in)))
 			b.ReportAllocs()
 			for b.Loop() {
-				c.r.Reset(in)
-				res, conn, err := d.Detect(ctx, c)
-				if err != nil || res.Protocol != detect.GRPC {
-					b.Fatal(res.Protocol, err)
-				}
-				n, err := io.Copy(io.Discard, conn)
+				n, err := io.Copy(io.Discard, detectMem(b, d, c, in, detect.GRPC))
 				if err != nil || int(n) != bc.want {
 					b.Fatal(n, err)
 				}
