@@ -48,7 +48,7 @@ func (h *h2Scan) scan(b []byte) {
 		}
 		if f, ok := f.(*http2.MetaHeadersFrame); ok {
 			h.headers = true
-			h.grpc = isGRPCContentType(f.PseudoValue("method"), f.Fields)
+			h.grpc = isGRPCContentType(f.Fields)
 			return
 		}
 	}
@@ -57,7 +57,7 @@ func (h *h2Scan) scan(b []byte) {
 // isGRPCContentType reports whether the header fields carry a gRPC
 // content-type: application/grpc, optionally followed by "+subtype" or
 // ";params".
-func isGRPCContentType(_ string, fields []hpack.HeaderField) bool {
+func isGRPCContentType(fields []hpack.HeaderField) bool {
 	for _, f := range fields {
 		if f.Name != "content-type" {
 			continue
