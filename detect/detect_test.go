@@ -262,9 +262,13 @@ func TestDetectReadError(t *testing.T) {
 	c, s := net.Pipe()
 	s.Close() // reading a locally closed pipe fails with io.ErrClosedPipe
 	defer c.Close()
-	_, conn, err := (&detect.Detector{}).Detect(context.Background(), s)
+	res, conn, err := (&detect.Detector{}).Detect(context.Background(), s)
 	require.ErrorIs(t, err, io.ErrClosedPipe)
 	require.NotNil(t, conn)
+	assert.Same(t, s, conn, "nothing was read: the conn itself comes back")
+	assert.Equal(t, detect.Unknown, res.Protocol)
+	assert.Equal(t, detect.ReasonClosed, res.Reason)
+	assert.Zero(t, res.Bytes)
 }
 
 func TestReplayConn(t *testing.T) {
