@@ -161,7 +161,8 @@ func (c *ReplayConn) Buffered() int {
 	return n + len(c.buf)
 }
 
-// take removes up to max buffered bytes (all when max < 0).
+// take moves the first buffered bytes into p; ok is false when none are
+// left.
 func (c *ReplayConn) take(p []byte) (n int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
