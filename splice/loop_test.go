@@ -220,12 +220,7 @@ func TestLoopDialRefused(t *testing.T) {
 	client, a := dialPair(t)
 	done := make(chan Stats, 1)
 	require.NoError(t, l.StartDial(context.Background(), a, addr, nil, func(st Stats) { done <- st }))
-	var st Stats
-	select {
-	case st = <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("done not called")
-	}
+	st := waitDone(t, done)
 	require.Error(t, st.Err)
 	assert.ErrorIs(t, st.Err, syscall.ECONNREFUSED)
 	var se *Error
@@ -274,15 +269,11 @@ func TestLoopDial(t *testing.T) {
 			want := append([]byte("first bytes;then these"), big...)
 			require.Equal(t, len(want), len(got))
 			require.Equal(t, want, got)
-			select {
-			case st := <-done:
-				require.NoError(t, st.Err)
-				assert.Equal(t, int64(len(want)), st.AToB)
-				assert.Equal(t, int64(len(want)), st.BToA)
-				assert.Equal(t, SideA, st.First)
-			case <-time.After(30 * time.Second):
-				t.Fatal("done not called")
-			}
+			st := waitDone(t, done)
+			require.NoError(t, st.Err)
+			assert.Equal(t, int64(len(want)), st.AToB)
+			assert.Equal(t, int64(len(want)), st.BToA)
+			assert.Equal(t, SideA, st.First)
 			assertLoopIdle(t, l)
 		})
 	}
@@ -299,7 +290,7 @@ func TestLoopDialFallback(t *testing.T) {
 	require.NoError(t, l.StartDial(context.Background(), a, netip.MustParseAddrPort(echo), nil, func(st Stats) { done <- st }))
 	helloRoundTrip(t, client)
 	client.Close()
-	st := <-done
+	st := waitDone(t, done)
 	assert.NoError(t, st.Err, "a clean close of the client")
 	assert.Equal(t, int64(5), st.AToB)
 	assert.Equal(t, int64(5), st.BToA)
@@ -311,7 +302,7 @@ func TestLoopDialFallback(t *testing.T) {
 	a2, client2 := net.Pipe()
 	defer client2.Close()
 	require.NoError(t, l.StartDial(context.Background(), a2, refused, nil, func(st Stats) { done <- st }))
-	st = <-done
+	st = waitDone(t, done)
 	assert.ErrorIs(t, st.Err, syscall.ECONNREFUSED)
 	var se *Error
 	require.ErrorAs(t, st.Err, &se)
@@ -438,7 +429,7 @@ func TestLoopServeDial(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, msg, got)
 		c.Close()
-		st := <-dones
+		st := waitDone(t, dones)
 		assert.NoError(t, st.Err)
 		assert.Equal(t, int64(len(msg)), st.AToB)
 		assert.Equal(t, int64(len(msg)), st.BToA)
@@ -458,7 +449,7 @@ func TestLoopServeDial(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("ServeDial did not return after ctx was canceled")
 	}
-	st := <-dones
+	st := waitDone(t, dones)
 	assert.ErrorIs(t, st.Err, context.Canceled)
 	_, err = net.Dial("tcp", lnAddr)
 	assert.ErrorIs(t, err, syscall.ECONNREFUSED, "the listening socket was closed")
@@ -665,4 +656,18 @@ func TestLoopResetWhileBlocked(t *testing.T) {
 	_, err := io.Copy(io.Discard, e.server)
 	assert.ErrorIs(t, err, syscall.ECONNRESET, "the server is reset")
 	assertLoopIdle(t, l)
+}
+
+// waitDone returns the Stats a join's done function sent on ch, failing the
+// test if none comes within 30 s (a done that is never called must fail,
+// not hang until the test binary's timeout).
+func waitDone(t *testing.T, ch <-chan Stats) Stats {
+	t.Helper()
+	select {
+	case st := <-ch:
+		return st
+	case <-time.After(30 * time.Second):
+		t.Fatal("done not called")
+		return Stats{}
+	}
 }
