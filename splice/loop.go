@@ -123,8 +123,9 @@ func (l *Loop) start() error {
 // When a and b are TCP connections (or an Unwrapper over one, such as
 // package detect's replaying connection, whose replay bytes are sent
 // first), Start takes their sockets out of Go's poller and closes a and b
-// as net.Conns: from then on the loop owns the sockets. Otherwise a
-// goroutine runs Joiner.Join. The cancellation of ctx ends the join
+// as net.Conns: from then on the loop owns the sockets. Otherwise, and
+// when a socket is set to linger on close (SO_LINGER with a timeout, whose
+// close blocks), a goroutine runs Joiner.Join. The cancellation of ctx ends the join
 // (without a goroutine per join).
 //
 // Start returns an error, and does not call done, only when the join could

@@ -100,6 +100,16 @@ func (e *engine) start(l *Loop, ctx context.Context, a, b net.Conn, addr netip.A
 			return false, a, b, &Error{Side: SideB, Op: "dup", Err: err}
 		}
 	}
+	// The worker closes its sockets without telling the scheduler, which
+	// a close that lingers (SO_LINGER with a timeout) would stall:
+	// Joiner.Join closes such a socket in its own goroutine.
+	if lingers(fdA) || (fdB >= 0 && lingers(fdB)) {
+		unix.Close(fdA) // the duplicates: the sockets stay open
+		if fdB >= 0 {
+			unix.Close(fdB)
+		}
+		return false, a, b, nil
+	}
 	// The replay bytes of a detected connection go first.
 	preA, restA, errA := drainReplay(a)
 	var preB []byte
@@ -263,11 +273,18 @@ func (w *worker) accept(i int) {
 		fd := int(r)
 		if !ls.nodelay {
 			// As Go's accept does: small messages go out at once.
-			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+			rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		}
 		j, dialOp, dialErr := newJoin(w, fd, -1, ls.addr, nil, nil, ls.obs, ls.done)
 		w.addLocked(ls.ctx, j, dialOp, dialErr) // closes the sockets when it fails
 	}
+}
+
+// lingers reports whether closing fd would wait for unsent bytes
+// (SO_LINGER on, with a timeout).
+func lingers(fd int) bool {
+	l, err := unix.GetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER)
+	return err == nil && l.Onoff != 0 && l.Linger > 0
 }
 
 // dupFD duplicates the socket under c (close-on-exec; the duplicate shares
@@ -624,7 +641,7 @@ func (w *worker) event(ev *unix.EpollEvent) {
 
 // soError ends the join with socket s's pending error, if it has one.
 func (w *worker) soError(j *ljoin, s int) {
-	if v, err := unix.GetsockoptInt(int(j.fd[s]), unix.SOL_SOCKET, unix.SO_ERROR); err == nil && v != 0 {
+	if v, err := rawGetsockoptInt(int(j.fd[s]), unix.SOL_SOCKET, unix.SO_ERROR); err == nil && v != 0 {
 		w.fail(j, s, "read", syscall.Errno(v))
 	}
 }
@@ -634,7 +651,7 @@ func (w *worker) soError(j *ljoin, s int) {
 // SO_ERROR says why not.
 func (w *worker) connected(j *ljoin, e uint32) {
 	if e&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-		v, err := unix.GetsockoptInt(int(j.fd[1]), unix.SOL_SOCKET, unix.SO_ERROR)
+		v, err := rawGetsockoptInt(int(j.fd[1]), unix.SOL_SOCKET, unix.SO_ERROR)
 		if err == nil {
 			err = syscall.Errno(v)
 			if v == 0 {
@@ -880,8 +897,8 @@ func (w *worker) putPipe(d *ldir) {
 	if d.inPipe == 0 && len(w.pipes) < maxFreePipes {
 		w.pipes = append(w.pipes, d.pipe)
 	} else {
-		unix.Close(int(d.pipe.r))
-		unix.Close(int(d.pipe.w))
+		rawClose(int(d.pipe.r))
+		rawClose(int(d.pipe.w))
 	}
 	d.hasPipe, d.inPipe = false, 0
 	if h := w.l.hooks; h != nil {
@@ -917,7 +934,7 @@ func (w *worker) dirEOF(j *ljoin, di Direction) {
 		return
 	}
 	dst := 1 - int(di)
-	if unix.Shutdown(int(j.fd[dst]), unix.SHUT_WR) != nil {
+	if rawShutdown(int(j.fd[dst]), unix.SHUT_WR) != nil {
 		w.finish(j) // no half-close to be had: closing both ends the join, cleanly
 	}
 }
@@ -959,7 +976,7 @@ func (w *worker) finish(j *ljoin) {
 	j.finished = true
 	for s := range j.fd {
 		if j.fd[s] >= 0 {
-			unix.Close(int(j.fd[s]))
+			rawClose(int(j.fd[s]))
 			j.fd[s] = -1
 		}
 	}
@@ -1077,7 +1094,7 @@ func (w *worker) addLocked(ctx context.Context, j *ljoin, dialOp string, dialErr
 	closeAll := func() {
 		for _, fd := range j.fd {
 			if fd >= 0 {
-				unix.Close(int(fd))
+				rawClose(int(fd))
 			}
 		}
 	}
@@ -1103,7 +1120,7 @@ func (w *worker) addLocked(ctx context.Context, j *ljoin, dialOp string, dialErr
 			continue
 		}
 		ev := unix.EpollEvent{Events: evAll, Fd: slot, Pad: int32(j.gen<<1 | uint32(s))}
-		if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
+		if err := rawEpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
 			w.joins[slot] = nil
 			w.free = append(w.free, slot)
 			closeAll()
@@ -1140,44 +1157,103 @@ func (w *worker) addLocked(ctx context.Context, j *ljoin, dialOp string, dialErr
 // failed.
 func connectTo(addr netip.AddrPort) (fd int, op string, err error) {
 	ip := addr.Addr().Unmap()
-	var sa unix.Sockaddr
 	family := unix.AF_INET
-	if ip.Is4() {
-		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.As4()}
-	} else {
+	var scope uint32
+	if !ip.Is4() {
 		family = unix.AF_INET6
-		sa6 := &unix.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
 		if z := ip.Zone(); z != "" {
 			if ifi, err := net.InterfaceByName(z); err == nil {
-				sa6.ZoneId = uint32(ifi.Index)
+				scope = uint32(ifi.Index)
 			}
 		}
-		sa = sa6
 	}
-	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err = rawSocket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, "dial", os.NewSyscallError("socket", err)
 	}
 	// As Go's dialer does: small messages go out at once.
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	for {
-		err = unix.Connect(fd, sa)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil && err != unix.EINPROGRESS {
-		unix.Close(fd)
+	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if err = rawConnect(fd, ip, addr.Port(), scope); err != nil && err != unix.EINPROGRESS {
+		rawClose(fd)
 		return -1, "connect", os.NewSyscallError("connect", err)
 	}
 	return fd, "", nil
 }
 
 // The worker's system calls on its sockets, pipes and epoll set never
-// block (O_NONBLOCK, SPLICE_F_NONBLOCK, a zero timeout), so they are made
-// without telling the scheduler (entersyscall, exitsyscall): measured, that
-// and the work it makes for sysmon were a sixth of the relay's CPU on
-// small messages. They retry EINTR themselves.
+// block (O_NONBLOCK, SPLICE_F_NONBLOCK, a zero timeout, a non-blocking
+// connect, a close without a lingering SO_LINGER), so they are made without
+// telling the scheduler (entersyscall, exitsyscall): measured, that and the
+// work it makes for sysmon were a sixth of the relay's CPU on small
+// messages, and on a new connection per request the kernel's connect, close
+// and shutdown often outlast sysmon's 20 µs tick, so the worker's P was
+// taken away and handed back through another thread about once a
+// connection. They retry EINTR themselves (close does not: the descriptor
+// is gone either way).
+
+// errnoErr is e as an error, nil for 0.
+func errnoErr(e unix.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
+func rawClose(fd int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+	return errnoErr(e)
+}
+
+func rawShutdown(fd, how int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0)
+	return errnoErr(e)
+}
+
+func rawEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	return errnoErr(e)
+}
+
+func rawSocket(family, typ, proto int) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), uintptr(typ), uintptr(proto))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
+func rawSetsockoptInt(fd, level, opt, v int) error {
+	x := int32(v)
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&x)), 4, 0)
+	return errnoErr(e)
+}
+
+func rawGetsockoptInt(fd, level, opt int) (int, error) {
+	var x int32
+	n := uint32(4)
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&x)), uintptr(unsafe.Pointer(&n)), 0)
+	return int(x), errnoErr(e)
+}
+
+// rawConnect starts connecting fd (non-blocking) to ip (unmapped), port,
+// with scope as the IPv6 zone.
+func rawConnect(fd int, ip netip.Addr, port uint16, scope uint32) error {
+	for {
+		var e unix.Errno
+		if ip.Is4() {
+			sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ip.As4()}
+			binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], port)
+			_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+		} else {
+			sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ip.As16(), Scope_id: scope}
+			binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], port)
+			_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+		}
+		if e != unix.EINTR {
+			return errnoErr(e)
+		}
+	}
+}
 
 func rawRead(fd int, b []byte) (int, error) {
 	for {

@@ -310,6 +310,38 @@ func TestLoopDialFallback(t *testing.T) {
 	assert.Equal(t, "dial", se.Op)
 }
 
+// TestLoopLingerFallback: a socket set to linger on close (SO_LINGER with
+// a timeout) is left to Joiner.Join in a goroutine, since the workers close
+// their sockets without telling the scheduler; without it the loop takes
+// the socket (closing a as a net.Conn). Bytes move either way.
+func TestLoopLingerFallback(t *testing.T) {
+	echo, stop := startEcho(t, func(c net.Conn) net.Conn { return c })
+	defer stop()
+	l := newLoop(t, &Loop{})
+	for _, linger := range []bool{false, true} {
+		client, a := dialPair(t)
+		if linger {
+			require.NoError(t, a.(*net.TCPConn).SetLinger(5))
+		}
+		done := make(chan Stats, 1)
+		require.NoError(t, l.StartDial(context.Background(), a, netip.MustParseAddrPort(echo), nil, func(st Stats) { done <- st }))
+		rc, err := a.(*net.TCPConn).SyscallConn()
+		require.NoError(t, err)
+		ctlErr := rc.Control(func(uintptr) {})
+		if linger {
+			assert.NoError(t, ctlErr, "a lingering socket stays with a, for Joiner.Join")
+		} else {
+			assert.ErrorIs(t, ctlErr, net.ErrClosed, "the loop took a's socket and closed a")
+		}
+		helloRoundTrip(t, client)
+		client.Close()
+		st := waitDone(t, done)
+		assert.NoError(t, st.Err, "linger=%v: a clean close of the client", linger)
+		assert.Equal(t, int64(5), st.AToB)
+		assert.Equal(t, int64(5), st.BToA)
+	}
+}
+
 // TestLoopPipes: a pair of net.Pipe ends goes to Joiner.Join in a
 // goroutine; bytes move and done is called.
 func TestLoopPipes(t *testing.T) { testPipes(t, loopEngine) }
