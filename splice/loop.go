@@ -172,9 +172,11 @@ func (l *Loop) startJoin(ctx context.Context, a, b net.Conn, addr netip.AddrPort
 // (EPOLLEXCLUSIVE), and a worker woken by a new connection accepts it in
 // its own turn, as HAProxy's threads do; this saves Go's per-connection
 // set-up (poller registration, keep-alive options), its undoing, and an
-// accept goroutine's hand-off. Elsewhere it calls ln.Accept and StartDial. ctx also ends the joins it started (pass
-// a context without a Done channel to spare each join the cost of watching
-// it). done and obs are as for Start, for every join.
+// accept goroutine's hand-off. Elsewhere, and when ln's socket is set to
+// linger on close (SO_LINGER with a timeout, which accepted sockets
+// inherit), it calls ln.Accept and StartDial. ctx also ends the joins it
+// started (pass a context without a Done channel to spare each join the
+// cost of watching it). done and obs are as for Start, for every join.
 func (l *Loop) ServeDial(ctx context.Context, ln *net.TCPListener, addr netip.AddrPort, obs Observer, done func(Stats)) error {
 	if !addr.IsValid() {
 		return &Error{Side: SideB, Op: "dial", Err: errors.New("invalid address " + addr.String())}

@@ -169,6 +169,13 @@ func (e *engine) serve(l *Loop, ctx context.Context, ln *net.TCPListener, addr n
 	if err != nil {
 		return l.serveAccept(ctx, ln, addr, obs, done)
 	}
+	if lingers(lfd) {
+		// Accepted sockets inherit SO_LINGER, and the workers close
+		// without telling the scheduler: accept in a goroutine, so that
+		// Start hands each lingering connection to Joiner.Join.
+		unix.Close(lfd)
+		return l.serveAccept(ctx, ln, addr, obs, done)
+	}
 	ln.Close() // the duplicate keeps the socket listening
 	defer unix.Close(lfd)
 	ls := &lsrv{fd: lfd, addr: addr, ctx: ctx, obs: obs, done: done, errc: make(chan error, 1)}

@@ -342,6 +342,52 @@ func TestLoopLingerFallback(t *testing.T) {
 	}
 }
 
+// TestLoopServeDialLinger: a listening socket set to linger on close (its
+// accepted sockets inherit SO_LINGER) is served through Go's Accept and
+// StartDial, which hands each lingering connection to Joiner.Join; bytes
+// move all the same.
+func TestLoopServeDialLinger(t *testing.T) {
+	echo, stop := startEcho(t, func(c net.Conn) net.Conn { return c })
+	defer stop()
+	l := newLoop(t, &Loop{})
+	ln := listen(t).(*net.TCPListener)
+	rc, err := ln.SyscallConn()
+	require.NoError(t, err)
+	var serr error
+	require.NoError(t, rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 5})
+	}))
+	require.NoError(t, serr)
+	dones := make(chan Stats, 1)
+	served := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		served <- l.ServeDial(ctx, ln, netip.MustParseAddrPort(echo), nil, func(st Stats) { dones <- st })
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	helloRoundTrip(t, c)
+	require.NoError(t, c.(*net.TCPConn).CloseWrite())
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	rest, err := io.ReadAll(c)
+	require.NoError(t, err)
+	assert.Empty(t, rest)
+	st := waitDone(t, dones)
+	assert.NoError(t, st.Err)
+	assert.Equal(t, int64(5), st.AToB)
+	assert.Equal(t, int64(5), st.BToA)
+	assert.NoError(t, rc.Control(func(uintptr) {}), "ln stays open: Go's Accept serves it (the workers' path closes it at once)")
+	cancel()
+	select {
+	case err := <-served:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(30 * time.Second):
+		t.Fatal("ServeDial did not return after ctx was canceled")
+	}
+}
+
 // TestLoopPipes: a pair of net.Pipe ends goes to Joiner.Join in a
 // goroutine; bytes move and done is called.
 func TestLoopPipes(t *testing.T) { testPipes(t, loopEngine) }
