@@ -4,7 +4,9 @@
 //	bulk  one stream of -bulk-gib GiB through each relay to a Go sink:
 //	      throughput and relay CPU-seconds per GiB (issue 4)
 //	load  wrk against a small Go HTTP server through each relay, keep-alive
-//	      and Connection: close (issue 9)
+//	      and Connection: close (issue 9); with each run's relay user and
+//	      kernel CPU, the machine's busy and idle CPU, system calls per
+//	      request (perf) and the ceilings they put on any relay here
 //	idle  RSS and file descriptors of the relay process per idle proxied
 //	      connection, at each -idle count (issue 9)
 //
@@ -51,6 +53,7 @@ var (
 	socatIdleMax   = flag.Int("socat-idle-max", 3000, "largest idle count tried with socat (one process per connection)")
 	thresholdSizes = flag.String("threshold-sizes", "1024,4096,16384,65536,262144", "message sizes of the threshold section")
 	spliceArgs     = flag.String("splice-args", "", "extra relayd flags for the splice and loop relays, e.g. \"-threshold 65536\"")
+	syscallCount   = flag.Bool("count-syscalls", true, "load: count each relay's system calls per request with perf in one extra wrk run")
 	relayList      = flag.String("relays", "direct,haproxy,socat,bare,buf32k,splice,loop,loopserve", "relays to compare")
 )
 
@@ -236,20 +239,8 @@ func descendants(pid int) []int {
 // cpuSeconds is the CPU time of pid, its reaped children and its live
 // descendants.
 func cpuSeconds(pid int) float64 {
-	var ticks int64
-	add := func(f []string, idx ...int) {
-		for _, i := range idx {
-			if i < len(f) {
-				v, _ := strconv.ParseInt(f[i], 10, 64)
-				ticks += v
-			}
-		}
-	}
-	add(statFields(pid), 11, 12, 13, 14) // utime stime cutime cstime
-	for _, c := range descendants(pid) {
-		add(statFields(c), 11, 12)
-	}
-	return float64(ticks) / clkTck
+	u, s := cpuTimes(pid)
+	return u + s
 }
 
 // memKiB is VmRSS of pid, or the PSS of pid and its descendants.
@@ -631,107 +622,7 @@ func main() {
 	}
 
 	if has(*sections, "load") {
-		load0 := loadavg()
-		backend := startHTTP()
-		rps := map[string]map[bool][]float64{}
-		cpuPerReq := map[string]map[bool][]float64{}
-		for round := range *rounds {
-			for _, name := range relays {
-				if name == "buf32k" {
-					continue
-				}
-				r, err := startRelay(name, backend)
-				if err != nil {
-					fatal(err)
-				}
-				for _, closeConn := range []bool{false, true} {
-					cpu0 := 0.0
-					if r.cmd != nil {
-						cpu0 = cpuSeconds(r.pid())
-					}
-					v, notes, err := wrk(r.addr, closeConn)
-					if r.cmd != nil && v > 0 {
-						time.Sleep(200 * time.Millisecond)
-						us := (cpuSeconds(r.pid()) - cpu0) / (v * wrkDuration.Seconds()) * 1e6
-						if cpuPerReq[name] == nil {
-							cpuPerReq[name] = map[bool][]float64{}
-						}
-						cpuPerReq[name][closeConn] = append(cpuPerReq[name][closeConn], us)
-						notes += fmt.Sprintf("relay CPU %.1f µs/req ", us)
-					}
-					if err != nil {
-						r.stop()
-						fatal(err)
-					}
-					if rps[name] == nil {
-						rps[name] = map[bool][]float64{}
-					}
-					rps[name][closeConn] = append(rps[name][closeConn], v)
-					fmt.Fprintf(os.Stderr, "load round %d %-8s close=%v %8.0f req/s %s\n", round, name, closeConn, v, notes)
-					time.Sleep(time.Second)
-				}
-				r.stop()
-			}
-		}
-		fmt.Printf("### load: wrk -t2 -c%d -d%s against a Go HTTP server (median of %d; load average %s before, %s after)\n\n", *wrkConns, *wrkDuration, *rounds, load0, loadavg())
-		var cols []string
-		for _, name := range relays {
-			if name != "buf32k" {
-				cols = append(cols, name)
-			}
-		}
-		fmt.Print("| workload |")
-		for _, c := range cols {
-			fmt.Printf(" %s |", names[c])
-		}
-		// Ratios of this project's relays to HAProxy and to the bare relay.
-		var ours []string
-		for _, c := range cols {
-			if c == "splice" || c == "loop" || c == "loopserve" {
-				ours = append(ours, c)
-				fmt.Printf(" %s ÷ HAProxy | %s ÷ bare |", short[c], short[c])
-			}
-		}
-		fmt.Println()
-		fmt.Println("|---" + strings.Repeat("|---", len(cols)+2*len(ours)) + "|")
-		for _, closeConn := range []bool{false, true} {
-			label := "keep-alive, req/s"
-			if closeConn {
-				label = "Connection: close, req/s"
-			}
-			fmt.Printf("| %s |", label)
-			for _, c := range cols {
-				fmt.Printf(" %.0f |", median(rps[c][closeConn]))
-			}
-			hp, bare := median(rps["haproxy"][closeConn]), median(rps["bare"][closeConn])
-			for _, c := range ours {
-				me := median(rps[c][closeConn])
-				fmt.Printf(" %s | %s |", ratio(me, hp), ratio(me, bare))
-			}
-			fmt.Println()
-		}
-		for _, closeConn := range []bool{false, true} {
-			label := "keep-alive, relay CPU µs/req"
-			if closeConn {
-				label = "Connection: close, relay CPU µs/req"
-			}
-			fmt.Printf("| %s |", label)
-			for _, c := range cols {
-				if c == "direct" {
-					fmt.Print(" — |")
-					continue
-				}
-				fmt.Printf(" %.1f |", median(cpuPerReq[c][closeConn]))
-			}
-			hp, bare := median(cpuPerReq["haproxy"][closeConn]), median(cpuPerReq["bare"][closeConn])
-			// Lower is better: the ratio says how many times less CPU the relay uses.
-			for _, c := range ours {
-				me := median(cpuPerReq[c][closeConn])
-				fmt.Printf(" %s less | %s less |", ratio(hp, me), ratio(bare, me))
-			}
-			fmt.Println()
-		}
-		fmt.Println()
+		loadSection(relays, names)
 	}
 
 	if has(*sections, "idle") {

@@ -1,0 +1,329 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The load section: wrk through each relay, keep-alive and Connection:
+// close, and where the machine's CPU went in each run. On a box where wrk,
+// the backend and the relay share the CPUs, a relay's throughput can only
+// move by the CPU it saves per request relative to the whole box's CPU per
+// request, so the section also prints the ceiling that HAProxy's own run
+// allows: a relay that did HAProxy's kernel work, spent no CPU in user space
+// and left no CPU idle.
+
+// loadSample is one wrk run through one relay. The CPU figures are µs per
+// request: the relay process's user and kernel time, and the whole
+// machine's busy and idle time summed over all CPUs (so busy+idle is the
+// machine's capacity spent per request).
+type loadSample struct {
+	rps        float64
+	user, sys  float64
+	busy, idle float64
+}
+
+type loadKey struct {
+	relay     string
+	closeConn bool
+}
+
+func (k loadKey) workload() string {
+	if k.closeConn {
+		return "Connection: close"
+	}
+	return "keep-alive"
+}
+
+// cpuTimes is the user and system CPU time of pid, its reaped children and
+// its live descendants, in seconds.
+func cpuTimes(pid int) (user, sys float64) {
+	var u, s int64
+	add := func(f []string, ui, si int) {
+		if si < len(f) {
+			a, _ := strconv.ParseInt(f[ui], 10, 64)
+			b, _ := strconv.ParseInt(f[si], 10, 64)
+			u, s = u+a, s+b
+		}
+	}
+	f := statFields(pid)
+	add(f, 11, 12) // utime stime
+	add(f, 13, 14) // cutime cstime
+	for _, c := range descendants(pid) {
+		add(statFields(c), 11, 12)
+	}
+	return float64(u) / clkTck, float64(s) / clkTck
+}
+
+// boxTimes is the machine's busy and idle CPU time since boot, summed over
+// all CPUs, in seconds (/proc/stat: user nice system idle iowait irq
+// softirq steal).
+func boxTimes() (busy, idle float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	var v [8]float64
+	for i := range v {
+		v[i], _ = strconv.ParseFloat(f[i+1], 64)
+	}
+	busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+	idle = v[3] + v[4]
+	return busy / clkTck, idle / clkTck
+}
+
+// loadOnce runs wrk once through r.
+func loadOnce(r *relay, closeConn bool) (loadSample, string, error) {
+	var u0, s0 float64
+	if r.cmd != nil {
+		u0, s0 = cpuTimes(r.pid())
+	}
+	b0, i0 := boxTimes()
+	v, notes, err := wrk(r.addr, closeConn)
+	b1, i1 := boxTimes()
+	if err != nil || v == 0 {
+		return loadSample{}, notes, err
+	}
+	perReq := 1e6 / (v * wrkDuration.Seconds())
+	s := loadSample{rps: v, busy: (b1 - b0) * perReq, idle: (i1 - i0) * perReq}
+	if r.cmd != nil {
+		time.Sleep(200 * time.Millisecond) // let the relay finish the last closes
+		u1, s1 := cpuTimes(r.pid())
+		s.user, s.sys = (u1-u0)*perReq, (s1-s0)*perReq
+		notes += fmt.Sprintf("relay CPU %.1f+%.1f µs/req ", s.user, s.sys)
+	}
+	notes += fmt.Sprintf("box busy %.1f idle %.1f µs/req", s.busy, s.idle)
+	return s, notes, nil
+}
+
+// syscallsPerRequest runs wrk once more through r while perf counts the
+// system calls r's process makes; it returns them per request. socat is
+// not counted (its work is in a child per connection).
+func syscallsPerRequest(r *relay, closeConn bool) (float64, error) {
+	d := wrkDuration.Seconds() + 1
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(d+30)*time.Second)
+	defer cancel()
+	perf := exec.CommandContext(ctx, "perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter",
+		"-p", strconv.Itoa(r.pid()), "--", "sleep", strconv.FormatFloat(d, 'f', -1, 64))
+	var out bytes.Buffer
+	perf.Stderr = &out
+	if err := perf.Start(); err != nil {
+		return 0, err
+	}
+	time.Sleep(300 * time.Millisecond) // perf attaches
+	v, _, err := wrk(r.addr, closeConn)
+	if werr := perf.Wait(); err == nil && werr != nil {
+		err = fmt.Errorf("perf stat: %w: %s", werr, out.Bytes())
+	}
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(out.String(), "\n") {
+		if f := strings.Split(l, ","); len(f) > 2 && strings.HasPrefix(f[2], "raw_syscalls:sys_enter") {
+			n, err := strconv.ParseFloat(f[0], 64)
+			if err != nil {
+				return 0, fmt.Errorf("perf stat printed %q", l)
+			}
+			return n / (v * wrkDuration.Seconds()), nil
+		}
+	}
+	return 0, fmt.Errorf("perf stat printed no count: %s", out.Bytes())
+}
+
+// syscallNs is the cost of one system call's entry and exit on this
+// machine: getppid, which does nothing else (the best of three runs).
+func syscallNs() float64 {
+	best := 0.0
+	for range 3 {
+		const n = 1_000_000
+		t := time.Now()
+		for range n {
+			syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0)
+		}
+		if ns := float64(time.Since(t).Nanoseconds()) / n; best == 0 || ns < best {
+			best = ns
+		}
+	}
+	return best
+}
+
+func loadSection(relays []string, names map[string]string) {
+	load0 := loadavg()
+	backend := startHTTP()
+	var cols []string
+	for _, name := range relays {
+		if name != "buf32k" {
+			cols = append(cols, name)
+		}
+	}
+	samples := map[loadKey][]loadSample{}
+	for round := range *rounds {
+		for _, name := range cols {
+			r, err := startRelay(name, backend)
+			if err != nil {
+				fatal(err)
+			}
+			for _, closeConn := range []bool{false, true} {
+				s, notes, err := loadOnce(r, closeConn)
+				if err != nil {
+					r.stop()
+					fatal(err)
+				}
+				k := loadKey{name, closeConn}
+				samples[k] = append(samples[k], s)
+				fmt.Fprintf(os.Stderr, "load round %d %-9s %-17s %8.0f req/s %s\n", round, name, k.workload(), s.rps, notes)
+				time.Sleep(time.Second)
+			}
+			r.stop()
+		}
+	}
+	load1 := loadavg()
+
+	// One more run per relay with perf counting its system calls (it slows
+	// the relay, so it is not one of the measured rounds).
+	calls := map[loadKey]float64{}
+	if _, err := exec.LookPath("perf"); *syscallCount && err == nil {
+		for _, name := range cols {
+			if name == "direct" || name == "socat" {
+				continue
+			}
+			r, err := startRelay(name, backend)
+			if err != nil {
+				fatal(err)
+			}
+			for _, closeConn := range []bool{false, true} {
+				n, err := syscallsPerRequest(r, closeConn)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "relaybench: counting system calls of %s: %v\n", name, err)
+					continue
+				}
+				calls[loadKey{name, closeConn}] = n
+				time.Sleep(time.Second)
+			}
+			r.stop()
+		}
+	}
+
+	med := func(k loadKey, f func(loadSample) float64) float64 {
+		var v []float64
+		for _, s := range samples[k] {
+			v = append(v, f(s))
+		}
+		return median(v)
+	}
+	rps := func(s loadSample) float64 { return s.rps }
+	cpu := func(s loadSample) float64 { return s.user + s.sys }
+
+	fmt.Printf("### load: wrk -t2 -c%d -d%s against a Go HTTP server (median of %d; load average %s before, %s after)\n\n", *wrkConns, *wrkDuration, *rounds, load0, load1)
+	fmt.Print("| workload |")
+	for _, c := range cols {
+		fmt.Printf(" %s |", names[c])
+	}
+	// Ratios of this project's relays to HAProxy and to the bare relay.
+	var ours []string
+	for _, c := range cols {
+		if c == "splice" || c == "loop" || c == "loopserve" {
+			ours = append(ours, c)
+			fmt.Printf(" %s ÷ HAProxy | %s ÷ bare |", short[c], short[c])
+		}
+	}
+	fmt.Println()
+	fmt.Println("|---" + strings.Repeat("|---", len(cols)+2*len(ours)) + "|")
+	for _, closeConn := range []bool{false, true} {
+		fmt.Printf("| %s, req/s |", loadKey{"", closeConn}.workload())
+		for _, c := range cols {
+			fmt.Printf(" %.0f |", med(loadKey{c, closeConn}, rps))
+		}
+		hp, bare := med(loadKey{"haproxy", closeConn}, rps), med(loadKey{"bare", closeConn}, rps)
+		for _, c := range ours {
+			me := med(loadKey{c, closeConn}, rps)
+			fmt.Printf(" %s | %s |", ratio(me, hp), ratio(me, bare))
+		}
+		fmt.Println()
+	}
+	for _, closeConn := range []bool{false, true} {
+		fmt.Printf("| %s, relay CPU µs/req |", loadKey{"", closeConn}.workload())
+		for _, c := range cols {
+			if c == "direct" {
+				fmt.Print(" — |")
+				continue
+			}
+			fmt.Printf(" %.1f |", med(loadKey{c, closeConn}, cpu))
+		}
+		hp, bare := med(loadKey{"haproxy", closeConn}, cpu), med(loadKey{"bare", closeConn}, cpu)
+		// Lower is better: the ratio says how many times less CPU the relay uses.
+		for _, c := range ours {
+			me := med(loadKey{c, closeConn}, cpu)
+			fmt.Printf(" %s less | %s less |", ratio(hp, me), ratio(bare, me))
+		}
+		fmt.Println()
+	}
+	fmt.Println()
+
+	fmt.Printf("Where the CPU went (medians, µs per request; box = all %d CPUs, busy + idle = the machine's capacity per request; system calls counted by perf in one extra run):\n\n", numCPU())
+	fmt.Println("| workload | relay | req/s | relay user | relay kernel | relay system calls | box busy | box idle |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, closeConn := range []bool{false, true} {
+		for _, c := range cols {
+			k := loadKey{c, closeConn}
+			user, sys, n := "—", "—", "—"
+			if c != "direct" {
+				user = fmt.Sprintf("%.1f", med(k, func(s loadSample) float64 { return s.user }))
+				sys = fmt.Sprintf("%.1f", med(k, func(s loadSample) float64 { return s.sys }))
+			}
+			if v, ok := calls[k]; ok {
+				n = fmt.Sprintf("%.1f", v)
+			}
+			fmt.Printf("| %s | %s | %.0f | %s | %s | %s | %.1f | %.1f |\n", k.workload(), names[c], med(k, rps), user, sys, n,
+				med(k, func(s loadSample) float64 { return s.busy }), med(k, func(s loadSample) float64 { return s.idle }))
+		}
+	}
+	fmt.Println()
+
+	// The ceiling: HAProxy's run, less HAProxy's user-space CPU and the
+	// CPU the machine left idle, is what a relay making HAProxy's kernel
+	// calls could at best leave per request; and collapsing all of a
+	// relay's system calls into one (io_uring) saves at most their entry
+	// and exit.
+	ns := syscallNs()
+	fmt.Printf("Ceilings on this machine (one system call's entry and exit: getppid, %.0f ns):\n\n", ns)
+	fmt.Println("| workload | HAProxy box µs/req (busy + idle) | its user µs/req | idle µs/req | ceiling ÷ HAProxy: its kernel work, no user CPU, no idle | relay | its system calls/req | ceiling ÷ itself with one call per request |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, closeConn := range []bool{false, true} {
+		h := loadKey{"haproxy", closeConn}
+		if len(samples[h]) == 0 {
+			continue
+		}
+		box := med(h, func(s loadSample) float64 { return s.busy + s.idle })
+		u, i := med(h, func(s loadSample) float64 { return s.user }), med(h, func(s loadSample) float64 { return s.idle })
+		head := fmt.Sprintf("| %s | %.1f | %.1f | %.1f | %s |", h.workload(), box, u, i, ratio(box, box-u-i))
+		printed := false
+		for _, c := range ours {
+			k := loadKey{c, closeConn}
+			n, ok := calls[k]
+			if !ok {
+				continue
+			}
+			own := med(k, func(s loadSample) float64 { return s.busy + s.idle })
+			save := (n - 1) * ns / 1000
+			fmt.Printf("%s %s | %.1f | %s |\n", head, names[c], n, ratio(own, own-save))
+			printed = true
+		}
+		if !printed {
+			fmt.Println(head + " — | not counted | — |")
+		}
+	}
+	fmt.Println()
+}
