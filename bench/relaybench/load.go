@@ -292,15 +292,15 @@ func loadSection(relays []string, names map[string]string) {
 	}
 	fmt.Println()
 
-	// The ceiling: HAProxy's run, less HAProxy's user-space CPU and the
-	// CPU the machine left idle, is what a relay making HAProxy's kernel
-	// calls could at best leave per request; and collapsing all of a
-	// relay's system calls into one (io_uring) saves at most their entry
-	// and exit.
+	// The ceilings: HAProxy's run, less HAProxy's user-space CPU (and
+	// less the CPU the machine left idle), is what a relay making HAProxy's
+	// kernel calls could at best leave per request; direct's idle says how
+	// much idle there is with no relay at all. Collapsing all of a relay's
+	// system calls into one (io_uring) saves at most their entry and exit.
 	ns := syscallNs()
 	fmt.Printf("Ceilings on this machine (one system call's entry and exit: getppid, %.0f ns):\n\n", ns)
-	fmt.Println("| workload | HAProxy box µs/req (busy + idle) | its user µs/req | idle µs/req | ceiling ÷ HAProxy: its kernel work, no user CPU, no idle | relay | its system calls/req | ceiling ÷ itself with one call per request |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| workload | HAProxy: box µs/req (busy + idle) | its user µs/req | box idle µs/req (direct's) | ceiling ÷ HAProxy, its kernel work and no user CPU | … and no idle either | relay | its system calls/req | ceiling ÷ itself, one call per request |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	for _, closeConn := range []bool{false, true} {
 		h := loadKey{"haproxy", closeConn}
 		if len(samples[h]) == 0 {
@@ -308,7 +308,11 @@ func loadSection(relays []string, names map[string]string) {
 		}
 		box := med(h, func(s loadSample) float64 { return s.busy + s.idle })
 		u, i := med(h, func(s loadSample) float64 { return s.user }), med(h, func(s loadSample) float64 { return s.idle })
-		head := fmt.Sprintf("| %s | %.1f | %.1f | %.1f | %s |", h.workload(), box, u, i, ratio(box, box-u-i))
+		direct := "—"
+		if d := (loadKey{"direct", closeConn}); len(samples[d]) > 0 {
+			direct = fmt.Sprintf("%.1f", med(d, func(s loadSample) float64 { return s.idle }))
+		}
+		head := fmt.Sprintf("| %s | %.1f | %.1f | %.1f (%s) | %s | %s |", h.workload(), box, u, i, direct, ratio(box, box-u), ratio(box, box-u-i))
 		printed := false
 		for _, c := range ours {
 			k := loadKey{c, closeConn}
