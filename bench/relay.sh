@@ -11,8 +11,10 @@
 #   bench/relay.sh -h                     # all flags of relaybench
 #
 # It installs haproxy, socat and wrk from Debian when they are missing (as
-# root) and raises the descriptor limit to the hard limit. Not part of
-# `go test ./...`: it is a separate module and a script.
+# root) and raises the descriptor limit to the hard limit. When perf is on
+# the PATH, the load section also counts each relay's system calls per
+# request (one extra wrk run each; -count-syscalls=false skips it). Not part
+# of `go test ./...`: it is a separate module and a script.
 set -euo pipefail
 cd "$(dirname "$0")"
 
