@@ -196,7 +196,7 @@ func loadSection(relays []string, names map[string]string) {
 	calls := map[loadKey]float64{}
 	if _, err := exec.LookPath("perf"); *syscallCount && err == nil {
 		for _, name := range cols {
-			if name == "direct" || name == "socat" {
+			if name == "direct" || name == "socat" || name == "haproxy-again" {
 				continue
 			}
 			r, err := startRelay(name, backend)
@@ -271,6 +271,17 @@ func loadSection(relays []string, names map[string]string) {
 		fmt.Println()
 	}
 	fmt.Println()
+	if len(samples[loadKey{"haproxy-again", false}]) > 0 {
+		// The same relay measured twice in the same rounds: how far apart
+		// two medians land when nothing differs.
+		fmt.Print("HAProxy measured against itself in the same rounds (-relays haproxy-again), again ÷ first:")
+		for _, closeConn := range []bool{false, true} {
+			a, b := med(loadKey{"haproxy-again", closeConn}, rps), med(loadKey{"haproxy", closeConn}, rps)
+			ca, cb := med(loadKey{"haproxy-again", closeConn}, cpu), med(loadKey{"haproxy", closeConn}, cpu)
+			fmt.Printf(" %s %s req/s, CPU %s;", loadKey{"", closeConn}.workload(), ratio(a, b), ratio(ca, cb))
+		}
+		fmt.Print("\n\n")
+	}
 
 	fmt.Printf("Where the CPU went (medians, µs per request; box = all %d CPUs, busy + idle = the machine's capacity per request; system calls counted by perf in one extra run):\n\n", numCPU())
 	fmt.Println("| workload | relay | req/s | relay user | relay kernel | relay system calls | box busy | box idle |")

@@ -54,7 +54,7 @@ var (
 	thresholdSizes = flag.String("threshold-sizes", "1024,4096,16384,65536,262144", "message sizes of the threshold section")
 	spliceArgs     = flag.String("splice-args", "", "extra relayd flags for the splice and loop relays, e.g. \"-threshold 65536\"")
 	syscallCount   = flag.Bool("count-syscalls", true, "load: count each relay's system calls per request with perf in one extra wrk run")
-	relayList      = flag.String("relays", "direct,haproxy,socat,bare,buf32k,splice,loop,loopserve", "relays to compare")
+	relayList      = flag.String("relays", "direct,haproxy,socat,bare,buf32k,splice,loop,loopserve", "relays to compare (haproxy-again: HAProxy a second time, an A/A control for the load section)")
 )
 
 // short names this project's relays in ratio column heads.
@@ -145,7 +145,7 @@ func startRelay(name, backend string, extra ...string) (*relay, error) {
 		}
 		r.addr = strings.TrimSpace(line)
 		return r, nil
-	case "haproxy":
+	case "haproxy", "haproxy-again":
 		port := freePort()
 		r.addr = fmt.Sprintf("127.0.0.1:%d", port)
 		// This sandbox's hard descriptor limit is 20000 (no CAP_SYS_RESOURCE):
@@ -573,6 +573,7 @@ func main() {
 		"direct": "direct (limit)", "haproxy": "HAProxy 2.6 (splice-auto)", "socat": "socat",
 		"bare": "bare io.Copy relay", "buf32k": "32 KiB buffer relay", "splice": "**splice.Join**",
 		"loop": "**splice.Loop**", "loopserve": "**Loop.ServeDial**",
+		"haproxy-again": "HAProxy 2.6 again (A/A control)",
 	}
 	short = map[string]string{"splice": "Join", "loop": "Loop", "loopserve": "ServeDial"}
 	fmt.Printf("relaybench: %s, GOMAXPROCS default, %d CPUs, rounds=%d\n\n", time.Now().UTC().Format(time.RFC3339), numCPU(), *rounds)
