@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -532,10 +533,15 @@ func TestLoopServeDial(t *testing.T) {
 	_, err = net.Dial("tcp", lnAddr)
 	assert.ErrorIs(t, err, syscall.ECONNREFUSED, "the listening socket was closed")
 
-	// Close of the loop stops it too.
+	// Close of the loop stops it too, once it serves (a round trip through
+	// ln3 proves that), and ends the join it serves.
 	ln3 := listen(t).(*net.TCPListener)
 	go func() { served <- l.ServeDial(context.Background(), ln3, addr, nil, nil) }()
-	time.Sleep(50 * time.Millisecond)
+	c3, err := net.Dial("tcp", ln3.Addr().String())
+	require.NoError(t, err)
+	defer c3.Close()
+	c3.SetDeadline(time.Now().Add(30 * time.Second))
+	helloRoundTrip(t, c3)
 	require.NoError(t, l.Close())
 	select {
 	case err := <-served:
@@ -543,6 +549,8 @@ func TestLoopServeDial(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("ServeDial did not return after Close")
 	}
+	_, err = c3.Read(make([]byte, 1))
+	assert.Error(t, err, "Close ended the join")
 }
 
 // TestLoopResetWhileConnecting: a client that resets while StartDial's
@@ -602,6 +610,7 @@ func TestLoopConcurrentJoins(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			served := make(chan error, 1)
+			var fallbacks atomic.Int64 // start: joins Start left with a (Joiner.Join)
 			if mode == "servedial" {
 				go func() { served <- l.ServeDial(ctx, ln, netip.MustParseAddrPort(addr), nil, done) }()
 			} else {
@@ -621,6 +630,12 @@ func TestLoopConcurrentJoins(t *testing.T) {
 						if err := l.Start(context.Background(), detect.NewReplayConn(a.(*net.TCPConn), nil), b, nil, done); err != nil {
 							a.Close()
 							b.Close()
+							continue
+						}
+						// The loop takes the socket and closes a; the
+						// fallback leaves a open for Joiner.Join.
+						if rc, err := a.(*net.TCPConn).SyscallConn(); err != nil || rc.Control(func(uintptr) {}) == nil {
+							fallbacks.Add(1)
 						}
 					}
 				}()
@@ -639,6 +654,7 @@ func TestLoopConcurrentJoins(t *testing.T) {
 			cancel()
 			ln.Close()
 			<-served
+			assert.Zero(t, fallbacks.Load(), "every join ran in the loop")
 			assertLoopIdle(t, l)
 		})
 	}
