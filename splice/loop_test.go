@@ -381,12 +381,7 @@ func TestLoopServeDialLinger(t *testing.T) {
 	assert.Equal(t, int64(5), st.BToA)
 	assert.NoError(t, rc.Control(func(uintptr) {}), "ln stays open: Go's Accept serves it (the workers' path closes it at once)")
 	cancel()
-	select {
-	case err := <-served:
-		assert.ErrorIs(t, err, context.Canceled)
-	case <-time.After(30 * time.Second):
-		t.Fatal("ServeDial did not return after ctx was canceled")
-	}
+	waitServed(t, served, context.Canceled)
 }
 
 // TestLoopPipes: a pair of net.Pipe ends goes to Joiner.Join in a
@@ -522,12 +517,7 @@ func TestLoopServeDial(t *testing.T) {
 	_, err = io.ReadFull(c, make([]byte, 1))
 	require.NoError(t, err)
 	cancel()
-	select {
-	case err := <-served:
-		assert.ErrorIs(t, err, context.Canceled)
-	case <-time.After(30 * time.Second):
-		t.Fatal("ServeDial did not return after ctx was canceled")
-	}
+	waitServed(t, served, context.Canceled)
 	st := waitDone(t, dones)
 	assert.ErrorIs(t, st.Err, context.Canceled)
 	_, err = net.Dial("tcp", lnAddr)
@@ -543,12 +533,7 @@ func TestLoopServeDial(t *testing.T) {
 	c3.SetDeadline(time.Now().Add(30 * time.Second))
 	helloRoundTrip(t, c3)
 	require.NoError(t, l.Close())
-	select {
-	case err := <-served:
-		assert.ErrorIs(t, err, ErrLoopClosed)
-	case <-time.After(30 * time.Second):
-		t.Fatal("ServeDial did not return after Close")
-	}
+	waitServed(t, served, ErrLoopClosed)
 	_, err = c3.Read(make([]byte, 1))
 	assert.Error(t, err, "Close ended the join")
 }
@@ -755,6 +740,18 @@ func TestLoopResetWhileBlocked(t *testing.T) {
 // waitDone returns the Stats a join's done function sent on ch, failing the
 // test if none comes within 30 s (a done that is never called must fail,
 // not hang until the test binary's timeout).
+// waitServed waits for ServeDial's result on served and checks that it is
+// (or wraps) want.
+func waitServed(t *testing.T, served <-chan error, want error) {
+	t.Helper()
+	select {
+	case err := <-served:
+		assert.ErrorIs(t, err, want)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("ServeDial did not return (want %v)", want)
+	}
+}
+
 func waitDone(t *testing.T, ch <-chan Stats) Stats {
 	t.Helper()
 	select {

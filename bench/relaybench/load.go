@@ -241,35 +241,33 @@ func loadSection(relays []string, names map[string]string) {
 	}
 	fmt.Println()
 	fmt.Println("|---" + strings.Repeat("|---", len(cols)+2*len(ours)) + "|")
-	for _, closeConn := range []bool{false, true} {
-		fmt.Printf("| %s, req/s |", loadKey{"", closeConn}.workload())
-		for _, c := range cols {
-			fmt.Printf(" %.0f |", med(loadKey{c, closeConn}, rps))
-		}
-		hp, bare := med(loadKey{"haproxy", closeConn}, rps), med(loadKey{"bare", closeConn}, rps)
-		for _, c := range ours {
-			me := med(loadKey{c, closeConn}, rps)
-			fmt.Printf(" %s | %s |", ratio(me, hp), ratio(me, bare))
-		}
-		fmt.Println()
-	}
-	for _, closeConn := range []bool{false, true} {
-		fmt.Printf("| %s, relay CPU µs/req |", loadKey{"", closeConn}.workload())
-		for _, c := range cols {
-			if c == "direct" {
-				fmt.Print(" — |")
-				continue
+	// row prints one row per workload: f's median for every relay, then
+	// each of ours against HAProxy and against the bare relay (for CPU,
+	// lower is better: the ratio says how many times less it uses).
+	row := func(what string, f func(loadSample) float64, format string, lowerBetter bool) {
+		for _, closeConn := range []bool{false, true} {
+			fmt.Printf("| %s, %s |", loadKey{"", closeConn}.workload(), what)
+			for _, c := range cols {
+				if lowerBetter && c == "direct" {
+					fmt.Print(" — |")
+					continue
+				}
+				fmt.Printf(" "+format+" |", med(loadKey{c, closeConn}, f))
 			}
-			fmt.Printf(" %.1f |", med(loadKey{c, closeConn}, cpu))
+			hp, bare := med(loadKey{"haproxy", closeConn}, f), med(loadKey{"bare", closeConn}, f)
+			for _, c := range ours {
+				me := med(loadKey{c, closeConn}, f)
+				if lowerBetter {
+					fmt.Printf(" %s less | %s less |", ratio(hp, me), ratio(bare, me))
+				} else {
+					fmt.Printf(" %s | %s |", ratio(me, hp), ratio(me, bare))
+				}
+			}
+			fmt.Println()
 		}
-		hp, bare := med(loadKey{"haproxy", closeConn}, cpu), med(loadKey{"bare", closeConn}, cpu)
-		// Lower is better: the ratio says how many times less CPU the relay uses.
-		for _, c := range ours {
-			me := med(loadKey{c, closeConn}, cpu)
-			fmt.Printf(" %s less | %s less |", ratio(hp, me), ratio(bare, me))
-		}
-		fmt.Println()
 	}
+	row("req/s", rps, "%.0f", false)
+	row("relay CPU µs/req", cpu, "%.1f", true)
 	fmt.Println()
 	if len(samples[loadKey{"haproxy-again", false}]) > 0 {
 		// The same relay measured twice in the same rounds: how far apart
