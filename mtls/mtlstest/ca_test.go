@@ -46,30 +46,50 @@ func TestIntermediateChain(t *testing.T) {
 	assert.Len(t, chains[0], 4)
 	// Without the intermediates the leaf does not verify.
 	_, _, err = x509svid.Verify(svid.Certificates[:1], ca.Bundle())
-	assert.Error(t, err)
+	var unknown x509.UnknownAuthorityError
+	assert.ErrorAs(t, err, &unknown)
 }
 
 func TestBadCertificates(t *testing.T) {
 	ca := mtlstest.NewCA("example.org")
 	other := mtlstest.NewCA("other.org")
 	set := x509bundle.NewSet(ca.Bundle(), other.Bundle())
-	for name, svid := range map[string]*x509svid.SVID{
-		"expired":       ca.Issue("/x", mtlstest.Expired()),
-		"not yet valid": ca.Issue("/x", mtlstest.NotYetValid()),
-		"wrong td":      ca.Issue("spiffe://other.org/x"),
-		"two URIs":      ca.Issue("/x", mtlstest.WithExtraURI("spiffe://example.org/y")),
-		"CA leaf":       ca.Issue("/x", mtlstest.AsCA()),
-		"no URI":        ca.Issue("/x", mtlstest.WithoutURI()),
+	// go-spiffe has no sentinel errors: the x509 ones are matched by type,
+	// its own by text.
+	expired := func(t *testing.T, err error) {
+		var invalid x509.CertificateInvalidError
+		if assert.ErrorAs(t, err, &invalid) {
+			assert.Equal(t, x509.Expired, invalid.Reason)
+		}
+	}
+	text := func(want string) func(*testing.T, error) {
+		return func(t *testing.T, err error) { assert.ErrorContains(t, err, want) }
+	}
+	for name, c := range map[string]struct {
+		svid  *x509svid.SVID
+		check func(*testing.T, error)
+	}{
+		"expired":       {ca.Issue("/x", mtlstest.Expired()), expired},
+		"not yet valid": {ca.Issue("/x", mtlstest.NotYetValid()), expired},
+		"wrong td": {ca.Issue("spiffe://other.org/x"), func(t *testing.T, err error) {
+			var unknown x509.UnknownAuthorityError
+			assert.ErrorAs(t, err, &unknown)
+		}},
+		"two URIs": {ca.Issue("/x", mtlstest.WithExtraURI("spiffe://example.org/y")), text("more than one URI SAN")},
+		"CA leaf":  {ca.Issue("/x", mtlstest.AsCA()), text("CA flag set to true")},
+		"no URI":   {ca.Issue("/x", mtlstest.WithoutURI()), text("no URI SAN")},
 	} {
-		_, _, err := x509svid.Verify(svid.Certificates, set)
-		assert.Error(t, err, name)
+		t.Run(name, func(t *testing.T) {
+			_, _, err := x509svid.Verify(c.svid.Certificates, set)
+			c.check(t, err)
+		})
 	}
 	nb, na := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
 	s := ca.Issue("/x", mtlstest.WithValidity(nb, na))
 	assert.True(t, s.Certificates[0].NotBefore.Equal(nb.Truncate(time.Second)))
 	assert.True(t, s.Certificates[0].NotAfter.Equal(na.Truncate(time.Second)))
 	_, err := ca.TryIssue("not a path")
-	assert.Error(t, err)
+	assert.ErrorContains(t, err, "leading slash")
 	assert.Panics(t, func() { ca.Issue("not a path") })
 	assert.Panics(t, func() { mtlstest.NewCA("Not A Domain!") })
 }
