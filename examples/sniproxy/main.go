@@ -2,8 +2,9 @@
 // ClientHello to different backends without terminating TLS: it peeks at the
 // ClientHello with detect (nothing is consumed; on Linux the bytes stay in
 // the kernel), picks the backend, dials it and joins the two connections
-// with splice.Join, so the client's handshake, certificates and all, is with
-// the backend itself.
+// in a splice.Loop (an event loop: an idle proxied connection holds its two
+// sockets and no goroutine), so the client's handshake, certificates and
+// all, is with the backend itself.
 //
 // Routes are exact names or wildcards (*.example.test matches any name below
 // example.test); an exact route wins, then the longest wildcard, then the

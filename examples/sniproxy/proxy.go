@@ -60,8 +60,10 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 			Timeout:  cfg.DetectTimeout,
 			OnResult: reg.DetectHook(metrics.Inbound),
 		},
-		joiner: &splice.Joiner{IdleTimeout: cfg.IdleTimeout},
-		out:    &lines.Writer{Prefix: "sniproxy: ", W: stdout},
+		// One event loop joins every proxied connection: an idle one
+		// holds its two sockets and no goroutine.
+		loop: &splice.Loop{IdleTimeout: cfg.IdleTimeout},
+		out:  &lines.Writer{Prefix: "sniproxy: ", W: stdout},
 	}
 	fmt.Fprintf(p.out, "sniproxy: listening on %s\n", ln.Addr())
 	var metricsAddr net.Addr
@@ -103,6 +105,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	cancel()
 	<-stopped
 	wg.Wait()
+	p.loop.Close() // the joins end (ctx is done); waits for their done calls
 	if metricsSrv != nil {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if metricsSrv.Shutdown(sctx) != nil {
@@ -123,7 +126,7 @@ type proxy struct {
 	router *router
 	reg    *metrics.Registry
 	det    *detect.Detector
-	joiner *splice.Joiner
+	loop   *splice.Loop
 	out    *lines.Writer
 }
 
@@ -161,8 +164,9 @@ func isTemporary(err error) bool {
 	return ok && t.Temporary()
 }
 
-// handle peeks at the ClientHello, picks the backend and joins the client
-// to it; it closes c in every case.
+// handle peeks at the ClientHello, picks the backend and hands the client
+// and the backend to the loop; c is closed in every case (by the loop when
+// the join ends).
 func (p *proxy) handle(ctx context.Context, c net.Conn) {
 	res, c, err := p.det.Detect(ctx, c)
 	if err != nil {
@@ -190,13 +194,23 @@ func (p *proxy) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 	mc := p.reg.OpenConn(metrics.ConnLabels{Direction: metrics.Inbound, Protocol: string(detect.TLS), TLS: metrics.TLSOpaque})
-	st, err := p.joiner.Join(ctx, c, up, mc)
-	mc.CloseErr(err)
-	end := "ok"
-	if err != nil {
-		end = fmt.Sprintf("%s: %v", st.End, err)
+	remote := c.RemoteAddr()
+	// done runs on the loop's worker when the join ends: keep it short.
+	done := func(st splice.Stats) {
+		mc.CloseErr(st.Err)
+		end := "ok"
+		if st.Err != nil {
+			end = fmt.Sprintf("%s: %v", st.End, st.Err)
+		}
+		p.logf("conn %s: sni=%q route=%s backend=%s: %d bytes up, %d down, %v, %s", remote, sni, rule, backend, st.AToB, st.BToA, st.Duration.Round(time.Millisecond), end)
 	}
-	p.logf("conn %s: sni=%q route=%s backend=%s: %d bytes up, %d down, %v, %s", c.RemoteAddr(), sni, rule, backend, st.AToB, st.BToA, st.Duration.Round(time.Millisecond), end)
+	if err := p.loop.Start(ctx, c, up, mc, done); err != nil {
+		// Not started (the proxy is stopping): done will not be called.
+		mc.CloseErr(err)
+		c.Close()
+		up.Close()
+		p.logf("conn %s: sni=%q route=%s backend=%s: not joined: %v", remote, sni, rule, backend, err)
+	}
 }
 
 // refuse answers a client whose ClientHello (peeked bytes long) cannot be

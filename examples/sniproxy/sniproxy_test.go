@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -342,6 +343,24 @@ func TestBulkThroughProxy(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, up, int64(lines*len(line)), "client to backend bytes (TLS records add overhead)")
 	require.Greater(t, down, int64(lines*len(line)))
+}
+
+// TestIdleTimeout: a proxied connection on which nothing moves for
+// -idle-timeout is closed by the proxy (the loop's timer), and its log line
+// says so.
+func TestIdleTimeout(t *testing.T) {
+	bs := startBackends(t)
+	p := startProxy(t, config{Routes: bs.routes(), IdleTimeout: 300 * time.Millisecond})
+	c, br := dialTLS(t, p.addr, "a.test", bs.a)
+	defer c.Close()
+	greeting, err := br.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "backend-a: hello sni=a.test\n", greeting)
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, err = br.ReadByte()
+	require.Error(t, err, "the proxy closed the idle connection")
+	require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "closed before the test's own deadline: %v", err)
+	require.Eventually(t, func() bool { return strings.Contains(p.out.String(), "idle timeout") }, 30*time.Second, 10*time.Millisecond, p.out.String())
 }
 
 func TestOpenSSLRoutesBySNI(t *testing.T) {
