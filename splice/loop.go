@@ -168,9 +168,9 @@ func (l *Loop) startJoin(ctx context.Context, a, b net.Conn, addr netip.AddrPort
 // returns ctx.Err() or ErrLoopClosed (or the error that stopped accepting).
 // On Linux the accepted sockets never become net.Conns: ServeDial takes
 // ln's socket out of Go's net package (ln is closed as a net.Listener at
-// once, the socket stays open) and registers it in every worker's epoll set
-// (EPOLLEXCLUSIVE), and a worker woken by a new connection accepts it in
-// its own turn, as HAProxy's threads do; this saves Go's per-connection
+// once, the socket stays open) and registers it in every worker's epoll
+// set, and a worker woken by a new connection accepts it in its own turn,
+// as HAProxy's threads do; this saves Go's per-connection
 // set-up (poller registration, keep-alive options), its undoing, and an
 // accept goroutine's hand-off. Elsewhere, and when ln's socket is set to
 // linger on close (SO_LINGER with a timeout, which accepted sockets
