@@ -311,6 +311,50 @@ func TestLoopDialFallback(t *testing.T) {
 	assert.Equal(t, "dial", se.Op)
 }
 
+// TestLoopDialIPv6: StartDial connects over IPv6 too (the loop builds the
+// sockaddr_in6 itself), and a refused IPv6 connect is reported like an
+// IPv4 one.
+func TestLoopDialIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer ln.Close()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c) // echo until the client's FIN
+	}()
+	l := newLoop(t, &Loop{})
+	client, a := dialPair(t)
+	done := make(chan Stats, 1)
+	require.NoError(t, l.StartDial(context.Background(), a, netip.MustParseAddrPort(ln.Addr().String()), nil, func(st Stats) { done <- st }))
+	helloRoundTrip(t, client)
+	require.NoError(t, client.(*net.TCPConn).CloseWrite())
+	st := waitDone(t, done)
+	assert.NoError(t, st.Err)
+	assert.Equal(t, int64(5), st.AToB)
+	assert.Equal(t, int64(5), st.BToA)
+	<-served
+
+	refused := netip.MustParseAddrPort(ln.Addr().String())
+	ln.Close()
+	client2, a2 := dialPair(t)
+	defer client2.Close()
+	require.NoError(t, l.StartDial(context.Background(), a2, refused, nil, func(st Stats) { done <- st }))
+	st = waitDone(t, done)
+	assert.ErrorIs(t, st.Err, syscall.ECONNREFUSED)
+	var se *Error
+	require.ErrorAs(t, st.Err, &se)
+	assert.Equal(t, SideB, se.Side)
+	assert.Equal(t, "connect", se.Op)
+}
+
 // TestLoopLingerFallback: a socket set to linger on close (SO_LINGER with
 // a timeout) is left to Joiner.Join in a goroutine, since the workers close
 // their sockets without telling the scheduler; without it the loop takes
