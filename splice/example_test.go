@@ -121,3 +121,43 @@ func ExampleLoop() {
 	// Output:
 	// client got "pong"; 4 bytes up, 4 down, first "a" ended with eof, err=<nil>
 }
+
+// ExampleLoop_ServeDial serves a listener from the loop itself: on Linux
+// its workers accept, connect the upstream and join, with no goroutine and
+// no net.Conn per connection.
+func ExampleLoop_ServeDial() {
+	// An upstream that reads the whole request and answers.
+	up, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer up.Close()
+	go func() {
+		c, err := up.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.ReadAll(c)
+		io.WriteString(c, "pong")
+	}()
+	upstream := netip.MustParseAddrPort(up.Addr().String())
+
+	var l splice.Loop
+	defer l.Close()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan splice.Stats, 1)
+	served := make(chan error, 1)
+	go func() {
+		served <- l.ServeDial(ctx, ln.(*net.TCPListener), upstream, nil, func(st splice.Stats) { done <- st })
+	}()
+
+	c, _ := net.Dial("tcp", ln.Addr().String())
+	io.WriteString(c, "ping")
+	c.(*net.TCPConn).CloseWrite()
+	resp, _ := io.ReadAll(c)
+	c.Close()
+	st := <-done
+	cancel() // stops accepting and closes the listening socket
+	fmt.Printf("client got %q; %d bytes up, %d down; ServeDial returned %v\n", resp, st.AToB, st.BToA, <-served)
+	// Output:
+	// client got "pong"; 4 bytes up, 4 down; ServeDial returned context canceled
+}
