@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -157,49 +156,24 @@ func detectOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
 // upstream, Join, a 1 KiB exchange, close — with every per-connection hook
 // of reg.
 func connectionOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
-	up, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	front, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := up.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { io.Copy(c, c); c.Close() })
-		}
-	})
+	up := testnet.Serve(b, func(c net.Conn) { io.Copy(c, c) })
 	d := &detect.Detector{OnResult: reg.DetectHook(metrics.Inbound)}
 	var j splice.Joiner
-	wg.Go(func() {
-		for {
-			c, err := front.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				res, c, err := d.Detect(context.Background(), c)
-				if err != nil {
-					c.Close()
-					return
-				}
-				mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
-				u, err := net.Dial("tcp", up.Addr().String())
-				if err != nil {
-					c.Close()
-					mc.CloseErr(err)
-					return
-				}
-				_, err = j.Join(context.Background(), c, u, mc.Observer())
-				mc.CloseErr(err)
-			})
+	front := testnet.Serve(b, func(c net.Conn) {
+		res, c, err := d.Detect(context.Background(), c)
+		if err != nil {
+			c.Close()
+			return
 		}
+		mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
+		u, err := net.Dial("tcp", up.Addr().String())
+		if err != nil {
+			c.Close()
+			mc.CloseErr(err)
+			return
+		}
+		_, err = j.Join(context.Background(), c, u, mc.Observer())
+		mc.CloseErr(err)
 	})
 	msg := make([]byte, 1<<10)
 	copy(msg, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -216,9 +190,9 @@ func connectionOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
 			}
 			c.Close()
 		}, int64(2 * len(msg)), func() {
+			// The handlers are waited for when the benchmark ends.
 			front.Close()
 			up.Close()
-			wg.Wait()
 		}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/splice"
 )
@@ -30,38 +31,24 @@ const greeting = "220 backend ready\r\n"
 // half-closing after the client's EOF. tlsCfg, if set, wraps connections.
 func backend(t *testing.T, tlsCfg *tls.Config) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	return testnet.Serve(t, func(c net.Conn) {
+		var rw net.Conn = c
+		if tlsCfg != nil {
+			rw = tls.Server(c, tlsCfg)
+		}
+		_ = rw.SetDeadline(time.Now().Add(30 * time.Second))
+		if tlsCfg == nil {
+			if _, err := io.WriteString(rw, greeting); err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				var rw net.Conn = c
-				if tlsCfg != nil {
-					rw = tls.Server(c, tlsCfg)
-				}
-				_ = rw.SetDeadline(time.Now().Add(30 * time.Second))
-				if tlsCfg == nil {
-					if _, err := io.WriteString(rw, greeting); err != nil {
-						return
-					}
-				}
-				if _, err := io.Copy(rw, rw); err != nil {
-					return
-				}
-				if cw, ok := rw.(interface{ CloseWrite() error }); ok {
-					_ = cw.CloseWrite()
-				}
-			})
 		}
-	})
-	return ln.Addr().String()
+		if _, err := io.Copy(rw, rw); err != nil {
+			return
+		}
+		if cw, ok := rw.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+	}).Addr().String()
 }
 
 // proxy accepts connections, detects their protocol and splices them to
@@ -70,39 +57,28 @@ func backend(t *testing.T, tlsCfg *tls.Config) string {
 // that waits until n connections have been fully handled.
 func proxy(t *testing.T, reg *metrics.Registry, d *detect.Detector, upstream string) (addr string, waitN func(n int64)) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
 	d.OnResult = reg.DetectHook(metrics.Inbound)
 	var j splice.Joiner
 	var done atomic.Int64
-	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer done.Add(1)
-				res, c, err := d.Detect(ctx, c)
-				if err != nil {
-					c.Close()
-					return
-				}
-				mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
-				up, err := net.Dial("tcp", upstream)
-				if err != nil {
-					c.Close()
-					mc.CloseErr(err)
-					return
-				}
-				st, err := j.Join(ctx, c, up, mc.Observer())
-				mc.CloseStats(st, err)
-			})
+	ln := testnet.Serve(t, func(c net.Conn) {
+		defer done.Add(1)
+		res, c, err := d.Detect(ctx, c)
+		if err != nil {
+			c.Close()
+			return
 		}
+		mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
+		up, err := net.Dial("tcp", upstream)
+		if err != nil {
+			c.Close()
+			mc.CloseErr(err)
+			return
+		}
+		st, err := j.Join(ctx, c, up, mc.Observer())
+		mc.CloseStats(st, err)
 	})
+	t.Cleanup(cancel) // runs before Serve's cleanup waits for the handlers
 	waitN = func(n int64) {
 		require.Eventually(t, func() bool { return done.Load() >= n }, 30*time.Second, 5*time.Millisecond,
 			"proxy did not finish %d connections", n)
