@@ -70,7 +70,12 @@ func (r *relay) stop() []joinOut {
 // and half-closing after EOF. stop closes the listener; the handlers are
 // waited for when the test ends.
 func startEcho(t testing.TB, wrap func(net.Conn) net.Conn) (addr string, stop func()) {
-	ln := testnet.Serve(t, func(c net.Conn) {
+	return startEchoOn(t, "127.0.0.1:0", wrap)
+}
+
+// startEchoOn is startEcho listening on address.
+func startEchoOn(t testing.TB, address string, wrap func(net.Conn) net.Conn) (addr string, stop func()) {
+	ln := testnet.ServeOn(t, address, func(c net.Conn) {
 		w := wrap(c)
 		buf := make([]byte, 8<<10)
 		for {

@@ -223,11 +223,7 @@ func TestLoopDialRefused(t *testing.T) {
 	require.NoError(t, l.StartDial(context.Background(), a, addr, nil, func(st Stats) { done <- st }))
 	st := waitDone(t, done)
 	require.Error(t, st.Err)
-	assert.ErrorIs(t, st.Err, syscall.ECONNREFUSED)
-	var se *Error
-	require.ErrorAs(t, st.Err, &se)
-	assert.Equal(t, SideB, se.Side)
-	assert.Contains(t, []string{"connect", "dial"}, se.Op)
+	assertRefused(t, st, "connect")
 	assert.Equal(t, "ECONNREFUSED", Errno(st.Err))
 	assert.Equal(t, SideB, st.First)
 	client.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -291,10 +287,7 @@ func TestLoopDialFallback(t *testing.T) {
 	require.NoError(t, l.StartDial(context.Background(), a, netip.MustParseAddrPort(echo), nil, func(st Stats) { done <- st }))
 	helloRoundTrip(t, client)
 	client.Close()
-	st := waitDone(t, done)
-	assert.NoError(t, st.Err, "a clean close of the client")
-	assert.Equal(t, int64(5), st.AToB)
-	assert.Equal(t, int64(5), st.BToA)
+	assertHello(t, waitDone(t, done), "a clean close of the client")
 
 	// Refused, through the fallback.
 	ln := listen(t)
@@ -303,56 +296,33 @@ func TestLoopDialFallback(t *testing.T) {
 	a2, client2 := net.Pipe()
 	defer client2.Close()
 	require.NoError(t, l.StartDial(context.Background(), a2, refused, nil, func(st Stats) { done <- st }))
-	st = waitDone(t, done)
-	assert.ErrorIs(t, st.Err, syscall.ECONNREFUSED)
-	var se *Error
-	require.ErrorAs(t, st.Err, &se)
-	assert.Equal(t, SideB, se.Side)
-	assert.Equal(t, "dial", se.Op)
+	assertRefused(t, waitDone(t, done), "dial")
 }
 
 // TestLoopDialIPv6: StartDial connects over IPv6 too (the loop builds the
 // sockaddr_in6 itself), and a refused IPv6 connect is reported like an
 // IPv4 one.
 func TestLoopDialIPv6(t *testing.T) {
-	ln, err := net.Listen("tcp6", "[::1]:0")
-	if err != nil {
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
 		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		ln.Close()
 	}
-	defer ln.Close()
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(c, c) // echo until the client's FIN
-	}()
+	echo, stop := startEchoOn(t, "[::1]:0", func(c net.Conn) net.Conn { return c })
+	addr := netip.MustParseAddrPort(echo)
 	l := newLoop(t, &Loop{})
 	client, a := dialPair(t)
 	done := make(chan Stats, 1)
-	require.NoError(t, l.StartDial(context.Background(), a, netip.MustParseAddrPort(ln.Addr().String()), nil, func(st Stats) { done <- st }))
+	require.NoError(t, l.StartDial(context.Background(), a, addr, nil, func(st Stats) { done <- st }))
 	helloRoundTrip(t, client)
 	require.NoError(t, client.(*net.TCPConn).CloseWrite())
-	st := waitDone(t, done)
-	assert.NoError(t, st.Err)
-	assert.Equal(t, int64(5), st.AToB)
-	assert.Equal(t, int64(5), st.BToA)
-	<-served
+	assertHello(t, waitDone(t, done))
 
-	refused := netip.MustParseAddrPort(ln.Addr().String())
-	ln.Close()
+	stop() // the listening socket closes: the next connect is refused
 	client2, a2 := dialPair(t)
 	defer client2.Close()
-	require.NoError(t, l.StartDial(context.Background(), a2, refused, nil, func(st Stats) { done <- st }))
-	st = waitDone(t, done)
-	assert.ErrorIs(t, st.Err, syscall.ECONNREFUSED)
-	var se *Error
-	require.ErrorAs(t, st.Err, &se)
-	assert.Equal(t, SideB, se.Side)
-	assert.Equal(t, "connect", se.Op)
+	require.NoError(t, l.StartDial(context.Background(), a2, addr, nil, func(st Stats) { done <- st }))
+	assertRefused(t, waitDone(t, done), "connect")
 }
 
 // TestLoopLingerFallback: a socket set to linger on close (SO_LINGER with
@@ -380,10 +350,7 @@ func TestLoopLingerFallback(t *testing.T) {
 		}
 		helloRoundTrip(t, client)
 		client.Close()
-		st := waitDone(t, done)
-		assert.NoError(t, st.Err, "linger=%v: a clean close of the client", linger)
-		assert.Equal(t, int64(5), st.AToB)
-		assert.Equal(t, int64(5), st.BToA)
+		assertHello(t, waitDone(t, done), "linger=%v: a clean close of the client", linger)
 	}
 }
 
@@ -419,10 +386,7 @@ func TestLoopServeDialLinger(t *testing.T) {
 	rest, err := io.ReadAll(c)
 	require.NoError(t, err)
 	assert.Empty(t, rest)
-	st := waitDone(t, dones)
-	assert.NoError(t, st.Err)
-	assert.Equal(t, int64(5), st.AToB)
-	assert.Equal(t, int64(5), st.BToA)
+	assertHello(t, waitDone(t, dones))
 	assert.NoError(t, rc.Control(func(uintptr) {}), "ln stays open: Go's Accept serves it (the workers' path closes it at once)")
 	cancel()
 	waitServed(t, served, context.Canceled)
@@ -784,6 +748,26 @@ func TestLoopResetWhileBlocked(t *testing.T) {
 // waitDone returns the Stats a join's done function sent on ch, failing the
 // test if none comes within 30 s (a done that is never called must fail,
 // not hang until the test binary's timeout).
+// assertRefused checks that a join ended because its connection to B was
+// refused, at step op ("connect" in the loop, "dial" in the fallback).
+func assertRefused(t *testing.T, st Stats, op string) {
+	t.Helper()
+	assert.ErrorIs(t, st.Err, syscall.ECONNREFUSED)
+	var se *Error
+	require.ErrorAs(t, st.Err, &se)
+	assert.Equal(t, SideB, se.Side)
+	assert.Equal(t, op, se.Op)
+}
+
+// assertHello checks the Stats of a clean join that carried "hello" to an
+// echo and back (helloRoundTrip).
+func assertHello(t *testing.T, st Stats, msgAndArgs ...any) {
+	t.Helper()
+	assert.NoError(t, st.Err, msgAndArgs...)
+	assert.Equal(t, int64(5), st.AToB, msgAndArgs...)
+	assert.Equal(t, int64(5), st.BToA, msgAndArgs...)
+}
+
 // waitServed waits for ServeDial's result on served and checks that it is
 // (or wraps) want.
 func waitServed(t *testing.T, served <-chan error, want error) {

@@ -19,7 +19,14 @@ import (
 // waited for at the end of the test.
 func Serve(tb testing.TB, handle func(net.Conn)) net.Listener {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return ServeOn(tb, "127.0.0.1:0", handle)
+}
+
+// ServeOn is Serve on a TCP address of the caller's choice, such as
+// "[::1]:0".
+func ServeOn(tb testing.TB, address string, handle func(net.Conn)) net.Listener {
+	tb.Helper()
+	ln, err := net.Listen("tcp", address)
 	if err != nil {
 		tb.Fatalf("testnet: listen: %v", err)
 	}
