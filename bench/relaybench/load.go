@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,6 +85,37 @@ func boxTimes() (busy, idle float64) {
 	return busy / clkTck, idle / clkTck
 }
 
+var (
+	rpsRe  = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reqsRe = regexp.MustCompile(`(\d+) requests in `)
+)
+
+// wrk runs wrk once against addr and returns its requests per second and
+// the number of requests it completed, with any socket-error or non-2xx
+// line it printed as notes.
+func wrk(addr string, closeConn bool) (rps, requests float64, notes string, err error) {
+	args := []string{"-t2", fmt.Sprintf("-c%d", *wrkConns), fmt.Sprintf("-d%ds", int(wrkDuration.Seconds())), "http://" + addr + "/"}
+	if closeConn {
+		args = append([]string{"-H", "Connection: close"}, args...)
+	}
+	out, err := exec.Command("wrk", args...).CombinedOutput()
+	if err != nil {
+		return 0, 0, string(out), fmt.Errorf("wrk: %w: %s", err, out)
+	}
+	mr, mn := rpsRe.FindSubmatch(out), reqsRe.FindSubmatch(out)
+	if mr == nil || mn == nil {
+		return 0, 0, string(out), fmt.Errorf("wrk printed no Requests/sec or request count: %s", out)
+	}
+	rps, _ = strconv.ParseFloat(string(mr[1]), 64)
+	requests, _ = strconv.ParseFloat(string(mn[1]), 64)
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "Socket errors") || strings.Contains(l, "Non-2xx") {
+			notes += strings.TrimSpace(l) + "; "
+		}
+	}
+	return rps, requests, notes, nil
+}
+
 // loadOnce runs wrk once through r.
 func loadOnce(r *relay, closeConn bool) (loadSample, string, error) {
 	var u0, s0 float64
@@ -91,12 +123,12 @@ func loadOnce(r *relay, closeConn bool) (loadSample, string, error) {
 		u0, s0 = cpuTimes(r.pid())
 	}
 	b0, i0 := boxTimes()
-	v, notes, err := wrk(r.addr, closeConn)
+	v, n, notes, err := wrk(r.addr, closeConn)
 	b1, i1 := boxTimes()
-	if err != nil || v == 0 {
+	if err != nil || n == 0 {
 		return loadSample{}, notes, err
 	}
-	perReq := 1e6 / (v * wrkDuration.Seconds())
+	perReq := 1e6 / n
 	s := loadSample{rps: v, busy: (b1 - b0) * perReq, idle: (i1 - i0) * perReq}
 	if r.cmd != nil {
 		time.Sleep(200 * time.Millisecond) // let the relay finish the last closes
@@ -123,7 +155,7 @@ func syscallsPerRequest(r *relay, closeConn bool) (float64, error) {
 		return 0, err
 	}
 	time.Sleep(300 * time.Millisecond) // perf attaches
-	v, _, err := wrk(r.addr, closeConn)
+	_, n, _, err := wrk(r.addr, closeConn)
 	if werr := perf.Wait(); err == nil && werr != nil {
 		err = fmt.Errorf("perf stat: %w: %s", werr, out.Bytes())
 	}
@@ -132,11 +164,11 @@ func syscallsPerRequest(r *relay, closeConn bool) (float64, error) {
 	}
 	for _, l := range strings.Split(out.String(), "\n") {
 		if f := strings.Split(l, ","); len(f) > 2 && strings.HasPrefix(f[2], "raw_syscalls:sys_enter") {
-			n, err := strconv.ParseFloat(f[0], 64)
+			calls, err := strconv.ParseFloat(f[0], 64)
 			if err != nil {
 				return 0, fmt.Errorf("perf stat printed %q", l)
 			}
-			return n / (v * wrkDuration.Seconds()), nil
+			return calls / n, nil
 		}
 	}
 	return 0, fmt.Errorf("perf stat printed no count: %s", out.Bytes())

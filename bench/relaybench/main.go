@@ -33,7 +33,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -414,31 +413,6 @@ func bulkOnce(r *relay, s *sink, total int64) (bulkResult, error) {
 		out.cpuGiB = (cpuSeconds(r.pid()) - cpu0) / (float64(total) / (1 << 30))
 	}
 	return out, nil
-}
-
-var reqRe = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
-
-func wrk(addr string, closeConn bool) (float64, string, error) {
-	args := []string{"-t2", fmt.Sprintf("-c%d", *wrkConns), fmt.Sprintf("-d%ds", int(wrkDuration.Seconds())), "http://" + addr + "/"}
-	if closeConn {
-		args = append([]string{"-H", "Connection: close"}, args...)
-	}
-	out, err := exec.Command("wrk", args...).CombinedOutput()
-	if err != nil {
-		return 0, string(out), fmt.Errorf("wrk: %w: %s", err, out)
-	}
-	m := reqRe.FindSubmatch(out)
-	if m == nil {
-		return 0, string(out), fmt.Errorf("wrk printed no Requests/sec: %s", out)
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	var notes string
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, "Socket errors") || strings.Contains(l, "Non-2xx") {
-			notes += strings.TrimSpace(l) + "; "
-		}
-	}
-	return v, notes, nil
 }
 
 type idleResult struct {
