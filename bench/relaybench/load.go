@@ -257,6 +257,11 @@ func loadSection(relays []string, names map[string]string) {
 	}
 	rps := func(s loadSample) float64 { return s.rps }
 	cpu := func(s loadSample) float64 { return s.user + s.sys }
+	user := func(s loadSample) float64 { return s.user }
+	sys := func(s loadSample) float64 { return s.sys }
+	busy := func(s loadSample) float64 { return s.busy }
+	idle := func(s loadSample) float64 { return s.idle }
+	capacity := func(s loadSample) float64 { return s.busy + s.idle }
 
 	fmt.Printf("### load: wrk -t2 -c%d -d%s against a Go HTTP server (median of %d; load average %s before, %s after)\n\n", *wrkConns, *wrkDuration, *rounds, load0, load1)
 	fmt.Print("| workload |")
@@ -319,16 +324,14 @@ func loadSection(relays []string, names map[string]string) {
 	for _, closeConn := range []bool{false, true} {
 		for _, c := range cols {
 			k := loadKey{c, closeConn}
-			user, sys, n := "—", "—", "—"
+			u, s, n := "—", "—", "—"
 			if c != "direct" {
-				user = fmt.Sprintf("%.1f", med(k, func(s loadSample) float64 { return s.user }))
-				sys = fmt.Sprintf("%.1f", med(k, func(s loadSample) float64 { return s.sys }))
+				u, s = fmt.Sprintf("%.1f", med(k, user)), fmt.Sprintf("%.1f", med(k, sys))
 			}
 			if v, ok := calls[k]; ok {
 				n = fmt.Sprintf("%.1f", v)
 			}
-			fmt.Printf("| %s | %s | %.0f | %s | %s | %s | %.1f | %.1f |\n", k.workload(), names[c], med(k, rps), user, sys, n,
-				med(k, func(s loadSample) float64 { return s.busy }), med(k, func(s loadSample) float64 { return s.idle }))
+			fmt.Printf("| %s | %s | %.0f | %s | %s | %s | %.1f | %.1f |\n", k.workload(), names[c], med(k, rps), u, s, n, med(k, busy), med(k, idle))
 		}
 	}
 	fmt.Println()
@@ -347,11 +350,10 @@ func loadSection(relays []string, names map[string]string) {
 		if len(samples[h]) == 0 {
 			continue
 		}
-		box := med(h, func(s loadSample) float64 { return s.busy + s.idle })
-		u, i := med(h, func(s loadSample) float64 { return s.user }), med(h, func(s loadSample) float64 { return s.idle })
+		box, u, i := med(h, capacity), med(h, user), med(h, idle)
 		direct := "—"
 		if d := (loadKey{"direct", closeConn}); len(samples[d]) > 0 {
-			direct = fmt.Sprintf("%.1f", med(d, func(s loadSample) float64 { return s.idle }))
+			direct = fmt.Sprintf("%.1f", med(d, idle))
 		}
 		head := fmt.Sprintf("| %s | %.1f | %.1f | %.1f (%s) | %s | %s |", h.workload(), box, u, i, direct, ratio(box, box-u), ratio(box, box-u-i))
 		printed := false
@@ -361,7 +363,7 @@ func loadSection(relays []string, names map[string]string) {
 			if !ok {
 				continue
 			}
-			own := med(k, func(s loadSample) float64 { return s.busy + s.idle })
+			own := med(k, capacity)
 			save := (n - 1) * ns / 1000
 			fmt.Printf("%s %s | %.1f | %s |\n", head, names[c], n, ratio(own, own-save))
 			printed = true
