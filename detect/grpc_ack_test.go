@@ -19,9 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/splice"
@@ -371,108 +368,6 @@ func joinTo(c net.Conn, addr string) {
 	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	defer cancel()
 	_, _ = splice.Join(ctx, c, up)
-}
-
-// echoTestService streams back one response of the request's payload for
-// each request.
-type echoTestService struct {
-	testgrpc.UnimplementedTestServiceServer
-}
-
-func (echoTestService) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServer) error {
-	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: req.GetPayload()}); err != nil {
-			return err
-		}
-	}
-}
-
-// grpc-go bidirectional streaming with 1 MiB messages each way through
-// active mode into a real grpc.Server, served directly and behind a
-// copying proxy: flow control, large frames and the hand-off after the
-// filter all carry the stream intact.
-func TestGRPCActiveGRPCGoLargeStream(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	for _, mode := range []string{"serve", "proxy"} {
-		t.Run(mode, func(t *testing.T) {
-			srv := grpc.NewServer()
-			testgrpc.RegisterTestServiceServer(srv, echoTestService{})
-			defer srv.Stop()
-
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			require.NoError(t, err)
-			defer ln.Close()
-			var backendAddr string
-			if mode == "proxy" {
-				backend, err := net.Listen("tcp", "127.0.0.1:0")
-				require.NoError(t, err)
-				backendAddr = backend.Addr().String()
-				go func() { _ = srv.Serve(backend) }()
-			}
-			d := &detect.Detector{GRPC: detect.GRPCActive, GRPCWait: 10 * time.Second}
-			det := make(chan detected, 1)
-			proxied := make(chan struct{})
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					det <- detected{err: err}
-					close(proxied)
-					return
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				defer cancel()
-				res, conn, err := d.Detect(ctx, c)
-				det <- detected{res, conn, err}
-				if err == nil && mode == "proxy" {
-					proxyTo(conn, backendAddr)
-				}
-				close(proxied)
-			}()
-
-			cc, err := grpc.NewClient("passthrough:///"+ln.Addr().String(),
-				grpc.WithTransportCredentials(insecure.NewCredentials()))
-			require.NoError(t, err)
-			defer cc.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			stream, err := testgrpc.NewTestServiceClient(cc).FullDuplexCall(ctx)
-			require.NoError(t, err)
-
-			dd := recv(t, det, "det")
-			require.NoError(t, dd.err)
-			assert.Equal(t, detect.GRPC, dd.res.Protocol)
-			served := make(chan error, 1)
-			if mode == "serve" {
-				go func() { served <- srv.Serve(newOneConnListener(dd.conn)) }()
-			}
-
-			for i := 0; i < 4; i++ {
-				payload := bytes.Repeat([]byte{byte('a' + i)}, 1<<20)
-				require.NoError(t, stream.Send(&testgrpc.StreamingOutputCallRequest{
-					Payload: &testgrpc.Payload{Body: payload},
-				}))
-				resp, err := stream.Recv()
-				require.NoError(t, err, "message %d", i)
-				assert.True(t, bytes.Equal(payload, resp.GetPayload().GetBody()), "message %d echoed intact", i)
-			}
-			require.NoError(t, stream.CloseSend())
-			_, err = stream.Recv()
-			assert.ErrorIs(t, err, io.EOF)
-			cc.Close()
-			srv.Stop()
-			if mode == "serve" {
-				recv(t, served, "served")
-			}
-			recv(t, proxied, "proxied")
-		})
-	}
 }
 
 // withoutFirstACK is the reference for the ACK filter: it walks the HTTP/2

@@ -18,10 +18,6 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sniffsplice/sniff/detect"
 )
@@ -47,104 +43,6 @@ type detected struct {
 	res  detect.Result
 	conn net.Conn
 	err  error
-}
-
-// grpcThroughDetect runs a grpc-go health check whose connection passes
-// through d.Detect before reaching a real grpc.Server. dial is how the
-// client reaches the detector (loopback TCP or a pipe).
-func grpcThroughDetect(t *testing.T, d *detect.Detector, usePipe bool) detect.Result {
-	t.Helper()
-	srv := grpc.NewServer()
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	defer srv.Stop()
-
-	var serverSide net.Conn
-	var dialer func(context.Context, string) (net.Conn, error)
-	var det <-chan detected
-	if usePipe {
-		c, s := net.Pipe()
-		serverSide = s
-		dialer = func(context.Context, string) (net.Conn, error) { return c, nil }
-		ch := make(chan detected, 1)
-		go func() {
-			res, conn, err := d.Detect(context.Background(), serverSide)
-			ch <- detected{res, conn, err}
-		}()
-		det = ch
-	} else {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		defer ln.Close()
-		dialer = func(ctx context.Context, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
-		}
-		det = acceptDetect(t, ln, d)
-	}
-
-	cc, err := grpc.NewClient("passthrough:///detect-test",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(dialer))
-	require.NoError(t, err)
-	defer cc.Close()
-
-	type rpc struct {
-		resp *healthpb.HealthCheckResponse
-		err  error
-	}
-	rpcDone := make(chan rpc, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		r, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
-		rpcDone <- rpc{r, err}
-	}()
-
-	dd := recv(t, det, "det")
-	require.NoError(t, dd.err)
-	ol := newOneConnListener(dd.conn)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ol) }()
-
-	r := recv(t, rpcDone, "rpcDone")
-	require.NoError(t, r.err, "the RPC must succeed through the detected connection")
-	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, r.resp.GetStatus())
-	// A second RPC on the same connection: the server accepted the
-	// connection as a normal one (a stray SETTINGS ACK would have killed
-	// it with a connection error).
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
-	require.NoError(t, err)
-	cc.Close()
-	srv.Stop()
-	recv(t, served, "served")
-	return dd.res
-}
-
-func TestGRPCActiveRealGRPCGo(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	for _, usePipe := range []bool{false, true} {
-		t.Run(fmt.Sprintf("pipe=%v", usePipe), func(t *testing.T) {
-			d := &detect.Detector{GRPC: detect.GRPCActive, GRPCWait: 10 * time.Second}
-			res := grpcThroughDetect(t, d, usePipe)
-			assert.Equal(t, detect.GRPC, res.Protocol)
-			assert.Equal(t, detect.ReasonMatched, res.Reason)
-		})
-	}
-}
-
-// grpc-go sends no HEADERS before the server's SETTINGS, so passive mode
-// reports HTTP/2 after the wait; the connection is intact for the server.
-func TestGRPCPassiveRealGRPCGoFallsBackToHTTP2(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	for _, usePipe := range []bool{false, true} {
-		t.Run(fmt.Sprintf("pipe=%v", usePipe), func(t *testing.T) {
-			d := &detect.Detector{GRPC: detect.GRPCPassive, GRPCWait: 50 * time.Millisecond}
-			res := grpcThroughDetect(t, d, usePipe)
-			assert.Equal(t, detect.HTTP2, res.Protocol)
-			assert.Equal(t, detect.ReasonMatched, res.Reason)
-		})
-	}
 }
 
 // h2cThroughDetect sends three requests with an x/net/http2 h2c client over

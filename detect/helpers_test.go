@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/internal/testnet"
 )
 
 // needProgram returns the path of prog, skipping the test (naming the
@@ -61,38 +62,8 @@ func tcpPair(t testing.TB) (client, server *net.TCPConn) {
 	return c.(*net.TCPConn), r.c.(*net.TCPConn)
 }
 
-// oneConnListener is a net.Listener that hands out one connection, then
-// blocks until closed.
-type oneConnListener struct {
-	mu     sync.Mutex
-	c      net.Conn
-	closed chan struct{}
-	once   sync.Once
-	addr   net.Addr
-}
-
-func newOneConnListener(c net.Conn) *oneConnListener {
-	return &oneConnListener{c: c, closed: make(chan struct{}), addr: c.LocalAddr()}
-}
-
-func (l *oneConnListener) Accept() (net.Conn, error) {
-	l.mu.Lock()
-	c := l.c
-	l.c = nil
-	l.mu.Unlock()
-	if c != nil {
-		return c, nil
-	}
-	<-l.closed
-	return nil, net.ErrClosed
-}
-
-func (l *oneConnListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *oneConnListener) Addr() net.Addr { return l.addr }
+// newOneConnListener serves c to a server that wants a listener.
+func newOneConnListener(c net.Conn) *testnet.OneConnListener { return testnet.NewOneConnListener(c) }
 
 // goClientHello captures the ClientHello that Go's crypto/tls client sends
 // with the given SNI and ALPN (the Go 1.26 default carries a post-quantum
@@ -167,33 +138,21 @@ func allMatchers() []detect.Matcher {
 	return append(detect.DefaultMatchers(), detect.PROXYMatcher(), detect.SSHMatcher(), detect.PostgreSQLMatcher())
 }
 
-// testWait bounds every wait of the tests for another goroutine: a test
-// that goes wrong fails after it instead of hanging until the go test
-// timeout.
-const testWait = 30 * time.Second
+// testWait bounds every wait of the tests for another goroutine.
+const testWait = testnet.Wait
 
 // recv receives from ch, failing the test when nothing comes within
 // testWait.
 func recv[T any](t testing.TB, ch <-chan T, what string) T {
 	t.Helper()
-	timer := time.NewTimer(testWait)
-	defer timer.Stop()
-	select {
-	case v := <-ch:
-		return v
-	case <-timer.C:
-		t.Fatalf("waited %v for %s", testWait, what)
-		panic("unreachable")
-	}
+	return testnet.Recv(t, ch, what)
 }
 
 // waitGroup waits for wg, failing the test when it is not done within
 // testWait.
 func waitGroup(t testing.TB, wg *sync.WaitGroup, what string) {
 	t.Helper()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	recv(t, done, what)
+	testnet.WaitGroup(t, wg, what)
 }
 
 // bounded sets a read deadline testWait away on c and returns it, so a

@@ -22,10 +22,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/internal/testnet"
@@ -390,47 +386,6 @@ func TestDetectUpstreamOneProxyPort(t *testing.T) {
 	p.upstream.Store(&h)
 	assert.Equal(t, "ok", httpGet(t, &http.Transport{}, "http://"+p.addr()+"/"))
 	assert.Equal(t, detect.HTTP1, nextResult(t, p).Protocol)
-}
-
-// TestDetectUpstreamHTTP2ServerPrefaceIsNotAGreeting: grpc-go servers write their SETTINGS frame
-// before reading the client preface. That is not a server-first greeting: the client (here one that
-// waits 100 ms, so the server's frame surely arrives first) is still detected as HTTP/2, and a real
-// grpc-go client works through the proxy.
-func TestDetectUpstreamHTTP2ServerPrefaceIsNotAGreeting(t *testing.T) {
-	raceLeakCheck(t)
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	gs := grpc.NewServer()
-	healthpb.RegisterHealthServer(gs, health.NewServer())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gs.Serve(gl) }()
-	t.Cleanup(func() { gs.Stop(); recv(t, done, "done") })
-
-	p := startRaceProxy(t, modeRace, &detect.Detector{}, gl.Addr().String())
-	c, err := net.Dial("tcp", p.addr())
-	require.NoError(t, err)
-	defer c.Close()
-	time.Sleep(100 * time.Millisecond)
-	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-	_, err = io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-	require.NoError(t, err)
-	res := nextResult(t, p)
-	assert.Equal(t, detect.HTTP2, res.Protocol)
-	assert.Equal(t, detect.ReasonMatched, res.Reason)
-	hdr := make([]byte, 9)
-	_, err = io.ReadFull(c, hdr)
-	require.NoError(t, err)
-	assert.Equal(t, byte(0x4), hdr[3], "the server's SETTINGS frame reaches the client")
-
-	cc, err := grpc.NewClient(p.addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
-	require.NoError(t, err)
-	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
-	assert.Equal(t, detect.HTTP2, nextResult(t, p).Protocol)
 }
 
 // TestDetectUpstreamHTTP2PrefaceThenSilence: an upstream that sends an HTTP/2 SETTINGS frame to a

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -233,15 +232,6 @@ var setups = []struct {
 	{"HTTPRequest", httpOp, 32},
 }
 
-// threadCPU returns the CPU time (user + system) of the calling thread.
-func threadCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // loopCPU runs f in b.Loop on a locked OS thread and reports, besides
 // ns/op, cpu-ns/op: the thread's CPU time per op, which leaves out the
 // time the thread waited for a CPU on a busy machine.
@@ -256,15 +246,6 @@ func loopCPU(b *testing.B, f func()) {
 		n++
 	}
 	b.ReportMetric(float64((threadCPU(b)-c0).Nanoseconds())/float64(n), "cpu-ns/op")
-}
-
-// cpuTime returns the CPU time (user + system) of the whole process so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkMetricsOffOn runs each workload with metrics off (nil registry:

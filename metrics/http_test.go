@@ -3,8 +3,6 @@ package metrics_test
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -16,16 +14,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/sniffsplice/sniff/metrics"
-	"github.com/sniffsplice/sniff/metrics/internal/h2ctest"
 )
 
 func statusHandler() http.Handler {
@@ -157,70 +148,37 @@ func TestHTTPHijack(t *testing.T) {
 	assert.Equal(t, "success", reg.Snapshot().Responses[0].Classification, "a hijacked connection is not a failure")
 }
 
-func healthServer() *grpc.Server {
-	gs := grpc.NewServer()
-	healthpb.RegisterHealthServer(gs, health.NewServer()) // "" is SERVING, any other service NotFound
-	return gs
+// grpcShaped answers like a gRPC server for the health service without
+// grpc-go (which the interop module's tests drive): grpc-status 0 for the
+// service "", 5 (NotFound) for "missing", in the trailers of a 200.
+func grpcShaped() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+		w.WriteHeader(http.StatusOK)
+		code := "0"
+		if bytes.Contains(body, []byte("missing")) {
+			code = "5"
+		}
+		w.Header().Set("Grpc-Status", code)
+	})
 }
 
-func TestHTTPHandlerGRPCStatus(t *testing.T) {
+// TestGRPCStatusBothSides: a gRPC-shaped call over h2c through the
+// RoundTripper to the Handler; both read grpc-status from the trailers and
+// classify a non-zero status as a failure.
+func TestGRPCStatusBothSides(t *testing.T) {
 	reg := metrics.New(metrics.Config{})
-	gs := healthServer()
-	defer gs.Stop()
-	addr := h2ctest.Serve(t, reg.HTTPHandler(gs, metrics.HTTPOptions{
-		Route: func(r *http.Request) string { return r.URL.Path }, // gRPC method names are bounded
+	addr := testnet.ServeHTTP(t, reg.HTTPHandler(grpcShaped(), metrics.HTTPOptions{
+		Route: func(r *http.Request) string { return r.URL.Path },
 	}))
-
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer cc.Close()
-	hc := healthpb.NewHealthClient(cc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for range 3 {
-		_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{})
-		require.NoError(t, err)
-	}
-	for range 2 {
-		_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "no.such.Service"})
-		require.Equal(t, codes.NotFound, status.Code(err))
-	}
-	require.Eventually(t, func() bool {
-		return reg.Snapshot().RequestCount(metrics.Inbound) == 5 &&
-			reg.Snapshot().ResponseCount(metrics.Inbound, 200, "0")+reg.Snapshot().ResponseCount(metrics.Inbound, 200, "5") == 5
-	}, 10*time.Second, time.Millisecond)
-	snap := reg.Snapshot()
-	require.Len(t, snap.Responses, 2)
-	ok, notFound := snap.Responses[0], snap.Responses[1]
-	assert.Equal(t, "/grpc.health.v1.Health/Check", ok.Route)
-	assert.Equal(t, "0", ok.GRPCStatus)
-	assert.Equal(t, "success", ok.Classification)
-	assert.Equal(t, uint64(3), ok.Count)
-	assert.Equal(t, "5", notFound.GRPCStatus, "NotFound is grpc-status 5")
-	assert.Equal(t, "failure", notFound.Classification)
-	assert.Equal(t, uint64(2), notFound.Count)
-	assert.Equal(t, 200, notFound.StatusCode)
-}
-
-// TestRoundTripperGRPCTrailers sends a hand-built gRPC request over h2c
-// with net/http and reads grpc-status from the response trailers.
-func TestRoundTripperGRPCTrailers(t *testing.T) {
-	reg := metrics.New(metrics.Config{})
-	gs := healthServer()
-	defer gs.Stop()
-	addr := h2ctest.Serve(t, gs)
-
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: reg.RoundTripper(tr, metrics.HTTPOptions{Direction: metrics.Outbound})}
-
 	call := func(service string) string {
-		msg, err := proto.Marshal(&healthpb.HealthCheckRequest{Service: service})
-		require.NoError(t, err)
-		body := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg)))
-		body = append(body, msg...)
-		req, err := http.NewRequest("POST", "http://"+addr+"/grpc.health.v1.Health/Check", bytes.NewReader(body))
+		req, err := http.NewRequest("POST", "http://"+addr+"/grpc.health.v1.Health/Check", strings.NewReader("\x00\x00\x00\x00\x00"+service))
 		require.NoError(t, err)
 		req.Header.Set("Content-Type", "application/grpc")
 		req.Header.Set("TE", "trailers")
@@ -233,14 +191,16 @@ func TestRoundTripperGRPCTrailers(t *testing.T) {
 		return resp.Trailer.Get("Grpc-Status")
 	}
 	require.Equal(t, "0", call(""))
-	require.Equal(t, "5", call("no.such.Service"))
-	require.Equal(t, "5", call("no.such.Service"))
+	require.Equal(t, "5", call("missing"))
+	require.Equal(t, "5", call("missing"))
 
-	snap := reg.Snapshot()
-	assert.Equal(t, uint64(3), snap.RequestCount(metrics.Outbound))
-	assert.Equal(t, uint64(1), snap.ResponseCount(metrics.Outbound, 200, "0"))
-	assert.Equal(t, uint64(2), snap.ResponseCount(metrics.Outbound, 200, "5"))
-	for _, r := range snap.Responses {
+	for _, dir := range []metrics.Direction{metrics.Inbound, metrics.Outbound} {
+		require.Eventually(t, func() bool { return reg.Snapshot().RequestCount(dir) == 3 }, 10*time.Second, time.Millisecond)
+		snap := reg.Snapshot()
+		assert.Equal(t, uint64(1), snap.ResponseCount(dir, 200, "0"), dir)
+		assert.Equal(t, uint64(2), snap.ResponseCount(dir, 200, "5"), dir)
+	}
+	for _, r := range reg.Snapshot().Responses {
 		assert.Equal(t, r.GRPCStatus != "0", r.Classification == "failure", "%+v", r)
 	}
 }

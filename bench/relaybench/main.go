@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command relaybench compares TCP relays on loopback, all in one run, and
 // prints the results as Markdown tables with ratios:
 //

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command relayd is a TCP relay for the relay benchmarks (bench/relay.sh):
 // it accepts on -listen, dials -target for every connection and joins the
 // two with one of four copy loops:

@@ -1,4 +1,4 @@
-package prometheus
+package metrics_test
 
 import (
 	"context"
@@ -20,8 +20,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/sniffsplice/sniff/metrics"
-	"github.com/sniffsplice/sniff/metrics/internal/h2ctest"
+	sniffprom "github.com/sniffsplice/sniff/metrics/prometheus"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -43,7 +44,7 @@ func TestHTTPMetricsExposition(t *testing.T) {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	addr := h2ctest.Serve(t, reg.HTTPHandler(root, metrics.HTTPOptions{Authorities: []string{"svc.test"}}))
+	addr := testnet.ServeHTTP(t, reg.HTTPHandler(root, metrics.HTTPOptions{Authorities: []string{"svc.test"}}))
 
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
@@ -70,7 +71,7 @@ func TestHTTPMetricsExposition(t *testing.T) {
 	_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "missing"})
 	require.Equal(t, codes.NotFound, status.Code(err))
 
-	c := NewCollector(reg, Options{})
+	c := sniffprom.NewCollector(reg, sniffprom.Options{})
 	require.Eventually(t, func() bool {
 		return testutil.CollectAndCount(c, "response_total") == 5 // 3 inbound (200, 503, gRPC) + 2 outbound
 	}, 10*time.Second, time.Millisecond)
