@@ -1,0 +1,435 @@
+package detect
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of a zero [Waiter].
+const (
+	// DefaultMaxWaiting is the most connections a Waiter holds at once when Max is 0: enough for
+	// ten thousand silent clients with room to spare, at about 1 KiB each with their sockets.
+	DefaultMaxWaiting = 16384
+	// DefaultReduceAt is the share of Max above which a Waiter shortens the timeouts of the
+	// connections that arrive (Envoy's overload manager does the same with reduce_timeouts).
+	DefaultReduceAt = 0.5
+	// DefaultMinTimeout is the shortest timeout a Waiter reduces a wait to.
+	DefaultMinTimeout = time.Second
+)
+
+// Errors a [Waiter] passes to a ready function.
+var (
+	// ErrWaitTimeout: the connection sent nothing within its timeout. It wraps
+	// os.ErrDeadlineExceeded.
+	ErrWaitTimeout = fmt.Errorf("detect: nothing received in time: %w", os.ErrDeadlineExceeded)
+	// ErrShed: the Waiter was full and this connection, the one that had waited longest, made room
+	// for a new one. The shedding rule is documented on [Waiter].
+	ErrShed = errors.New("detect: shed to make room for a new connection")
+	// ErrWaiterClosed: the Waiter was closed while the connection waited. It wraps net.ErrClosed.
+	ErrWaiterClosed = fmt.Errorf("detect: waiter closed: %w", net.ErrClosed)
+)
+
+// Waiter holds connections until they have something to read — bytes, an end of stream or an
+// error — without a goroutine or a buffer each. A server hands every accepted connection to
+// [Waiter.Wait] and starts its goroutine (detection, a handshake) only when the client speaks,
+// so a flood of clients that connect and say nothing costs their sockets and a few hundred bytes
+// each, and delays no one.
+//
+// On Linux a *net.TCPConn waits in the Waiter's own epoll set, served by one goroutine for all
+// connections. Any other connection, and every connection on other systems, is reported ready at
+// once: whoever reads it next does the waiting.
+//
+// Limits, the rules a proxy documents for its operators:
+//   - At most Max connections wait at once. A connection that arrives when the Waiter is full
+//     sheds the connection that has waited longest: its ready function gets [ErrShed] (a server
+//     typically treats it as a detection timeout). Accepting never stops.
+//   - Above ReduceAt×Max waiting connections, the timeout of each new wait is scaled down linearly,
+//     to MinTimeout when the Waiter is full; a wait's timeout is never raised, and the timeouts of
+//     connections already waiting are kept.
+//
+// The zero value is ready to use; its fields must not change after the first Wait. A Waiter is
+// safe for concurrent use. [Waiter.Close] ends every wait.
+type Waiter struct {
+	// Max is the most connections waiting at once; 0 means DefaultMaxWaiting.
+	Max int
+	// ReduceAt is the share of Max above which new waits get shorter timeouts; 0 means
+	// DefaultReduceAt, 1 or more turns the reduction off.
+	ReduceAt float64
+	// MinTimeout is the floor of a reduced timeout; 0 means DefaultMinTimeout.
+	MinTimeout time.Duration
+
+	mu      sync.Mutex
+	closed  bool
+	started bool
+	ents    []waitEntry // slots; a free slot has conn == nil
+	free    []int32     // free slots
+	byAge   waitList    // waiting slots, oldest first
+	byDL    waitHeap    // waiting slots by deadline
+	poll    waitPoller  // the system's part (epoll on Linux)
+	epoch   time.Time
+	// sleepUntil is the deadline the poller's goroutine sleeps until (-1: none), so that a wait
+	// with an earlier one wakes it.
+	sleepUntil int64
+
+	waiting atomic.Int64
+	counts  [waitOutcomes]atomic.Uint64
+}
+
+// waitEntry is one waiting connection.
+type waitEntry struct {
+	conn     net.Conn
+	ready    func(net.Conn, error)
+	deadline int64  // nanoseconds since the Waiter's epoch
+	gen      uint32 // bumped when the slot is reused: stale events are ignored
+	hidx     int32  // index in byDL
+	prev     int32  // byAge links, -1 at the ends
+	next     int32
+	fd       int // the socket registered with the poller, -1 when none
+}
+
+// WaitStats are a [Waiter]'s counts since it was created.
+type WaitStats struct {
+	Waiting  int64  // connections waiting now
+	Ready    uint64 // reported ready: they had something to read
+	TimedOut uint64 // their timeout passed first
+	Shed     uint64 // shed to make room (the Waiter was full)
+	Reduced  uint64 // waits whose timeout was shortened under pressure
+	Closed   uint64 // ended by Close
+}
+
+const (
+	outReady = iota
+	outTimedOut
+	outShed
+	outReduced
+	outClosed
+	waitOutcomes
+)
+
+// Stats returns the Waiter's counts.
+func (w *Waiter) Stats() WaitStats {
+	return WaitStats{
+		Waiting:  w.waiting.Load(),
+		Ready:    w.counts[outReady].Load(),
+		TimedOut: w.counts[outTimedOut].Load(),
+		Shed:     w.counts[outShed].Load(),
+		Reduced:  w.counts[outReduced].Load(),
+		Closed:   w.counts[outClosed].Load(),
+	}
+}
+
+// Len returns the number of connections waiting now.
+func (w *Waiter) Len() int { return int(w.waiting.Load()) }
+
+func (w *Waiter) max() int {
+	if w.Max > 0 {
+		return w.Max
+	}
+	return DefaultMaxWaiting
+}
+
+// Timeout returns the timeout a wait of timeout gets when it starts now: timeout itself, or
+// less under pressure (see [Waiter]).
+func (w *Waiter) Timeout(timeout time.Duration) time.Duration {
+	return w.reduce(timeout, int(w.waiting.Load()))
+}
+
+func (w *Waiter) reduce(timeout time.Duration, n int) time.Duration {
+	at := w.ReduceAt
+	if at == 0 {
+		at = DefaultReduceAt
+	}
+	if at >= 1 || timeout <= 0 {
+		return timeout
+	}
+	floor := w.MinTimeout
+	if floor <= 0 {
+		floor = DefaultMinTimeout
+	}
+	if timeout <= floor {
+		return timeout
+	}
+	load := float64(n) / float64(w.max())
+	if load <= at {
+		return timeout
+	}
+	f := min((load-at)/(1-at), 1)
+	return timeout - time.Duration(f*float64(timeout-floor))
+}
+
+// Wait hands c to the Waiter until c has something to read or timeout passes (timeout <= 0:
+// no timeout). Then ready is called, exactly once and on a goroutine of its own, with c and
+// nil (c has bytes, an end of stream or an error to read; nothing was read from it),
+// [ErrWaitTimeout], [ErrShed] or [ErrWaiterClosed]. Wait does not block: a server calls it from
+// its accept loop. Until ready is called, the Waiter owns c: do not read, write or close it.
+func (w *Waiter) Wait(c net.Conn, timeout time.Duration, ready func(net.Conn, error)) {
+	fd, ok := waitFD(c)
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		w.counts[outClosed].Add(1)
+		go ready(c, ErrWaiterClosed)
+		return
+	}
+	if !ok {
+		w.mu.Unlock()
+		w.counts[outReady].Add(1)
+		go ready(c, nil)
+		return
+	}
+	if !w.started {
+		w.epoch = time.Now()
+		w.byAge = waitList{head: -1, tail: -1}
+		w.sleepUntil = -1
+		if err := w.poll.start(w); err != nil {
+			// No poller: report ready at once, as on other systems.
+			w.mu.Unlock()
+			w.counts[outReady].Add(1)
+			go ready(c, nil)
+			return
+		}
+		w.started = true
+	}
+	var shed *waitEntry
+	var shedEnt waitEntry
+	if int(w.waiting.Load()) >= w.max() && w.byAge.head >= 0 {
+		i := w.byAge.head
+		shedEnt = w.ents[i]
+		w.removeLocked(i)
+		shed = &shedEnt
+	}
+	if r := w.reduce(timeout, int(w.waiting.Load())); r != timeout {
+		timeout = r
+		w.counts[outReduced].Add(1)
+	}
+	i := w.slotLocked()
+	e := &w.ents[i]
+	e.conn, e.ready, e.fd = c, ready, fd
+	e.deadline = -1
+	if timeout > 0 {
+		e.deadline = int64(time.Since(w.epoch) + timeout)
+	}
+	w.byAge.pushBack(w.ents, i)
+	if e.deadline >= 0 {
+		w.heapPush(i)
+	}
+	w.waiting.Add(1)
+	err := w.poll.add(fd, i, e.gen)
+	if err != nil {
+		w.removeLocked(i)
+	} else if e.deadline >= 0 && (w.sleepUntil < 0 || e.deadline < w.sleepUntil) {
+		w.sleepUntil = e.deadline
+		w.poll.wake()
+	}
+	w.mu.Unlock()
+	if shed != nil {
+		w.poll.remove(shed.fd)
+		w.counts[outShed].Add(1)
+		go shed.ready(shed.conn, ErrShed)
+	}
+	if err != nil {
+		// The socket cannot be polled (not expected for a TCP socket): let the reader wait.
+		w.counts[outReady].Add(1)
+		go ready(c, nil)
+	}
+}
+
+// slotLocked returns a free slot (w.mu held).
+func (w *Waiter) slotLocked() int32 {
+	if n := len(w.free); n > 0 {
+		i := w.free[n-1]
+		w.free = w.free[:n-1]
+		return i
+	}
+	w.ents = append(w.ents, waitEntry{hidx: -1, prev: -1, next: -1, fd: -1})
+	return int32(len(w.ents) - 1)
+}
+
+// removeLocked takes slot i out of the lists and frees it (w.mu held); the caller reports the
+// outcome with the entry it copied first, and takes the socket out of the poller.
+func (w *Waiter) removeLocked(i int32) {
+	e := &w.ents[i]
+	w.byAge.remove(w.ents, i)
+	if e.hidx >= 0 {
+		w.heapRemove(e.hidx)
+	}
+	e.conn, e.ready = nil, nil
+	e.fd = -1
+	e.gen++
+	w.free = append(w.free, i)
+	w.waiting.Add(-1)
+}
+
+// fire ends the wait of slot i with generation gen, if it still waits, with err (nil: ready).
+// It is called by the poller.
+func (w *Waiter) fire(i int32, gen uint32, err error) {
+	w.mu.Lock()
+	if int(i) >= len(w.ents) || w.ents[i].gen != gen || w.ents[i].conn == nil {
+		w.mu.Unlock()
+		return
+	}
+	e := w.ents[i]
+	w.removeLocked(i)
+	w.mu.Unlock()
+	w.poll.remove(e.fd)
+	if err == nil {
+		w.counts[outReady].Add(1)
+	} else {
+		w.counts[outTimedOut].Add(1)
+	}
+	go e.ready(e.conn, err)
+}
+
+// expire ends every wait whose deadline is at or before now (nanoseconds since the epoch) and
+// returns the next deadline, or -1 when none waits with one. It is called by the poller.
+func (w *Waiter) expire(now int64) int64 {
+	for {
+		w.mu.Lock()
+		if len(w.byDL) == 0 {
+			w.sleepUntil = -1
+			w.mu.Unlock()
+			return -1
+		}
+		i := w.byDL[0]
+		e := w.ents[i]
+		if e.deadline > now {
+			w.sleepUntil = e.deadline
+			w.mu.Unlock()
+			return e.deadline
+		}
+		w.removeLocked(i)
+		w.mu.Unlock()
+		w.poll.remove(e.fd)
+		w.counts[outTimedOut].Add(1)
+		go e.ready(e.conn, ErrWaitTimeout)
+	}
+}
+
+// now is the poller's clock: nanoseconds since the Waiter's epoch.
+func (w *Waiter) now() int64 { return int64(time.Since(w.epoch)) }
+
+// Close ends every wait (their ready functions get [ErrWaiterClosed]) and stops the Waiter's
+// goroutine; later Waits report ErrWaiterClosed at once. Close does not wait for the ready
+// functions, which run on goroutines of their own.
+func (w *Waiter) Close() error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil
+	}
+	w.closed = true
+	var ended []waitEntry
+	started := w.started
+	for started && w.byAge.head >= 0 {
+		i := w.byAge.head
+		ended = append(ended, w.ents[i])
+		w.removeLocked(i)
+	}
+	w.mu.Unlock()
+	for _, e := range ended {
+		w.poll.remove(e.fd)
+		w.counts[outClosed].Add(1)
+		go e.ready(e.conn, ErrWaiterClosed)
+	}
+	if started {
+		return w.poll.close()
+	}
+	return nil
+}
+
+// waitList is a doubly linked list of slots through waitEntry.prev/next; -1 ends it.
+type waitList struct{ head, tail int32 }
+
+func (l *waitList) pushBack(ents []waitEntry, i int32) {
+	ents[i].prev, ents[i].next = l.tail, -1
+	if l.tail >= 0 {
+		ents[l.tail].next = i
+	} else {
+		l.head = i
+	}
+	l.tail = i
+}
+
+func (l *waitList) remove(ents []waitEntry, i int32) {
+	e := &ents[i]
+	if e.prev >= 0 {
+		ents[e.prev].next = e.next
+	} else {
+		l.head = e.next
+	}
+	if e.next >= 0 {
+		ents[e.next].prev = e.prev
+	} else {
+		l.tail = e.prev
+	}
+	e.prev, e.next = -1, -1
+}
+
+// waitHeap is a min-heap of slots by deadline; waitEntry.hidx is each slot's index in it.
+type waitHeap []int32
+
+func (w *Waiter) heapLess(a, b int32) bool {
+	return w.ents[w.byDL[a]].deadline < w.ents[w.byDL[b]].deadline
+}
+
+func (w *Waiter) heapSwap(a, b int32) {
+	h := w.byDL
+	h[a], h[b] = h[b], h[a]
+	w.ents[h[a]].hidx = a
+	w.ents[h[b]].hidx = b
+}
+
+func (w *Waiter) heapUp(j int32) {
+	for j > 0 {
+		p := (j - 1) / 2
+		if !w.heapLess(j, p) {
+			return
+		}
+		w.heapSwap(j, p)
+		j = p
+	}
+}
+
+func (w *Waiter) heapDown(j int32) {
+	n := int32(len(w.byDL))
+	for {
+		l := 2*j + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && w.heapLess(r, l) {
+			m = r
+		}
+		if !w.heapLess(m, j) {
+			return
+		}
+		w.heapSwap(j, m)
+		j = m
+	}
+}
+
+func (w *Waiter) heapPush(i int32) {
+	w.ents[i].hidx = int32(len(w.byDL))
+	w.byDL = append(w.byDL, i)
+	w.heapUp(w.ents[i].hidx)
+}
+
+func (w *Waiter) heapRemove(j int32) {
+	last := int32(len(w.byDL) - 1)
+	i := w.byDL[j]
+	if j != last {
+		w.heapSwap(j, last)
+	}
+	w.byDL = w.byDL[:last]
+	w.ents[i].hidx = -1
+	if j != last {
+		w.heapDown(j)
+		w.heapUp(j)
+	}
+}

@@ -1,0 +1,16 @@
+//go:build !linux
+
+package detect
+
+import "net"
+
+// waitFD: only Linux has the Waiter's epoll set; elsewhere every connection is ready at once.
+func waitFD(net.Conn) (int, bool) { return -1, false }
+
+type waitPoller struct{}
+
+func (*waitPoller) start(*Waiter) error          { return nil }
+func (*waitPoller) add(int, int32, uint32) error { return nil }
+func (*waitPoller) remove(int)                   {}
+func (*waitPoller) wake()                        {}
+func (*waitPoller) close() error                 { return nil }
