@@ -50,7 +50,11 @@
 //
 // To serve many protocols on one port, [NewMux] runs a Detector on every
 // accepted connection and hands it to the child listener of its protocol
-// (one port, many servers). For protocols in which the server speaks first
+// (one port, many servers). Until a connection sends its first bytes it waits
+// in a [Waiter] — on Linux an epoll set with one goroutine for all of them —
+// so a flood of clients that connect and say nothing costs their sockets
+// and a few hundred bytes each, and delays no one; a full Waiter sheds its
+// oldest connection instead of refusing new ones. For protocols in which the server speaks first
 // (SMTP, MySQL, ...), which no client bytes can reveal, [Detector.DetectUpstream]
 // races the client against the upstream without configuration; its rule
 // and limits are in SERVERFIRST.md in this directory.

@@ -1,21 +1,21 @@
 package detect
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
+	"github.com/sniffsplice/sniff/accept"
 )
 
-// DefaultMaxDetections is the number of connections a [Mux] holds at once between accepting them and
-// handing them to a child listener when [MuxConfig].MaxDetections is 0. A connection waiting in
-// detection costs one goroutine and, on Linux with MSG_PEEK, no buffer, so the default is generous:
-// thousands of silent clients do not stop the mux from serving the others.
+// DefaultMaxDetections is the number of connections a [Mux] detects at once (they have sent
+// bytes and each holds a goroutine until it is decided) when [MuxConfig].MaxDetections is 0.
+// Connections that have sent nothing do not count: they wait in the Mux's [Waiter], without a
+// goroutine, up to [MuxConfig].MaxWaiting of them.
 const DefaultMaxDetections = 4096
 
 // ErrMuxClosed is returned by [Mux.Serve] after [Mux.Close], and (inside a *net.OpError) by the Accept
@@ -33,25 +33,26 @@ var ErrMuxServing = errors.New("detect: Mux.Serve called more than once")
 
 // MuxConfig configures a [Mux]. The zero value is ready to use.
 type MuxConfig struct {
-	// MaxDetections bounds the connections the mux holds at once: from accept, through detection, to
-	// the moment a child listener's Accept takes the connection. 0 means [DefaultMaxDetections]; a
-	// negative value means no bound.
-	//
-	// A child listener that is never Accepted from keeps the connections routed to it waiting (each
-	// holding its slot), as a listen backlog would: Close a child you will not serve, and its
-	// connections are closed and counted instead.
+	// MaxWaiting bounds the connections that have sent nothing yet; they wait in an epoll set
+	// (Linux) with no goroutine or buffer each. When a connection arrives with MaxWaiting waiting,
+	// the one that has waited longest is shed: decided as a detection timeout (Protocol Unknown,
+	// Reason ReasonTimeout, [MuxEvent].Shed set) and routed like one, to the Default listener.
+	// Above half of MaxWaiting, new connections get shorter detection timeouts (see [Waiter]).
+	// 0 means [DefaultMaxWaiting].
+	MaxWaiting int
+
+	// MaxDetections bounds the connections being detected at once: they have sent their first
+	// bytes and each holds a goroutine until the matchers decide (a client that sends one byte and
+	// then trickles, or stops, holds one until its timeout). When a connection becomes ready to
+	// detect with MaxDetections being detected, the detection that started first is shed: decided
+	// as a timeout, with what it had seen so far replayed, and routed to the Default listener. 0
+	// means [DefaultMaxDetections]; a negative value means no bound.
 	MaxDetections int
 
-	// RefuseWhenFull chooses what happens to a connection accepted while MaxDetections connections
-	// are in flight. false (the default): the accept loop waits for a slot, so further connections
-	// wait in the kernel's listen backlog (counted in [MuxStats].Waited). true: the connection is
-	// closed at once, undetected (outcome [MuxRefused]).
-	RefuseWhenFull bool
-
 	// OnConn, if non-nil, is called once for every accepted connection when the mux is done with it:
-	// handed to a child, or closed (and why). It runs on the connection's own goroutine (or the
-	// accept loop for [MuxRefused]); it must be safe for concurrent use, should return quickly, and
-	// must not call [Mux.Close].
+	// handed to a child, or closed (and why). It runs on the connection's own goroutine; it must be
+	// safe for concurrent use, should return quickly, and must not call [Mux.Close] or
+	// [Mux.Shutdown].
 	OnConn func(MuxEvent)
 }
 
@@ -67,9 +68,6 @@ const (
 	// MuxChildClosed: the child listener for the detected protocol had been closed; the connection
 	// was closed. Its siblings keep serving.
 	MuxChildClosed
-	// MuxRefused: MaxDetections connections were in flight and RefuseWhenFull is set; the connection
-	// was closed without detection.
-	MuxRefused
 	// MuxDetectFailed: detection returned an error (a read error such as a reset); the connection was
 	// closed.
 	MuxDetectFailed
@@ -86,8 +84,6 @@ func (o MuxOutcome) String() string {
 		return "unrouted"
 	case MuxChildClosed:
 		return "child_closed"
-	case MuxRefused:
-		return "refused"
 	case MuxDetectFailed:
 		return "detect_failed"
 	case MuxShutdown:
@@ -99,44 +95,55 @@ func (o MuxOutcome) String() string {
 // MuxEvent reports the fate of one accepted connection to [MuxConfig].OnConn.
 type MuxEvent struct {
 	Outcome MuxOutcome
-	// Result is the detection result: zero for MuxRefused; for MuxShutdown and MuxDetectFailed,
-	// what detection returned along with its error.
+	// Result is the detection result; for MuxShutdown and MuxDetectFailed, what detection returned
+	// along with its error.
 	Result Result
 	// Err is the detection error for MuxDetectFailed, else nil.
 	Err error
+	// Shed is set when the connection was decided early to make room (see [MuxConfig]): Result
+	// then says Unknown and ReasonTimeout.
+	Shed bool
 	// RemoteAddr is the peer's address.
 	RemoteAddr net.Addr
 }
 
 // MuxStats are the counters of a [Mux] since it was created.
 type MuxStats struct {
-	Accepted     uint64 // connections accepted from the parent listener
-	Routed       uint64 // handed to a child listener
-	Unrouted     uint64 // closed: no listener for their protocol and no Default
-	ChildClosed  uint64 // closed: their child listener was closed
-	Refused      uint64 // closed undetected: full and RefuseWhenFull
-	DetectFailed uint64 // closed: detection error
-	Shutdown     uint64 // closed: the mux closed first
-	Waited       uint64 // times the accept loop had to wait for a free slot
-	InFlight     int64  // connections held by the mux now (detecting or awaiting a child's Accept)
+	Accepted      uint64 // connections accepted from the parent listener
+	Routed        uint64 // handed to a child listener
+	Unrouted      uint64 // closed: no listener for their protocol and no Default
+	ChildClosed   uint64 // closed: their child listener was closed
+	DetectFailed  uint64 // closed: detection error
+	Shutdown      uint64 // closed: the mux closed first
+	ShedWaiting   uint64 // decided early while silent: MaxWaiting were waiting (also counted as routed, or not)
+	ShedDetecting uint64 // decided early while detecting: MaxDetections were detecting
+	AcceptErrors  uint64 // Accept failures that passed (EMFILE and the like), each waited out
+	InFlight      int64  // connections held by the mux now (waiting, detecting or awaiting a child's Accept)
+	Waiting       int64  // of which silent, in the Waiter
+	Detecting     int64  // of which being detected
 }
 
 // Mux serves several protocols on one listener. Create it with [NewMux], take one child listener
 // per protocol set with [Mux.Match] and [Mux.Default], hand those to servers (net/http, grpc-go, a
 // raw TCP loop), and run [Mux.Serve].
 //
-// Unlike a sequential matcher chain, every accepted connection is detected on its own goroutine, so
-// a client that connects and sends nothing never delays the accept or detection of any other; the
-// number of connections in flight is bounded by [MuxConfig].MaxDetections. Routing rules:
+// A connection goes through one lifecycle: accepted (by [accept.Loop]'s rule: running out of
+// descriptors or memory is waited out, never fatal), then it waits for its first bytes in a
+// [Waiter] (no goroutine, no buffer: a client that connects and says nothing delays no one and
+// costs its socket), then it is detected on a goroutine of its own, then handed to the child
+// listener of its protocol. The limits are [MuxConfig]'s; a full mux sheds its oldest waiting or
+// detecting connection to the Default listener rather than stop accepting. Routing rules:
 //   - a protocol goes to the first child created by Match that names it;
 //   - [GRPC] goes to the child for [HTTP2] when no child names GRPC (gRPC is HTTP/2);
-//   - everything else (unknown, timed out, a protocol no Match names) goes to the Default child;
+//   - everything else (unknown, timed out, shed, a protocol no Match names) goes to the Default
+//     child;
 //   - with no such child, the connection is closed and counted (outcome [MuxUnrouted]).
 //
 // Closing the mux closes the parent listener, ends in-flight detections (closing their
 // connections), and makes every child's Accept fail with an error wrapping [net.ErrClosed]. Closing
 // one child affects only that child: its later connections are closed and counted
-// ([MuxChildClosed]); siblings keep serving.
+// ([MuxChildClosed]); siblings keep serving. [Mux.Shutdown] stops accepting and lets the
+// connections already speaking finish their detection and reach their child first.
 //
 // Every child's Addr is the parent listener's. A Mux must be created with NewMux.
 type Mux struct {
@@ -145,6 +152,7 @@ type Mux struct {
 	cfg    MuxConfig
 	ctx    context.Context
 	cancel context.CancelFunc
+	wait   Waiter
 
 	mu      sync.RWMutex
 	routes  map[Protocol]*muxListener
@@ -155,9 +163,27 @@ type Mux struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	accepted, routed, unrouted, childClosed, refused, detectFailed, shutdown, waited atomic.Uint64
-	inFlight                                                                         atomic.Int64
+	// stopAccept ends the accept loop without closing the mux (Shutdown).
+	acceptCtx  context.Context
+	stopAccept context.CancelFunc
+	draining   atomic.Bool
+	conns      sync.WaitGroup // every connection the mux holds
+
+	dmu       sync.Mutex
+	detecting list.List // *muxDetection, oldest first
+
+	accepted, routed, unrouted, childClosed, detectFailed, shutdown atomic.Uint64
+	shedWaiting, shedDetecting, acceptErrors                       atomic.Uint64
+	inFlight, detectingN                                           atomic.Int64
 }
+
+// muxDetection is a connection being detected; shedding it cancels its context.
+type muxDetection struct {
+	cancel context.CancelCauseFunc
+}
+
+// errShed is the cause of a detection's cancellation when it is shed.
+var errShed = errors.New("detect: detection shed")
 
 // NewMux returns a Mux that accepts from l and classifies with d (nil: a zero [Detector]). At most
 // one MuxConfig may be given; without one the zero MuxConfig applies. The Mux takes ownership of l:
@@ -170,7 +196,9 @@ func NewMux(l net.Listener, d *Detector, cfg ...MuxConfig) *Mux {
 	if len(cfg) > 0 {
 		m.cfg = cfg[len(cfg)-1]
 	}
+	m.wait.Max = m.cfg.MaxWaiting
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.acceptCtx, m.stopAccept = context.WithCancel(m.ctx)
 	return m
 }
 
@@ -207,25 +235,29 @@ func (m *Mux) newChild() *muxListener {
 // Stats returns the mux's counters.
 func (m *Mux) Stats() MuxStats {
 	return MuxStats{
-		Accepted:     m.accepted.Load(),
-		Routed:       m.routed.Load(),
-		Unrouted:     m.unrouted.Load(),
-		ChildClosed:  m.childClosed.Load(),
-		Refused:      m.refused.Load(),
-		DetectFailed: m.detectFailed.Load(),
-		Shutdown:     m.shutdown.Load(),
-		Waited:       m.waited.Load(),
-		InFlight:     m.inFlight.Load(),
+		Accepted:      m.accepted.Load(),
+		Routed:        m.routed.Load(),
+		Unrouted:      m.unrouted.Load(),
+		ChildClosed:   m.childClosed.Load(),
+		DetectFailed:  m.detectFailed.Load(),
+		Shutdown:      m.shutdown.Load(),
+		ShedWaiting:   m.shedWaiting.Load(),
+		ShedDetecting: m.shedDetecting.Load(),
+		AcceptErrors:  m.acceptErrors.Load(),
+		InFlight:      m.inFlight.Load(),
+		Waiting:       int64(m.wait.Len()),
+		Detecting:     m.detectingN.Load(),
 	}
 }
 
 // Addr returns the parent listener's address.
 func (m *Mux) Addr() net.Addr { return m.root.Addr() }
 
-// Serve accepts connections from the parent listener until it fails or the mux is closed, detecting
-// each on its own goroutine and handing it to its child listener. It returns [ErrMuxClosed] after
-// [Mux.Close], otherwise the parent's Accept error (temporary errors such as EMFILE are retried with
-// a back-off). When Serve returns, the mux is closed and every goroutine it started has ended.
+// Serve accepts connections from the parent listener until it fails or the mux is closed or shut
+// down, and carries each through the lifecycle described on [Mux]. It returns [ErrMuxClosed] after
+// [Mux.Close] or [Mux.Shutdown], otherwise the parent's Accept error (failures that pass, such as
+// EMFILE, are waited out with [accept.Loop]'s back-off and counted in [MuxStats].AcceptErrors).
+// When Serve returns, the mux is closed and every goroutine it started has ended.
 func (m *Mux) Serve() error {
 	m.mu.Lock()
 	if m.ctx.Err() != nil {
@@ -241,111 +273,137 @@ func (m *Mux) Serve() error {
 	m.mu.Unlock()
 	defer close(m.served)
 
-	limit := m.cfg.MaxDetections
-	if limit == 0 {
-		limit = DefaultMaxDetections
+	loop := accept.Loop{OnTemporary: func(error, time.Duration) { m.acceptErrors.Add(1) }}
+	err := loop.Serve(m.acceptCtx, m.root, m.admit)
+	if m.acceptCtx.Err() != nil {
+		err = ErrMuxClosed
 	}
-	var g errgroup.Group
-	if limit > 0 {
-		g.SetLimit(limit)
+	if !m.draining.Load() {
+		m.close()
 	}
-	err := m.acceptLoop(&g)
+	m.conns.Wait()
 	m.close()
-	_ = g.Wait() // handlers always return nil
 	return err
 }
 
-func (m *Mux) acceptLoop(g *errgroup.Group) error {
-	var backoff time.Duration
-	for {
-		c, err := m.root.Accept()
-		if err != nil {
-			if m.ctx.Err() != nil {
-				return ErrMuxClosed
-			}
-			if !temporaryAcceptError(err) {
-				return err
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-m.ctx.Done():
-				t.Stop()
-				return ErrMuxClosed
-			}
-			continue
-		}
-		backoff = 0
-		m.accepted.Add(1)
-		m.inFlight.Add(1)
-		h := func() error { m.handle(c); return nil }
-		if g.TryGo(h) {
-			continue
-		}
-		if m.cfg.RefuseWhenFull {
-			m.finish(MuxEvent{Outcome: MuxRefused, RemoteAddr: c.RemoteAddr()})
-			_ = c.Close()
-			continue
-		}
-		m.waited.Add(1)
-		// Blocks until a slot frees. Close frees every slot quickly: it cancels every detection.
-		g.Go(h)
-	}
+// admit takes one accepted connection into the lifecycle: it waits, without a goroutine, for its
+// first bytes.
+func (m *Mux) admit(c net.Conn) {
+	m.accepted.Add(1)
+	m.inFlight.Add(1)
+	m.conns.Add(1)
+	start := time.Now()
+	m.wait.Wait(c, m.det.timeout(), func(c net.Conn, err error) { m.ready(c, start, err) })
 }
 
-// temporaryAcceptError reports whether Accept failed for a reason that may pass (as net/http treats
-// them): out of file descriptors or memory, an aborted handshake, a timeout.
-func temporaryAcceptError(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
-
-// handle detects c and hands it to its child listener, or closes it. A connection the mux closes is
-// counted (and reported) before it is closed, so a peer that sees the close also sees the count.
-func (m *Mux) handle(c net.Conn) {
+// ready runs on the connection's own goroutine when it has spoken (err nil), or its wait ended.
+func (m *Mux) ready(c net.Conn, start time.Time, err error) {
+	defer m.conns.Done()
 	remote := c.RemoteAddr()
-	// A Close of the mux during detection closes the connection, which ends any read in progress.
-	stop := context.AfterFunc(m.ctx, func() { _ = c.Close() })
-	res, dc, err := m.det.Detect(m.ctx, c)
+	switch {
+	case errors.Is(err, ErrWaiterClosed) || m.ctx.Err() != nil:
+		m.drop(c, MuxEvent{Outcome: MuxShutdown, Result: Result{Protocol: Unknown, Reason: ReasonClosed}, RemoteAddr: remote})
+		return
+	case err != nil:
+		// Silent until its timeout, or shed: decided as a timeout.
+		shed := errors.Is(err, ErrShed)
+		if shed {
+			m.shedWaiting.Add(1)
+		}
+		res := Result{Protocol: Unknown, Reason: ReasonTimeout, Duration: time.Since(start)}
+		if m.det.OnResult != nil {
+			m.det.OnResult(&res)
+		}
+		m.deliver(c, MuxEvent{Result: res, Shed: shed, RemoteAddr: remote})
+		return
+	}
+	res, dc, shed, err := m.detect(c, start)
 	if dc == nil {
 		dc = c
 	}
-	drop := func(ev MuxEvent) {
-		m.finish(ev)
-		_ = dc.Close()
+	switch {
+	case m.ctx.Err() != nil:
+		m.drop(dc, MuxEvent{Outcome: MuxShutdown, Result: res, RemoteAddr: remote})
+	case shed:
+		m.shedDetecting.Add(1)
+		res.Protocol, res.Reason = Unknown, ReasonTimeout
+		m.deliver(dc, MuxEvent{Result: res, Shed: true, RemoteAddr: remote})
+	case errors.Is(err, context.DeadlineExceeded):
+		res.Protocol, res.Reason = Unknown, ReasonTimeout
+		m.deliver(dc, MuxEvent{Result: res, RemoteAddr: remote})
+	case err != nil:
+		m.drop(dc, MuxEvent{Outcome: MuxDetectFailed, Result: res, Err: err, RemoteAddr: remote})
+	default:
+		m.deliver(dc, MuxEvent{Result: res, RemoteAddr: remote})
 	}
-	if !stop() {
-		drop(MuxEvent{Outcome: MuxShutdown, Result: res, RemoteAddr: remote})
-		return
+}
+
+// detect runs the Detector on c within what is left of its timeout, in a detection slot; it reports
+// whether the detection was shed to make room.
+func (m *Mux) detect(c net.Conn, start time.Time) (res Result, dc net.Conn, shed bool, err error) {
+	ctx, cancel := context.WithCancelCause(m.ctx)
+	defer cancel(nil)
+	if t := m.det.timeout(); t > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithDeadline(ctx, start.Add(t))
+		defer stop()
 	}
-	if err != nil {
-		if m.ctx.Err() != nil {
-			drop(MuxEvent{Outcome: MuxShutdown, Result: res, RemoteAddr: remote})
-		} else {
-			drop(MuxEvent{Outcome: MuxDetectFailed, Result: res, Err: err, RemoteAddr: remote})
+	// A Close of the mux during detection closes the connection, which ends any read in progress.
+	stopClose := context.AfterFunc(m.ctx, func() { _ = c.Close() })
+	defer stopClose()
+
+	d := &muxDetection{cancel: cancel}
+	m.dmu.Lock()
+	e := m.detecting.PushBack(d)
+	var victim *muxDetection
+	if max := m.maxDetections(); max > 0 && m.detecting.Len() > max {
+		victim = m.detecting.Remove(m.detecting.Front()).(*muxDetection)
+		if victim == d {
+			e = nil
 		}
-		return
 	}
-	l := m.route(res.Protocol)
+	m.dmu.Unlock()
+	m.detectingN.Add(1)
+	if victim != nil {
+		victim.cancel(errShed)
+	}
+	res, dc, err = m.det.Detect(ctx, c)
+	m.detectingN.Add(-1)
+	m.dmu.Lock()
+	if e != nil {
+		m.detecting.Remove(e) // a no-op when it was shed (removed already)
+	}
+	m.dmu.Unlock()
+	shed = err != nil && errors.Is(context.Cause(ctx), errShed)
+	return res, dc, shed, err
+}
+
+func (m *Mux) maxDetections() int {
+	if m.cfg.MaxDetections == 0 {
+		return DefaultMaxDetections
+	}
+	return m.cfg.MaxDetections
+}
+
+// deliver routes c by ev.Result and hands it to its child, or closes it.
+func (m *Mux) deliver(c net.Conn, ev MuxEvent) {
+	l := m.route(ev.Result.Protocol)
 	if l == nil {
-		drop(MuxEvent{Outcome: MuxUnrouted, Result: res, RemoteAddr: remote})
+		ev.Outcome = MuxUnrouted
+		m.drop(c, ev)
 		return
 	}
-	out := l.deliver(dc)
-	if out != MuxRouted {
-		drop(MuxEvent{Outcome: out, Result: res, RemoteAddr: remote})
+	if ev.Outcome = l.deliver(c); ev.Outcome != MuxRouted {
+		m.drop(c, ev)
 		return
 	}
-	m.finish(MuxEvent{Outcome: MuxRouted, Result: res, RemoteAddr: remote})
+	m.finish(ev)
+}
+
+// drop counts and reports ev, then closes c: a peer that sees the close also sees the count.
+func (m *Mux) drop(c net.Conn, ev MuxEvent) {
+	m.finish(ev)
+	_ = c.Close()
 }
 
 func (m *Mux) route(p Protocol) *muxListener {
@@ -371,8 +429,6 @@ func (m *Mux) finish(ev MuxEvent) {
 		m.unrouted.Add(1)
 	case MuxChildClosed:
 		m.childClosed.Add(1)
-	case MuxRefused:
-		m.refused.Add(1)
 	case MuxDetectFailed:
 		m.detectFailed.Add(1)
 	case MuxShutdown:
@@ -393,8 +449,37 @@ func (m *Mux) close() (first bool) {
 		m.cancel()
 		m.mu.Unlock()
 		m.closeErr = m.root.Close()
+		if errors.Is(m.closeErr, net.ErrClosed) {
+			m.closeErr = nil // the accept loop closed it first
+		}
+		_ = m.wait.Close()
 	})
 	return first
+}
+
+// Shutdown closes the mux gracefully: it stops accepting (the parent listener is closed), closes
+// the connections that have not sent a byte (nothing of theirs is lost), lets the connections being
+// detected finish and reach their child listener (which must still Accept), then closes the mux as
+// [Mux.Close] does. If ctx ends first, Shutdown closes the mux at once and returns ctx's error.
+// Connections already handed to a child belong to its server: shut the servers down after the mux
+// (http.Server.Shutdown, grpc.Server.GracefulStop).
+func (m *Mux) Shutdown(ctx context.Context) error {
+	m.draining.Store(true)
+	m.stopAccept()
+	_ = m.wait.Close()
+	drained := make(chan struct{})
+	go func() { m.conns.Wait(); close(drained) }()
+	var err error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if cerr := m.Close(); err == nil {
+		err = cerr
+	}
+	<-drained
+	return err
 }
 
 // Close closes the mux: the parent listener, every connection still in detection, and every child

@@ -379,7 +379,8 @@ func TestMuxSilentClientsDoNotDelayOthers(t *testing.T) {
 	require.Eventually(t, func() bool { return m.Stats().Routed == 1 }, 10*time.Second, time.Millisecond)
 	st := m.Stats()
 	assert.Equal(t, int64(silent), st.InFlight, "silent clients still waiting")
-	assert.Zero(t, st.Waited)
+	assert.Equal(t, int64(silent), st.Waiting, "in the Waiter, without a goroutine each")
+	assert.Zero(t, st.ShedWaiting+st.ShedDetecting)
 	assert.Zero(t, st.Shutdown+st.Unrouted+st.DetectFailed, "no silent client was dropped")
 	for _, sc := range []net.Conn{conns[0], conns[silent/2], conns[silent-1]} {
 		require.NoError(t, sc.SetReadDeadline(time.Now().Add(10*time.Millisecond)))
@@ -559,68 +560,216 @@ func TestMuxUnroutedIsClosed(t *testing.T) {
 	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
 }
 
-// TestMuxBoundWaitsOrRefuses: with MaxDetections in flight, the next connection waits for a slot
-// (default) or is refused (RefuseWhenFull); both are counted.
-func TestMuxBoundWaitsOrRefuses(t *testing.T) {
+// echoDefault serves m's Default child with an echo until the test ends.
+func echoDefault(t *testing.T, m *detect.Mux) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go echoServe(m.Default(), &wg)
+	t.Cleanup(func() { m.Close(); waitGroup(t, &wg, "the echo server") })
+}
+
+// roundTrip writes msg on c and reads back len(want) bytes.
+func roundTrip(t *testing.T, c net.Conn, msg, want string) {
+	t.Helper()
+	_, err := io.WriteString(c, msg)
+	require.NoError(t, err)
+	got := make([]byte, len(want))
+	_, err = io.ReadFull(bounded(c), got)
+	require.NoError(t, err)
+	assert.Equal(t, want, string(got))
+}
+
+// TestMuxShedsOldestWaiting: with MaxWaiting silent clients waiting, a new client does not stop
+// the accept loop: the client that waited longest is decided early as a timeout and routed to
+// Default, intact, counted and reported as shed.
+func TestMuxShedsOldestWaiting(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var events muxEvents
+	m, serve := startMux(t, nil, detect.MuxConfig{MaxWaiting: 2, OnConn: events.add})
+	echoDefault(t, m)
+	serveErr := serve()
+	var silent []net.Conn
+	for i := range 3 {
+		c, err := net.Dial("tcp", m.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+		silent = append(silent, c)
+		require.Eventually(t, func() bool { return m.Stats().Accepted == uint64(i+1) }, 10*time.Second, time.Millisecond)
+	}
+	require.Eventually(t, func() bool { return m.Stats().Routed == 1 }, 10*time.Second, time.Millisecond)
+	st := m.Stats()
+	assert.Equal(t, uint64(1), st.ShedWaiting)
+	assert.Equal(t, int64(2), st.Waiting, "the two newest still wait")
+	// The shed client reached Default with nothing lost: it is echoed.
+	roundTrip(t, silent[0], "first words", "first words")
+	require.Eventually(t, func() bool { return events.count(detect.MuxRouted, detect.Unknown) == 1 }, 10*time.Second, time.Millisecond)
+	events.mu.Lock()
+	ev := events.evs[0]
+	events.mu.Unlock()
+	assert.True(t, ev.Shed)
+	assert.Equal(t, detect.ReasonTimeout, ev.Result.Reason)
+	// A waiting client that speaks is detected as usual.
+	roundTrip(t, silent[2], "\x00raw", "\x00raw")
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
+	assert.Equal(t, uint64(1), m.Stats().ShedWaiting)
+}
 
-	t.Run("refuse", func(t *testing.T) {
-		var events muxEvents
-		m, serve := startMux(t, nil, detect.MuxConfig{MaxDetections: 2, RefuseWhenFull: true, OnConn: events.add})
-		_ = m.Default()
-		serveErr := serve()
-		for range 2 {
-			c, err := net.Dial("tcp", m.Addr().String())
-			require.NoError(t, err)
-			defer c.Close()
+// TestMuxShedsOldestDetecting: with MaxDetections clients in detection, the next client to speak
+// sheds the detection that started first: it goes to Default as a timeout, and what it had sent
+// is replayed there.
+func TestMuxShedsOldestDetecting(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var events muxEvents
+	m, serve := startMux(t, nil, detect.MuxConfig{MaxDetections: 1, OnConn: events.add})
+	httpL := m.Match(detect.HTTP1)
+	echoDefault(t, m)
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = hs.Serve(httpL) }()
+	serveErr := serve()
+
+	slow, err := net.Dial("tcp", m.Addr().String())
+	require.NoError(t, err)
+	defer slow.Close()
+	_, err = io.WriteString(slow, "GE") // a method's start: the matchers need more
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return m.Stats().Detecting == 1 }, 10*time.Second, time.Millisecond)
+
+	assert.Equal(t, "ok", httpGet(t, &http.Transport{}, "http://"+m.Addr().String()+"/"))
+	require.Eventually(t, func() bool { return m.Stats().ShedDetecting == 1 }, 10*time.Second, time.Millisecond)
+	// The shed client is echoed by Default, its first two bytes included.
+	_, err = io.WriteString(slow, "T")
+	require.NoError(t, err)
+	got := make([]byte, 3)
+	_, err = io.ReadFull(bounded(slow), got)
+	require.NoError(t, err)
+	assert.Equal(t, "GET", string(got))
+
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
+	require.NoError(t, hs.Close())
+	waitGroup(t, &wg, "the HTTP server")
+	assert.Equal(t, 1, events.count(detect.MuxRouted, detect.HTTP1))
+	assert.Equal(t, 1, events.count(detect.MuxRouted, detect.Unknown))
+}
+
+// TestMuxShutdownDrains: Shutdown stops accepting, closes the clients that have said nothing, and
+// lets a client in the middle of detection finish and be served.
+func TestMuxShutdownDrains(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var events muxEvents
+	m, serve := startMux(t, nil, detect.MuxConfig{OnConn: events.add})
+	httpL := m.Match(detect.HTTP1)
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "drained") })}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = hs.Serve(httpL) }()
+	serveErr := serve()
+	addr := m.Addr().String()
+
+	silent, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer silent.Close()
+	half, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer half.Close()
+	_, err = io.WriteString(half, "GET /")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { st := m.Stats(); return st.Waiting == 1 && st.Detecting == 1 }, 10*time.Second, time.Millisecond)
+
+	shut := make(chan error, 1)
+	go func() { shut <- m.Shutdown(context.Background()) }()
+	// The silent client is closed; nobody new is accepted.
+	_, err = bounded(silent).Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF, "a client that said nothing is closed")
+	require.Eventually(t, func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
 		}
-		require.Eventually(t, func() bool { return m.Stats().InFlight == 2 }, 10*time.Second, time.Millisecond)
-		c, err := net.Dial("tcp", m.Addr().String())
-		require.NoError(t, err)
-		defer c.Close()
-		require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
-		_, err = c.Read(make([]byte, 1))
-		assert.ErrorIs(t, err, io.EOF, "refused at once")
-		assert.Equal(t, uint64(1), m.Stats().Refused)
-		assert.Equal(t, 1, events.count(detect.MuxRefused, ""))
-		require.NoError(t, m.Close())
-		recv(t, serveErr, "Serve to return")
-	})
+		return err != nil
+	}, 10*time.Second, 5*time.Millisecond, "the listener is closed")
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) while a client was still being detected", err)
+	default:
+	}
+	// The client in detection finishes its request and is served.
+	_, err = io.WriteString(half, " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(bounded(half)), nil)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "drained", string(b))
+	assert.NoError(t, recv(t, shut, "Shutdown to return"))
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
+	require.NoError(t, hs.Close())
+	waitGroup(t, &wg, "the HTTP server")
+	st := m.Stats()
+	assert.Equal(t, uint64(1), st.Routed)
+	assert.Equal(t, uint64(1), st.Shutdown)
+	assert.Zero(t, st.InFlight)
+}
 
-	t.Run("wait", func(t *testing.T) {
-		m, serve := startMux(t, nil, detect.MuxConfig{MaxDetections: 1})
-		httpL := m.Match(detect.HTTP1) // no Default: the silent client, once it leaves, is unrouted
-		hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, "ok")
-		})}
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = hs.Serve(httpL) }()
-		serveErr := serve()
+// TestMuxShutdownDeadline: a Shutdown whose context ends first closes the mux at once and says so.
+func TestMuxShutdownDeadline(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	m, serve := startMux(t, nil, detect.MuxConfig{})
+	_ = m.Match(detect.HTTP1)
+	serveErr := serve()
+	c, err := net.Dial("tcp", m.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = io.WriteString(c, "GET /") // never finishes
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return m.Stats().Detecting == 1 }, 10*time.Second, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, m.Shutdown(ctx), context.DeadlineExceeded)
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
+	_, err = bounded(c).Read(make([]byte, 1))
+	assertPeerClosed(t, err, "the client in detection was closed")
+	assert.Equal(t, uint64(1), m.Stats().Shutdown)
+}
 
-		silent, err := net.Dial("tcp", m.Addr().String())
-		require.NoError(t, err)
-		require.Eventually(t, func() bool { return m.Stats().InFlight == 1 }, 10*time.Second, time.Millisecond)
-		c, err := net.Dial("tcp", m.Addr().String())
-		require.NoError(t, err)
-		defer c.Close()
-		_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-		require.NoError(t, err)
-		require.Eventually(t, func() bool { return m.Stats().Waited == 1 }, 10*time.Second, time.Millisecond,
-			"the accept loop waits for the slot")
-		// Freeing the slot (the silent client leaves) lets the waiting HTTP client through.
-		silent.Close()
-		require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		require.NoError(t, err)
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		assert.Equal(t, "ok", string(b))
-		require.NoError(t, m.Close())
-		recv(t, serveErr, "Serve to return")
-		require.NoError(t, hs.Close())
-		waitGroup(t, &wg, "the servers' goroutines")
-	})
+// flakyListener fails its first Accepts with EMFILE, as a process out of descriptors does.
+type flakyListener struct {
+	net.Listener
+	mu    sync.Mutex
+	fails int
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if l.fails > 0 {
+		l.fails--
+		l.mu.Unlock()
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	l.mu.Unlock()
+	return l.Listener.Accept()
+}
+
+// TestMuxSurvivesEMFILE: running out of descriptors is waited out and counted; the mux goes on
+// serving.
+func TestMuxSurvivesEMFILE(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	m := detect.NewMux(&flakyListener{Listener: ln, fails: 3}, nil)
+	echoDefault(t, m)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- m.Serve() }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	roundTrip(t, c, "\x00after EMFILE", "\x00after EMFILE")
+	assert.Equal(t, uint64(3), m.Stats().AcceptErrors)
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
 }
 
 // errListener fails Accept with a permanent error after handing out nothing.
@@ -663,7 +812,7 @@ func TestMuxServeTwice(t *testing.T) {
 func TestMuxOutcomeString(t *testing.T) {
 	for o, s := range map[detect.MuxOutcome]string{
 		detect.MuxRouted: "routed", detect.MuxUnrouted: "unrouted", detect.MuxChildClosed: "child_closed",
-		detect.MuxRefused: "refused", detect.MuxDetectFailed: "detect_failed", detect.MuxShutdown: "shutdown",
+		detect.MuxDetectFailed: "detect_failed", detect.MuxShutdown: "shutdown",
 		detect.MuxOutcome(200): "unknown",
 	} {
 		assert.Equal(t, s, o.String())
@@ -725,7 +874,10 @@ func TestMuxChurnAccounting(t *testing.T) {
 			}
 		}()
 	}
-	require.Eventually(t, func() bool { return m.Stats().Accepted >= 150 }, 30*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool {
+		st := m.Stats()
+		return st.Accepted >= 150 && st.Routed > 0 && st.ChildClosed > 0
+	}, 30*time.Second, time.Millisecond)
 	require.NoError(t, m.Close()) // while the last clients are still arriving
 	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
 	waitGroup(t, &clients, "the clients")
@@ -734,7 +886,7 @@ func TestMuxChurnAccounting(t *testing.T) {
 	st := m.Stats()
 	t.Logf("%+v", st)
 	assert.Zero(t, st.InFlight)
-	assert.Equal(t, st.Accepted, st.Routed+st.Unrouted+st.ChildClosed+st.Refused+st.DetectFailed+st.Shutdown,
+	assert.Equal(t, st.Accepted, st.Routed+st.Unrouted+st.ChildClosed+st.DetectFailed+st.Shutdown,
 		"every accepted connection has exactly one outcome")
 	events.mu.Lock()
 	assert.Len(t, events.evs, int(st.Accepted), "one OnConn event per accepted connection")
