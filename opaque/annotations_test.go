@@ -44,10 +44,10 @@ func TestLayerFromAnnotationsErrors(t *testing.T) {
 		{AnnotationOpaquePorts, "0", ErrPortZero},
 		{AnnotationOpaquePorts, "80,70000", ErrPortTooLarge},
 		{AnnotationSkipInboundPorts, "90-80", ErrReversedRange},
-		{AnnotationSkipOutboundPorts, "80,,81", ErrEmptyItem},
-		{AnnotationOpaquePorts, "mysql", ErrJunk},
-		{AnnotationSkipInboundPorts, "-22", ErrSign},
-		{AnnotationSkipOutboundPorts, "123456789012", ErrOverflow},
+		{AnnotationSkipOutboundPorts, "80,,81", errEmptyItem},
+		{AnnotationOpaquePorts, "mysql", errJunk},
+		{AnnotationSkipInboundPorts, "-22", errSign},
+		{AnnotationSkipOutboundPorts, "123456789012", errOverflow},
 		{AnnotationEnableExternalProfiles, "yes", ErrNotBool},
 	}
 	for _, c := range cases {

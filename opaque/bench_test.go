@@ -268,10 +268,10 @@ func BenchmarkHeaderDecode(b *testing.B) {
 		}
 	})
 	msg := enc[fixedLen:]
-	b.Run("ParseHeaderMessage", func(b *testing.B) {
+	b.Run("decodeMessage", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := ParseHeaderMessage(msg); err != nil {
+			if _, err := decodeMessage(msg); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -99,7 +99,7 @@ func ExampleLayerFromAnnotations() {
 	// outbound 6380: opaque
 	// outbound 3307: detect 10s
 	// inbound 8080: detect 10s
-	// opaque: annotation config.linkerd.io/skip-inbound-ports="22,0": opaque: port list item 2 "0" (byte 3): port 0 is not a valid port
+	// opaque: annotation config.linkerd.io/skip-inbound-ports="22,0": port list item 2 "0" (byte 3): port 0 is not a valid port
 }
 
 // A Linkerd Server's proxyProtocol declares the protocol of one port, above

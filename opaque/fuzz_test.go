@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-var portKinds = []error{ErrPortZero, ErrPortTooLarge, ErrReversedRange, ErrEmptyItem, ErrJunk, ErrSign, ErrOverflow, ErrUnknownName}
+var portKinds = []error{ErrPortZero, ErrPortTooLarge, ErrReversedRange, errEmptyItem, errJunk, errSign, errOverflow, ErrUnknownName}
 
 // FuzzParsePortSet: no panics; a parsed set prints canonically and parses
 // back to itself; an error is a *PortListError of exactly one kind whose item
@@ -159,9 +159,9 @@ func FuzzReadHeader(f *testing.F) {
 		f.Add(append(b, "trailing application bytes"...))
 	}
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
-	f.Add([]byte(HeaderPreface + "\x00\x00\x00\x00"))
-	f.Add([]byte(HeaderPreface + "\xff\xff\xff\xff"))
-	f.Add([]byte(HeaderPreface + "\x00\x00\x00\x02\x08\x00"))
+	f.Add([]byte(headerPreface + "\x00\x00\x00\x00"))
+	f.Add([]byte(headerPreface + "\xff\xff\xff\xff"))
+	f.Add([]byte(headerPreface + "\x00\x00\x00\x02\x08\x00"))
 	f.Add(encodeRaw([]byte{0x08, 0x50, 0x1a, 0x04, 0x0a, 0x00, 0x12, 0x00}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
@@ -183,7 +183,7 @@ func FuzzReadHeader(f *testing.F) {
 		if n != len(data)-r.Len() {
 			t.Fatalf("reported %d bytes, consumed %d", n, len(data)-r.Len())
 		}
-		if h.Port == 0 || (h.Name != "" && !IsDNSName(h.Name)) || h.SessionProtocol > SessionHTTP2 {
+		if h.Port == 0 || (h.Name != "" && !isDNSName(h.Name)) || h.SessionProtocol > SessionHTTP2 {
 			t.Fatalf("invalid header accepted: %+v", h)
 		}
 		var u Header

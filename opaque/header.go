@@ -14,39 +14,36 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// ALPN is the TLS application protocol that a proxy offers when it opens an
-// opaque connection to a peer proxy's inbound port; the transport header
-// follows the TLS handshake.
+// ALPN is the TLS application protocol that a proxy offers when it opens an opaque connection to a
+// peer proxy's inbound port; the transport header follows the TLS handshake.
 const ALPN = "transport.l5d.io/v1"
 
-// DefaultInboundPort is the peer proxy's inbound port that opaque connections
-// (inside mutual TLS, starting with a transport header) are sent to.
+// DefaultInboundPort is the peer proxy's inbound port that opaque connections (inside mutual TLS,
+// starting with a transport header) are sent to.
 const DefaultInboundPort = 4143
 
-// HeaderPreface is the fixed start of a transport header, followed by a 4-byte
-// big-endian message length and the protobuf message.
-const HeaderPreface = "transport.l5d.io/v1\r\n\r\n"
+// headerPreface is the fixed start of a transport header, followed by a 4-byte big-endian message
+// length and the protobuf message.
+const headerPreface = "transport.l5d.io/v1\r\n\r\n"
 
 const (
-	prefaceLen = len(HeaderPreface)
+	prefaceLen = len(headerPreface)
 	fixedLen   = prefaceLen + 4
 
-	// DefaultMaxHeaderLen bounds the protobuf message of a header that is read
-	// when HeaderCodec.MaxLen is zero. A valid header is at most a few hundred
-	// bytes (a 253-byte name is the largest part).
+	// DefaultMaxHeaderLen bounds the protobuf message of a header that is read when
+	// HeaderCodec.MaxLen is zero. A valid header is at most a few hundred bytes (a 253-byte name is
+	// the largest part).
 	DefaultMaxHeaderLen = 1024
 
 	// maxDNSName is the longest DNS name in text form, without a trailing dot.
 	maxDNSName = 253
 )
 
-// SessionProtocol is the protocol that a header announces for the connection
-// it starts.
+// SessionProtocol is the protocol that a header announces for the connection it starts.
 type SessionProtocol uint8
 
 const (
-	// SessionNone announces nothing: the inbound side handles the connection
-	// as opaque bytes.
+	// SessionNone announces nothing: the inbound side handles the connection as opaque bytes.
 	SessionNone SessionProtocol = iota
 	// SessionHTTP1 announces HTTP/1.
 	SessionHTTP1
@@ -67,8 +64,8 @@ func (s SessionProtocol) String() string {
 	return "SessionProtocol(" + strconv.Itoa(int(s)) + ")"
 }
 
-// Header is the transport header that starts an opaque connection between two
-// proxies, in Linkerd's wire format:
+// Header is the transport header that starts an opaque connection between two proxies, in Linkerd's
+// wire format:
 //
 //	"transport.l5d.io/v1\r\n\r\n"  preface, 23 bytes
 //	uint32, big-endian             length of the message that follows
@@ -85,8 +82,8 @@ type Header struct {
 	SessionProtocol SessionProtocol // SessionNone: opaque
 }
 
-// RejectReason says why a header could not be read or written. Its String is
-// a short snake_case word suitable as a metrics label.
+// RejectReason says why a header could not be read or written. Its String is a short snake_case
+// word suitable as a metrics label.
 type RejectReason uint8
 
 const (
@@ -113,8 +110,8 @@ var rejectNames = [...]string{
 	RejectIO:          "io_error",
 }
 
-// String returns the label: "no_preface", "short_read", "bad_protobuf",
-// "bad_port", "bad_name", "too_long", "timeout", "canceled" or "io_error".
+// String returns the label: "no_preface", "short_read", "bad_protobuf", "bad_port", "bad_name",
+// "too_long", "timeout", "canceled" or "io_error".
 func (r RejectReason) String() string {
 	if int(r) < len(rejectNames) && rejectNames[r] != "" {
 		return rejectNames[r]
@@ -122,9 +119,9 @@ func (r RejectReason) String() string {
 	return "RejectReason(" + strconv.Itoa(int(r)) + ")"
 }
 
-// Sentinel errors for header failures; a *HeaderError matches the one of its
-// Reason with errors.Is. Timeouts and cancellation match
-// os.ErrDeadlineExceeded or the context's error instead (through Err).
+// Sentinel errors for header failures; a *HeaderError matches the one of its Reason with errors.Is.
+// Timeouts and cancellation match os.ErrDeadlineExceeded or the context's error instead (through
+// Err).
 var (
 	ErrNoPreface     = errors.New("no transport header preface")
 	ErrShortHeader   = errors.New("connection ended inside the transport header")
@@ -144,22 +141,22 @@ type HeaderError struct {
 	Reason RejectReason
 	// Detail says more, e.g. which field is bad; may be empty.
 	Detail string
-	// Err is the underlying error where there is one (io.ErrUnexpectedEOF,
-	// os.ErrDeadlineExceeded, context.Canceled, a protowire error, ...).
+	// Err is the underlying error where there is one (io.ErrUnexpectedEOF, os.ErrDeadlineExceeded,
+	// context.Canceled, a protowire error, ...).
 	Err error
-	// Read holds the bytes consumed before a RejectNoPreface was decided, so
-	// the caller can still use them (they are gone from the connection).
+	// Read holds the bytes consumed before a RejectNoPreface was decided, so the caller can still
+	// use them (they are gone from the connection).
 	Read []byte
 }
 
 // Error describes the problem, naming what was rejected.
 func (e *HeaderError) Error() string {
-	s := "opaque: " + reasonSentinels[e.reason()].Error()
+	s := prefix + reasonSentinels[e.reason()].Error()
 	if e.Detail != "" {
 		s += ": " + e.Detail
 	}
 	if e.Err != nil {
-		s += ": " + e.Err.Error()
+		s += ": " + unprefixed(e.Err)
 	}
 	return s
 }
@@ -179,25 +176,24 @@ func (e *HeaderError) Is(target error) bool {
 // Unwrap returns the underlying error, if any.
 func (e *HeaderError) Unwrap() error { return e.Err }
 
-// HeaderObserver is told about every header a HeaderCodec writes, reads or
-// rejects, so that metrics can count them. Its methods must be cheap and safe
-// for concurrent use; they run on the connection's goroutine.
+// HeaderObserver is told about every header a HeaderCodec writes, reads or rejects, so that metrics
+// can count them. Its methods must be cheap and safe for concurrent use; they run on the
+// connection's goroutine.
 type HeaderObserver interface {
 	HeaderWritten(h Header, n int) // n: bytes written
 	HeaderRead(h Header, n int)    // n: bytes consumed
 	HeaderRejected(r RejectReason) // on read and on write
 }
 
-// HeaderCodec writes and reads transport headers. The zero value is ready to
-// use: no timeout, DefaultMaxHeaderLen, no observer. A HeaderCodec is safe for
-// concurrent use.
+// HeaderCodec writes and reads transport headers. The zero value is ready to use: no timeout,
+// DefaultMaxHeaderLen, no observer. A HeaderCodec is safe for concurrent use.
 type HeaderCodec struct {
-	// MaxLen bounds the length field of a header that is read; a longer one is
-	// rejected (RejectTooLong) before anything is allocated. 0 means
-	// DefaultMaxHeaderLen; values above 65536 are treated as 65536.
+	// MaxLen bounds the length field of a header that is read; a longer one is rejected
+	// (RejectTooLong) before anything is allocated. 0 means DefaultMaxHeaderLen; values above 65536
+	// are treated as 65536.
 	MaxLen int
-	// Timeout bounds ReadContext when the conn supports deadlines; 0: none
-	// beyond the context's deadline.
+	// Timeout bounds ReadContext when the conn supports deadlines; 0: none beyond the context's
+	// deadline.
 	Timeout time.Duration
 	// Observer, if not nil, counts headers written, read and rejected.
 	Observer HeaderObserver
@@ -208,7 +204,7 @@ func (h Header) validate() error {
 	if h.Port == 0 {
 		return &HeaderError{Reason: RejectBadPort, Detail: "port 0"}
 	}
-	if h.Name != "" && !IsDNSName(h.Name) {
+	if h.Name != "" && !isDNSName(h.Name) {
 		return &HeaderError{Reason: RejectBadName, Detail: strconv.Quote(truncate(h.Name))}
 	}
 	if h.SessionProtocol > SessionHTTP2 {
@@ -232,17 +228,16 @@ func (h Header) messageLen() int {
 // EncodedLen returns the number of bytes AppendBinary appends for a valid h.
 func (h Header) EncodedLen() int { return fixedLen + h.messageLen() }
 
-// AppendBinary appends the encoded header (preface, length, message) to b. It
-// fails with a *HeaderError for port 0, a name that is not a DNS name or an
-// unknown session protocol. It implements encoding.BinaryAppender.
+// AppendBinary appends the encoded header (preface, length, message) to b. It fails with a
+// *HeaderError for port 0, a name that is not a DNS name or an unknown session protocol. It
+// implements encoding.BinaryAppender.
 func (h Header) AppendBinary(b []byte) ([]byte, error) {
 	if err := h.validate(); err != nil {
 		return b, err
 	}
-	b = append(b, HeaderPreface...)
+	b = append(b, headerPreface...)
 	b = binary.BigEndian.AppendUint32(b, uint32(h.messageLen()))
-	// port is an int32 field; a uint16 is never negative, so the varint is
-	// the plain value.
+	// port is an int32 field; a uint16 is never negative, so the varint is the plain value.
 	b = protowire.AppendTag(b, 1, protowire.VarintType)
 	b = protowire.AppendVarint(b, uint64(h.Port))
 	if h.Name != "" {
@@ -267,16 +262,16 @@ func (h Header) MarshalBinary() ([]byte, error) {
 	return h.AppendBinary(make([]byte, 0, h.EncodedLen()))
 }
 
-// UnmarshalBinary decodes a complete encoded header (preface, length and
-// message, nothing after it).
+// UnmarshalBinary decodes a complete encoded header (preface, length and message, nothing after
+// it).
 func (h *Header) UnmarshalBinary(data []byte) error {
 	if len(data) < fixedLen {
-		if string(data) != HeaderPreface[:min(len(data), prefaceLen)] {
+		if string(data) != headerPreface[:min(len(data), prefaceLen)] {
 			return &HeaderError{Reason: RejectNoPreface}
 		}
 		return &HeaderError{Reason: RejectShort, Err: io.ErrUnexpectedEOF}
 	}
-	if string(data[:prefaceLen]) != HeaderPreface {
+	if string(data[:prefaceLen]) != headerPreface {
 		return &HeaderError{Reason: RejectNoPreface}
 	}
 	n := binary.BigEndian.Uint32(data[prefaceLen:fixedLen])
@@ -295,12 +290,8 @@ func (h *Header) UnmarshalBinary(data []byte) error {
 	return nil
 }
 
-// ParseHeaderMessage decodes the protobuf message of a header (the bytes after
-// the preface and the length) and validates it.
-func ParseHeaderMessage(msg []byte) (Header, error) { return decodeMessage(msg) }
-
-// decodeMessage parses the protobuf message. Like any protobuf decoder it
-// skips unknown fields and lets a later occurrence of a field win.
+// decodeMessage parses the protobuf message. Like any protobuf decoder it skips unknown fields and
+// lets a later occurrence of a field win.
 func decodeMessage(msg []byte) (Header, error) {
 	var (
 		h       Header
@@ -364,9 +355,8 @@ func decodeMessage(msg []byte) (Header, error) {
 	return h, nil
 }
 
-// decodeSessionProtocol parses a SessionProtocol message. Protobuf merges
-// repeated occurrences of a message field, so prev is kept when this one sets
-// no kind.
+// decodeSessionProtocol parses a SessionProtocol message. Protobuf merges repeated occurrences of a
+// message field, so prev is kept when this one sets no kind.
 func decodeSessionProtocol(msg []byte, prev SessionProtocol) (SessionProtocol, error) {
 	sp := prev
 	for len(msg) > 0 {
@@ -430,13 +420,6 @@ func truncate(s string) string {
 	return s
 }
 
-// IsDNSName reports whether s is a DNS name as the transport header accepts
-// it: at most 253 characters (plus an optional final dot), labels of 1-63
-// ASCII letters, digits, '-' or '_', no label starting or ending with '-'.
-func IsDNSName(s string) bool {
-	return isDNSName(s)
-}
-
 // Character classes for isDNSName.
 const (
 	dnsBad = iota
@@ -456,6 +439,9 @@ var dnsClass = func() (t [256]uint8) {
 	return t
 }()
 
+// isDNSName reports whether s is a DNS name as the transport header accepts it: at most 253
+// characters (plus an optional final dot), labels of 1-63 ASCII letters, digits, '-' or '_', no
+// label starting or ending with '-'.
 func isDNSName(s string) bool {
 	if len(s) > 0 && s[len(s)-1] == '.' {
 		s = s[:len(s)-1]
@@ -491,20 +477,20 @@ func isDNSName(s string) bool {
 	return prev == dnsLabel
 }
 
-// bufPool holds buffers for encoding and decoding, so that WriteHeader and
-// ReadHeader do not allocate per header.
+// bufPool holds buffers for encoding and decoding, so that WriteHeader and ReadHeader do not
+// allocate per header.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// WriteHeader writes h to w in one Write call (one TLS record on a *tls.Conn)
-// with the zero HeaderCodec.
+// WriteHeader writes h to w in one Write call (one TLS record on a *tls.Conn) with the zero
+// HeaderCodec.
 func WriteHeader(w io.Writer, h Header) error {
 	var c HeaderCodec
 	_, err := c.Write(w, h)
 	return err
 }
 
-// Write encodes h and writes it to w in a single Write call. It returns the
-// number of bytes written.
+// Write encodes h and writes it to w in a single Write call. It returns the number of bytes
+// written.
 func (c *HeaderCodec) Write(w io.Writer, h Header) (int, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -529,29 +515,27 @@ func (c *HeaderCodec) Write(w io.Writer, h Header) (int, error) {
 	return n, nil
 }
 
-// ReadHeader reads one transport header from r with the zero HeaderCodec.
-// It reads exactly the header: the bytes after it stay in r.
+// ReadHeader reads one transport header from r with the zero HeaderCodec. It reads exactly the
+// header: the bytes after it stay in r.
 func ReadHeader(r io.Reader) (Header, error) {
 	var c HeaderCodec
 	h, _, err := c.Read(r)
 	return h, err
 }
 
-// ReadHeaderContext reads one transport header from conn with the zero
-// HeaderCodec, giving up when ctx is done (see HeaderCodec.ReadContext).
+// ReadHeaderContext reads one transport header from conn with the zero HeaderCodec, giving up when
+// ctx is done (see HeaderCodec.ReadContext).
 func ReadHeaderContext(ctx context.Context, conn net.Conn) (Header, error) {
 	var c HeaderCodec
 	h, _, err := c.ReadContext(ctx, conn)
 	return h, err
 }
 
-// Read reads one transport header from r and returns it with the number of
-// bytes consumed. It reads exactly the header and not one byte more, so the
-// application bytes that follow stay in r (a *net.TCPConn stays a
-// *net.TCPConn, ready for splice). It reads the preface and the length first
-// and rejects a length above MaxLen before allocating. Errors are
-// *HeaderError values; on RejectNoPreface the consumed bytes are in
-// HeaderError.Read.
+// Read reads one transport header from r and returns it with the number of bytes consumed. It reads
+// exactly the header and not one byte more, so the application bytes that follow stay in r (a
+// *net.TCPConn stays a *net.TCPConn, ready for splice). It reads the preface and the length first
+// and rejects a length above MaxLen before allocating. Errors are *HeaderError values; on
+// RejectNoPreface the consumed bytes are in HeaderError.Read.
 func (c *HeaderCodec) Read(r io.Reader) (Header, int, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -585,15 +569,14 @@ func (c *HeaderCodec) Read(r io.Reader) (Header, int, error) {
 	return h, n, nil
 }
 
-// readPrefaced fills buf (fixedLen bytes) from r, checking the preface as the
-// bytes arrive so that a peer that is not sending a header is turned away as
-// soon as one byte differs, rather than after a timeout.
+// readPrefaced fills buf (fixedLen bytes) from r, checking the preface as the bytes arrive so that
+// a peer that is not sending a header is turned away as soon as one byte differs, rather than after
+// a timeout.
 func readPrefaced(r io.Reader, buf []byte) (int, error) { return readFull(r, buf, true) }
 
-// readFull is io.ReadFull that gives up on a reader that makes no progress
-// (100 reads of 0 bytes and no error, as bufio does) and, with preface set,
-// checks the bytes against HeaderPreface as they arrive. A read error is
-// returned even after all of buf was filled only if it is not io.EOF.
+// readFull is io.ReadFull that gives up on a reader that makes no progress (100 reads of 0 bytes
+// and no error, as bufio does) and, with preface set, checks the bytes against headerPreface as
+// they arrive. A read error is returned even after all of buf was filled only if it is not io.EOF.
 func readFull(r io.Reader, buf []byte, preface bool) (int, error) {
 	n, empty := 0, 0
 	for n < len(buf) {
@@ -610,7 +593,7 @@ func readFull(r io.Reader, buf []byte, preface bool) (int, error) {
 		empty = 0
 		n += m
 		if preface {
-			if k := min(n, prefaceLen); string(buf[:k]) != HeaderPreface[:k] {
+			if k := min(n, prefaceLen); string(buf[:k]) != headerPreface[:k] {
 				return n, &HeaderError{Reason: RejectNoPreface, Read: append([]byte(nil), buf[:n]...)}
 			}
 		}
@@ -627,11 +610,10 @@ func readFull(r io.Reader, buf []byte, preface bool) (int, error) {
 	return n, nil
 }
 
-// ReadContext is Read on a net.Conn that gives up when ctx is done or, if
-// c.Timeout is set, when the timeout passes, whichever is first. It works with
-// read deadlines: it sets one while reading and clears it (to no deadline)
-// before returning, so a deadline the caller had set is not kept. The returned
-// error matches ctx.Err() with errors.Is when ctx ended the read, and
+// ReadContext is Read on a net.Conn that gives up when ctx is done or, if c.Timeout is set, when
+// the timeout passes, whichever is first. It works with read deadlines: it sets one while reading
+// and clears it (to no deadline) before returning, so a deadline the caller had set is not kept.
+// The returned error matches ctx.Err() with errors.Is when ctx ended the read, and
 // os.ErrDeadlineExceeded when the timeout did.
 func (c *HeaderCodec) ReadContext(ctx context.Context, conn net.Conn) (Header, int, error) {
 	if err := ctx.Err(); err != nil {
@@ -657,8 +639,8 @@ func (c *HeaderCodec) ReadContext(ctx context.Context, conn net.Conn) (Header, i
 			close(fired)
 		})
 	}
-	// Read through a codec without the observer so that the reason reported
-	// below can account for the context.
+	// Read through a codec without the observer so that the reason reported below can account for
+	// the context.
 	inner := HeaderCodec{MaxLen: c.MaxLen}
 	h, n, err := inner.Read(conn)
 	if stop != nil && !stop() {

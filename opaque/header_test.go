@@ -52,7 +52,7 @@ func TestHeaderGolden(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			msg := mustHex(t, c.msg)
-			want := append([]byte(HeaderPreface), binary.BigEndian.AppendUint32(nil, uint32(len(msg)))...)
+			want := append([]byte(headerPreface), binary.BigEndian.AppendUint32(nil, uint32(len(msg)))...)
 			want = append(want, msg...)
 			got, err := c.h.MarshalBinary()
 			require.NoError(t, err)
@@ -133,7 +133,7 @@ func TestHeaderAgainstProtobufRuntime(t *testing.T) {
 		}
 		theirs, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 		require.NoError(t, err)
-		got, err := ParseHeaderMessage(theirs)
+		got, err := decodeMessage(theirs)
 		require.NoError(t, err)
 		assert.Equal(t, h, got)
 
@@ -212,7 +212,7 @@ type shortWriter struct{}
 func (shortWriter) Write(p []byte) (int, error) { return len(p) / 2, nil }
 
 func encodeRaw(msg []byte) []byte {
-	b := append([]byte(HeaderPreface), binary.BigEndian.AppendUint32(nil, uint32(len(msg)))...)
+	b := append([]byte(headerPreface), binary.BigEndian.AppendUint32(nil, uint32(len(msg)))...)
 	return append(b, msg...)
 }
 
@@ -231,11 +231,11 @@ func TestReadHeaderErrors(t *testing.T) {
 		{"http request", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), ErrNoPreface, RejectNoPreface},
 		{"first byte", []byte("x"), ErrNoPreface, RejectNoPreface},
 		{"wrong version", []byte("transport.l5d.io/v2\r\n\r\n\x00\x00\x00\x02\x08\x01"), ErrNoPreface, RejectNoPreface},
-		{"preface only", []byte(HeaderPreface), ErrShortHeader, RejectShort},
-		{"half the length", []byte(HeaderPreface + "\x00\x00"), ErrShortHeader, RejectShort},
+		{"preface only", []byte(headerPreface), ErrShortHeader, RejectShort},
+		{"half the length", []byte(headerPreface + "\x00\x00"), ErrShortHeader, RejectShort},
 		{"message cut", good[:len(good)-1], ErrShortHeader, RejectShort},
-		{"too long", []byte(HeaderPreface + "\x00\x00\x04\x01"), ErrHeaderTooLong, RejectTooLong},
-		{"absurd length", []byte(HeaderPreface + "\xff\xff\xff\xff"), ErrHeaderTooLong, RejectTooLong},
+		{"too long", []byte(headerPreface + "\x00\x00\x04\x01"), ErrHeaderTooLong, RejectTooLong},
+		{"absurd length", []byte(headerPreface + "\xff\xff\xff\xff"), ErrHeaderTooLong, RejectTooLong},
 		{"truncated varint", encodeRaw([]byte{0x08, 0xff}), ErrBadProtobuf, RejectBadProtobuf},
 		{"bad tag", encodeRaw([]byte{0x00}), ErrBadProtobuf, RejectBadProtobuf},
 		{"port wire type", encodeRaw([]byte{0x0a, 0x00}), ErrBadProtobuf, RejectBadProtobuf},
@@ -371,7 +371,7 @@ func TestReadHeaderContextTimeoutAndCancel(t *testing.T) {
 		defer a.Close()
 		defer b.Close()
 		ctx, cancel := context.WithCancel(context.Background())
-		go a.Write([]byte(HeaderPreface[:5])) // part of a header, then silence
+		go a.Write([]byte(headerPreface[:5])) // part of a header, then silence
 		time.AfterFunc(50*time.Millisecond, cancel)
 		_, err := ReadHeaderContext(ctx, b)
 		assert.ErrorIs(t, err, context.Canceled)
@@ -491,10 +491,10 @@ func TestIsDNSName(t *testing.T) {
 	good := []string{"a", "a.b", "web.default.svc.cluster.local", "web.default.svc.cluster.local.", "x_y.example", "A-1.B-2", "1.2.3.4"}
 	bad := []string{"", ".", "a..b", ".a", "-a", "a-", "a-.b", "a b", "a/b", "ü.com", strings.Repeat("a", 64), strings.Repeat("a.", 127) + "b"}
 	for _, s := range good {
-		assert.True(t, IsDNSName(s), s)
+		assert.True(t, isDNSName(s), s)
 	}
 	for _, s := range bad {
-		assert.False(t, IsDNSName(s), s)
+		assert.False(t, isDNSName(s), s)
 	}
 }
 
@@ -536,6 +536,6 @@ func TestReadHeaderNoProgress(t *testing.T) {
 	_, err := ReadHeader(zeroReader{})
 	assert.ErrorIs(t, err, io.ErrNoProgress)
 	// The message part goes through io.ReadFull, which also gives up.
-	_, err = ReadHeader(io.MultiReader(strings.NewReader(HeaderPreface+"\x00\x00\x00\x03"), zeroReader{}))
+	_, err = ReadHeader(io.MultiReader(strings.NewReader(headerPreface+"\x00\x00\x00\x03"), zeroReader{}))
 	assert.ErrorIs(t, err, io.ErrNoProgress)
 }

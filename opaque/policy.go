@@ -2,6 +2,7 @@ package opaque
 
 import (
 	"errors"
+	"fmt"
 	"math/bits"
 	"strconv"
 	"strings"
@@ -12,11 +13,12 @@ import (
 	"github.com/sniffsplice/sniff/detect"
 )
 
-// DefaultDetectTimeout is how long detection waits for the client's first
-// bytes before the connection is treated as opaque, as in Linkerd.
+// DefaultDetectTimeout is how long detection waits for the client's first bytes before the
+// connection is treated as opaque, as in Linkerd.
 const DefaultDetectTimeout = 10 * time.Second
 
-// Direction says which side of the proxy a connection is on.
+// Direction says which side of the proxy a connection is on. It is the one direction type of the
+// project: policy decisions, metrics labels and the examples' events use it.
 type Direction uint8
 
 const (
@@ -41,14 +43,14 @@ func (d Direction) String() string {
 type Action uint8
 
 const (
-	// ActionDetect peeks at the first bytes to learn the protocol, waiting at
-	// most Decision.DetectTimeout; on timeout the connection is opaque.
+	// ActionDetect peeks at the first bytes to learn the protocol, waiting at most
+	// Decision.DetectTimeout; on timeout the connection is opaque.
 	ActionDetect Action = iota
-	// ActionSkip bypasses the proxy: no mTLS, no metrics (Linkerd's skip
-	// ports, done with iptables rules in a sidecar).
+	// ActionSkip bypasses the proxy: no mTLS, no metrics (Linkerd's skip ports, done with iptables
+	// rules in a sidecar).
 	ActionSkip
-	// ActionOpaque proxies the connection as TCP bytes without detection,
-	// still with mTLS and byte metrics.
+	// ActionOpaque proxies the connection as TCP bytes without detection, still with mTLS and byte
+	// metrics.
 	ActionOpaque
 	// ActionDeclared serves Decision.Protocol without detection.
 	ActionDeclared
@@ -72,11 +74,11 @@ func (a Action) String() string {
 // Decision is the policy for one port in one direction.
 type Decision struct {
 	Action Action
-	// Protocol is the declared protocol when Action is ActionDeclared
-	// (detect.HTTP1, detect.HTTP2, detect.GRPC or detect.TLS), else "".
+	// Protocol is the declared protocol when Action is ActionDeclared (detect.HTTP1, detect.HTTP2,
+	// detect.GRPC or detect.TLS), else "".
 	Protocol detect.Protocol
-	// DetectTimeout is set when Action is ActionDetect (DefaultDetectTimeout
-	// unless a layer says otherwise), else 0.
+	// DetectTimeout is set when Action is ActionDetect (DefaultDetectTimeout unless a layer says
+	// otherwise), else 0.
 	DetectTimeout time.Duration
 }
 
@@ -98,10 +100,10 @@ var (
 	ErrInvalidPolicy   = errors.New("invalid port policy")
 )
 
-// ParseProxyProtocol maps a Linkerd Server's proxyProtocol value to a
-// decision: "unknown" detects, "HTTP/1", "HTTP/2", "gRPC" and "TLS" declare
-// that protocol, "opaque" proxies opaque bytes. Case is ignored. The decision
-// for "unknown" has DetectTimeout 0, which Compile fills in from the layers.
+// ParseProxyProtocol maps a Linkerd Server's proxyProtocol value to a decision: "unknown" detects,
+// "HTTP/1", "HTTP/2", "gRPC" and "TLS" declare that protocol, "opaque" proxies opaque bytes. Case
+// is ignored. The decision for "unknown" has DetectTimeout 0, which Compile fills in from the
+// layers.
 func ParseProxyProtocol(s string) (Decision, error) {
 	switch {
 	case strings.EqualFold(s, "unknown"):
@@ -120,11 +122,10 @@ func ParseProxyProtocol(s string) (Decision, error) {
 	return Decision{}, &ProtocolError{Value: s}
 }
 
-// ParseAppProtocol maps a Kubernetes Service port's appProtocol to a decision
-// the way Linkerd does: "http" declares HTTP/1, "kubernetes.io/h2c" declares
-// HTTP/2, "linkerd.io/opaque" and "linkerd.io/tcp" are opaque. Case is
-// ignored. Any other value (including "") is not understood by Linkerd: ok is
-// false and the decision is to detect.
+// ParseAppProtocol maps a Kubernetes Service port's appProtocol to a decision the way Linkerd does:
+// "http" declares HTTP/1, "kubernetes.io/h2c" declares HTTP/2, "linkerd.io/opaque" and
+// "linkerd.io/tcp" are opaque. Case is ignored. Any other value (including "") is not understood by
+// Linkerd: ok is false and the decision is to detect.
 func ParseAppProtocol(s string) (d Decision, ok bool) {
 	switch {
 	case strings.EqualFold(s, "http"):
@@ -137,99 +138,92 @@ func ParseAppProtocol(s string) (d Decision, ok bool) {
 	return Decision{Action: ActionDetect}, false
 }
 
-// ProtocolError reports a proxyProtocol value that is not in Linkerd's
-// vocabulary. It matches ErrUnknownProtocol with errors.Is.
+// ProtocolError reports a proxyProtocol value that is not in Linkerd's vocabulary. It matches
+// ErrUnknownProtocol with errors.Is.
 type ProtocolError struct{ Value string }
 
 // Error describes the problem, naming what was rejected.
 func (e *ProtocolError) Error() string {
-	return "opaque: unknown proxyProtocol " + strconv.Quote(e.Value) +
+	return prefix + "unknown proxyProtocol " + strconv.Quote(e.Value) +
 		` (want unknown, HTTP/1, HTTP/2, gRPC, opaque or TLS)`
 }
 
 // Is matches ErrUnknownProtocol.
 func (e *ProtocolError) Is(target error) bool { return target == ErrUnknownProtocol }
 
-// Layer is one level of configuration. Every field is optional: nil (or 0)
-// inherits the value of the layer below, and a set value replaces it — a
-// namespace's opaque ports are not added to the cluster's, they are the
-// namespace's opaque ports.
+// Layer is one level of configuration. Every field is optional: nil (or 0) inherits the value of
+// the layer below, and a set value replaces it — a namespace's opaque ports are not added to the
+// cluster's, they are the namespace's opaque ports.
 type Layer struct {
 	// OpaquePorts are proxied as opaque TCP without detection (Linkerd's
-	// config.linkerd.io/opaque-ports; the built-in default is
-	// DefaultOpaquePorts). Like the annotation, it is a property of the
-	// destination: a workload's opaque ports apply to connections coming in
-	// to it (Policy.Workload, inbound) and a service's to connections going
+	// config.linkerd.io/opaque-ports; the built-in default is DefaultOpaquePorts). Like the
+	// annotation, it is a property of the destination: a workload's opaque ports apply to
+	// connections coming in to it (Policy.Workload, inbound) and a service's to connections going
 	// out to it (Policy.Destination, outbound).
 	OpaquePorts *PortSet
 	// SkipInboundPorts bypass the proxy for inbound connections
 	// (config.linkerd.io/skip-inbound-ports).
 	SkipInboundPorts *PortSet
 	// SkipOutboundPorts bypass the proxy for outbound connections
-	// (config.linkerd.io/skip-outbound-ports). It is set on the source: the
-	// local workload.
+	// (config.linkerd.io/skip-outbound-ports). It is set on the source: the local workload.
 	SkipOutboundPorts *PortSet
-	// EnableExternalProfiles asks for service profiles of destinations
-	// outside the cluster (config.linkerd.io/enable-external-profiles). The
-	// resolver does not use it; it is carried to Table.ExternalProfiles.
+	// EnableExternalProfiles asks for service profiles of destinations outside the cluster
+	// (config.linkerd.io/enable-external-profiles). The resolver does not use it; it is carried to
+	// Table.ExternalProfiles.
 	EnableExternalProfiles *bool
 	// DetectTimeout for ports that detect; 0 inherits (built-in: 10 s).
 	DetectTimeout time.Duration
 }
 
-// PortPolicy is an explicit decision for one port, like a Linkerd Server
-// resource's proxyProtocol (inbound) or a Service port's appProtocol
-// (outbound). It overrides every Layer.
+// PortPolicy is an explicit decision for one port, like a Linkerd Server resource's proxyProtocol
+// (inbound) or a Service port's appProtocol (outbound). It overrides every Layer.
 type PortPolicy struct {
 	Direction Direction // zero value: Inbound, as for a Server
 	// Port selects the port; when 0, Name selects it through Policy.Lookup.
 	Port uint16
 	Name string
-	// Decision for the port. ActionDetect with DetectTimeout 0 takes the
-	// layers' timeout. ActionDeclared needs a Protocol.
+	// Decision for the port. ActionDetect with DetectTimeout 0 takes the layers' timeout.
+	// ActionDeclared needs a Protocol.
 	Decision Decision
 }
 
-// Policy is a stack of layers, most specific last: the built-in default
-// (DefaultOpaquePorts, no skip ports, 10 s detection) < Cluster < Namespace <
-// Workload (or Destination) < Ports. Compile it into a Table.
+// Policy is a stack of layers, most specific last: the built-in default (DefaultOpaquePorts, no
+// skip ports, 10 s detection) < Cluster < Namespace < Workload (or Destination) < Ports. Compile it
+// into a Table.
 //
-// Following Linkerd, opaque ports belong to the destination and skip-outbound
-// ports to the source. With a Destination layer the directions stack
-// differently:
+// Following Linkerd, opaque ports belong to the destination and skip-outbound ports to the source.
+// With a Destination layer the directions stack differently:
 //
 //	inbound opaque ports    Cluster < Namespace < Workload
 //	outbound opaque ports   Cluster < Namespace < *Destination
 //	skip ports, timeout, external profiles   Cluster < Namespace < Workload
 //
-// A proxy that knows the service behind an outbound connection compiles a
-// Table with that service's annotations as Destination (a Table per
-// destination, or one for the common case); &Layer{} says "the destination
-// sets nothing". A nil Destination means the proxy knows nothing about its
-// destinations and one configuration describes both sides, so the local
-// stack (Cluster < Namespace < Workload) gives the opaque ports of both
-// directions.
+// A proxy that knows the service behind an outbound connection compiles a Table with that service's
+// annotations as Destination (a Table per destination, or one for the common case); &Layer{} says
+// "the destination sets nothing". A nil Destination means the proxy knows nothing about its
+// destinations and one configuration describes both sides, so the local stack (Cluster < Namespace
+// < Workload) gives the opaque ports of both directions.
 type Policy struct {
-	// Cluster is the install-wide default, e.g. Linkerd's proxy.opaquePorts
-	// and proxyInit skip ports.
+	// Cluster is the install-wide default, e.g. Linkerd's proxy.opaquePorts and proxyInit skip
+	// ports.
 	Cluster Layer
 	// Namespace is the namespace's annotations.
 	Namespace Layer
 	// Workload is the local workload's (pod's) annotations.
 	Workload Layer
-	// Destination is the outbound destination's (service's) annotations;
-	// nil: outbound uses the same opaque ports as inbound (see above). Only
-	// its OpaquePorts is used; the other settings are the source's.
+	// Destination is the outbound destination's (service's) annotations; nil: outbound uses the
+	// same opaque ports as inbound (see above). Only its OpaquePorts is used; the other settings
+	// are the source's.
 	Destination *Layer
-	// Ports are explicit per-port decisions (Server policy); they win over
-	// every layer. Two entries for one port and direction must agree.
+	// Ports are explicit per-port decisions (Server policy); they win over every layer. Two entries
+	// for one port and direction must agree.
 	Ports []PortPolicy
 	// Lookup resolves PortPolicy.Name; nil: names are an error.
 	Lookup PortLookup
 }
 
-// PolicyError reports a PortPolicy that Compile cannot use. It wraps
-// ErrInvalidPolicy, ErrConflict or ErrUnknownName.
+// PolicyError reports a PortPolicy that Compile cannot use. It wraps ErrInvalidPolicy, ErrConflict
+// or ErrUnknownName.
 type PolicyError struct {
 	Index int // index in Policy.Ports
 	Port  PortPolicy
@@ -242,15 +236,15 @@ func (e *PolicyError) Error() string {
 	if e.Port.Port == 0 {
 		sel = strconv.Quote(e.Port.Name)
 	}
-	return "opaque: Ports[" + strconv.Itoa(e.Index) + "] (" + e.Port.Direction.String() + " port " + sel + "): " + e.Err.Error()
+	return prefix + "Ports[" + strconv.Itoa(e.Index) + "] (" + e.Port.Direction.String() + " port " + sel + "): " +
+		unprefixed(e.Err)
 }
 
 // Unwrap returns the kind of error.
 func (e *PolicyError) Unwrap() error { return e.Err }
 
-// Table is a compiled, immutable policy: for each direction and each of the
-// 65,536 ports, the index of its Decision. Resolve is two loads. A Table is
-// safe for concurrent use.
+// Table is a compiled, immutable policy: for each direction and each of the 65,536 ports, the index
+// of its Decision. Resolve is two loads. A Table is safe for concurrent use.
 type Table struct {
 	class     [2][1 << 16]uint8
 	decisions [2][256]Decision // indexed by class: no bounds check
@@ -263,9 +257,9 @@ type Table struct {
 	timeout             time.Duration
 }
 
-// Resolve returns the decision for port in direction dir. An unknown
-// direction gets detection with the table's timeout. A Table that did not
-// come from Compile (the zero Table, or nil) answers as DefaultTable.
+// Resolve returns the decision for port in direction dir. An unknown direction gets detection with
+// the table's timeout. A Table that did not come from Compile (the zero Table, or nil) answers as
+// DefaultTable.
 func (t *Table) Resolve(dir Direction, port uint16) Decision {
 	if t != nil && t.ok && dir <= Outbound {
 		return t.decisions[dir&1][t.class[dir&1][port]]
@@ -290,8 +284,7 @@ func (t *Table) compiled() *Table {
 	return t
 }
 
-// OpaquePorts returns the effective opaque ports of the layers for dir
-// (before per-port policies).
+// OpaquePorts returns the effective opaque ports of the layers for dir (before per-port policies).
 func (t *Table) OpaquePorts(dir Direction) PortSet {
 	t = t.compiled()
 	if dir == Outbound {
@@ -300,8 +293,8 @@ func (t *Table) OpaquePorts(dir Direction) PortSet {
 	return t.opaqueIn
 }
 
-// SkipPorts returns the effective skip ports for dir (before per-port
-// policies). A sidecar's iptables setup uses these.
+// SkipPorts returns the effective skip ports for dir (before per-port policies). A sidecar's
+// iptables setup uses these.
 func (t *Table) SkipPorts(dir Direction) PortSet {
 	t = t.compiled()
 	if dir == Outbound {
@@ -355,12 +348,12 @@ func Compile(p Policy) (*Table, error) {
 	for i, pp := range p.Ports {
 		fail := func(err error) (*Table, error) { return nil, &PolicyError{Index: i, Port: pp, Err: err} }
 		if pp.Direction > Outbound {
-			return fail(errors.Join(ErrInvalidPolicy, errors.New("unknown direction")))
+			return fail(invalid("unknown direction"))
 		}
 		port := pp.Port
 		if port == 0 {
 			if pp.Name == "" {
-				return fail(errors.Join(ErrInvalidPolicy, errors.New("neither a port number nor a name")))
+				return fail(invalid("neither a port number nor a name"))
 			}
 			var ok bool
 			if p.Lookup != nil {
@@ -376,7 +369,7 @@ func Compile(p Policy) (*Table, error) {
 		}
 		k := key{pp.Direction, port}
 		if prev, dup := explicit[k]; dup && prev != d {
-			return fail(errors.Join(ErrConflict, errors.New("already "+prev.String()+", now "+d.String())))
+			return fail(fmt.Errorf("%w: already %s, now %s", ErrConflict, prev, d))
 		}
 		explicit[k] = d
 	}
@@ -404,8 +397,7 @@ func Compile(p Policy) (*Table, error) {
 		if dir == Outbound {
 			skip, opaque = t.skipOut, t.opaqueOut
 		}
-		// Walk only the 64-port words that hold a skip or opaque port; skip
-		// wins over opaque.
+		// Walk only the 64-port words that hold a skip or opaque port; skip wins over opaque.
 		for w := range numWords {
 			sw, ow := skip.word(w), opaque.word(w)
 			for m := sw | ow; m != 0; m &= m - 1 {
@@ -424,7 +416,7 @@ func Compile(p Policy) (*Table, error) {
 			c, ok := add(d)
 			if !ok {
 				return nil, &PolicyError{Index: -1, Port: PortPolicy{Direction: dir, Port: k.port, Decision: d},
-					Err: errors.Join(ErrInvalidPolicy, errors.New("more than 256 distinct decisions"))}
+					Err: invalid("more than 256 distinct decisions")}
 			}
 			t.class[dir][k.port] = c
 		}
@@ -433,38 +425,40 @@ func Compile(p Policy) (*Table, error) {
 	return t, nil
 }
 
+// invalid returns ErrInvalidPolicy with a detail, on one line.
+func invalid(detail string) error { return fmt.Errorf("%w: %s", ErrInvalidPolicy, detail) }
+
 // normalize fills in the detection timeout and checks d.
 func (t *Table) normalize(d Decision) (Decision, error) {
 	switch d.Action {
 	case ActionDetect:
 		if d.Protocol != "" {
-			return d, errors.Join(ErrInvalidPolicy, errors.New("detect with a protocol"))
+			return d, invalid("detect with a protocol")
 		}
 		if d.DetectTimeout < 0 {
-			return d, errors.Join(ErrInvalidPolicy, errors.New("negative detect timeout"))
+			return d, invalid("negative detect timeout")
 		}
 		if d.DetectTimeout == 0 {
 			d.DetectTimeout = t.timeout
 		}
 	case ActionSkip, ActionOpaque:
 		if d.Protocol != "" || d.DetectTimeout != 0 {
-			return d, errors.Join(ErrInvalidPolicy, errors.New(d.Action.String()+" with a protocol or timeout"))
+			return d, invalid(d.Action.String() + " with a protocol or timeout")
 		}
 	case ActionDeclared:
 		if d.Protocol == "" || d.Protocol == detect.Unknown {
-			return d, errors.Join(ErrInvalidPolicy, errors.New("declared without a protocol"))
+			return d, invalid("declared without a protocol")
 		}
 		if d.DetectTimeout != 0 {
-			return d, errors.Join(ErrInvalidPolicy, errors.New("declared with a detect timeout"))
+			return d, invalid("declared with a detect timeout")
 		}
 	default:
-		return d, errors.Join(ErrInvalidPolicy, errors.New("unknown action "+d.Action.String()))
+		return d, invalid("unknown action " + d.Action.String())
 	}
 	return d, nil
 }
 
-// defaultTable is the compiled zero Policy, built on first use and never
-// changed afterwards.
+// defaultTable is the compiled zero Policy, built on first use and never changed afterwards.
 var defaultTable = sync.OnceValue(func() *Table {
 	t, err := Compile(Policy{})
 	if err != nil {
@@ -473,15 +467,14 @@ var defaultTable = sync.OnceValue(func() *Table {
 	return t
 })
 
-// DefaultTable returns the compiled built-in policy: DefaultOpaquePorts are
-// opaque in both directions, every other port detects with a 10 s timeout.
+// DefaultTable returns the compiled built-in policy: DefaultOpaquePorts are opaque in both
+// directions, every other port detects with a 10 s timeout.
 func DefaultTable() *Table { return defaultTable() }
 
-// Resolver answers "what do I do with a connection to port P" from a Table
-// that can be replaced at any time. Resolve takes no lock and does not
-// allocate: it loads the current Table with one atomic read. Store swaps in a
-// new Table atomically while Resolve calls run; each call sees either the old
-// or the new Table, never a mix. The zero value resolves with DefaultTable.
+// Resolver answers "what do I do with a connection to port P" from a Table that can be replaced at
+// any time. Resolve takes no lock and does not allocate: it loads the current Table with one atomic
+// read. Store swaps in a new Table atomically while Resolve calls run; each call sees either the
+// old or the new Table, never a mix. The zero value resolves with DefaultTable.
 type Resolver struct {
 	t atomic.Pointer[Table]
 }
@@ -502,8 +495,7 @@ func (r *Resolver) Resolve(dir Direction, port uint16) Decision {
 	return t.Resolve(dir, port)
 }
 
-// init installs DefaultTable in a zero Resolver on first use, unless a Store
-// got there first.
+// init installs DefaultTable in a zero Resolver on first use, unless a Store got there first.
 func (r *Resolver) init() *Table {
 	r.t.CompareAndSwap(nil, defaultTable())
 	return r.t.Load()

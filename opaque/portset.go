@@ -15,10 +15,10 @@ type bitmap [numWords]uint64
 
 // PortSet is an immutable set of TCP ports.
 //
-// It is a 65,536-bit bitmap (8 KiB) behind a pointer, so a PortSet is one word
-// to copy and Contains is a single load and mask: O(1), no allocation, safe for
-// concurrent use. The zero value is the empty set. Operations that combine sets
-// (Union, Intersect, Minus) return new sets and never change their operands.
+// It is a 65,536-bit bitmap (8 KiB) behind a pointer, so a PortSet is one word to copy and Contains
+// is a single load and mask: O(1), no allocation, safe for concurrent use. The zero value is the
+// empty set. Operations that combine sets (Union, Intersect, Minus) return new sets and never
+// change their operands.
 //
 // Port 0 is never a member: it is not a valid destination port.
 type PortSet struct {
@@ -87,8 +87,8 @@ func NewPortSet(ports ...uint16) PortSet {
 	return finish(&b)
 }
 
-// PortRange returns the set of ports lo through hi inclusive (lo is raised to
-// 1 since port 0 is never a member). It returns the empty set when lo > hi.
+// PortRange returns the set of ports lo through hi inclusive (lo is raised to 1 since port 0 is
+// never a member). It returns the empty set when lo > hi.
 func PortRange(lo, hi uint16) PortSet {
 	var b bitmap
 	if lo == 0 {
@@ -117,8 +117,7 @@ func setRange(b *bitmap, lo, hi uint16) {
 	b[hw] |= hmask
 }
 
-// finish returns the empty zero value for an empty bitmap, so that empty sets
-// cost nothing to keep.
+// finish returns the empty zero value for an empty bitmap, so that empty sets cost nothing to keep.
 func finish(b *bitmap) PortSet {
 	b[0] &^= 1 // port 0 is never a member
 	for _, w := range b {
@@ -129,8 +128,7 @@ func finish(b *bitmap) PortSet {
 	return PortSet{}
 }
 
-// Union returns the ports in p or q. DefaultOpaquePorts().Union(extra) extends
-// the default list.
+// Union returns the ports in p or q. DefaultOpaquePorts().Union(extra) extends the default list.
 func (p PortSet) Union(q PortSet) PortSet {
 	switch {
 	case p.b == nil:
@@ -187,8 +185,7 @@ func (p PortSet) All() iter.Seq[uint16] {
 	}
 }
 
-// Ranges yields the maximal runs of consecutive ports, [lo, hi] inclusive, in
-// increasing order.
+// Ranges yields the maximal runs of consecutive ports, [lo, hi] inclusive, in increasing order.
 func (p PortSet) Ranges() iter.Seq2[uint16, uint16] {
 	return func(yield func(lo, hi uint16) bool) {
 		if p.b == nil {
@@ -219,17 +216,16 @@ func (p PortSet) Ranges() iter.Seq2[uint16, uint16] {
 	}
 }
 
-// String returns the canonical form of the set: ports in increasing order,
-// runs of two or more consecutive ports merged into an inclusive range "lo-hi",
-// separated by commas with no spaces, e.g. "25,587,3306,4567-4568". The empty
-// set is "". ParsePortSet(p.String()) is equal to p.
+// String returns the canonical form of the set: ports in increasing order, runs of two or more
+// consecutive ports merged into an inclusive range "lo-hi", separated by commas with no spaces,
+// e.g. "25,587,3306,4567-4568". The empty set is "". ParsePortSet(p.String()) is equal to p.
 func (p PortSet) String() string {
 	b, _ := p.AppendText(nil)
 	return string(b)
 }
 
-// AppendText appends the canonical form (see String) to b. It never fails; it
-// implements encoding.TextAppender.
+// AppendText appends the canonical form (see String) to b. It never fails; it implements
+// encoding.TextAppender.
 func (p PortSet) AppendText(b []byte) ([]byte, error) {
 	first := true
 	for lo, hi := range p.Ranges() {
@@ -259,66 +255,67 @@ func (p *PortSet) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// Linkerd's default opaque ports (as of 2.11): SMTP, SMTP submission, MySQL,
-// Galera, PostgreSQL, Redis, Elasticsearch, Memcache.
+// Linkerd's default opaque ports (as of 2.11): SMTP, SMTP submission, MySQL, Galera, PostgreSQL,
+// Redis, Elasticsearch, Memcache.
 var defaultOpaquePorts = NewPortSet(25, 587, 3306, 4444, 5432, 6379, 9300, 11211)
 
-// DefaultOpaquePorts returns Linkerd's default opaque ports:
-// 25 (SMTP), 587 (SMTP), 3306 (MySQL), 4444 (Galera), 5432 (PostgreSQL),
-// 6379 (Redis), 9300 (Elasticsearch) and 11211 (Memcache). These are
-// server-speaks-first protocols (or clients that send no preamble), which
-// protocol detection would only delay. Extend the list with Union, or replace
-// it with another set.
+// DefaultOpaquePorts returns Linkerd's default opaque ports: 25 (SMTP), 587 (SMTP), 3306 (MySQL),
+// 4444 (Galera), 5432 (PostgreSQL), 6379 (Redis), 9300 (Elasticsearch) and 11211 (Memcache). These
+// are server-speaks-first protocols (or clients that send no preamble), which protocol detection
+// would only delay. Extend the list with Union, or replace it with another set.
 func DefaultOpaquePorts() PortSet { return defaultOpaquePorts }
 
-// Errors returned (wrapped in a *PortListError) by ParsePortSet and
-// ParsePortSetFunc; test for them with errors.Is.
+// Kinds of *PortListError that a caller may act on; test for them with errors.Is.
 var (
 	ErrPortZero      = errors.New("port 0 is not a valid port")
 	ErrPortTooLarge  = errors.New("port is greater than 65535")
 	ErrReversedRange = errors.New("range start is greater than its end")
-	ErrEmptyItem     = errors.New("empty item")
-	ErrJunk          = errors.New("not a port, a port range or a port name")
-	ErrSign          = errors.New("ports take no sign")
-	ErrOverflow      = errors.New("number does not fit in 32 bits")
 	ErrUnknownName   = errors.New("unknown port name")
 )
 
-// PortListError reports a bad item in a port list. Use errors.As to get it and
-// errors.Is with one of the Err* sentinels above to learn the kind.
+// Syntax errors: their messages say what is wrong, their identity is the parser's business.
+var (
+	errEmptyItem = errors.New("empty item")
+	errJunk      = errors.New("not a port, a port range or a port name")
+	errSign      = errors.New("ports take no sign")
+	errOverflow  = errors.New("number does not fit in 32 bits")
+)
+
+// PortListError reports a bad item in a port list: which item, where, and why (Err). Use errors.As
+// to get it; errors.Is tells ErrPortZero, ErrPortTooLarge, ErrReversedRange and ErrUnknownName
+// apart from syntax errors (an empty item, a sign, anything else that is not a port, a range or a
+// name).
 type PortListError struct {
 	Item   string // the offending item, spaces trimmed
 	Index  int    // 1-based position of the item in the comma-separated list
 	Offset int    // byte offset of the item in the input
-	Err    error  // the kind: ErrPortZero, ErrPortTooLarge, ...
+	Err    error  // why: ErrPortZero, ErrPortTooLarge, ErrReversedRange, ErrUnknownName or syntax
 }
 
 // Error describes the problem, naming what was rejected.
 func (e *PortListError) Error() string {
-	return "opaque: port list item " + strconv.Itoa(e.Index) + " " + strconv.Quote(e.Item) +
+	return prefix + "port list item " + strconv.Itoa(e.Index) + " " + strconv.Quote(e.Item) +
 		" (byte " + strconv.Itoa(e.Offset) + "): " + e.Err.Error()
 }
 
 // Unwrap returns the kind of error.
 func (e *PortListError) Unwrap() error { return e.Err }
 
-// PortLookup maps a container port name (a Kubernetes IANA_SVC_NAME such as
-// "mysql" or "http-admin") to its number. It reports false for an unknown name.
+// PortLookup maps a container port name (a Kubernetes IANA_SVC_NAME such as "mysql" or
+// "http-admin") to its number. It reports false for an unknown name.
 type PortLookup func(name string) (uint16, bool)
 
-// ParsePortSet parses a Linkerd port list: comma-separated ports and inclusive
-// ranges "lo-hi", spaces tolerated around items and around the dash, as in
-// "25,587,3306,4444,5432,6379,9300,11211" or "4567-4568, 8080". The empty (or
-// all-space) string is the empty set. Errors are *PortListError values naming
-// the offending item and its position.
+// ParsePortSet parses a Linkerd port list: comma-separated ports and inclusive ranges "lo-hi",
+// spaces tolerated around items and around the dash, as in "25,587,3306,4444,5432,6379,9300,11211"
+// or "4567-4568, 8080". The empty (or all-space) string is the empty set. Errors are *PortListError
+// values naming the offending item and its position.
 func ParsePortSet(s string) (PortSet, error) {
 	return ParsePortSetFunc(s, nil)
 }
 
-// ParsePortSetFunc is ParsePortSet with named ports: an item that is a
-// Kubernetes port name (lowercase letters, digits and inner dashes, at least
-// one letter, at most 15 characters) is looked up with lookup. With a nil
-// lookup, names are rejected like any other junk.
+// ParsePortSetFunc is ParsePortSet with named ports: an item that is a Kubernetes port name
+// (lowercase letters, digits and inner dashes, at least one letter, at most 15 characters) is
+// looked up with lookup. With a nil lookup, names are rejected like any other junk.
 func ParsePortSetFunc(s string, lookup PortLookup) (PortSet, error) {
 	if strings.TrimLeft(s, " \t") == "" {
 		return PortSet{}, nil
@@ -344,8 +341,8 @@ func ParsePortSetFunc(s string, lookup PortLookup) (PortSet, error) {
 	return finish(&b), nil
 }
 
-// MustParsePortSet is ParsePortSet for constant lists known to be valid; it
-// panics on an error. Use ParsePortSet for input from users.
+// MustParsePortSet is ParsePortSet for constant lists known to be valid; it panics on an error. Use
+// ParsePortSet for input from users.
 func MustParsePortSet(s string) PortSet {
 	p, err := ParsePortSet(s)
 	if err != nil {
@@ -372,10 +369,10 @@ func trimSpaces(s string, off int) (string, int) {
 // parseItem parses one trimmed item: "80", "80-90", "80 - 90" or a name.
 func parseItem(item string, lookup PortLookup) (lo, hi uint16, err error) {
 	if item == "" {
-		return 0, 0, ErrEmptyItem
+		return 0, 0, errEmptyItem
 	}
 	if item[0] == '+' || item[0] == '-' {
-		return 0, 0, ErrSign
+		return 0, 0, errSign
 	}
 	if !isDigit(item[0]) {
 		if lookup != nil && isPortName(item) {
@@ -388,7 +385,7 @@ func parseItem(item string, lookup PortLookup) (lo, hi uint16, err error) {
 			}
 			return port, port, nil
 		}
-		return 0, 0, ErrJunk
+		return 0, 0, errJunk
 	}
 	if lookup != nil && isPortName(item) && !allDigits(item) {
 		// A name such as "8x0" may start with a digit.
@@ -406,24 +403,24 @@ func parseItem(item string, lookup PortLookup) (lo, hi uint16, err error) {
 		return first, first, nil
 	}
 	if rest[0] != '-' {
-		return 0, 0, ErrJunk
+		return 0, 0, errJunk
 	}
 	rest = strings.TrimLeft(rest[1:], " \t")
 	if rest == "" {
-		return 0, 0, ErrJunk // "80-": a range without an end
+		return 0, 0, errJunk // "80-": a range without an end
 	}
 	if rest[0] == '+' || rest[0] == '-' {
-		return 0, 0, ErrSign
+		return 0, 0, errSign
 	}
 	if !isDigit(rest[0]) {
-		return 0, 0, ErrJunk
+		return 0, 0, errJunk
 	}
 	second, rest, err := parseNumber(rest)
 	if err != nil {
 		return 0, 0, err
 	}
 	if rest != "" {
-		return 0, 0, ErrJunk
+		return 0, 0, errJunk
 	}
 	if first > second {
 		return 0, 0, ErrReversedRange
@@ -442,8 +439,8 @@ func allDigits(s string) bool {
 	return true
 }
 
-// parseNumber parses the leading run of digits of s (s[0] is a digit) as a
-// port and returns the rest.
+// parseNumber parses the leading run of digits of s (s[0] is a digit) as a port and returns the
+// rest.
 func parseNumber(s string) (uint16, string, error) {
 	var v uint64
 	i := 0
@@ -456,7 +453,7 @@ func parseNumber(s string) (uint16, string, error) {
 	}
 	switch {
 	case overflow:
-		return 0, "", ErrOverflow
+		return 0, "", errOverflow
 	case v == 0:
 		return 0, "", ErrPortZero
 	case v > 65535:
@@ -465,9 +462,8 @@ func parseNumber(s string) (uint16, string, error) {
 	return uint16(v), s[i:], nil
 }
 
-// isPortName reports whether s is a Kubernetes container port name
-// (IANA_SVC_NAME): 1-15 characters of [a-z0-9-], at least one letter, no
-// leading, trailing or doubled dash.
+// isPortName reports whether s is a Kubernetes container port name (IANA_SVC_NAME): 1-15 characters
+// of [a-z0-9-], at least one letter, no leading, trailing or doubled dash.
 func isPortName(s string) bool {
 	if len(s) == 0 || len(s) > 15 || s[0] == '-' || s[len(s)-1] == '-' {
 		return false

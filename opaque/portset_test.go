@@ -59,25 +59,25 @@ func TestParsePortSetErrors(t *testing.T) {
 		{"80,65536", ErrPortTooLarge, "65536", 2, 3},
 		{"1-70000", ErrPortTooLarge, "1-70000", 1, 0},
 		{"90-80", ErrReversedRange, "90-80", 1, 0},
-		{"80,,81", ErrEmptyItem, "", 2, 3},
-		{"80,", ErrEmptyItem, "", 2, 3},
-		{",80", ErrEmptyItem, "", 1, 0},
-		{"80, ,81", ErrEmptyItem, "", 2, 4},
-		{"http", ErrJunk, "http", 1, 0}, // names need a lookup
-		{"80;81", ErrJunk, "80;81", 1, 0},
-		{"80 81", ErrJunk, "80 81", 1, 0},
-		{"80-", ErrJunk, "80-", 1, 0},
-		{"80-x", ErrJunk, "80-x", 1, 0},
-		{"80-90-100", ErrJunk, "80-90-100", 1, 0},
-		{"8O", ErrJunk, "8O", 1, 0},
-		{"80,\x00", ErrJunk, "\x00", 2, 3},
-		{"１", ErrJunk, "１", 1, 0}, // fullwidth digit
-		{"-80", ErrSign, "-80", 1, 0},
-		{"+80", ErrSign, "+80", 1, 0},
-		{"80--90", ErrSign, "80--90", 1, 0},
-		{"80-+90", ErrSign, "80-+90", 1, 0},
-		{"  99999999999999999999", ErrOverflow, "99999999999999999999", 1, 2},
-		{"1-4294967296", ErrOverflow, "1-4294967296", 1, 0},
+		{"80,,81", errEmptyItem, "", 2, 3},
+		{"80,", errEmptyItem, "", 2, 3},
+		{",80", errEmptyItem, "", 1, 0},
+		{"80, ,81", errEmptyItem, "", 2, 4},
+		{"http", errJunk, "http", 1, 0}, // names need a lookup
+		{"80;81", errJunk, "80;81", 1, 0},
+		{"80 81", errJunk, "80 81", 1, 0},
+		{"80-", errJunk, "80-", 1, 0},
+		{"80-x", errJunk, "80-x", 1, 0},
+		{"80-90-100", errJunk, "80-90-100", 1, 0},
+		{"8O", errJunk, "8O", 1, 0},
+		{"80,\x00", errJunk, "\x00", 2, 3},
+		{"１", errJunk, "１", 1, 0}, // fullwidth digit
+		{"-80", errSign, "-80", 1, 0},
+		{"+80", errSign, "+80", 1, 0},
+		{"80--90", errSign, "80--90", 1, 0},
+		{"80-+90", errSign, "80-+90", 1, 0},
+		{"  99999999999999999999", errOverflow, "99999999999999999999", 1, 2},
+		{"1-4294967296", errOverflow, "1-4294967296", 1, 0},
 		{"4294967295", ErrPortTooLarge, "4294967295", 1, 0}, // fits 32 bits
 	}
 	for _, c := range cases {
@@ -93,7 +93,7 @@ func TestParsePortSetErrors(t *testing.T) {
 			assert.Equal(t, c.offset, pe.Offset)
 			assert.Contains(t, err.Error(), c.kind.Error())
 			// Only one kind matches.
-			for _, other := range []error{ErrPortZero, ErrPortTooLarge, ErrReversedRange, ErrEmptyItem, ErrJunk, ErrSign, ErrOverflow, ErrUnknownName} {
+			for _, other := range []error{ErrPortZero, ErrPortTooLarge, ErrReversedRange, errEmptyItem, errJunk, errSign, errOverflow, ErrUnknownName} {
 				if other != c.kind {
 					assert.NotErrorIs(t, err, other)
 				}
@@ -123,7 +123,7 @@ func TestParsePortSetNamedPorts(t *testing.T) {
 	// Not a Kubernetes port name: upper case, too long, double dash.
 	for _, bad := range []string{"MySQL", "a-very-long-port-name", "a--b", "a_b"} {
 		_, err = ParsePortSetFunc(bad, lookup)
-		assert.ErrorIs(t, err, ErrJunk, bad)
+		assert.ErrorIs(t, err, errJunk, bad)
 	}
 	// Numbers are never looked up.
 	p, err = ParsePortSetFunc("80-81", lookup)
