@@ -24,7 +24,7 @@ import (
 // reg.HandshakeHook on both sides: one authorized client, one refused.
 func TestHandshakeHook(t *testing.T) {
 	reg := metrics.New(metrics.Config{PeerIdentities: true})
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	srvSrc := ca.Source("/ns/prod/sa/db")
 	serverTLS, err := (&mtls.Config{
 		SVID: srvSrc, Bundle: srvSrc,

@@ -8,18 +8,17 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// An Authorizer decides whether a verified peer may connect. It is called
-// only after the peer's chain has been verified against the bundle of its
-// trust domain, with the peer's identity and the verified chains. A non-nil
-// error refuses the handshake; it is wrapped in a [*VerifyError] with
+// An Authorizer decides whether a verified peer may connect. It is called only after the peer's
+// chain has been verified against the bundle of its trust domain, with the peer's identity and the
+// verified chains. A non-nil error refuses the handshake; it is wrapped in a [*VerifyError] with
 // [ReasonUnauthorized], so callers can still reach it with errors.As.
 //
-// An Authorizer must be safe for concurrent use; it runs on every
-// handshake, including resumed ones.
+// An Authorizer must be safe for concurrent use; it runs on every handshake, including resumed
+// ones.
 type Authorizer func(id spiffeid.ID, verifiedChains [][]*x509.Certificate) error
 
-// AuthorizeAny accepts any peer whose chain verified, from any trust domain
-// the bundle source knows.
+// AuthorizeAny accepts any peer whose chain verified, from any trust domain the bundle source
+// knows.
 func AuthorizeAny() Authorizer {
 	return func(spiffeid.ID, [][]*x509.Certificate) error { return nil }
 }
@@ -58,11 +57,10 @@ func AuthorizeMemberOf(td spiffeid.TrustDomain) Authorizer {
 	}
 }
 
-// AuthorizePrefix accepts identities in the trust domain of prefix whose
-// path is prefix's path or lies below it, segment-wise:
-// spiffe://td/ns/prod accepts spiffe://td/ns/prod and spiffe://td/ns/prod/sa/web
-// but not spiffe://td/ns/production. A prefix with an empty path accepts the
-// whole trust domain.
+// AuthorizePrefix accepts identities in the trust domain of prefix whose path is prefix's path or
+// lies below it, segment-wise: spiffe://td/ns/prod accepts spiffe://td/ns/prod and
+// spiffe://td/ns/prod/sa/web but not spiffe://td/ns/production. A prefix with an empty path accepts
+// the whole trust domain.
 func AuthorizePrefix(prefix spiffeid.ID) Authorizer {
 	td, p := prefix.TrustDomain(), strings.TrimSuffix(prefix.Path(), "/")
 	return func(peer spiffeid.ID, _ [][]*x509.Certificate) error {

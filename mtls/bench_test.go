@@ -22,7 +22,7 @@ import (
 // plain crypto/tls doing the same verification (chain against the CA,
 // TLS 1.3, and the peer's SPIFFE ID checked in VerifyConnection).
 func benchConfigs(b *testing.B) map[string][2]*tls.Config {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	srvSVID := ca.Issue("/server", mtlstest.WithDNSNames("server.test")) // the DNS name lets plain crypto/tls verify the server normally
 	cliSVID := ca.Issue("/client")
 	srvID, cliID := srvSVID.ID, cliSVID.ID
@@ -320,7 +320,7 @@ func BenchmarkBulkSideBySide(b *testing.B) {
 // prebuilt pool (x509 Verify with an intermediates pool) plus the same ID
 // check.
 func BenchmarkVerifyPeer(b *testing.B) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	inter := ca.Intermediate()
 	peer := inter.Issue("/client")
 	src := mtls.NewStaticSource(ca.Issue("/server"), ca.Bundle())

@@ -14,76 +14,67 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// ErrNotTLS13 is reported (to [Config.OnHandshake]) when a client's hello
-// does not offer TLS 1.3; crypto/tls then refuses the handshake with a
-// protocol_version alert.
+// ErrNotTLS13 is reported (to [Config.OnHandshake]) when a client's hello does not offer TLS 1.3;
+// crypto/tls then refuses the handshake with a protocol_version alert.
 var ErrNotTLS13 = errors.New("mtls: peer does not offer TLS 1.3")
 
-// Config describes one side of a mutual-TLS connection. Build it once and
-// call [Config.ServerTLS] or [Config.ClientTLS]; the sources are consulted on
-// every handshake, so rotation needs no rebuild. A Config must not be
-// modified after a *tls.Config has been built from it.
+// Config describes one side of a mutual-TLS connection. Build it once and call [Config.ServerTLS]
+// or [Config.ClientTLS]; the sources are consulted on every handshake, so rotation needs no
+// rebuild. A Config must not be modified after a *tls.Config has been built from it.
 type Config struct {
 	// SVID gives this workload's certificate chain and key. Required.
 	SVID x509svid.Source
-	// Bundle gives the trust anchors of each trust domain a peer may come
-	// from. Required.
+	// Bundle gives the trust anchors of each trust domain a peer may come from. Required.
 	Bundle x509bundle.Source
-	// Authorize decides which verified peers may connect. nil: any member
-	// of this workload's own trust domain (the trust domain of the current
-	// SVID).
+	// Authorize decides which verified peers may connect. nil: any member of this workload's own
+	// trust domain (the trust domain of the current SVID).
 	Authorize Authorizer
-	// NextProtos lists the ALPN protocols to offer (client) or accept
-	// (server), most preferred first, e.g. "transport.l5d.io/v1", "h2".
-	// When both sides set it and share none, crypto/tls refuses the
-	// handshake.
+	// NextProtos lists the ALPN protocols to offer (client) or accept (server), most preferred
+	// first, e.g. "transport.l5d.io/v1", "h2". When both sides set it and share none, crypto/tls
+	// refuses the handshake.
 	NextProtos []string
-	// SessionTickets enables TLS 1.3 session resumption (off by default).
-	// Authorization and chain verification still run on every resumed
-	// handshake, against the current bundle and time.
+	// SessionTickets enables TLS 1.3 session resumption (off by default). Authorization and chain
+	// verification still run on every resumed handshake, against the current bundle and time.
 	SessionTickets bool
-	// ClientSessionCache is the client's session cache when SessionTickets
-	// is set; nil: a new LRU cache of 64 entries per ClientTLS call.
+	// ClientSessionCache is the client's session cache when SessionTickets is set; nil: a new LRU
+	// cache of 64 entries per ClientTLS call.
 	ClientSessionCache tls.ClientSessionCache
-	// Identity selects where peer identities are read from; the zero value
-	// is the SPIFFE URI SAN.
+	// Identity selects where peer identities are read from; the zero value is the SPIFFE URI SAN.
 	Identity IdentityMode
-	// Time returns the current time for certificate validity checks; nil:
-	// time.Now. Handshake durations always use the monotonic clock.
+	// Time returns the current time for certificate validity checks; nil: time.Now. Handshake
+	// durations always use the monotonic clock.
 	Time func() time.Time
-	// OnHandshake, when non-nil, is called once for every handshake that
-	// reaches peer verification (ok or refused), on either side. On the
-	// server it is also called for a ClientHello that does not offer TLS
-	// 1.3 (ReasonProtocol). Failures before or after verification that this
-	// side cannot see from inside crypto/tls (not TLS at all, I/O errors,
-	// timeouts, the peer refusing our certificate) are not reported here;
-	// use [Classify] on the error of [Handshake] or of the first Read for
-	// those. It runs on the handshake goroutine and must be fast and safe
-	// for concurrent use.
+	// OnHandshake, when non-nil, is called once for every handshake that reaches peer verification
+	// (ok or refused), on either side. On the server it is also called for a ClientHello that does
+	// not offer TLS 1.3 (ReasonProtocol). Failures before or after verification that this side
+	// cannot see from inside crypto/tls (not TLS at all, I/O errors, timeouts, the peer refusing
+	// our certificate) are not reported here; use [Classify] on the error of [Handshake] or of the
+	// first Read for those. It runs on the handshake goroutine and must be fast and safe for
+	// concurrent use.
 	OnHandshake func(HandshakeEvent)
 }
 
 // HandshakeEvent describes one handshake, for [Config.OnHandshake].
 type HandshakeEvent struct {
-	Server bool        // true for the server side of the connection
+	// Server is this side's TLS role: true when it accepted the handshake. It is a role, not a
+	// proxy direction: an inbound proxy is usually the server, but a proxy may originate TLS on
+	// either side.
+	Server bool
 	PeerID spiffeid.ID // the peer's identity; zero when it could not be read
 	Reason Reason      // ReasonOK or why the peer was refused
 	Err    error       // nil when Reason is ReasonOK
-	// Duration is the time from the ClientHello's arrival to the end of
-	// peer verification on the server side. On the client side it is zero:
-	// crypto/tls gives a client configuration no callback at handshake
-	// start; time the Handshake call instead.
+	// Duration is the time from the ClientHello's arrival to the end of peer verification on the
+	// server side. On the client side it is zero: crypto/tls gives a client configuration no
+	// callback at handshake start; time the Handshake call instead.
 	Duration           time.Duration
 	Resumed            bool   // the session was resumed from a ticket
 	NegotiatedProtocol string // the ALPN protocol, "" if none
 }
 
-// ServerTLS returns a *tls.Config for accepting connections: TLS 1.3 only,
-// the certificate fetched from c.SVID on every handshake, client
-// certificates requested and verified in VerifyConnection (a client without
-// one is refused with ErrNoPeerCertificate and a bad_certificate alert, so
-// that the refusal is reported like every other), session tickets as
-// c.SessionTickets says.
+// ServerTLS returns a *tls.Config for accepting connections: TLS 1.3 only, the certificate fetched
+// from c.SVID on every handshake, client certificates requested and verified in VerifyConnection (a
+// client without one is refused with ErrNoPeerCertificate and a bad_certificate alert, so that the
+// refusal is reported like every other), session tickets as c.SessionTickets says.
 func (c *Config) ServerTLS() (*tls.Config, error) {
 	v, err := c.newVerifier(true)
 	if err != nil {
@@ -105,10 +96,9 @@ func (c *Config) ServerTLS() (*tls.Config, error) {
 		return v.verifyConnection(cs, time.Time{})
 	}
 	if c.OnHandshake != nil {
-		// A per-handshake copy of the configuration carries the start time
-		// to VerifyConnection. Session ticket keys stay those of base
-		// (crypto/tls uses the original config's keys when the returned
-		// one has none of its own).
+		// A per-handshake copy of the configuration carries the start time to VerifyConnection.
+		// Session ticket keys stay those of base (crypto/tls uses the original config's keys when
+		// the returned one has none of its own).
 		base.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
 			start := time.Now()
 			if !slices.Contains(hi.SupportedVersions, tls.VersionTLS13) {
@@ -126,11 +116,10 @@ func (c *Config) ServerTLS() (*tls.Config, error) {
 	return base, nil
 }
 
-// ClientTLS returns a *tls.Config for dialing: TLS 1.3 only, the client
-// certificate fetched from c.SVID on every handshake, the server verified in
-// VerifyConnection against c.Bundle and c.Authorize. crypto/tls's own
-// hostname verification is off (InsecureSkipVerify) because the server is
-// identified by its SPIFFE ID, so ServerName is only sent as SNI.
+// ClientTLS returns a *tls.Config for dialing: TLS 1.3 only, the client certificate fetched from
+// c.SVID on every handshake, the server verified in VerifyConnection against c.Bundle and
+// c.Authorize. crypto/tls's own hostname verification is off (InsecureSkipVerify) because the
+// server is identified by its SPIFFE ID, so ServerName is only sent as SNI.
 func (c *Config) ClientTLS() (*tls.Config, error) {
 	v, err := c.newVerifier(false)
 	if err != nil {
@@ -160,8 +149,8 @@ func (c *Config) ClientTLS() (*tls.Config, error) {
 	return tc, nil
 }
 
-// certSource turns the SVID source's current SVID into a *tls.Certificate,
-// converting again only when the source hands out a different SVID.
+// certSource turns the SVID source's current SVID into a *tls.Certificate, converting again only
+// when the source hands out a different SVID.
 type certSource struct {
 	src  x509svid.Source
 	last atomic.Pointer[certEntry]
@@ -175,7 +164,7 @@ type certEntry struct {
 func (s *certSource) get() (*tls.Certificate, error) {
 	svid, err := s.src.GetX509SVID()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNoSVID, err)
+		return nil, &causeError{ErrNoSVID, err}
 	}
 	if svid == nil || len(svid.Certificates) == 0 || svid.PrivateKey == nil {
 		return nil, ErrNoSVID
@@ -247,8 +236,8 @@ func (v *verifier) verifyConnection(cs tls.ConnectionState, start time.Time) err
 	return err
 }
 
-// verify checks the peer chain certs (leaf first) and returns the peer's
-// identity. Errors are *VerifyError.
+// verify checks the peer chain certs (leaf first) and returns the peer's identity. Errors are
+// *VerifyError.
 func (v *verifier) verify(certs []*x509.Certificate) (spiffeid.ID, error) {
 	if len(certs) == 0 {
 		return spiffeid.ID{}, &VerifyError{Reason: ReasonNoCertificate}
@@ -321,7 +310,7 @@ func chainReason(err error, certs []*x509.Certificate, now time.Time) Reason {
 func (v *verifier) ownTrustDomain() (spiffeid.TrustDomain, error) {
 	svid, err := v.svid.GetX509SVID()
 	if err != nil {
-		return spiffeid.TrustDomain{}, fmt.Errorf("%w: %w", ErrNoSVID, err)
+		return spiffeid.TrustDomain{}, &causeError{ErrNoSVID, err}
 	}
 	if svid == nil {
 		return spiffeid.TrustDomain{}, ErrNoSVID

@@ -7,18 +7,17 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Sentinel errors. A [*VerifyError] matches the one of its [Reason] with
-// [errors.Is].
+// Sentinel errors. A [*VerifyError] matches the one of its [Reason] with [errors.Is].
 var (
 	// ErrNoPeerCertificate: the peer presented no certificate.
 	ErrNoPeerCertificate = errors.New("mtls: peer presented no certificate")
-	// ErrBadCertificate: the peer's leaf is not a valid SVID for the
-	// identity mode (no or several URI SANs, malformed SPIFFE ID, a CA
-	// certificate, no Linkerd DNS identity, ...).
+	// ErrBadCertificate: the peer's leaf is not a valid SVID for the identity mode (no or several
+	// URI SANs, malformed SPIFFE ID, a CA certificate, no Linkerd DNS identity, ...).
 	ErrBadCertificate = errors.New("mtls: peer certificate is not a valid identity document")
 	// ErrUnknownTrustDomain: there is no bundle for the peer's trust domain.
 	ErrUnknownTrustDomain = errors.New("mtls: no trust bundle for the peer's trust domain")
@@ -28,8 +27,7 @@ var (
 	ErrExpired = errors.New("mtls: peer certificate has expired")
 	// ErrNotYetValid: a certificate of the peer's chain is not valid yet.
 	ErrNotYetValid = errors.New("mtls: peer certificate is not yet valid")
-	// ErrUnauthorized: the chain is valid but the Authorizer refused the
-	// peer's identity.
+	// ErrUnauthorized: the chain is valid but the Authorizer refused the peer's identity.
 	ErrUnauthorized = errors.New("mtls: peer identity is not authorized")
 
 	// ErrNoSVIDSource: Config.SVID is nil.
@@ -38,21 +36,34 @@ var (
 	ErrNoBundleSource = errors.New("mtls: Config.Bundle is nil")
 	// ErrNoSVID: the SVID source returned no usable SVID.
 	ErrNoSVID = errors.New("mtls: no usable SVID")
-	// ErrNoPeerID: a connection state carries no peer identity (no
-	// handshake yet, or no peer certificate).
+	// ErrNoPeerID: a connection state carries no peer identity (no handshake yet, or no peer
+	// certificate).
 	ErrNoPeerID = errors.New("mtls: connection has no peer identity")
 	// ErrNotLinkerdIdentity: a name is not a Linkerd DNS identity
-	// (<sa>.<ns>.serviceaccount.identity.linkerd.<trust-domain>), or a
-	// SPIFFE ID has no such form (spiffe://<td>/ns/<ns>/sa/<sa>).
+	// (<sa>.<ns>.serviceaccount.identity.linkerd.<trust-domain>), or a SPIFFE ID has no such form
+	// (spiffe://<td>/ns/<ns>/sa/<sa>).
 	ErrNotLinkerdIdentity = errors.New("mtls: not a Linkerd identity")
-	// ErrKeyMismatch: a FileSource's private key does not belong to its
-	// certificate (typically a certificate written before its key). It
-	// comes wrapped in a [*ReloadError].
+	// ErrKeyMismatch: a FileSource's private key does not belong to its certificate (typically a
+	// certificate written before its key). It comes wrapped in a [*ReloadError].
 	ErrKeyMismatch = errors.New("mtls: private key does not match the certificate")
 )
 
-// Reason classifies the outcome of a handshake. The set is small and fixed,
-// so it can be used as a metric label.
+// prefix starts the message of every error of this package, once: an error that wraps another error
+// of the package prints the inner message without it.
+const prefix = "mtls: "
+
+// unprefixed returns the message of err without the package prefix, for an error wrapping it.
+func unprefixed(err error) string { return strings.TrimPrefix(err.Error(), prefix) }
+
+// causeError is a kind (a sentinel error of this package) and its cause, printed on one line under
+// one prefix; errors.Is and errors.As see both.
+type causeError struct{ kind, cause error }
+
+func (e *causeError) Error() string   { return e.kind.Error() + ": " + unprefixed(e.cause) }
+func (e *causeError) Unwrap() []error { return []error{e.kind, e.cause} }
+
+// Reason classifies the outcome of a handshake. The set is small and fixed, so it can be used as a
+// metric label.
 type Reason uint8
 
 // Handshake outcomes.
@@ -91,10 +102,9 @@ var reasonErrs = [numReasons]error{
 	ReasonUnauthorized:       ErrUnauthorized,
 }
 
-// String returns the reason as a metric-label friendly word: "ok",
-// "no_certificate", "bad_certificate", "unknown_trust_domain", "untrusted",
-// "expired", "not_yet_valid", "unauthorized", "rejected", "protocol",
-// "timeout", "canceled", "io", "local" or "other".
+// String returns the reason as a metric-label friendly word: "ok", "no_certificate",
+// "bad_certificate", "unknown_trust_domain", "untrusted", "expired", "not_yet_valid",
+// "unauthorized", "rejected", "protocol", "timeout", "canceled", "io", "local" or "other".
 func (r Reason) String() string {
 	if r < numReasons {
 		return reasonNames[r]
@@ -102,8 +112,8 @@ func (r Reason) String() string {
 	return "other"
 }
 
-// Reasons returns every Reason, in order, so that a metrics backend can
-// pre-create one series per value.
+// Reasons returns every Reason, in order, so that a metrics backend can pre-create one series per
+// value.
 func Reasons() []Reason {
 	out := make([]Reason, numReasons)
 	for i := range out {
@@ -112,10 +122,9 @@ func Reasons() []Reason {
 	return out
 }
 
-// VerifyError is returned (through the TLS handshake) when the peer's
-// certificate is refused by this side. It matches the sentinel error of its
-// Reason with errors.Is, and its cause (for example an
-// x509.CertificateInvalidError or the Authorizer's error) with errors.As.
+// VerifyError is returned (through the TLS handshake) when the peer's certificate is refused by
+// this side. It matches the sentinel error of its Reason with errors.Is, and its cause (for example
+// an x509.CertificateInvalidError or the Authorizer's error) with errors.As.
 type VerifyError struct {
 	Reason Reason      // why the peer was refused; never ReasonOK
 	PeerID spiffeid.ID // the peer's claimed identity, when it could be read
@@ -129,7 +138,7 @@ func (e *VerifyError) Error() string {
 		s += " " + e.PeerID.String()
 	}
 	if e.Err != nil {
-		s += ": " + e.Err.Error()
+		s += ": " + unprefixed(e.Err)
 	}
 	return s
 }
@@ -146,8 +155,8 @@ func (e *VerifyError) Unwrap() []error {
 	return errs
 }
 
-// Classify maps an error returned by a handshake, or by the first Read or
-// Write after it, to a Reason. A nil error is ReasonOK.
+// Classify maps an error returned by a handshake, or by the first Read or Write after it, to a
+// Reason. A nil error is ReasonOK.
 func Classify(err error) Reason {
 	if err == nil {
 		return ReasonOK
@@ -182,8 +191,8 @@ func Classify(err error) Reason {
 	if _, ok := errors.AsType[*net.OpError](err); ok {
 		return ReasonIO
 	}
-	// crypto/tls reports version, cipher and ALPN mismatches as plain errors
-	// whose text starts with "tls:"; the local alert it sends is not exposed.
+	// crypto/tls reports version, cipher and ALPN mismatches as plain errors whose text starts with
+	// "tls:"; the local alert it sends is not exposed.
 	if s := err.Error(); len(s) > 4 && s[:4] == "tls:" {
 		return ReasonProtocol
 	}

@@ -21,7 +21,7 @@ import (
 // from a SPIRE agent (workloadapi.X509Source) or mtls.FileSource in
 // production.
 func ExampleConfig_ServerTLS() {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	dbSrc := ca.Source("/ns/prod/sa/db")
 	webSrc := ca.Source("/ns/prod/sa/web")
 
@@ -84,7 +84,7 @@ func ExampleConfig_ServerTLS() {
 // refuses the client's certificate is only noticed on the first Read: in
 // TLS 1.3 the client's handshake completes first.
 func ExampleConfig_ClientTLS() {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	dbSrc := ca.Source("/ns/prod/sa/db")
 	webSrc := ca.Source("/ns/prod/sa/web")
 
@@ -177,7 +177,7 @@ func ExampleNewFileSource() {
 		return
 	}
 	defer os.RemoveAll(dir)
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	files, _ := mtlstest.WritePEM(dir, "tls", ca.Issue("/web"), ca.Bundle())
 
 	src, err := mtls.NewFileSource(context.Background(), mtls.FileConfig{

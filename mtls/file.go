@@ -22,8 +22,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// DefaultPollInterval is how often a FileSource looks at its files when
-// FileConfig.Interval is zero.
+// DefaultPollInterval is how often a FileSource looks at its files when FileConfig.Interval is
+// zero.
 const DefaultPollInterval = 5 * time.Second
 
 // FileConfig names the files of a [FileSource].
@@ -31,26 +31,23 @@ type FileConfig struct {
 	CertFile   string // PEM certificates: the leaf first, then intermediates
 	KeyFile    string // PEM private key: PKCS#8, SEC 1 (EC) or PKCS#1 (RSA)
 	BundleFile string // PEM trust anchors of TrustDomain
-	// TrustDomain is the trust domain of the bundle; zero: the trust domain
-	// of the SVID.
+	// TrustDomain is the trust domain of the bundle; zero: the trust domain of the SVID.
 	TrustDomain spiffeid.TrustDomain
-	// Identity selects how the certificate's identity is read, as
-	// Config.Identity does; IdentityLinkerdDNS accepts certificates whose
-	// identity is a Linkerd DNS SAN.
+	// Identity selects how the certificate's identity is read, as Config.Identity does;
+	// IdentityLinkerdDNS accepts certificates whose identity is a Linkerd DNS SAN.
 	Identity IdentityMode
-	// Interval between looks at the files; 0: DefaultPollInterval; < 0: no
-	// polling (call Reload yourself).
+	// Interval between looks at the files; 0: DefaultPollInterval; < 0: no polling (call Reload
+	// yourself).
 	Interval time.Duration
-	// OnReload, when non-nil, is called after every attempt to load changed
-	// files: with nil when the new SVID and bundle were taken, with a
-	// *ReloadError when they were refused and the previous ones kept. It is
-	// called from the polling goroutine or from Reload, while the reload
+	// OnReload, when non-nil, is called after every attempt to load changed files: with nil when
+	// the new SVID and bundle were taken, with a *ReloadError when they were refused and the
+	// previous ones kept. It is called from the polling goroutine or from Reload, while the reload
 	// lock is held: it must not call Reload.
 	OnReload func(error)
 }
 
-// ReloadError says why new files were refused. The FileSource keeps
-// serving the SVID and bundle it had.
+// ReloadError says why new files were refused. The FileSource keeps serving the SVID and bundle it
+// had.
 type ReloadError struct {
 	Path string // the file at fault, "" when the files disagree
 	Err  error
@@ -59,31 +56,29 @@ type ReloadError struct {
 // Error implements error.
 func (e *ReloadError) Error() string {
 	if e.Path == "" {
-		return "mtls: new certificate files refused, keeping the previous ones: " + e.Err.Error()
+		return prefix + "new certificate files refused, keeping the previous ones: " + unprefixed(e.Err)
 	}
-	return "mtls: new certificate files refused, keeping the previous ones: " + e.Path + ": " + e.Err.Error()
+	return prefix + "new certificate files refused, keeping the previous ones: " + e.Path + ": " +
+		unprefixed(e.Err)
 }
 
 // Unwrap returns the cause.
 func (e *ReloadError) Unwrap() error { return e.Err }
 
-// FileSource is an [x509svid.Source] and [x509bundle.Source] backed by a
-// certificate, a key and a bundle file — what a Kubernetes secret mount or
-// a cert-manager volume gives — that picks up new files without a restart.
+// FileSource is an [x509svid.Source] and [x509bundle.Source] backed by a certificate, a key and a
+// bundle file — what a Kubernetes secret mount or a cert-manager volume gives — that picks up new
+// files without a restart.
 //
-// Change detection: every Interval the source reads the three files and
-// compares a SHA-256 of their contents with the last contents it loaded or
-// refused (content, not mtime, so neither coarse timestamps nor the
-// atomic symlink swap of a secret mount can hide a change). Changed files are
-// taken only when they are complete and consistent: every PEM block parses,
-// the key matches the leaf, the leaf carries an identity, and the chain
-// verifies against the new bundle when the bundle is of the SVID's own trust
-// domain. Otherwise — a half-written file, a certificate written before its
-// key — the previous SVID and bundle stay in use, Err reports a
-// *ReloadError, and the next change is tried again.
+// Change detection: every Interval the source reads the three files and compares a SHA-256 of their
+// contents with the last contents it loaded or refused (content, not mtime, so neither coarse
+// timestamps nor the atomic symlink swap of a secret mount can hide a change). Changed files are
+// taken only when they are complete and consistent: every PEM block parses, the key matches the
+// leaf, the leaf carries an identity, and the chain verifies against the new bundle when the bundle
+// is of the SVID's own trust domain. Otherwise — a half-written file, a certificate written before
+// its key — the previous SVID and bundle stay in use, Err reports a *ReloadError, and the next
+// change is tried again.
 //
-// The polling goroutine stops when the context given to NewFileSource is
-// done or Close is called.
+// The polling goroutine stops when the context given to NewFileSource is done or Close is called.
 type FileSource struct {
 	cfg     FileConfig
 	current atomic.Pointer[fileState]
@@ -104,9 +99,8 @@ type fileState struct {
 
 type errBox struct{ err error }
 
-// NewFileSource loads the files and, unless cfg.Interval < 0, starts polling
-// them until ctx is done or Close is called. It fails if the files cannot be
-// loaded now.
+// NewFileSource loads the files and, unless cfg.Interval < 0, starts polling them until ctx is done
+// or Close is called. It fails if the files cannot be loaded now.
 func NewFileSource(ctx context.Context, cfg FileConfig) (*FileSource, error) {
 	s := &FileSource{cfg: cfg, done: make(chan struct{})}
 	data, sum, err := s.read()
@@ -147,8 +141,8 @@ func (s *FileSource) poll(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Close stops the polling goroutine and waits for it. The source keeps
-// serving its last SVID and bundle.
+// Close stops the polling goroutine and waits for it. The source keeps serving its last SVID and
+// bundle.
 func (s *FileSource) Close() error {
 	s.closeOnce.Do(func() {
 		s.stop()
@@ -171,9 +165,8 @@ func (s *FileSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509
 	return b, nil
 }
 
-// Err returns the error of the last reload attempt: nil if it succeeded
-// (or none was needed yet), a *ReloadError if new files were refused and
-// the previous SVID is still served.
+// Err returns the error of the last reload attempt: nil if it succeeded (or none was needed yet), a
+// *ReloadError if new files were refused and the previous SVID is still served.
 func (s *FileSource) Err() error {
 	if b := s.lastErr.Load(); b != nil {
 		return b.err
@@ -181,10 +174,9 @@ func (s *FileSource) Err() error {
 	return nil
 }
 
-// Reload reads the files now and takes them if they changed and are valid.
-// It returns nil when they are unchanged or were taken, and a *ReloadError
-// when they changed but were refused. Refused contents are not retried
-// until they change again.
+// Reload reads the files now and takes them if they changed and are valid. It returns nil when they
+// are unchanged or were taken, and a *ReloadError when they changed but were refused. Refused
+// contents are not retried until they change again.
 func (s *FileSource) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -198,8 +190,8 @@ func (s *FileSource) Reload() error {
 		st, err = s.parse(data)
 	}
 	if err != nil {
-		// A file that cannot be read (being replaced) is retried on the next
-		// tick: its hash is not recorded.
+		// A file that cannot be read (being replaced) is retried on the next tick: its hash is not
+		// recorded.
 		s.lastErr.Store(&errBox{err})
 		if s.cfg.OnReload != nil {
 			s.cfg.OnReload(err)

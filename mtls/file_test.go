@@ -27,7 +27,7 @@ func serial(t *testing.T, src interface {
 }
 
 func TestFileSourceKeepsOldCertificateOnTruncatedFile(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	dir := t.TempDir()
 	first := ca.Issue("/server")
 	files, err := mtlstest.WritePEM(dir, "server", first, ca.Bundle())
@@ -107,7 +107,7 @@ func TestFileSourceKeepsOldCertificateOnTruncatedFile(t *testing.T) {
 }
 
 func TestFileSourceRefusesInconsistentFiles(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	dir := t.TempDir()
 	first := ca.Issue("/server")
 	files, err := mtlstest.WritePEM(dir, "s", first, ca.Bundle())
@@ -147,7 +147,7 @@ func TestFileSourceRefusesInconsistentFiles(t *testing.T) {
 	assert.Equal(t, second.Certificates[0].SerialNumber.String(), serial(t, fs))
 
 	// A certificate from another CA than the bundle's.
-	rogue := mtlstest.NewCA("example.org").Issue("/server")
+	rogue := mtlstest.MustNew("example.org").Issue("/server")
 	rc, rk, err := rogue.Marshal()
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(files.Cert, rc, 0o600))
@@ -171,7 +171,7 @@ func TestFileSourceRefusesInconsistentFiles(t *testing.T) {
 	assert.Equal(t, second.Certificates[0].SerialNumber.String(), serial(t, fs))
 
 	// Bundle for another trust domain is not served.
-	b, err := fs.GetX509BundleForTrustDomain(mtlstest.NewCA("other.org").TrustDomain())
+	b, err := fs.GetX509BundleForTrustDomain(mtlstest.MustNew("other.org").TrustDomain())
 	require.Error(t, err)
 	assert.Nil(t, b)
 	assert.Contains(t, err.Error(), `"other.org"`)
@@ -186,7 +186,7 @@ func TestFileSourceInitialLoadFails(t *testing.T) {
 }
 
 func TestFileSourceStopsWithContext(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	files, err := mtlstest.WritePEM(t.TempDir(), "s", ca.Issue("/s"), ca.Bundle())
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -199,7 +199,7 @@ func TestFileSourceStopsWithContext(t *testing.T) {
 }
 
 func TestFileSourceLinkerdIdentity(t *testing.T) {
-	ca := mtlstest.NewCA("cluster.local")
+	ca := mtlstest.MustNew("cluster.local")
 	files, err := mtlstest.WritePEM(t.TempDir(), "s",
 		ca.IssueLinkerd("web.default.serviceaccount.identity.linkerd.cluster.local"), ca.Bundle())
 	require.NoError(t, err)

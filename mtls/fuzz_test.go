@@ -36,7 +36,7 @@ func FuzzParseLinkerdDNS(f *testing.F) {
 // bundle file: Reload must never panic, and whenever it refuses the files
 // the previous SVID must still be served.
 func FuzzFileSourceReload(f *testing.F) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	svid := ca.Issue("/server")
 	certPEM, keyPEM, err := svid.Marshal()
 	if err != nil {

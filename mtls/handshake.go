@@ -9,24 +9,21 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// DefaultHandshakeTimeout bounds [Handshake] when its context has no
-// deadline.
+// DefaultHandshakeTimeout bounds [Handshake] when its context has no deadline.
 const DefaultHandshakeTimeout = 10 * time.Second
 
-// Handshake runs the TLS handshake of c (a connection built with a
-// configuration from [Config.ServerTLS] or [Config.ClientTLS]) and returns
-// the peer's identity. It gives up when ctx is done, or after
-// DefaultHandshakeTimeout when ctx has no deadline; crypto/tls then closes
-// the connection and the error is ctx's (context.DeadlineExceeded for the
-// default timeout). Errors from this side's verification are *VerifyError;
-// [Classify] maps any error to a [Reason].
+// Handshake runs the TLS handshake of c (a connection built with a configuration from
+// [Config.ServerTLS] or [Config.ClientTLS]) and returns the peer's identity. It gives up when ctx
+// is done, or after DefaultHandshakeTimeout when ctx has no deadline; crypto/tls then closes the
+// connection and the error is ctx's (context.DeadlineExceeded for the default timeout). Errors from
+// this side's verification are *VerifyError; [Classify] maps any error to a [Reason].
 //
-// On the client side of TLS 1.3, a server that refuses the client's
-// certificate does so after the client's handshake has completed: Handshake
-// succeeds and the refusal arrives as an error from the first Read.
+// On the client side of TLS 1.3, a server that refuses the client's certificate does so after the
+// client's handshake has completed: Handshake succeeds and the refusal arrives as an error from the
+// first Read.
 //
-// Calling Handshake on a connection that has already completed its
-// handshake just returns the peer's identity.
+// Calling Handshake on a connection that has already completed its handshake just returns the
+// peer's identity.
 func Handshake(ctx context.Context, c *tls.Conn) (spiffeid.ID, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -39,13 +36,11 @@ func Handshake(ctx context.Context, c *tls.Conn) (spiffeid.ID, error) {
 	return PeerID(c.ConnectionState())
 }
 
-// PeerID returns the identity of the peer of a completed handshake: the
-// SPIFFE ID of the leaf's URI SAN or, when the leaf has none, the
-// [ParseLinkerdDNS] form of its Linkerd DNS SAN. It reads the certificate;
-// trust in it comes from the verification that configurations of this
-// package perform during the handshake, so use it only on connections
-// built from them. It returns ErrNoPeerID before the handshake or when the
-// peer sent no certificate.
+// PeerID returns the identity of the peer of a completed handshake: the SPIFFE ID of the leaf's URI
+// SAN or, when the leaf has none, the [ParseLinkerdDNS] form of its Linkerd DNS SAN. It reads the
+// certificate; trust in it comes from the verification that configurations of this package perform
+// during the handshake, so use it only on connections built from them. It returns ErrNoPeerID
+// before the handshake or when the peer sent no certificate.
 func PeerID(cs tls.ConnectionState) (spiffeid.ID, error) {
 	if !cs.HandshakeComplete || len(cs.PeerCertificates) == 0 {
 		return spiffeid.ID{}, ErrNoPeerID

@@ -13,26 +13,24 @@ import (
 type IdentityMode uint8
 
 const (
-	// IdentitySPIFFE (the zero value) reads the identity from the leaf's
-	// single URI SAN, a SPIFFE ID, as the X.509-SVID specification says.
+	// IdentitySPIFFE (the zero value) reads the identity from the leaf's single URI SAN, a SPIFFE
+	// ID, as the X.509-SVID specification says.
 	IdentitySPIFFE IdentityMode = iota
-	// IdentityLinkerdDNS also accepts leaves without a URI SAN whose
-	// identity is a single DNS SAN of the form
-	// <serviceaccount>.<namespace>.serviceaccount.identity.linkerd.<trust-domain>,
-	// as Linkerd issues them, mapped to the SPIFFE ID
-	// spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount> (see
-	// [ParseLinkerdDNS]): authorizers, PeerID and Handshake see that ID, and
-	// the bundle of <trust-domain> verifies the chain. A leaf that has a URI
-	// SAN is judged by it, as in IdentitySPIFFE, so PeerID (which does not
-	// know the mode) always names the identity that was verified.
+	// IdentityLinkerdDNS also accepts leaves without a URI SAN whose identity is a single DNS SAN
+	// of the form <serviceaccount>.<namespace>.serviceaccount.identity.linkerd.<trust-domain>, as
+	// Linkerd issues them, mapped to the SPIFFE ID
+	// spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount> (see [ParseLinkerdDNS]):
+	// authorizers, PeerID and Handshake see that ID, and the bundle of <trust-domain> verifies the
+	// chain. A leaf that has a URI SAN is judged by it, as in IdentitySPIFFE, so PeerID (which does
+	// not know the mode) always names the identity that was verified.
 	IdentityLinkerdDNS
 )
 
 const linkerdInfix = ".serviceaccount.identity.linkerd."
 
 // ParseLinkerdDNS maps a Linkerd DNS identity
-// (web.default.serviceaccount.identity.linkerd.cluster.local) to the SPIFFE
-// ID this package uses for it (spiffe://cluster.local/ns/default/sa/web).
+// (web.default.serviceaccount.identity.linkerd.cluster.local) to the SPIFFE ID this package uses
+// for it (spiffe://cluster.local/ns/default/sa/web).
 func ParseLinkerdDNS(name string) (spiffeid.ID, error) {
 	name = strings.TrimSuffix(name, ".")
 	i := strings.Index(name, linkerdInfix)
@@ -51,8 +49,8 @@ func ParseLinkerdDNS(name string) (spiffeid.ID, error) {
 	return spiffeid.FromSegments(td, "ns", ns, "sa", sa)
 }
 
-// LinkerdDNS is the inverse of [ParseLinkerdDNS]: it maps
-// spiffe://td/ns/<ns>/sa/<sa> to <sa>.<ns>.serviceaccount.identity.linkerd.td.
+// LinkerdDNS is the inverse of [ParseLinkerdDNS]: it maps spiffe://td/ns/<ns>/sa/<sa> to
+// <sa>.<ns>.serviceaccount.identity.linkerd.td.
 func LinkerdDNS(id spiffeid.ID) (string, error) {
 	seg := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
 	if id.IsZero() || len(seg) != 4 || seg[0] != "ns" || seg[2] != "sa" ||
@@ -70,8 +68,7 @@ func idFromLeaf(leaf *x509.Certificate, mode IdentityMode) (spiffeid.ID, error) 
 	return x509svid.IDFromCert(leaf)
 }
 
-// linkerdIDFromCert returns the identity of the single Linkerd DNS SAN of
-// cert.
+// linkerdIDFromCert returns the identity of the single Linkerd DNS SAN of cert.
 func linkerdIDFromCert(cert *x509.Certificate) (spiffeid.ID, error) {
 	var found spiffeid.ID
 	n := 0

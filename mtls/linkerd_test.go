@@ -12,7 +12,7 @@ import (
 )
 
 func TestLinkerdDNSIdentities(t *testing.T) {
-	ca := mtlstest.NewCA("cluster.local")
+	ca := mtlstest.MustNew("cluster.local")
 	srvSrc := mtls.NewStaticSource(ca.IssueLinkerd("db.prod.serviceaccount.identity.linkerd.cluster.local"), ca.Bundle())
 	cliSrc := mtls.NewStaticSource(ca.IssueLinkerd("web.prod.serviceaccount.identity.linkerd.cluster.local"), ca.Bundle())
 	web := spiffeid.RequireFromString("spiffe://cluster.local/ns/prod/sa/web")

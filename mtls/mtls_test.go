@@ -41,7 +41,7 @@ func (e *events) all() []mtls.HandshakeEvent {
 }
 
 func TestHandshakeSuccess(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	srvSrc := ca.Source("/ns/default/sa/server")
 	cliSrc := ca.Source("/ns/default/sa/client")
 	var srvEv, cliEv events
@@ -89,7 +89,7 @@ func TestHandshakeSuccess(t *testing.T) {
 }
 
 func TestHandshakeDefaultAuthorizerAndIntermediates(t *testing.T) {
-	root := mtlstest.NewCA("example.org")
+	root := mtlstest.MustNew("example.org")
 	inter := root.Intermediate().Intermediate()
 	srvSVID := inter.Issue("/server")
 	require.Len(t, srvSVID.Certificates, 3)
@@ -110,9 +110,9 @@ func TestHandshakeDefaultAuthorizerAndIntermediates(t *testing.T) {
 // the client's handshake completes before the server has judged the
 // client's certificate, so the client sees the refusal on its first Read.
 func TestServerRefusesClient(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
-	other := mtlstest.NewCA("other.org")
-	impostor := mtlstest.NewCA("example.org") // same name, different key
+	ca := mtlstest.MustNew("example.org")
+	other := mtlstest.MustNew("other.org")
+	impostor := mtlstest.MustNew("example.org") // same name, different key
 	good := ca.Issue("/client")
 
 	cases := []struct {
@@ -188,9 +188,9 @@ func TestServerRefusesClient(t *testing.T) {
 // TestClientRefusesServer covers refusals decided by the client: there the
 // client's Handshake itself fails.
 func TestClientRefusesServer(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
-	impostor := mtlstest.NewCA("example.org")
-	other := mtlstest.NewCA("other.org")
+	ca := mtlstest.MustNew("example.org")
+	impostor := mtlstest.MustNew("example.org")
+	other := mtlstest.MustNew("other.org")
 	cases := []struct {
 		name      string
 		srvSVID   *x509svid.SVID
@@ -225,7 +225,7 @@ func TestClientRefusesServer(t *testing.T) {
 }
 
 func TestPlaintextClientRefused(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	src := ca.Source("/server")
 	var ev events
 	srv := mustServer(t, &mtls.Config{SVID: src, Bundle: src, OnHandshake: ev.hook})
@@ -242,7 +242,7 @@ func TestPlaintextClientRefused(t *testing.T) {
 }
 
 func TestTLS12ClientRefused(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	src := ca.Source("/server")
 	cliSrc := ca.Source("/client")
 	var ev events
@@ -263,7 +263,7 @@ func TestTLS12ClientRefused(t *testing.T) {
 }
 
 func TestALPNMismatchRefused(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	src := ca.Source("/server")
 	cliSrc := ca.Source("/client")
 	o := exchange(t,
@@ -276,7 +276,7 @@ func TestALPNMismatchRefused(t *testing.T) {
 }
 
 func TestHandshakeTimeoutAndCancel(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	src := ca.Source("/server")
 	srv := mustServer(t, &mtls.Config{SVID: src, Bundle: src})
 	for _, cancelIt := range []bool{false, true} {
@@ -309,7 +309,7 @@ func TestPeerIDWithoutHandshake(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	src := ca.Source("/x")
 	for _, c := range []struct {
 		cfg  *mtls.Config
@@ -331,7 +331,7 @@ func TestConfigErrors(t *testing.T) {
 
 // A source that fails makes the handshake fail on that side with ErrNoSVID.
 func TestEmptySourceFailsHandshake(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	empty := mtls.NewStaticSource(nil, ca.Bundle())
 	cliSrc := ca.Source("/client")
 	o := exchange(t,

@@ -61,7 +61,7 @@ func runSClient(t *testing.T, openssl string, srv *tls.Config, args ...string) o
 
 func TestOpenSSLInterop(t *testing.T) {
 	openssl := needProgram(t, "openssl", "openssl")
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	srvSrc := ca.Source("/server")
 	srv := mustServer(t, &mtls.Config{SVID: srvSrc, Bundle: srvSrc})
 
@@ -86,7 +86,7 @@ func TestOpenSSLInterop(t *testing.T) {
 	})
 
 	t.Run("openssl refuses an untrusted server", func(t *testing.T) {
-		rogue := mtlstest.NewCA("example.org").Source("/server")
+		rogue := mtlstest.MustNew("example.org").Source("/server")
 		rogueSrv := mustServer(t, &mtls.Config{SVID: rogue, Bundle: rogue})
 		r := runSClient(t, openssl, rogueSrv,
 			"-cert", files.Cert, "-key", files.Key, "-CAfile", files.Bundle, "-verify_return_error")

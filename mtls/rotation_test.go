@@ -101,7 +101,7 @@ func echo(t *testing.T, c *tls.Conn, msg string) {
 }
 
 func TestRotation(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	srvSrc := ca.Source("/server")
 	cliSrc := ca.Source("/client")
 	srv := mustServer(t, &mtls.Config{SVID: srvSrc, Bundle: srvSrc})
@@ -137,7 +137,7 @@ func TestRotation(t *testing.T) {
 
 	// Rotating the trust bundle takes effect on the next handshake too: a
 	// client that stops trusting the server's CA refuses it.
-	cliSrc.SetBundles(mtlstest.NewCA("example.org").Bundle())
+	cliSrc.SetBundles(mtlstest.MustNew("example.org").Bundle())
 	raw, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	tc := tls.Client(raw, cli)
@@ -155,7 +155,7 @@ func TestResumedSessionStillAuthorized(t *testing.T) {
 }
 
 func testResumedSessionStillAuthorized(t *testing.T, withHook bool) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	srvSrc := ca.Source("/server")
 	cliSrc := ca.Source("/client")
 	var deny atomic.Bool
@@ -212,7 +212,7 @@ func testResumedSessionStillAuthorized(t *testing.T, withHook bool) {
 }
 
 func TestSessionTicketsOffByDefault(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	srvSrc := ca.Source("/server")
 	cliSrc := ca.Source("/client")
 	srv := mustServer(t, &mtls.Config{SVID: srvSrc, Bundle: srvSrc})

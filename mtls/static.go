@@ -10,17 +10,15 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// StaticSource is an in-memory [x509svid.Source] and [x509bundle.Source]
-// whose SVID and bundles can be replaced at any time (SetSVID, SetBundles):
-// the next handshake uses the new ones. The zero value has neither and is
-// ready to use; it is safe for concurrent use.
+// StaticSource is an in-memory [x509svid.Source] and [x509bundle.Source] whose SVID and bundles can
+// be replaced at any time (SetSVID, SetBundles): the next handshake uses the new ones. The zero
+// value has neither and is ready to use; it is safe for concurrent use.
 type StaticSource struct {
 	svid    atomic.Pointer[x509svid.SVID]
 	bundles atomic.Pointer[x509bundle.Set]
 }
 
-// NewStaticSource returns a StaticSource holding svid (may be nil) and
-// bundles.
+// NewStaticSource returns a StaticSource holding svid (may be nil) and bundles.
 func NewStaticSource(svid *x509svid.SVID, bundles ...*x509bundle.Bundle) *StaticSource {
 	s := &StaticSource{}
 	s.SetSVID(svid)

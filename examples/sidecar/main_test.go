@@ -36,7 +36,7 @@ const (
 // sidecars as PEM files and returns the flag sets that load them.
 func identities(t testing.TB) (client, server []string) {
 	t.Helper()
-	ca := mtlstest.NewCA("test.sidecar")
+	ca := mtlstest.MustNew("test.sidecar")
 	dir := t.TempDir()
 	require.NoError(t, os.Chmod(dir, 0o755))
 	flags := func(prefix, id string) []string {

@@ -1,18 +1,17 @@
-// Package mtlstest is an in-memory certificate authority for tests and
-// examples of mutual TLS with SPIFFE identities.
+// Package mtlstest is an in-memory certificate authority for tests and examples of mutual TLS with
+// SPIFFE identities.
 //
-// A [CA] (ECDSA P-256) issues X.509-SVIDs with any SPIFFE ID and lifetime,
-// issues intermediate CAs, and on request issues deliberately bad
-// certificates — expired, not yet valid, from another trust domain, with two
-// URI SANs, with the CA flag set — so that verification failures can be
-// tested against real handshakes. [CA.Source] returns an [mtls.StaticSource]
-// (both an x509svid.Source and an x509bundle.Source) ready for an
-// [mtls.Config]; [WritePEM] writes the files openssl and [mtls.FileSource]
-// read.
+// A [CA] (ECDSA P-256) issues X.509-SVIDs with any SPIFFE ID and lifetime, issues intermediate CAs,
+// and on request issues deliberately bad certificates — expired, not yet valid, from another trust
+// domain, with two URI SANs, with the CA flag set — so that verification failures can be tested
+// against real handshakes. [CA.Source] returns an [mtls.StaticSource] (both an x509svid.Source and
+// an x509bundle.Source) ready for an [mtls.Config]; [WritePEM] writes the files openssl and
+// [mtls.FileSource] read.
 //
-// Methods named Issue, Source and NewCA panic on an invalid SPIFFE ID or
-// trust domain, like spiffeid's Require functions, because they are meant
-// for tests; [CA.TryIssue] returns the error instead.
+// [New] returns an error for an invalid trust domain and [MustNew] panics, by the Go naming
+// convention. The methods Issue, IssueLinkerd, ID, Intermediate and Source panic on an invalid
+// SPIFFE ID, like spiffeid's Require functions, because they are meant for tests; [CA.TryIssue]
+// returns the error instead.
 package mtlstest
 
 import (
@@ -21,7 +20,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"fmt"
 	"math/big"
 	"net/url"
@@ -37,13 +35,11 @@ import (
 	"github.com/sniffsplice/sniff/mtls"
 )
 
-// DefaultLifetime is the lifetime of an SVID issued without WithLifetime or
-// WithValidity.
+// DefaultLifetime is the lifetime of an SVID issued without WithLifetime or WithValidity.
 const DefaultLifetime = time.Hour
 
-// CA is an in-memory certificate authority of one trust domain, either a
-// root (from NewCA) or an intermediate (from CA.Intermediate). It is safe
-// for concurrent use.
+// CA is an in-memory certificate authority of one trust domain, either a root (from New or MustNew)
+// or an intermediate (from CA.Intermediate). It is safe for concurrent use.
 type CA struct {
 	td    spiffeid.TrustDomain
 	cert  *x509.Certificate
@@ -52,21 +48,25 @@ type CA struct {
 	root  *x509.Certificate
 }
 
-// NewCA returns a new root CA for the trust domain td ("example.org" or
-// "spiffe://example.org"). It panics if td is not a valid trust domain.
-func NewCA(td string) *CA {
-	ca, err := New(spiffeid.RequireTrustDomainFromString(td))
+// New returns a new root CA for the trust domain td ("example.org" or "spiffe://example.org").
+func New(td string) (*CA, error) {
+	trust, err := spiffeid.TrustDomainFromString(td)
+	if err != nil {
+		return nil, fmt.Errorf("mtlstest: %w", err)
+	}
+	return newRoot(trust)
+}
+
+// MustNew is New for tests and examples: it panics if td is not a valid trust domain.
+func MustNew(td string) *CA {
+	ca, err := New(td)
 	if err != nil {
 		panic(err)
 	}
 	return ca
 }
 
-// New returns a new root CA for the trust domain td.
-func New(td spiffeid.TrustDomain) (*CA, error) {
-	if td.IsZero() {
-		return nil, errors.New("mtlstest: empty trust domain")
-	}
+func newRoot(td spiffeid.TrustDomain) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -107,8 +107,7 @@ func (ca *CA) Bundle() *x509bundle.Bundle {
 	return x509bundle.FromX509Authorities(ca.td, []*x509.Certificate{ca.root})
 }
 
-// BundlePEM returns the root certificate in PEM, as openssl's -CAfile
-// wants it.
+// BundlePEM returns the root certificate in PEM, as openssl's -CAfile wants it.
 func (ca *CA) BundlePEM() []byte {
 	b, _ := ca.Bundle().Marshal() // never fails
 	return b
@@ -131,9 +130,8 @@ func (ca *CA) parseID(id string) (spiffeid.ID, error) {
 	return spiffeid.FromPath(ca.td, id)
 }
 
-// Intermediate returns a new intermediate CA of the same trust domain,
-// signed by ca. SVIDs it issues carry the intermediates in their chain and
-// verify against the root's bundle.
+// Intermediate returns a new intermediate CA of the same trust domain, signed by ca. SVIDs it
+// issues carry the intermediates in their chain and verify against the root's bundle.
 func (ca *CA) Intermediate() *CA {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -219,15 +217,14 @@ func WithoutURI() Option {
 	return func(o *issueOptions) { o.noURI = true }
 }
 
-// AsCA sets the CA flag and the certificate-signing key usage on the leaf
-// (an invalid SVID).
+// AsCA sets the CA flag and the certificate-signing key usage on the leaf (an invalid SVID).
 func AsCA() Option {
 	return func(o *issueOptions) { o.isCA = true }
 }
 
-// Issue issues an SVID for id (a path in the CA's trust domain, or a full
-// SPIFFE ID of any trust domain — an ID of another trust domain makes a
-// "wrong trust domain" certificate). It panics on an invalid ID.
+// Issue issues an SVID for id (a path in the CA's trust domain, or a full SPIFFE ID of any trust
+// domain — an ID of another trust domain makes a "wrong trust domain" certificate). It panics on an
+// invalid ID.
 func (ca *CA) Issue(id string, opts ...Option) *x509svid.SVID {
 	s, err := ca.TryIssue(id, opts...)
 	if err != nil {
@@ -236,9 +233,8 @@ func (ca *CA) Issue(id string, opts ...Option) *x509svid.SVID {
 	return s
 }
 
-// TryIssue is Issue returning errors instead of panicking. The SVID's chain
-// is the leaf followed by the intermediates, if any; the root is not
-// included.
+// TryIssue is Issue returning errors instead of panicking. The SVID's chain is the leaf followed by
+// the intermediates, if any; the root is not included.
 func (ca *CA) TryIssue(id string, opts ...Option) (*x509svid.SVID, error) {
 	sid, err := ca.parseID(id)
 	if err != nil {
@@ -263,10 +259,9 @@ func (ca *CA) TryIssue(id string, opts ...Option) (*x509svid.SVID, error) {
 	return svid, nil
 }
 
-// IssueLinkerd issues a certificate whose only identity is the Linkerd DNS
-// SAN name (web.default.serviceaccount.identity.linkerd.cluster.local), for
-// mtls.IdentityLinkerdDNS. The SVID's ID is the mtls.ParseLinkerdDNS form of
-// name when it has one.
+// IssueLinkerd issues a certificate whose only identity is the Linkerd DNS SAN name
+// (web.default.serviceaccount.identity.linkerd.cluster.local), for mtls.IdentityLinkerdDNS. The
+// SVID's ID is the mtls.ParseLinkerdDNS form of name when it has one.
 func (ca *CA) IssueLinkerd(name string, opts ...Option) *x509svid.SVID {
 	o := issueOptions{lifetime: DefaultLifetime, dnsNames: []string{name}}
 	for _, opt := range opts {
@@ -321,8 +316,8 @@ func (ca *CA) issue(o issueOptions, uris []*url.URL) (*x509svid.SVID, error) {
 	}, nil
 }
 
-// Source returns a rotatable source holding a new SVID for id and the CA's
-// bundle, plus the bundles of the extra CAs (for federation).
+// Source returns a rotatable source holding a new SVID for id and the CA's bundle, plus the bundles
+// of the extra CAs (for federation).
 func (ca *CA) Source(id string, federated ...*CA) *mtls.StaticSource {
 	bundles := []*x509bundle.Bundle{ca.Bundle()}
 	for _, f := range federated {
@@ -338,10 +333,9 @@ type Files struct {
 	Bundle string // trust anchors, PEM
 }
 
-// WritePEM writes svid's chain and key and bundle's authorities as PEM
-// files named prefix.crt, prefix.key and prefix-bundle.crt in dir, with
-// mode 0600. Each file is written in place (not renamed), as a test wants
-// for provoking a reload.
+// WritePEM writes svid's chain and key and bundle's authorities as PEM files named prefix.crt,
+// prefix.key and prefix-bundle.crt in dir, with mode 0600. Each file is written in place (not
+// renamed), as a test wants for provoking a reload.
 func WritePEM(dir, prefix string, svid *x509svid.SVID, bundle *x509bundle.Bundle) (Files, error) {
 	certPEM, keyPEM, err := svid.Marshal()
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 )
 
 func TestIssueValidSVID(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	svid := ca.Issue("/ns/a/sa/b", mtlstest.WithLifetime(10*time.Minute))
 	assert.Equal(t, "spiffe://example.org/ns/a/sa/b", svid.ID.String())
 	leaf := svid.Certificates[0]
@@ -36,7 +36,7 @@ func TestIssueValidSVID(t *testing.T) {
 }
 
 func TestIntermediateChain(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	i2 := ca.Intermediate().Intermediate()
 	svid := i2.Issue("/deep")
 	require.Len(t, svid.Certificates, 3)
@@ -51,8 +51,8 @@ func TestIntermediateChain(t *testing.T) {
 }
 
 func TestBadCertificates(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
-	other := mtlstest.NewCA("other.org")
+	ca := mtlstest.MustNew("example.org")
+	other := mtlstest.MustNew("other.org")
 	set := x509bundle.NewSet(ca.Bundle(), other.Bundle())
 	// go-spiffe has no sentinel errors: the x509 ones are matched by type,
 	// its own by text.
@@ -91,11 +91,11 @@ func TestBadCertificates(t *testing.T) {
 	_, err := ca.TryIssue("not a path")
 	assert.ErrorContains(t, err, "leading slash")
 	assert.Panics(t, func() { ca.Issue("not a path") })
-	assert.Panics(t, func() { mtlstest.NewCA("Not A Domain!") })
+	assert.Panics(t, func() { mtlstest.MustNew("Not A Domain!") })
 }
 
 func TestLinkerdCertificate(t *testing.T) {
-	ca := mtlstest.NewCA("cluster.local")
+	ca := mtlstest.MustNew("cluster.local")
 	svid := ca.IssueLinkerd("web.default.serviceaccount.identity.linkerd.cluster.local")
 	assert.Equal(t, "spiffe://cluster.local/ns/default/sa/web", svid.ID.String())
 	assert.Empty(t, svid.Certificates[0].URIs)
@@ -103,7 +103,7 @@ func TestLinkerdCertificate(t *testing.T) {
 }
 
 func TestWritePEM(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	svid := ca.Intermediate().Issue("/web")
 	dir := t.TempDir()
 	f, err := mtlstest.WritePEM(dir, "web", svid, ca.Bundle())
@@ -124,8 +124,8 @@ func TestWritePEM(t *testing.T) {
 }
 
 func TestSourceRotates(t *testing.T) {
-	ca := mtlstest.NewCA("example.org")
-	other := mtlstest.NewCA("other.org")
+	ca := mtlstest.MustNew("example.org")
+	other := mtlstest.MustNew("other.org")
 	src := ca.Source("/a", other)
 	s1, err := src.GetX509SVID()
 	require.NoError(t, err)

@@ -12,8 +12,8 @@ import (
 
 // A CA issues SVIDs, and a Source wraps one with the CA's bundle for an
 // mtls.Config.
-func ExampleNewCA() {
-	ca := mtlstest.NewCA("example.org")
+func ExampleMustNew() {
+	ca := mtlstest.MustNew("example.org")
 	svid := ca.Issue("/ns/default/sa/web")
 	fmt.Println(svid.ID)
 
@@ -32,7 +32,7 @@ func ExampleNewCA() {
 
 // Deliberately bad certificates for negative tests.
 func ExampleCA_Issue() {
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	bad := []struct {
 		name string
 		svid *x509svid.SVID
@@ -41,7 +41,7 @@ func ExampleCA_Issue() {
 		{"not yet valid", ca.Issue("/web", mtlstest.NotYetValid())},
 		{"two URI SANs", ca.Issue("/web", mtlstest.WithExtraURI("spiffe://example.org/admin"))},
 		{"CA leaf", ca.Issue("/web", mtlstest.AsCA())},
-		{"untrusted", mtlstest.NewCA("example.org").Issue("/web")},
+		{"untrusted", mtlstest.MustNew("example.org").Issue("/web")},
 	}
 	for _, b := range bad {
 		_, _, err := x509svid.Verify(b.svid.Certificates, ca.Bundle())
@@ -62,7 +62,7 @@ func ExampleCA_Issue() {
 func ExampleWritePEM() {
 	dir, _ := os.MkdirTemp("", "mtlstest")
 	defer os.RemoveAll(dir)
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	files, err := mtlstest.WritePEM(dir, "web", ca.Issue("/web"), ca.Bundle())
 	fmt.Println(err)
 	svid, err := x509svid.Load(files.Cert, files.Key)

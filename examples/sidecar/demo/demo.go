@@ -190,7 +190,7 @@ func run(ctx context.Context, w io.Writer, o options) (rows []*row, err error) {
 	}
 	policy := opaque.NewResolver(table)
 
-	ca := mtlstest.NewCA(trustDomain)
+	ca := mtlstest.MustNew(trustDomain)
 	clientID, serverID := ca.ID(clientPath), ca.ID(serverPath)
 	ev := &events{out: map[uint16][]proxy.Event{}, in: map[uint16][]proxy.Event{}}
 	if o.Verbose {

@@ -38,7 +38,7 @@ func mesh(tb testing.TB) (direct, viaSidecars string) {
 	})}
 	dst := httpBackend(tb, srv)
 
-	ca := mtlstest.NewCA("bench.test")
+	ca := mtlstest.MustNew("bench.test")
 	srcA, srcB := ca.Source("/sa/client"), ca.Source("/sa/server")
 	pB := &Proxy{TLS: &mtls.Config{SVID: srcB, Bundle: srcB}, Metrics: metrics.New(metrics.Config{})}
 	sB, err := Start(context.Background(), pB, Listeners{Inbound: "127.0.0.1:0"})
@@ -173,7 +173,7 @@ func greeter(tb testing.TB) netip.AddrPort {
 // and returns sidecar A's outbound listener for it.
 func pairFor(tb testing.TB, dst netip.AddrPort, opaquePort bool, noRace bool) string {
 	tb.Helper()
-	ca := mtlstest.NewCA("bench.test")
+	ca := mtlstest.MustNew("bench.test")
 	srcA, srcB := ca.Source("/sa/client"), ca.Source("/sa/server")
 	var policy *opaque.Resolver
 	if opaquePort {

@@ -28,7 +28,7 @@ func ExampleStart() {
 		}
 	}()
 
-	ca := mtlstest.NewCA("example.org")
+	ca := mtlstest.MustNew("example.org")
 	server, client := ca.Source("/ns/shop/sa/db"), ca.Source("/ns/shop/sa/web")
 
 	// Each sidecar reports the connection when it ends.

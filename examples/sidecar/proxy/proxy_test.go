@@ -88,7 +88,7 @@ func policy(t *testing.T, p opaque.Policy) *opaque.Resolver {
 // to the destination, no peer), opaque, declared and detect.
 func TestPaths(t *testing.T) {
 	dst := lineEcho(t)
-	ca := mtlstest.NewCA("paths.test")
+	ca := mtlstest.MustNew("paths.test")
 	srcA, srcB := ca.Source("/a"), ca.Source("/b")
 	var evB events
 	pB := &Proxy{TLS: &mtls.Config{SVID: srcB, Bundle: srcB}, OnEvent: evB.add}
@@ -148,7 +148,7 @@ func TestDstErrors(t *testing.T) {
 	require.Equal(t, want, got)
 
 	// A connection whose destination is the listener itself is refused.
-	ca := mtlstest.NewCA("loop.test")
+	ca := mtlstest.MustNew("loop.test")
 	src := ca.Source("/a")
 	var ev events
 	p := &Proxy{TLS: &mtls.Config{SVID: src, Bundle: src}, OnEvent: ev.add}
@@ -175,7 +175,7 @@ func TestDstErrors(t *testing.T) {
 
 // TestInboundRefusesPlaintext: the inbound port speaks only mutual TLS.
 func TestInboundRefusesPlaintext(t *testing.T) {
-	ca := mtlstest.NewCA("in.test")
+	ca := mtlstest.MustNew("in.test")
 	src := ca.Source("/b")
 	var ev events
 	s, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: src, Bundle: src}, OnEvent: ev.add}, Listeners{Inbound: "127.0.0.1:0"})
@@ -202,7 +202,7 @@ func TestHandleLocal(t *testing.T) {
 	})}
 	port := httpBackend(t, srv).Port()
 
-	ca := mtlstest.NewCA("local.test")
+	ca := mtlstest.MustNew("local.test")
 	src := ca.Source("/b")
 	reg := metrics.New(metrics.Config{})
 	var ev events
@@ -240,7 +240,7 @@ func TestHandleLocal(t *testing.T) {
 }
 
 func TestAdminReady(t *testing.T) {
-	ca := mtlstest.NewCA("admin.test")
+	ca := mtlstest.MustNew("admin.test")
 	src := ca.Source("/b")
 	s, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: src, Bundle: src}}, Listeners{Admin: "127.0.0.1:0"})
 	require.NoError(t, err)
@@ -272,7 +272,7 @@ func TestCloseWithOpenUpgrade(t *testing.T) {
 	mux.Handle("/ws", websocket.Handler(func(ws *websocket.Conn) { io.Copy(ws, ws) }))
 	backend := httpBackend(t, &http.Server{Handler: mux})
 
-	ca := mtlstest.NewCA("ws.test")
+	ca := mtlstest.MustNew("ws.test")
 	srcA, srcB := ca.Source("/a"), ca.Source("/b")
 	sB, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: srcB, Bundle: srcB}}, Listeners{Inbound: "127.0.0.1:0"})
 	require.NoError(t, err)
@@ -310,7 +310,7 @@ func TestPeerDownHTTP(t *testing.T) {
 	require.NoError(t, err)
 	peerAddr := gone.Addr().String()
 	gone.Close()
-	ca := mtlstest.NewCA("down.test")
+	ca := mtlstest.MustNew("down.test")
 	src := ca.Source("/a")
 	var ev events
 	sA, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: src, Bundle: src}, OnEvent: ev.add,
@@ -339,7 +339,7 @@ func TestPeerDownHTTP(t *testing.T) {
 func TestLearnHTTP(t *testing.T) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
 	backend := httpBackend(t, srv)
-	ca := mtlstest.NewCA("learn.test")
+	ca := mtlstest.MustNew("learn.test")
 	srcA, srcB := ca.Source("/a"), ca.Source("/b")
 	regB := metrics.New(metrics.Config{})
 	sB, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: srcB, Bundle: srcB}, Metrics: regB}, Listeners{Inbound: "127.0.0.1:0"})
