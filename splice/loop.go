@@ -9,8 +9,11 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/sniffsplice/sniff/accept"
 )
 
 // ErrLoopClosed is returned by Loop.Start and Loop.StartDial after
@@ -74,18 +77,21 @@ type Loop struct {
 	mu        sync.Mutex
 	started   bool
 	closed    bool
+	draining  bool
 	ctx       context.Context // canceled by Close: ends the fallback joins
 	cancel    context.CancelFunc
+	drain     chan struct{} // closed by Shutdown: ServeDial stops accepting
 	fallbacks sync.WaitGroup
 	joiner    Joiner
 	eng       engine
+	active    atomic.Int64 // joins started and not yet done
 }
 
 // start starts the workers once; it reports ErrLoopClosed after Close.
 func (l *Loop) start() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
+	if l.closed || l.draining {
 		return ErrLoopClosed
 	}
 	if l.started {
@@ -100,6 +106,7 @@ func (l *Loop) start() error {
 		hooks:           l.hooks,
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.drain = make(chan struct{})
 	n := l.Workers
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
@@ -164,8 +171,10 @@ func (l *Loop) startJoin(ctx context.Context, a, b net.Conn, addr netip.AddrPort
 
 // ServeDial takes the listener ln over and joins every connection it
 // accepts, as StartDial does, with a new connection to addr, until ctx is
-// done or the loop is closed; then it closes the listening socket and
-// returns ctx.Err() or ErrLoopClosed (or the error that stopped accepting).
+// done or the loop is closed or shut down; then it closes the listening
+// socket and returns ctx.Err() or ErrLoopClosed (or the error that stopped
+// accepting; running out of descriptors or memory does not, it is waited
+// out as accept.Loop does).
 // On Linux the accepted sockets never become net.Conns: ServeDial takes
 // ln's socket out of Go's net package (ln is closed as a net.Listener at
 // once, the socket stays open) and registers it in every worker's epoll
@@ -186,7 +195,7 @@ func (l *Loop) ServeDial(ctx context.Context, ln *net.TCPListener, addr netip.Ad
 	}
 	err := l.eng.serve(l, ctx, ln, addr, obs, done)
 	switch {
-	case l.ctx.Err() != nil:
+	case l.ctx.Err() != nil || l.drained():
 		return ErrLoopClosed
 	case ctx.Err() != nil:
 		return ctx.Err()
@@ -194,47 +203,43 @@ func (l *Loop) ServeDial(ctx context.Context, ln *net.TCPListener, addr netip.Ad
 	return err
 }
 
-// unblockOnDone sets a past deadline through set when ctx or the loop is
-// done; stop undoes the watch.
-func (l *Loop) unblockOnDone(ctx context.Context, set func(time.Time) error) (stop func()) {
-	past := func() { set(time.Unix(1, 0)) }
-	s1 := context.AfterFunc(ctx, past)
-	s2 := context.AfterFunc(l.ctx, past)
-	return func() { s1(); s2() }
+// drained reports whether Shutdown has begun (after start).
+func (l *Loop) drained() bool {
+	select {
+	case <-l.drain:
+		return true
+	default:
+		return false
+	}
 }
 
 // serveAccept is ServeDial with ln.Accept and StartDial.
 func (l *Loop) serveAccept(ctx context.Context, ln *net.TCPListener, addr netip.AddrPort, obs Observer, done func(Stats)) error {
-	defer ln.Close()
-	defer l.unblockOnDone(ctx, ln.SetDeadline)()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if isTemporaryAccept(err) {
-				time.Sleep(5 * time.Millisecond)
-				continue
-			}
-			return err
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(l.ctx, cancel)
+	defer stop()
+	go func() {
+		select {
+		case <-l.drain:
+			cancel()
+		case <-actx.Done():
 		}
+	}()
+	var startErr error
+	err := accept.Serve(actx, ln, func(c net.Conn) {
 		if err := l.StartDial(ctx, c, addr, obs, done); err != nil {
 			c.Close()
 			if errors.Is(err, ErrLoopClosed) {
-				return err
+				startErr = err
+				cancel()
 			}
 		}
+	})
+	if startErr != nil {
+		return startErr
 	}
-}
-
-// isTemporaryAccept reports an accept error after which accepting goes on:
-// out of descriptors or memory, a connection aborted before it was
-// accepted.
-func isTemporaryAccept(err error) bool {
-	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
+	return err
 }
 
 // startFallback runs Joiner.Join in a goroutine (dialing addr first when b
@@ -246,9 +251,11 @@ func (l *Loop) startFallback(ctx context.Context, a, b net.Conn, addr netip.Addr
 		return ErrLoopClosed
 	}
 	l.fallbacks.Add(1)
+	l.active.Add(1)
 	l.mu.Unlock()
 	go func() {
 		defer l.fallbacks.Done()
+		defer l.active.Add(-1)
 		// The join ends when ctx or the loop is done.
 		jctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -293,6 +300,47 @@ func endOf(err error) End {
 		return EndReset
 	}
 	return EndError
+}
+
+// Active returns the number of joins the loop is carrying: started, and their done function not
+// yet returned.
+func (l *Loop) Active() int { return int(l.active.Load()) }
+
+// Shutdown ends the loop gracefully: ServeDial stops accepting (its listening socket is closed)
+// and Start refuses new joins (ErrLoopClosed), the joins in progress go on until both their
+// directions end (or their idle timeout or lifetime does), and then the loop is closed as Close
+// does. If ctx ends first, Shutdown closes the loop at once, ending the joins still open, and
+// returns ctx's error. Like Close, it must not be called from a done function or an Observer.
+func (l *Loop) Shutdown(ctx context.Context) error {
+	l.mu.Lock()
+	if l.closed || l.draining {
+		l.mu.Unlock()
+		return l.Close()
+	}
+	l.draining = true
+	started := l.started
+	if started {
+		close(l.drain)
+	}
+	l.mu.Unlock()
+	if !started {
+		return l.Close()
+	}
+	// Poll, as net/http's Shutdown does: from 1 ms, doubling, to 100 ms between looks.
+	wait := time.Millisecond
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for l.active.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			l.Close()
+			return ctx.Err()
+		case <-timer.C:
+			wait = min(2*wait, 100*time.Millisecond)
+			timer.Reset(wait)
+		}
+	}
+	return l.Close()
 }
 
 // Close ends every join of the loop (closing its connections; Stats.Err is

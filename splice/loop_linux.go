@@ -16,6 +16,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sniffsplice/sniff/accept"
 )
 
 const (
@@ -156,6 +158,9 @@ type lsrv struct {
 	obs  Observer
 	done func(Stats)
 	errc chan error // the first accept error that stops serving
+	// backoff is the current wait after running out of descriptors or memory (nanoseconds; 0:
+	// accepting works), shared by the workers: accept.Backoff's rule.
+	backoff atomic.Int64
 	// nodelay: TCP_NODELAY is set on the listening socket, which the
 	// accepted sockets inherit (one setsockopt per connection less)
 	nodelay bool
@@ -204,6 +209,8 @@ func (e *engine) serve(l *Loop, ctx context.Context, ln *net.TCPListener, addr n
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-l.ctx.Done():
+		return ErrLoopClosed
+	case <-l.drain:
 		return ErrLoopClosed
 	case err := <-ls.errc:
 		return err
@@ -255,15 +262,21 @@ func (w *worker) accept(i int) {
 		r, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(ls.fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 		switch errno {
 		case 0:
+			if ls.backoff.Load() != 0 {
+				ls.backoff.Store(0)
+			}
 		case unix.EINTR, unix.ECONNABORTED:
 			continue
 		case unix.EAGAIN:
 			return
 		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
 			// Out of descriptors or memory: stop listening for a moment
-			// (level-triggered, the event would come back at once).
+			// (level-triggered, the event would come back at once), 5 ms
+			// doubling to 1 s as accept.Loop waits.
+			wait := min(max(2*time.Duration(ls.backoff.Load()), accept.MinDelay), accept.MaxDelay)
+			ls.backoff.Store(int64(wait))
 			unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, ls.fd, nil)
-			time.AfterFunc(50*time.Millisecond, func() {
+			time.AfterFunc(wait, func() {
 				w.mu.Lock()
 				if !w.closing && i < len(w.listeners) && w.listeners[i] == ls {
 					w.watchListener(i)
@@ -582,8 +595,11 @@ func (w *worker) turn(n int) (exit bool) {
 	w.mu.Unlock()
 	if len(dones) > 0 {
 		for i := range dones {
-			dones[i].fn(dones[i].st)
+			if dones[i].fn != nil {
+				dones[i].fn(dones[i].st)
+			}
 		}
+		w.l.active.Add(-int64(len(dones)))
 		clear(dones)
 		w.dones = dones[:0]
 	}
@@ -1007,16 +1023,16 @@ func (w *worker) finish(j *ljoin) {
 	if j.stopCtx != nil {
 		j.stopCtx()
 	}
-	if j.done != nil {
-		w.dones = append(w.dones, doneCall{j.done, Stats{
-			AToB:     j.dirs[AToB].n,
-			BToA:     j.dirs[BToA].n,
-			Duration: time.Duration(w.clock() - j.start),
-			First:    j.first,
-			End:      j.end,
-			Err:      j.err,
-		}})
-	}
+	// Queued with or without a done function: the loop's count of active joins comes down
+	// after the call (Shutdown waits for it).
+	w.dones = append(w.dones, doneCall{j.done, Stats{
+		AToB:     j.dirs[AToB].n,
+		BToA:     j.dirs[BToA].n,
+		Duration: time.Duration(w.clock() - j.start),
+		First:    j.first,
+		End:      j.end,
+		Err:      j.err,
+	}})
 	j.obs, j.done = nil, nil
 }
 
@@ -1121,6 +1137,7 @@ func (w *worker) addLocked(ctx context.Context, j *ljoin, dialOp string, dialErr
 		w.joins = append(w.joins, nil)
 	}
 	w.gen++
+	w.l.active.Add(1)
 	j.slot, j.gen = slot, w.gen&0x7fffffff
 	j.start = w.clock()
 	j.last = j.start
@@ -1131,6 +1148,7 @@ func (w *worker) addLocked(ctx context.Context, j *ljoin, dialOp string, dialErr
 		}
 		ev := unix.EpollEvent{Events: evAll, Fd: slot, Pad: int32(j.gen<<1 | uint32(s))}
 		if err := rawEpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
+			w.l.active.Add(-1)
 			w.joins[slot] = nil
 			w.free = append(w.free, slot)
 			closeAll()

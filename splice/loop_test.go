@@ -363,13 +363,7 @@ func TestLoopServeDialLinger(t *testing.T) {
 	defer stop()
 	l := newLoop(t, &Loop{})
 	ln := listen(t).(*net.TCPListener)
-	rc, err := ln.SyscallConn()
-	require.NoError(t, err)
-	var serr error
-	require.NoError(t, rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 5})
-	}))
-	require.NoError(t, serr)
+	require.NoError(t, setLinger(ln, 5))
 	dones := make(chan Stats, 1)
 	served := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -387,6 +381,8 @@ func TestLoopServeDialLinger(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, rest)
 	assertHello(t, waitDone(t, dones))
+	rc, err := ln.SyscallConn()
+	require.NoError(t, err)
 	assert.NoError(t, rc.Control(func(uintptr) {}), "ln stays open: Go's Accept serves it (the workers' path closes it at once)")
 	cancel()
 	waitServed(t, served, context.Canceled)
@@ -770,6 +766,22 @@ func assertHello(t *testing.T, st Stats, msgAndArgs ...any) {
 
 // waitServed waits for ServeDial's result on served and checks that it is
 // (or wraps) want.
+// setLinger sets SO_LINGER with a timeout of sec seconds on a listening socket (accepted sockets
+// inherit it).
+func setLinger(ln *net.TCPListener, sec int) error {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: int32(sec)})
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
 func waitServed(t *testing.T, served <-chan error, want error) {
 	t.Helper()
 	select {
