@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sniffsplice/sniff/accept"
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/examples/internal/lines"
 	"github.com/sniffsplice/sniff/examples/internal/promtext"
@@ -142,13 +143,8 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		return err
 	}
 	acceptLoop := func(l net.Listener, fn func(net.Conn)) error {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return serveErr(err)
-			}
-			handled.start(c, fn)
-		}
+		// Until shutdown closes l (the mux's child): running out of descriptors is waited out.
+		return serveErr(accept.Serve(context.Background(), l, func(c net.Conn) { handled.start(c, fn) }))
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -183,7 +179,11 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 // shutdown stops taking connections, lets in-flight requests finish for up
 // to grace, then closes whatever is left.
 func shutdown(mux *detect.Mux, httpSrv *http.Server, grpcSrv *grpc.Server, queues []*connQueue, handled *connSet, grace time.Duration) {
-	mux.Close() // no new connections; every child listener's Accept fails
+	// No new connections; those already speaking finish their detection and reach their server
+	// (within the grace), then every child listener's Accept fails.
+	mctx, cancel := context.WithTimeout(context.Background(), grace)
+	mux.Shutdown(mctx)
+	cancel()
 	for _, q := range queues {
 		q.Close()
 	}
