@@ -7,40 +7,29 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sniffsplice/sniff/internal/replay"
 )
 
-// ReplayConn is the connection Detect returns when detection had to consume
-// bytes (any connection other than a Linux *net.TCPConn, or gRPC active
-// mode). Read returns the consumed bytes first, exactly once, then reads
-// from the inner connection. WriteTo and ReadFrom hand off to the inner
-// connection once the buffered bytes are delivered, so io.Copy between a
-// ReplayConn over a *net.TCPConn and another *net.TCPConn still reaches
-// splice(2). It holds no more memory than the bytes not yet delivered.
-//
-// In gRPC active mode, when the client's SETTINGS ACK of the detector's
-// SETTINGS frame was not among the consumed bytes (a client may send a
-// whole flow-control window of DATA before it), the ReplayConn keeps
-// walking HTTP/2 frame headers in what it reads from the inner connection
-// and drops that ACK when it passes, so the HTTP/2 server never sees it.
-// Until then WriteTo copies through a pooled buffer and Buffered stays
-// above 0 (so splice.Join keeps reading through Read); after it, reads,
-// WriteTo and splice(2) go straight to the inner connection again. The
-// filter holds a frame header (9 bytes) and a length, nothing more.
+// ReplayConn is the connection Detect returns when detection had to consume bytes (any connection
+// other than a Linux *net.TCPConn, or gRPC active mode). Read returns the consumed bytes first,
+// exactly once, then reads from the inner connection. WriteTo and ReadFrom hand off to the inner
+// connection once the buffered bytes are delivered, so io.Copy between a ReplayConn over a
+// *net.TCPConn and another *net.TCPConn still reaches splice(2). It holds no more memory than the
+// bytes not yet delivered. In gRPC active mode it also drops the client's ACK of the detector's
+// SETTINGS frame as it passes (see Buffered).
 //
 // A ReplayConn is safe for concurrent use as a net.Conn is.
 type ReplayConn struct {
-	conn    net.Conn
-	drained atomic.Bool
-	mu      sync.Mutex
-	buf     []byte // bytes not yet delivered; nil once drained
+	r replay.Conn // the replayed bytes and the inner connection
 
 	filtering atomic.Bool // f is active: the ACK has not passed yet
 	fmu       sync.Mutex  // guards f; held across a filtered inner Read
 	f         ackFilter
 }
 
-// ackFilter walks the HTTP/2 frames of the client-to-server stream and
-// drops the first SETTINGS frame with the ACK flag (length 0, stream 0).
+// ackFilter walks the HTTP/2 frames of the client-to-server stream and drops the first SETTINGS
+// frame with the ACK flag (length 0, stream 0).
 type ackFilter struct {
 	rem      int                    // bytes of the current frame payload (or preface) to pass
 	hdr      [h2FrameHeaderLen]byte // the frame header being collected
@@ -51,10 +40,9 @@ type ackFilter struct {
 	outEnd   int
 }
 
-// filter filters b in place and returns the length of the bytes to hand
-// on, b[:n]. A frame header cut at the end of b is kept in f.hdr (f.hdrN
-// bytes) and is not in the output; the caller puts it in front of the next
-// bytes. f.hdrN must be 0 on entry.
+// filter filters b in place and returns the length of the bytes to hand on, b[:n]. A frame header
+// cut at the end of b is kept in f.hdr (f.hdrN bytes) and is not in the output; the caller puts it
+// in front of the next bytes. f.hdrN must be 0 on entry.
 func (f *ackFilter) filter(b []byte) int {
 	w, i := 0, 0
 	for i < len(b) {
@@ -94,20 +82,14 @@ func (f *ackFilter) filter(b []byte) int {
 	return w
 }
 
-// newFilteringReplayConn returns a ReplayConn over the bytes consumed
-// after the detector wrote its SETTINGS frame in gRPC active mode. b starts
-// with the client preface (or a prefix of it). The first SETTINGS ACK is
-// removed from b in place or, when b does not hold it, from what is read
+// newFilteringReplayConn returns a ReplayConn over the bytes consumed after the detector wrote its
+// SETTINGS frame in gRPC active mode. b starts with the client preface (or a prefix of it). The
+// first SETTINGS ACK is removed from b in place or, when b does not hold it, from what is read
 // later.
 func newFilteringReplayConn(c net.Conn, b []byte) *ReplayConn {
-	r := &ReplayConn{conn: c}
+	r := &ReplayConn{}
 	r.f.rem = len(h2Preface)
-	b = b[:r.f.filter(b)]
-	if len(b) == 0 {
-		r.drained.Store(true)
-	} else {
-		r.buf = b
-	}
+	r.r.Init(c, b[:r.f.filter(b)])
 	if !r.f.done {
 		r.filtering.Store(true)
 	}
@@ -120,83 +102,56 @@ var (
 	_ io.ReaderFrom = (*ReplayConn)(nil)
 )
 
-// NewReplayConn returns a connection whose Read returns buffered first and
-// then reads from c. It keeps buffered (it does not copy it).
+// NewReplayConn returns a connection whose Read returns buffered first and then reads from c. It
+// keeps buffered (it does not copy it). It is for a caller that consumed bytes itself (a server's
+// first frame, a header it parsed) and must put them in front of the connection again without
+// losing splice(2).
 func NewReplayConn(c net.Conn, buffered []byte) *ReplayConn {
-	r := &ReplayConn{conn: c}
-	if len(buffered) == 0 {
-		r.drained.Store(true)
-	} else {
-		r.buf = buffered
-	}
+	r := &ReplayConn{}
+	r.r.Init(c, buffered)
 	return r
 }
 
-// NetConn returns the inner connection. Reading from it directly skips the
-// bytes still buffered and, in gRPC active mode, the ACK filter: read it
-// directly only once Buffered reports 0 (as splice.Join does).
-func (c *ReplayConn) NetConn() net.Conn { return c.conn }
+// NetConn returns the inner connection. Reading from it directly skips the bytes still buffered
+// and, in gRPC active mode, the ACK filter: read it directly only once Buffered reports 0 (as
+// splice.Join does).
+func (c *ReplayConn) NetConn() net.Conn { return c.r.NetConn() }
 
-// filterReadHint is what Buffered adds while the ACK filter is on: the
-// bytes up to the ACK must pass through Read, and this is a good size for
-// such a read.
+// filterReadHint is what Buffered adds while the ACK filter is on: the bytes up to the ACK must
+// pass through Read, and this is a good size for such a read.
 const filterReadHint = 16 << 10
 
-// Buffered returns how many replayed bytes Read has not yet delivered. While
-// the SETTINGS-ACK filter of gRPC active mode is on, it adds 16 KiB (a read
-// size hint, not a promise that the bytes have arrived): until Buffered
-// reports 0 the caller must read through Read, not from NetConn, or the ACK
-// would reach the server. It reports 0 once the replayed bytes are
-// delivered and the ACK has passed.
+// Buffered returns how many replayed bytes Read has not yet delivered. While the SETTINGS-ACK
+// filter of gRPC active mode is on, it adds 16 KiB (a read size hint, not a promise that the bytes
+// have arrived): until Buffered reports 0 the caller must read through Read, not from NetConn, or
+// the ACK would reach the server. It reports 0 once the replayed bytes are delivered and the ACK
+// has passed.
 func (c *ReplayConn) Buffered() int {
 	n := 0
 	if c.filtering.Load() {
 		n = filterReadHint
 	}
-	if c.drained.Load() {
-		return n
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return n + len(c.buf)
-}
-
-// take moves the first buffered bytes into p; ok is false when none are
-// left.
-func (c *ReplayConn) take(p []byte) (n int, ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.buf) == 0 {
-		return 0, false
-	}
-	n = copy(p, c.buf)
-	c.buf = c.buf[n:]
-	if len(c.buf) == 0 {
-		c.buf = nil
-		c.drained.Store(true)
-	}
-	return n, true
+	return n + c.r.Buffered()
 }
 
 // Read reads buffered bytes first, then from the inner connection.
 func (c *ReplayConn) Read(p []byte) (int, error) {
-	if !c.drained.Load() && len(p) > 0 {
-		if n, ok := c.take(p); ok {
-			return n, nil
-		}
+	if n, ok := c.r.Take(p); ok {
+		return n, nil
 	}
 	if c.filtering.Load() {
 		return c.readFiltered(p)
 	}
-	return c.conn.Read(p)
+	return c.r.NetConn().Read(p)
 }
 
 // readFiltered reads from the inner connection through the ACK filter.
 func (c *ReplayConn) readFiltered(p []byte) (int, error) {
+	inner := c.r.NetConn()
 	c.fmu.Lock()
 	if !c.filtering.Load() {
 		c.fmu.Unlock()
-		return c.conn.Read(p)
+		return inner.Read(p)
 	}
 	defer c.fmu.Unlock()
 	if len(p) == 0 {
@@ -214,9 +169,9 @@ func (c *ReplayConn) readFiltered(p []byte) (int, error) {
 			return n, nil
 		}
 		if !c.filtering.Load() {
-			// The ACK was dropped on an earlier pass of this loop and
-			// nothing filtered is pending: read straight through.
-			return c.conn.Read(p)
+			// The ACK was dropped on an earlier pass of this loop and nothing filtered is pending:
+			// read straight through.
+			return inner.Read(p)
 		}
 		dst := p
 		small := len(p) < len(f.out) // too small to put a held header in front
@@ -225,7 +180,7 @@ func (c *ReplayConn) readFiltered(p []byte) (int, error) {
 		}
 		k := copy(dst, f.hdr[:f.hdrN])
 		f.hdrN = 0
-		n, err := c.conn.Read(dst[k:])
+		n, err := inner.Read(dst[k:])
 		w := f.filter(dst[:k+n])
 		if errors.Is(err, io.EOF) && f.hdrN > 0 {
 			// The header can never complete: hand on its bytes as sent.
@@ -253,41 +208,20 @@ func (c *ReplayConn) readFiltered(p []byte) (int, error) {
 	}
 }
 
-// finishFilter turns the filter off once the ACK was dropped and nothing
-// filtered is pending. c.fmu is held.
+// finishFilter turns the filter off once the ACK was dropped and nothing filtered is pending. c.fmu
+// is held.
 func (c *ReplayConn) finishFilter() {
 	if c.f.done && c.f.hdrN == 0 && c.f.outEnd == c.f.outStart {
 		c.filtering.Store(false)
 	}
 }
 
-// WriteTo writes the buffered bytes to w, then copies the inner connection
-// to w with io.Copy (which splices between TCP connections on Linux).
+// WriteTo writes the buffered bytes to w, then copies the inner connection to w with io.Copy (which
+// splices between TCP connections on Linux).
 func (c *ReplayConn) WriteTo(w io.Writer) (int64, error) {
-	var total int64
-	if !c.drained.Load() {
-		c.mu.Lock()
-		b := c.buf
-		c.buf = nil
-		c.drained.Store(true)
-		c.mu.Unlock()
-		for len(b) > 0 {
-			n, err := w.Write(b)
-			total += int64(n)
-			b = b[n:]
-			if err != nil || n == 0 {
-				if len(b) > 0 {
-					c.mu.Lock()
-					c.buf = append(b[:len(b):len(b)], c.buf...)
-					c.drained.Store(false)
-					c.mu.Unlock()
-				}
-				if err == nil {
-					err = io.ErrShortWrite
-				}
-				return total, err
-			}
-		}
+	total, err := c.r.WriteBufferedTo(w)
+	if err != nil {
+		return total, err
 	}
 	if c.filtering.Load() {
 		// Copy through the filter until the ACK has passed.
@@ -313,60 +247,41 @@ func (c *ReplayConn) WriteTo(w io.Writer) (int64, error) {
 			}
 		}
 	}
-	n, err := io.Copy(w, c.conn)
+	n, err := io.Copy(w, c.r.NetConn())
 	return total + n, err
 }
 
-// ReadFrom copies r to the inner connection with io.Copy (which splices
-// between TCP connections on Linux).
-func (c *ReplayConn) ReadFrom(r io.Reader) (int64, error) {
-	return io.Copy(c.conn, r)
-}
+// ReadFrom copies r to the inner connection with io.Copy (which splices between TCP connections on
+// Linux).
+func (c *ReplayConn) ReadFrom(r io.Reader) (int64, error) { return c.r.ReadFrom(r) }
 
 // Write writes to the inner connection.
-func (c *ReplayConn) Write(p []byte) (int, error) { return c.conn.Write(p) }
+func (c *ReplayConn) Write(p []byte) (int, error) { return c.r.Write(p) }
 
 // Close closes the inner connection and drops the buffered bytes.
-func (c *ReplayConn) Close() error {
-	c.mu.Lock()
-	c.buf = nil
-	c.drained.Store(true)
-	c.mu.Unlock()
-	return c.conn.Close()
-}
+func (c *ReplayConn) Close() error { return c.r.Close() }
 
-// CloseWrite shuts down the writing side of the inner connection when it
-// supports it (*net.TCPConn, *net.UnixConn, *tls.Conn); otherwise it returns
-// an error wrapping errors.ErrUnsupported.
-func (c *ReplayConn) CloseWrite() error {
-	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return &net.OpError{Op: "close", Net: c.conn.LocalAddr().Network(), Source: c.conn.LocalAddr(), Addr: c.conn.RemoteAddr(), Err: errors.ErrUnsupported}
-}
+// CloseWrite shuts down the writing side of the inner connection when it supports it (*net.TCPConn,
+// *net.UnixConn, *tls.Conn); otherwise it returns an error wrapping errors.ErrUnsupported.
+func (c *ReplayConn) CloseWrite() error { return c.r.CloseWrite() }
 
-// CloseRead shuts down the reading side of the inner connection when it
-// supports it; otherwise it returns an error wrapping errors.ErrUnsupported.
-func (c *ReplayConn) CloseRead() error {
-	if cr, ok := c.conn.(interface{ CloseRead() error }); ok {
-		return cr.CloseRead()
-	}
-	return &net.OpError{Op: "close", Net: c.conn.LocalAddr().Network(), Source: c.conn.LocalAddr(), Addr: c.conn.RemoteAddr(), Err: errors.ErrUnsupported}
-}
+// CloseRead shuts down the reading side of the inner connection when it supports it; otherwise it
+// returns an error wrapping errors.ErrUnsupported.
+func (c *ReplayConn) CloseRead() error { return c.r.CloseRead() }
 
 // LocalAddr returns the inner connection's local address.
-func (c *ReplayConn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
+func (c *ReplayConn) LocalAddr() net.Addr { return c.r.LocalAddr() }
 
 // RemoteAddr returns the inner connection's remote address.
-func (c *ReplayConn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+func (c *ReplayConn) RemoteAddr() net.Addr { return c.r.RemoteAddr() }
 
-// SetDeadline sets the inner connection's deadlines. Buffered bytes are
-// returned regardless of the read deadline.
-func (c *ReplayConn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
+// SetDeadline sets the inner connection's deadlines. Buffered bytes are returned regardless of the
+// read deadline.
+func (c *ReplayConn) SetDeadline(t time.Time) error { return c.r.SetDeadline(t) }
 
-// SetReadDeadline sets the inner connection's read deadline. Buffered bytes
-// are returned regardless of it.
-func (c *ReplayConn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+// SetReadDeadline sets the inner connection's read deadline. Buffered bytes are returned regardless
+// of it.
+func (c *ReplayConn) SetReadDeadline(t time.Time) error { return c.r.SetReadDeadline(t) }
 
 // SetWriteDeadline sets the inner connection's write deadline.
-func (c *ReplayConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+func (c *ReplayConn) SetWriteDeadline(t time.Time) error { return c.r.SetWriteDeadline(t) }

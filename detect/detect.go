@@ -46,9 +46,7 @@ type session struct {
 	settingsSent bool // active mode wrote its SETTINGS: filter the client's ACK
 
 	// Linux peek state (see peek_linux.go)
-	peekFn  func(fd uintptr) bool
-	tcpInfo [8]byte
-	infoLen uint32
+	peekFn func(fd uintptr) bool
 }
 
 var sessionPool = sync.Pool{New: func() any {
@@ -57,8 +55,8 @@ var sessionPool = sync.Pool{New: func() any {
 	return s
 }}
 
-// bufPool holds peek buffers of DefaultMaxPeek bytes. A detection takes one
-// only once bytes have arrived, so a silent connection holds none.
+// bufPool holds peek buffers of DefaultMaxPeek bytes. A detection takes one only once bytes have
+// arrived, so a silent connection holds none.
 var bufPool = sync.Pool{New: func() any {
 	b := make([]byte, DefaultMaxPeek)
 	return &b
@@ -114,8 +112,7 @@ func putSession(s *session) {
 
 var defaultMatchers = DefaultMatchers()
 
-// match runs the matchers over the peeked bytes; it reports whether the
-// result is decided.
+// match runs the matchers over the peeked bytes; it reports whether the result is decided.
 func (s *session) match() bool {
 	b := s.buf[:s.n]
 	for i, m := range s.matchers {
@@ -140,8 +137,7 @@ func (s *session) match() bool {
 	return true
 }
 
-// step evaluates the bytes peeked so far; it reports whether the current
-// phase is finished.
+// step evaluates the bytes peeked so far; it reports whether the current phase is finished.
 func (s *session) step() bool {
 	switch s.phase {
 	case phaseMatch:
@@ -152,8 +148,8 @@ func (s *session) step() bool {
 	}
 }
 
-// readFill reads (consuming) from c into the buffer until step says done,
-// the peer closes, the buffer fills, the deadline passes or an error.
+// readFill reads (consuming) from c into the buffer until step says done, the peer closes, the
+// buffer fills, the deadline passes or an error.
 func (s *session) readFill(c net.Conn) {
 	zero := 0
 	for {
@@ -202,10 +198,9 @@ func (s *session) readFill(c net.Conn) {
 	}
 }
 
-// deadlines sets and clears the connection deadlines Detect uses. With a
-// cancellable ctx, a heap-allocated guard serialises them with the
-// context.AfterFunc that interrupts blocked reads; without one nothing is
-// allocated.
+// deadlines sets and clears the connection deadlines Detect uses. With a cancellable ctx, a
+// heap-allocated guard serialises them with the context.AfterFunc that interrupts blocked reads;
+// without one nothing is allocated.
 type deadlines struct {
 	c        net.Conn
 	g        *ctxGuard // nil without a cancellable ctx
@@ -245,8 +240,8 @@ func (d *deadlines) setWrite(t time.Time) {
 	d.set(t, true)
 }
 
-// set sets the read or write deadline, unless ctx has fired: then the
-// guard's deadline in the past must stay.
+// set sets the read or write deadline, unless ctx has fired: then the guard's deadline in the past
+// must stay.
 func (d *deadlines) set(t time.Time, write bool) {
 	if d.g != nil {
 		d.g.mu.Lock()
@@ -279,40 +274,35 @@ func (d *deadlines) finish() (cancelled bool) {
 	return cancelled
 }
 
-// Detect reads the first bytes c sends and classifies them. It returns the
-// Result and a connection from which the caller reads every byte the peer
-// sent, the examined ones included, exactly once.
+// Detect reads the first bytes c sends and classifies them. It returns the Result and a connection
+// from which the caller reads every byte the peer sent, the examined ones included, exactly once.
 //
-// On Linux, for a *net.TCPConn, Detect peeks with recv(MSG_PEEK) and
-// returns c itself: nothing is consumed, so splice(2), CloseWrite and
-// socket options keep working. For any other connection (or in gRPC active
-// mode) it reads into a pooled buffer and returns a [*ReplayConn]; when
-// nothing was consumed it returns c.
+// On Linux, for a *net.TCPConn, Detect peeks with recv(MSG_PEEK) and returns c itself: nothing is
+// consumed, so splice(2), CloseWrite and socket options keep working. For any other connection (or
+// in gRPC active mode) it reads into a pooled buffer and returns a [*ReplayConn]; when nothing was
+// consumed it returns c.
 //
-// Detection ends as soon as the matchers decide; only silence waits. When
-// the Detector's timeout fires, the Result is Protocol Unknown with Reason
-// ReasonTimeout and the error is nil: the connection is not closed and
-// stays usable. When the peer closes first the Reason is ReasonClosed and
-// the returned connection still replays what it sent.
+// Detection ends as soon as the matchers decide; only silence waits. When the timeout (the
+// Detector's, or the call's [WithTimeout]) fires, the Result is Protocol Unknown with Reason
+// ReasonTimeout and the error is nil: the connection is not closed and stays usable. When the peer
+// closes first the Reason is ReasonClosed and the returned connection still replays what it sent.
 //
-// The error is non-nil only when ctx is done before a decision (ctx.Err())
-// or the connection fails; the returned connection is then still non-nil
-// and the caller should close it. A peer that resets the connection during
-// detection is such a failure, reported at once (errors.Is(err,
-// syscall.ECONNRESET) on Linux and POSIX systems), on the MSG_PEEK path
-// too, where the peeked bytes hide the reset from recv.
+// The error is non-nil only when ctx is done before a decision (ctx.Err()) or the connection fails;
+// the returned connection is then still non-nil and the caller should close it. A peer that resets
+// the connection during detection is such a failure, reported at once (errors.Is(err,
+// syscall.ECONNRESET) on Linux and POSIX systems), on the MSG_PEEK path too, where the peeked bytes
+// hide the reset from recv.
 //
-// Detect uses the connection's read deadline (and write deadline in gRPC
-// active mode) when a timeout or a cancellable ctx is given, and clears
-// them before it returns.
-func (d *Detector) Detect(ctx context.Context, c net.Conn) (Result, net.Conn, error) {
+// Detect uses the connection's read deadline (and write deadline in gRPC active mode) when a
+// timeout or a cancellable ctx is given, and clears them before it returns.
+func (d *Detector) Detect(ctx context.Context, c net.Conn, opts ...Option) (Result, net.Conn, error) {
 	start := time.Now()
+	timeout := d.callTimeout(opts)
 	s := getSession(d)
-	out, err := d.detect(ctx, c, s, start)
+	out, err := d.detect(ctx, c, s, start, timeout)
 	if d.OnResult != nil {
-		// The hook sees the session's Result in place: no copy of it, and
-		// no allocation (the session is pooled). It is valid only during
-		// the call, as OnResult documents.
+		// The hook sees the session's Result in place: no copy of it, and no allocation (the
+		// session is pooled). It is valid only during the call, as OnResult documents.
 		d.OnResult(&s.res)
 	}
 	res := s.res
@@ -321,12 +311,11 @@ func (d *Detector) Detect(ctx context.Context, c net.Conn) (Result, net.Conn, er
 }
 
 // detect runs one detection and leaves its final Result in s.res.
-func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start time.Time) (net.Conn, error) {
+func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start time.Time, timeout time.Duration) (net.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		s.res = errResult(start, 0, err)
 		return c, err
 	}
-	timeout := d.timeout()
 	var deadline time.Time
 	if timeout > 0 {
 		deadline = start.Add(timeout)
@@ -395,8 +384,8 @@ func (d *Detector) detect(ctx context.Context, c net.Conn, s *session, start tim
 // handBack returns the connection to give the caller.
 func (d *Detector) handBack(s *session, c net.Conn, consumed bool) net.Conn {
 	if s.settingsSent {
-		// The client's ACK of our SETTINGS must not reach the server,
-		// whether it is among the consumed bytes or still to come.
+		// The client's ACK of our SETTINGS must not reach the server, whether it is among the
+		// consumed bytes or still to come.
 		var b []byte
 		if s.n > 0 {
 			b = append([]byte(nil), s.buf[:s.n]...)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,8 +27,8 @@ type h2Scan struct {
 	failed  bool // a framing or HPACK error: stop refining, report HTTP/2
 }
 
-// scan decodes the frames after the preface in b with the x/net/http2
-// Framer and an HPACK decoder, from the start each time (b grows).
+// scan decodes the frames after the preface in b with the x/net/http2 Framer and an HPACK decoder,
+// from the start each time (b grows).
 func (h *h2Scan) scan(b []byte) {
 	h.headers, h.grpc = false, false
 	if len(b) < len(h2Preface) {
@@ -54,9 +55,8 @@ func (h *h2Scan) scan(b []byte) {
 	}
 }
 
-// isGRPCContentType reports whether the header fields carry a gRPC
-// content-type: application/grpc, optionally followed by "+subtype" or
-// ";params".
+// isGRPCContentType reports whether the header fields carry a gRPC content-type: application/grpc,
+// optionally followed by "+subtype" or ";params".
 func isGRPCContentType(fields []hpack.HeaderField) bool {
 	for _, f := range fields {
 		if f.Name != "content-type" {
@@ -72,8 +72,8 @@ func isGRPCContentType(fields []hpack.HeaderField) bool {
 	return false
 }
 
-// refineGRPC continues after an HTTP/2 preface match to tell gRPC from
-// other HTTP/2. It reports whether it consumed bytes from c.
+// refineGRPC continues after an HTTP/2 preface match to tell gRPC from other HTTP/2. It reports
+// whether it consumed bytes from c.
 func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, deadline time.Time, consumed bool) bool {
 	wait := d.GRPCWait
 	if wait <= 0 {
@@ -115,9 +115,8 @@ func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, deadline ti
 		}
 		return false
 	}
-	// From here the client's ACK of our SETTINGS must be filtered out of
-	// what the caller reads, wherever it comes (see handBack): detection
-	// does not wait for it.
+	// From here the client's ACK of our SETTINGS must be filtered out of what the caller reads,
+	// wherever it comes (see handBack): detection does not wait for it.
 	s.settingsSent = true
 	if !consumed {
 		s.n = 0 // the peeked bytes are still in the socket: read them again
@@ -131,3 +130,31 @@ func (d *Detector) refineGRPC(s *session, c net.Conn, dl *deadlines, deadline ti
 	s.readFill(c)
 	return true
 }
+
+// errGRPCOff is what a [Mux] child listener for GRPC returns from Accept when the Mux's Detector
+// has its GRPC mode off: no detection would ever report GRPC, so the listener would never get a
+// connection, and its gRPC clients would reach whatever serves HTTP/2 instead.
+var errGRPCOff = errors.New("detect: Mux.Match(GRPC) with Detector.GRPC off never matches: " +
+	"set Detector.GRPC to GRPCActive or GRPCPassive, or Match HTTP2 alone")
+
+// grpcOffListener returns, when protos names GRPC and d cannot detect it, a listener whose Accept
+// fails at once with errGRPCOff (so the server given it stops with that error); else nil.
+func grpcOffListener(d *Detector, addr net.Addr, protos []Protocol) net.Listener {
+	if d.GRPC != GRPCOff || !slices.Contains(protos, GRPC) {
+		return nil
+	}
+	return failedListener{addr: addr, err: errGRPCOff}
+}
+
+// failedListener is a listener whose Accept always fails with err.
+type failedListener struct {
+	addr net.Addr
+	err  error
+}
+
+func (l failedListener) Accept() (net.Conn, error) {
+	return nil, &net.OpError{Op: "accept", Net: l.addr.Network(), Addr: l.addr, Err: l.err}
+}
+
+func (l failedListener) Close() error   { return nil }
+func (l failedListener) Addr() net.Addr { return l.addr }

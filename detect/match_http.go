@@ -6,8 +6,8 @@ import (
 	"math/bits"
 )
 
-// DefaultMatchers returns the matchers a zero Detector uses, in order:
-// HTTP/2 prior-knowledge preface, HTTP/1 request line, TLS ClientHello.
+// DefaultMatchers returns the matchers a zero Detector uses, in order: HTTP/2 prior-knowledge
+// preface, HTTP/1 request line, TLS ClientHello.
 func DefaultMatchers() []Matcher {
 	return []Matcher{HTTP2Matcher(), HTTP1Matcher(), TLSMatcher()}
 }
@@ -15,21 +15,17 @@ func DefaultMatchers() []Matcher {
 // h2Preface is the HTTP/2 client connection preface (RFC 9113, section 3.4).
 const h2Preface = h2PrefaceHead + h2PrefaceTail
 
-// The preface in two constants of at most 16 bytes, which the compiler
-// compares with two 8-byte loads each (a 24-byte compare calls memequal).
+// The preface in two constants of at most 16 bytes, which the compiler compares with two 8-byte
+// loads each (a 24-byte compare calls memequal).
 const (
 	h2PrefaceHead = "PRI * HTTP/2.0\r\n"
 	h2PrefaceTail = "\r\nSM\r\n\r\n"
 )
 
-// H2PrefaceLen is the length of the HTTP/2 client connection preface.
-const H2PrefaceLen = len(h2Preface)
-
 type http2Matcher struct{}
 
-// HTTP2Matcher returns the Matcher for HTTP/2 with prior knowledge: it
-// matches the full 24-byte client connection preface
-// "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" and nothing shorter.
+// HTTP2Matcher returns the Matcher for HTTP/2 with prior knowledge: it matches the full 24-byte
+// client connection preface "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" and nothing shorter.
 func HTTP2Matcher() Matcher { return http2Matcher{} }
 
 func (http2Matcher) Protocol() Protocol { return HTTP2 }
@@ -48,10 +44,9 @@ func (http2Matcher) Match(b []byte, _ *Result) Verdict {
 	return NoMatch
 }
 
-// httpMethods are the request methods HTTP1Matcher accepts: those of
-// RFC 9110, PATCH (RFC 5789), the WebDAV family (RFC 4918, 3253, 3648, 3744,
-// 4437, 4791, 5323, 5842) and QUERY. PRI is left out: it only starts the
-// HTTP/2 preface.
+// httpMethods are the request methods HTTP1Matcher accepts: those of RFC 9110, PATCH (RFC 5789),
+// the WebDAV family (RFC 4918, 3253, 3648, 3744, 4437, 4791, 5323, 5842) and QUERY. PRI is left
+// out: it only starts the HTTP/2 preface.
 var httpMethods = [...]string{
 	"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
 	"PATCH", "QUERY",
@@ -65,9 +60,8 @@ var httpMethods = [...]string{
 // maxMethodLen is the length of the longest accepted method.
 const maxMethodLen = len("UPDATEREDIRECTREF")
 
-// lookupMethod returns the interned method named by tok, or "". The
-// switch compiles to a search on length and value; converting tok for it
-// does not allocate.
+// lookupMethod returns the interned method named by tok, or "". The switch compiles to a search on
+// length and value; converting tok for it does not allocate.
 func lookupMethod(tok []byte) string {
 	switch string(tok) {
 	case "GET":
@@ -164,20 +158,19 @@ func isMethodPrefix(b []byte) bool {
 
 type http1Matcher struct{}
 
-// HTTP1Matcher returns the Matcher for HTTP/1.0 and HTTP/1.1 requests. It
-// matches a complete, valid request line: a known method token (RFC 9110,
-// PATCH, WebDAV), SP, a plausible request-target (origin, absolute,
-// authority or asterisk form, visible ASCII), SP, "HTTP/1." DIGIT and CRLF
-// (or a bare LF). It fills Result.HTTP with the method and, when the Host
-// header is among the bytes already peeked, the host. A request line longer
-// than the Detector's MaxPeek ends detection with ReasonLimit.
+// HTTP1Matcher returns the Matcher for HTTP/1.0 and HTTP/1.1 requests. It matches a complete, valid
+// request line: a known method token (RFC 9110, PATCH, WebDAV), SP, a plausible request-target
+// (origin, absolute, authority or asterisk form, visible ASCII), SP, "HTTP/1." DIGIT and CRLF (or a
+// bare LF). It fills Result.HTTP with the method and, when the Host header is among the bytes
+// already peeked, the host. A request line longer than the Detector's MaxPeek ends detection with
+// ReasonLimit.
 func HTTP1Matcher() Matcher { return http1Matcher{} }
 
 func (http1Matcher) Protocol() Protocol { return HTTP1 }
 
 func (http1Matcher) Match(b []byte, r *Result) Verdict {
-	// Every accepted method starts with an upper-case letter: binary
-	// protocols (TLS, most of them) fail here at once.
+	// Every accepted method starts with an upper-case letter: binary protocols (TLS, most of them)
+	// fail here at once.
 	if len(b) > 0 && b[0]-'A' >= 26 {
 		return NoMatch
 	}
@@ -230,9 +223,8 @@ func (http1Matcher) Match(b []byte, r *Result) Verdict {
 		rest = rest[len(rest):] // a full version with LF and nothing after it
 	}
 	r.HTTP.Method = method
-	// Host: fast path for "Host: " and a value of visible ASCII as the
-	// first header line, which is what curl, browsers and Go's net/http
-	// send; findHost for the rest.
+	// Host: fast path for "Host: " and a value of visible ASCII as the first header line, which is
+	// what curl, browsers and Go's net/http send; findHost for the rest.
 	var host []byte
 	if len(rest) > len("Host: ") && string(rest[:len("Host: ")]) == "Host: " {
 		if j := nonVisible(rest, len("Host: ")); j+1 < len(rest) && (rest[j] == '\n' || rest[j] == '\r' && rest[j+1] == '\n') {
@@ -253,9 +245,8 @@ func (http1Matcher) Match(b []byte, r *Result) Verdict {
 // http1Version is the HTTP-version of a request line up to its last digit.
 const http1Version = "HTTP/1."
 
-// versionPrefix checks a request line's tail shorter than "HTTP/1.1\r\n":
-// NeedMore while it is a prefix of one, Match for "HTTP/1.x\n" exactly,
-// NoMatch otherwise.
+// versionPrefix checks a request line's tail shorter than "HTTP/1.1\r\n": NeedMore while it is a
+// prefix of one, Match for "HTTP/1.x\n" exactly, NoMatch otherwise.
 func versionPrefix(rest []byte) Verdict {
 	if len(rest) <= len(http1Version) {
 		if string(rest) != http1Version[:len(rest)] {
@@ -277,9 +268,8 @@ func versionPrefix(rest []byte) Verdict {
 	return NoMatch
 }
 
-// requestMethod reads the method token at the start of a request line. It
-// returns the interned method and the index of the SP after it with Match,
-// or NeedMore or NoMatch.
+// requestMethod reads the method token at the start of a request line. It returns the interned
+// method and the index of the SP after it with Match, or NeedMore or NoMatch.
 func requestMethod(b []byte) (string, int, Verdict) {
 	if len(b) == 0 {
 		return "", 0, NeedMore
@@ -299,9 +289,8 @@ func requestMethod(b []byte) (string, int, Verdict) {
 	return method, sp, Match
 }
 
-// targetStart marks the bytes that may begin a request-target: '/'
-// (origin form), '*' (asterisk form), '[' (an IPv6 authority) and ASCII
-// letters and digits (absolute and authority forms).
+// targetStart marks the bytes that may begin a request-target: '/' (origin form), '*' (asterisk
+// form), '[' (an IPv6 authority) and ASCII letters and digits (absolute and authority forms).
 var targetStart = func() (t [256]uint8) {
 	for _, c := range "/*[" {
 		t[c] = 1
@@ -316,12 +305,11 @@ var targetStart = func() (t [256]uint8) {
 	return t
 }()
 
-// nonVisible returns the index of the first byte of b at or after i that is
-// not visible ASCII (0x21-0x7e), or len(b). It tests eight bytes at a time:
-// in each 64-bit little-endian word, the high bit of a byte is set in
-// (w-0x21..)&^w when the byte is below 0x21 and in (w+0x01..)|w when it is
-// above 0x7e. A borrow or carry can only set bits above a byte that is
-// itself out of range, so the lowest marked byte is the first one.
+// nonVisible returns the index of the first byte of b at or after i that is not visible ASCII
+// (0x21-0x7e), or len(b). It tests eight bytes at a time: in each 64-bit little-endian word, the
+// high bit of a byte is set in (w-0x21..)&^w when the byte is below 0x21 and in (w+0x01..)|w when
+// it is above 0x7e. A borrow or carry can only set bits above a byte that is itself out of range,
+// so the lowest marked byte is the first one.
 func nonVisible(b []byte, i int) int {
 	const (
 		lo   = 0x2121212121212121
@@ -342,8 +330,8 @@ func nonVisible(b []byte, i int) int {
 	return len(b)
 }
 
-// findHost returns the value of the first complete Host header line among
-// the header lines in b, or nil. It stops at the end of the header section.
+// findHost returns the value of the first complete Host header line among the header lines in b, or
+// nil. It stops at the end of the header section.
 func findHost(b []byte) []byte {
 	for len(b) > 0 {
 		nl := bytes.IndexByte(b, '\n')

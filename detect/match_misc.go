@@ -10,12 +10,11 @@ const proxyV1MaxLen = 107
 
 type proxyMatcher struct{}
 
-// PROXYMatcher returns the opt-in Matcher for the PROXY protocol (HAProxy):
-// a complete version 1 text line ("PROXY TCP4 ...\r\n", "PROXY TCP6 ...",
-// "PROXY UNKNOWN...", at most 107 bytes) or a version 2 binary header (the
-// 12-byte signature, version 2, command LOCAL or PROXY, a known address
-// family and transport). It matches before the header's payload; parse
-// the header itself with a PROXY protocol library.
+// PROXYMatcher returns the opt-in Matcher for the PROXY protocol (HAProxy): a complete version 1
+// text line ("PROXY TCP4 ...\r\n", "PROXY TCP6 ...", "PROXY UNKNOWN...", at most 107 bytes) or a
+// version 2 binary header (the 12-byte signature, version 2, command LOCAL or PROXY, a known
+// address family and transport). It matches before the header's payload; parse the header itself
+// with a PROXY protocol library.
 func PROXYMatcher() Matcher { return proxyMatcher{} }
 
 func (proxyMatcher) Protocol() Protocol { return PROXY }
@@ -124,9 +123,8 @@ func matchProxyV1(b []byte) Verdict {
 
 type sshMatcher struct{}
 
-// SSHMatcher returns the opt-in Matcher for SSH: the client's
-// identification string starting "SSH-2.0-" (or "SSH-1.99-", RFC 4253
-// section 5.1).
+// SSHMatcher returns the opt-in Matcher for SSH: the client's identification string starting
+// "SSH-2.0-" (or "SSH-1.99-", RFC 4253 section 5.1).
 func SSHMatcher() Matcher { return sshMatcher{} }
 
 func (sshMatcher) Protocol() Protocol { return SSH }
@@ -155,10 +153,9 @@ const (
 
 type postgresMatcher struct{}
 
-// PostgreSQLMatcher returns the opt-in Matcher for PostgreSQL's first
-// client message: SSLRequest, GSSENCRequest, CancelRequest, or a complete
-// protocol 3.x StartupMessage whose parameters are well formed and include
-// "user".
+// PostgreSQLMatcher returns the opt-in Matcher for PostgreSQL's first client message: SSLRequest,
+// GSSENCRequest, CancelRequest, or a complete protocol 3.x StartupMessage whose parameters are well
+// formed and include "user".
 func PostgreSQLMatcher() Matcher { return postgresMatcher{} }
 
 func (postgresMatcher) Protocol() Protocol { return PostgreSQL }

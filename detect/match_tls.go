@@ -16,15 +16,13 @@ const (
 
 type tlsMatcher struct{}
 
-// TLSMatcher returns the Matcher for TLS: it parses the ClientHello by hand,
-// allocating nothing, across any number of handshake records and TCP
-// segments, and fills Result.TLS with the SNI host name, the ALPN list and
-// the offered versions. It decides NoMatch as soon as the first bytes cannot
-// start a handshake record carrying a ClientHello, and NoMatch for any
-// malformed hello; it matches only a complete, well-formed ClientHello (so
-// a hello bigger than the Detector's MaxPeek ends with ReasonLimit).
-// SSLv2-compatible hellos are not matched. [TLSRecordMatcher] classifies
-// by the first bytes alone, for callers that need no SNI or ALPN.
+// TLSMatcher returns the Matcher for TLS: it parses the ClientHello by hand, allocating nothing,
+// across any number of handshake records and TCP segments, and fills Result.TLS with the SNI host
+// name, the ALPN list and the offered versions. It decides NoMatch as soon as the first bytes
+// cannot start a handshake record carrying a ClientHello, and NoMatch for any malformed hello; it
+// matches only a complete, well-formed ClientHello (so a hello bigger than the Detector's MaxPeek
+// ends with ReasonLimit). SSLv2-compatible hellos are not matched. [TLSRecordMatcher] classifies by
+// the first bytes alone, for callers that need no SNI or ALPN.
 func TLSMatcher() Matcher { return tlsMatcher{} }
 
 func (tlsMatcher) Protocol() Protocol { return TLS }
@@ -38,22 +36,18 @@ func (tlsMatcher) Match(b []byte, r *Result) Verdict {
 
 type tlsRecordMatcher struct{}
 
-// TLSRecordMatcher returns an opt-in Matcher for TLS that classifies
-// without parsing the ClientHello: it matches as soon as the first record
-// header (content type handshake, version 3.x, a length of 1 to 16,384),
-// the handshake header (type client_hello, a length no shorter than the
-// smallest hello) and the hello's legacy_version (3.x) are there: 11 bytes
-// in one record, more when a client splits its hello into tiny records.
-// It fills nothing in Result.TLS.
+// TLSRecordMatcher returns an opt-in Matcher for TLS that classifies without parsing the
+// ClientHello: it matches as soon as the first record header (content type handshake, version 3.x,
+// a length of 1 to 16,384), the handshake header (type client_hello, a length no shorter than the
+// smallest hello) and the hello's legacy_version (3.x) are there: 11 bytes in one record, more when
+// a client splits its hello into tiny records. It fills nothing in Result.TLS.
 //
-// Use it in place of [TLSMatcher] when the TLS connection is terminated
-// behind the detector (a Mux's TLS listener served by crypto/tls, say) and
-// nothing routes on SNI or ALPN at detection time: it decides on the first
-// segment even when a large post-quantum hello spans several, it costs a
-// few nanoseconds instead of a parse, and a hello that TLSMatcher would
-// refuse (malformed, or bigger than the Detector's MaxPeek) still goes to
-// the TLS server, whose own parser then answers the client with an alert.
-// Like TLSMatcher it refuses SSLv2-compatible hellos.
+// Use it in place of [TLSMatcher] when the TLS connection is terminated behind the detector (a
+// Mux's TLS listener served by crypto/tls, say) and nothing routes on SNI or ALPN at detection
+// time: it decides on the first segment even when a large post-quantum hello spans several, it
+// costs a few nanoseconds instead of a parse, and a hello that TLSMatcher would refuse (malformed,
+// or bigger than the Detector's MaxPeek) still goes to the TLS server, whose own parser then
+// answers the client with an alert. Like TLSMatcher it refuses SSLv2-compatible hellos.
 func TLSRecordMatcher() Matcher { return tlsRecordMatcher{} }
 
 func (tlsRecordMatcher) Protocol() Protocol { return TLS }
@@ -61,9 +55,8 @@ func (tlsRecordMatcher) Protocol() Protocol { return TLS }
 func (tlsRecordMatcher) Match(b []byte, _ *Result) Verdict {
 	if len(b) >= tlsRecordHeaderLen+6 {
 		if rec := int(b[3])<<8 | int(b[4]); rec >= 6 {
-			// The first record holds the handshake header and
-			// legacy_version: the checks of recordStart and those below,
-			// straight through.
+			// The first record holds the handshake header and legacy_version: the checks of
+			// recordStart and those below, straight through.
 			if b[0] != tlsRecordHandshake || b[1] != 3 || b[2] > 4 || rec > tlsMaxRecord ||
 				b[5] != tlsHandshakeHello || int(b[6])<<16|int(b[7])<<8|int(b[8]) < minHelloBody || b[9] != 3 {
 				return NoMatch
@@ -88,17 +81,17 @@ func (tlsRecordMatcher) Match(b []byte, _ *Result) Verdict {
 	return Match
 }
 
-// ParseClientHello parses a TLS ClientHello from the start of a TLS stream
-// (record headers included) into info without allocating. It returns Match
-// for a complete, well-formed hello, NeedMore when b is a valid but
-// incomplete prefix and NoMatch otherwise. info is written only on Match.
+// ParseClientHello parses a TLS ClientHello from the start of a TLS stream (record headers
+// included) into info without allocating. It returns Match for a complete, well-formed hello,
+// NeedMore when b is a valid but incomplete prefix and NoMatch otherwise. info is written only on
+// Match.
 func ParseClientHello(b []byte, info *TLSInfo) Verdict {
 	if v := recordStart(b); v != Match {
 		return v
 	}
-	// Fast path: the first record holds the handshake header and the whole
-	// ClientHello (only a hello split on purpose, or one over 16 KiB, spans
-	// records), so the hello is parsed in place, in one piece.
+	// Fast path: the first record holds the handshake header and the whole ClientHello (only a
+	// hello split on purpose, or one over 16 KiB, spans records), so the hello is parsed in place,
+	// in one piece.
 	if len(b) >= tlsRecordHeaderLen+4 {
 		rec := int(b[3])<<8 | int(b[4])
 		full := int(b[6])<<16 | int(b[7])<<8 | int(b[8])
@@ -113,9 +106,9 @@ func ParseClientHello(b []byte, info *TLSInfo) Verdict {
 	return parseHelloRecords(b, info)
 }
 
-// recordStart checks the first record header and the handshake type, byte
-// by byte, so that a first byte that cannot start TLS decides at once. It
-// returns Match when the first six bytes are there and fit.
+// recordStart checks the first record header and the handshake type, byte by byte, so that a first
+// byte that cannot start TLS decides at once. It returns Match when the first six bytes are there
+// and fit.
 func recordStart(b []byte) Verdict {
 	if len(b) > 0 && b[0] != tlsRecordHandshake {
 		return NoMatch
@@ -140,14 +133,13 @@ func recordStart(b []byte) Verdict {
 	return Match
 }
 
-// minHelloBody is the shortest ClientHello body: legacy_version, random,
-// an empty session id, one cipher suite and one compression method.
+// minHelloBody is the shortest ClientHello body: legacy_version, random, an empty session id, one
+// cipher suite and one compression method.
 const minHelloBody = 2 + 32 + 1 + 2 + 1
 
-// parseHelloRecords parses the ClientHello through an hsCursor, which
-// crosses record headers: the general path, for hellos split across
-// records. It decides exactly as parseHelloBody does on the same
-// handshake bytes (FuzzTLSClientHello checks it).
+// parseHelloRecords parses the ClientHello through an hsCursor, which crosses record headers: the
+// general path, for hellos split across records. It decides exactly as parseHelloBody does on the
+// same handshake bytes (FuzzTLSClientHello checks it).
 func parseHelloRecords(b []byte, info *TLSInfo) Verdict {
 	c := hsCursor{b: b, end: maxInt}
 	var out TLSInfo
@@ -160,9 +152,9 @@ func parseHelloRecords(b []byte, info *TLSInfo) Verdict {
 
 const maxInt = int(^uint(0) >> 1)
 
-// short is the verdict when a field of the ClientHello body needs the
-// first need bytes of it and fewer are here: NoMatch when the field would
-// run past the end of the message (full bytes), else NeedMore.
+// short is the verdict when a field of the ClientHello body needs the first need bytes of it and
+// fewer are here: NoMatch when the field would run past the end of the message (full bytes), else
+// NeedMore.
 func short(need, full int) Verdict {
 	if need > full {
 		return NoMatch
@@ -170,16 +162,15 @@ func short(need, full int) Verdict {
 	return NeedMore
 }
 
-// parseHelloBody parses a ClientHello body (after the 4-byte handshake
-// header) that lies in one piece: h holds its first bytes, all of them
-// when len(h) == full (the length the header gives, >= minHelloBody).
+// parseHelloBody parses a ClientHello body (after the 4-byte handshake header) that lies in one
+// piece: h holds its first bytes, all of them when len(h) == full (the length the header gives, >=
+// minHelloBody).
 //
-// It reads the body field by field at offset p, keeping p <= len(h)
-// between fields: a field that would run past full is NoMatch (more bytes
-// cannot mend it), one that runs past len(h) is NeedMore. It first
-// validates the whole hello and notes where the kept extensions are, then
-// fills info, so info is written only on Match. parseHelloRecords makes
-// the same decisions in the same order (see hsCursor.need).
+// It reads the body field by field at offset p, keeping p <= len(h) between fields: a field that
+// would run past full is NoMatch (more bytes cannot mend it), one that runs past len(h) is
+// NeedMore. It first validates the whole hello and notes where the kept extensions are, then fills
+// info, so info is written only on Match. parseHelloRecords makes the same decisions in the same
+// order (see hsCursor.need).
 func parseHelloBody(h []byte, full int, info *TLSInfo) Verdict {
 	// legacy_version, random and the session id's length: within full.
 	if len(h) < 35 {
@@ -220,9 +211,8 @@ func parseHelloBody(h []byte, full int, info *TLSInfo) Verdict {
 		return NeedMore
 	}
 
-	// Extensions (TLS 1.2 and older may omit them). Offsets of the kept
-	// ones' contents: the SNI host name, the ALPN protocol list and the
-	// supported_versions list.
+	// Extensions (TLS 1.2 and older may omit them). Offsets of the kept ones' contents: the SNI
+	// host name, the ALPN protocol list and the supported_versions list.
 	sawSNI, sawALPN, sawVersions := false, false, false
 	var sniAt, sniLen, alpnAt, alpnEnd, verAt, verEnd int
 	if p < full {
@@ -320,11 +310,10 @@ func parseHelloBody(h []byte, full int, info *TLSInfo) Verdict {
 		}
 	}
 
-	// A well-formed hello: fill info. Every writer of a TLSInfo leaves its
-	// arrays zero beyond their lengths (the zero value is, and the record
-	// path assigns a fresh one), so clearing from the new length up to the
-	// old one leaves no byte of an earlier hello behind: info ends up equal
-	// to a TLSInfo filled from zero.
+	// A well-formed hello: fill info. Every writer of a TLSInfo leaves its arrays zero beyond their
+	// lengths (the zero value is, and the record path assigns a fresh one), so clearing from the
+	// new length up to the old one leaves no byte of an earlier hello behind: info ends up equal to
+	// a TLSInfo filled from zero.
 	info.LegacyVersion = uint16(h[0])<<8 | uint16(h[1])
 	n := copy(info.sni[:], h[sniAt:sniAt+sniLen])
 	if old := int(info.sniLen); old > n {
@@ -361,12 +350,11 @@ func parseHelloBody(h []byte, full int, info *TLSInfo) Verdict {
 	return Match
 }
 
-// isGREASE reports whether v is a GREASE value (RFC 8701): 0x?a?a with
-// both bytes equal.
+// isGREASE reports whether v is a GREASE value (RFC 8701): 0x?a?a with both bytes equal.
 func isGREASE(v uint16) bool { return v&0x0f0f == 0x0a0a && v>>8 == v&0xff }
 
-// hsCursor reads the handshake byte stream carried by consecutive TLS
-// handshake records in b, skipping the record headers.
+// hsCursor reads the handshake byte stream carried by consecutive TLS handshake records in b,
+// skipping the record headers.
 type hsCursor struct {
 	b      []byte
 	p      int  // next byte in b
@@ -378,8 +366,8 @@ type hsCursor struct {
 	bad    bool // malformed
 }
 
-// ready makes b[p] the next handshake byte, crossing record headers; it
-// reports false (setting more or bad) when it cannot.
+// ready makes b[p] the next handshake byte, crossing record headers; it reports false (setting more
+// or bad) when it cannot.
 func (c *hsCursor) ready() bool {
 	if c.more || c.bad {
 		return false
@@ -464,10 +452,9 @@ func (c *hsCursor) at() int { return c.p - c.hdrs }
 
 func (c *hsCursor) stopped() bool { return c.more || c.bad }
 
-// need marks the cursor bad when the next k handshake bytes would run past
-// the end of the ClientHello: more bytes cannot mend that. It is called
-// before every field that may do so, in parseHelloBody's order, so that
-// both parsers answer alike on every input.
+// need marks the cursor bad when the next k handshake bytes would run past the end of the
+// ClientHello: more bytes cannot mend that. It is called before every field that may do so, in
+// parseHelloBody's order, so that both parsers answer alike on every input.
 func (c *hsCursor) need(k int) {
 	if !c.stopped() && c.at()+k > c.end {
 		c.bad = true
@@ -481,8 +468,8 @@ func (c *hsCursor) verdict() Verdict {
 	return NoMatch
 }
 
-// clientHello parses one ClientHello handshake message (RFC 8446 4.1.2).
-// It makes the decisions of parseHelloBody, in the same order.
+// clientHello parses one ClientHello handshake message (RFC 8446 4.1.2). It makes the decisions of
+// parseHelloBody, in the same order.
 func (c *hsCursor) clientHello(info *TLSInfo) Verdict {
 	typ := c.u8()
 	length := c.u24()
@@ -623,8 +610,8 @@ func (c *hsCursor) serverName(info *TLSInfo, extEnd int) Verdict {
 	return Match
 }
 
-// alpn parses the application_layer_protocol_negotiation extension
-// (RFC 7301 section 3.1), keeping the wire-format list inline.
+// alpn parses the application_layer_protocol_negotiation extension (RFC 7301 section 3.1), keeping
+// the wire-format list inline.
 func (c *hsCursor) alpn(info *TLSInfo, extEnd int) Verdict {
 	c.need(2)
 	list := c.u16()
@@ -656,8 +643,8 @@ func (c *hsCursor) alpn(info *TLSInfo, extEnd int) Verdict {
 	return Match
 }
 
-// versions parses the supported_versions extension of a ClientHello
-// (RFC 8446 section 4.2.1), leaving out GREASE values (RFC 8701).
+// versions parses the supported_versions extension of a ClientHello (RFC 8446 section 4.2.1),
+// leaving out GREASE values (RFC 8701).
 func (c *hsCursor) versions(info *TLSInfo, extEnd int) Verdict {
 	c.need(1)
 	n := c.u8()

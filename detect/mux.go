@@ -204,8 +204,12 @@ func NewMux(l net.Listener, d *Detector, cfg ...MuxConfig) *Mux {
 
 // Match returns a listener that receives the connections detected as any of protos. A protocol
 // already claimed by an earlier Match stays with that earlier listener. Match may be called before
-// or while Serve runs.
+// or while Serve runs. Naming GRPC while the Detector's GRPC mode is off returns a listener whose
+// Accept fails, since no connection would ever be detected as gRPC.
 func (m *Mux) Match(protos ...Protocol) net.Listener {
+	if l := grpcOffListener(m.det, m.root.Addr(), protos); l != nil {
+		return l
+	}
 	l := m.newChild()
 	m.mu.Lock()
 	for _, p := range protos {

@@ -405,7 +405,7 @@ func TestMuxSilentClientsDoNotDelayOthers(t *testing.T) {
 // net.ErrClosed, Serve returns ErrMuxClosed, and Close waits for Serve's goroutines.
 func TestMuxCloseClosesEveryChild(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	m, serve := startMux(t, nil, detect.MuxConfig{})
+	m, serve := startMux(t, &detect.Detector{GRPC: detect.GRPCPassive}, detect.MuxConfig{})
 	children := []net.Listener{m.Match(detect.HTTP1, detect.HTTP2), m.Match(detect.GRPC), m.Match(detect.TLS), m.Default()}
 	serveErr := serve()
 
