@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/textproto"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,7 +38,13 @@ import (
 // streams.
 
 // ClientIDHeader carries the client sidecar's verified identity to the
-// application on inbound HTTP requests, as Linkerd's l5d-client-id does.
+// application on inbound HTTP requests, as Linkerd's l5d-client-id does. The
+// application sees exactly the identity the inbound sidecar verified, or no
+// l5d-client-id at all (an unmeshed client), never one a client wrote: HTTP
+// reaches it only through the HTTP layer, which replaces the header. The
+// exceptions are ports declared opaque and a proxy with NoHTTP, where the
+// bytes are carried untouched and no header is injected or stripped (see the
+// README's Security section).
 const ClientIDHeader = "l5d-client-id"
 
 // maxHeaderBytes bounds request headers (431 beyond).
@@ -174,22 +182,9 @@ func (p *Proxy) CloseIdleConnections() {
 func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target netip.AddrPort, t *pooledTransport, dir metrics.Direction, clientID spiffeid.ID, mc metrics.Conn) {
 	errs := newServerErrors(func(status int, lat time.Duration) { p.Metrics.ObserveHTTPError(dir, status, lat) })
 	cc := &countingConn{Conn: c, mc: mc, errs: errs, closed: make(chan struct{})}
+	rewrite := p.rewriter(target, dir, clientID)
 	rp := &httputil.ReverseProxy{
-		Director: func(r *http.Request) {
-			r.URL.Scheme = "http"
-			r.URL.Host = target.String()
-			if _, ok := r.Header["X-Forwarded-For"]; !ok {
-				r.Header["X-Forwarded-For"] = nil // transparent: add nothing
-			}
-			if dir == metrics.Inbound {
-				// Only the verified identity reaches the application: a
-				// client cannot forge the header, and an unmeshed one has none.
-				r.Header.Del(ClientIDHeader)
-				if !clientID.IsZero() {
-					r.Header.Set(ClientIDHeader, clientID.String())
-				}
-			}
-		},
+		Rewrite:    rewrite,
 		Transport:  t.rt,
 		BufferPool: copyBuffers,
 		// FlushInterval stays 0: ReverseProxy already streams responses of
@@ -200,8 +195,9 @@ func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target net
 		ErrorHandler: proxyError,
 	}
 	var h http.Handler = rp
-	h = connectHandler(h, func(ctx context.Context) (net.Conn, error) { return t.tr.DialContext(ctx, "tcp", target.String()) })
-	h = upgradeHandler(h, t.tr, rp.Director)
+	h = connectHandler(h, func(ctx context.Context) (net.Conn, error) { return t.tr.DialContext(ctx, "tcp", target.String()) }, rewrite)
+	h = upgradeHandler(h, t.tr, rewrite)
+	h = watchBody(h)
 	h = p.Metrics.HTTPHandler(h, metrics.HTTPOptions{Direction: dir})
 	h = errs.mark(h) // net/http's own answers (400, 431, ...) are counted by errs
 	var protos http.Protocols
@@ -239,33 +235,156 @@ func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target net
 	}
 }
 
-// proxyError answers a failed upstream round trip: 504 for a timeout, 502
-// for anything else.
+// forwardedHeaders are the headers ReverseProxy's Rewrite mode removes from
+// every outgoing request as untrusted. The sidecars are transparent: the
+// client's own values (from an ingress in front of the mesh, say) go on as
+// they came, and nothing is added.
+var forwardedHeaders = [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+
+// rewriter returns the one header policy of every request proxied to target
+// (ReverseProxy's Rewrite; upgrades and CONNECT through outRequest, which
+// strips the same hop-by-hop headers first). Inbound, the application gets
+// the identity this sidecar verified in l5d-client-id, or no l5d-client-id
+// at all for an unmeshed client: whatever the client wrote there, in the
+// header or in the trailer, is dropped.
+func (p *Proxy) rewriter(target netip.AddrPort, dir metrics.Direction, clientID spiffeid.ID) func(*httputil.ProxyRequest) {
+	host := target.String()
+	var id []string
+	if !clientID.IsZero() {
+		id = []string{clientID.String()}
+	}
+	return func(pr *httputil.ProxyRequest) {
+		pr.Out.URL.Scheme = "http"
+		pr.Out.URL.Host = host
+		for _, k := range forwardedHeaders {
+			if v, ok := pr.In.Header[k]; ok && !httpguts.HeaderValuesContainsToken(pr.In.Header["Connection"], k) {
+				pr.Out.Header[k] = v
+			}
+		}
+		if dir == metrics.Inbound {
+			pr.Out.Header.Del(ClientIDHeader)
+			pr.Out.Trailer.Del(ClientIDHeader)
+			if id != nil {
+				pr.Out.Header[clientIDKey] = id
+			}
+		}
+	}
+}
+
+// clientIDKey is ClientIDHeader in canonical form.
+var clientIDKey = http.CanonicalHeaderKey(ClientIDHeader)
+
+// hopHeaders are the hop-by-hop headers ReverseProxy removes (RFC 9110,
+// section 7.6.1, and the old ones it still names).
+var hopHeaders = [...]string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// outRequest builds the request sent upstream for in the way ReverseProxy
+// builds it before calling Rewrite (hop-by-hop headers, those named in
+// Connection and the forwarded headers removed; an upgrade's Connection and
+// Upgrade put back), then applies rewrite. For the requests ReverseProxy
+// does not carry itself: upgrades and CONNECT.
+func outRequest(in *http.Request, rewrite func(*httputil.ProxyRequest)) *http.Request {
+	out := in.Clone(in.Context())
+	out.RequestURI = ""
+	var upgrade string
+	if httpguts.HeaderValuesContainsToken(in.Header["Connection"], "upgrade") {
+		upgrade = in.Header.Get("Upgrade")
+	}
+	for _, v := range in.Header["Connection"] {
+		for _, k := range strings.Split(v, ",") {
+			if k = textproto.TrimString(k); k != "" {
+				out.Header.Del(k)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		out.Header.Del(k)
+	}
+	for _, k := range forwardedHeaders {
+		out.Header.Del(k)
+	}
+	if upgrade != "" {
+		out.Header.Set("Connection", "Upgrade")
+		out.Header.Set("Upgrade", upgrade)
+	}
+	rewrite(&httputil.ProxyRequest{In: in, Out: out})
+	return out
+}
+
+// proxyError answers a failed upstream round trip: 400 when the client's
+// request body could not be read (an invalid chunk, a body cut short: the
+// client's error, not the upstream's), 504 for a timeout, 502 for anything
+// else.
 func proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	code := http.StatusBadGateway
 	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+	switch {
+	case errors.As(err, new(clientBodyError)):
+		code = http.StatusBadRequest
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
 		code = http.StatusGatewayTimeout
 	}
 	http.Error(w, http.StatusText(code), code)
 }
 
-// connectHandler turns an HTTP/1 CONNECT into a raw tunnel: the request is
-// sent on a fresh upstream connection, the upstream's answer relayed, and on
-// 2xx both connections are joined byte for byte.
-func connectHandler(next http.Handler, dial func(context.Context) (net.Conn, error)) http.Handler {
+// watchBody marks the errors of reading each request's body as the client's
+// (clientBodyError), so that proxyError can tell them from the upstream's:
+// either ends the round trip with an error. net/http's Transports return a
+// request body's read error as the round trip's error.
+func watchBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = watchedBody{r.Body}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// watchedBody is a request body whose read errors are clientBodyErrors.
+type watchedBody struct{ io.ReadCloser }
+
+func (b watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = clientBodyError{err}
+	}
+	return n, err
+}
+
+// clientBodyError is an error reading a client's request body.
+type clientBodyError struct{ err error }
+
+func (e clientBodyError) Error() string { return "sidecar: reading the request body: " + e.err.Error() }
+func (e clientBodyError) Unwrap() error { return e.err }
+
+// connectHandler turns an HTTP/1 CONNECT into a raw tunnel: the request,
+// its headers rewritten as every other request's are, is sent on a fresh
+// upstream connection, the upstream's answer relayed, and on 2xx both
+// connections are joined byte for byte.
+func connectHandler(next http.Handler, dial func(context.Context) (net.Conn, error), rewrite func(*httputil.ProxyRequest)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodConnect || r.ProtoMajor != 1 {
 			next.ServeHTTP(w, r)
 			return
 		}
+		out := outRequest(r, rewrite)
+		// A CONNECT has no content: a Content-Length would make the
+		// application read the tunnel's first bytes as a body.
+		out.Header.Del("Content-Length")
 		up, err := dial(r.Context())
 		if err != nil {
 			proxyError(w, r, err)
 			return
 		}
 		defer up.Close()
-		if _, err := io.WriteString(up, "CONNECT "+r.RequestURI+" HTTP/1.1\r\nHost: "+r.Host+"\r\n\r\n"); err != nil {
+		bw := bufio.NewWriter(up)
+		bw.WriteString("CONNECT " + r.RequestURI + " HTTP/1.1\r\nHost: " + r.Host + "\r\n")
+		out.Header.Write(bw)
+		bw.WriteString("\r\n")
+		if err := bw.Flush(); err != nil {
 			proxyError(w, r, err)
 			return
 		}
@@ -312,15 +431,13 @@ func connectHandler(next http.Handler, dial func(context.Context) (net.Conn, err
 // upgradeHandler serves HTTP/1.1 Upgrade requests (WebSockets) itself rather
 // than through ReverseProxy, so that the 101 goes through WriteHeader and the
 // metrics middleware counts it; the two sides then become one raw stream.
-func upgradeHandler(next http.Handler, rt http.RoundTripper, direct func(*http.Request)) http.Handler {
+func upgradeHandler(next http.Handler, rt http.RoundTripper, rewrite func(*httputil.ProxyRequest)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor != 1 || r.Header.Get("Upgrade") == "" || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
 			next.ServeHTTP(w, r)
 			return
 		}
-		out := r.Clone(r.Context())
-		out.RequestURI = ""
-		direct(out)
+		out := outRequest(r, rewrite)
 		resp, err := rt.RoundTrip(out)
 		if err != nil {
 			proxyError(w, r, err)

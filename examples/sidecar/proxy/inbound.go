@@ -21,10 +21,16 @@ import (
 // set (OriginalDst in transparent mode), a connection whose original
 // destination is another port is an unmeshed client of that local port: it is
 // given the local port policy and detection, without TLS.
+//
+// A transport header that names the port of l, or of any other listener the
+// proxy serves (ServeOutbound, Start's admin and forward listeners), is
+// refused (ErrLoop), and counted as transport_header_rejected_total with
+// reason "proxy_port".
 func (p *Proxy) ServeInbound(ctx context.Context, l net.Listener, dst DstFunc) error {
 	if err := p.init(); err != nil {
 		return err
 	}
+	p.addOwnPort(l.Addr())
 	self := 0
 	if ta, ok := l.Addr().(*net.TCPAddr); ok {
 		self = ta.Port
@@ -41,8 +47,17 @@ func (p *Proxy) ServeInbound(ctx context.Context, l net.Listener, dst DstFunc) e
 }
 
 // HandleInbound serves one meshed connection: mutual TLS, then the transport
-// header (or, without one, detection for the app port the header would name),
-// then the local application. It closes c.
+// header, then the local application port it names. It closes c.
+//
+// A header announcing HTTP/1 or HTTP/2 is served at the HTTP layer. A header
+// that announces no session protocol is given the local inbound policy of
+// its port: declared opaque, the bytes go to the application untouched;
+// declared HTTP, served at the HTTP layer; otherwise the proxy detects the
+// protocol itself (raced against the application's first bytes) and serves
+// HTTP at the HTTP layer. So HTTP reaches the application only through the
+// HTTP layer, which sets l5d-client-id to the verified identity, unless the
+// port is declared opaque or NoHTTP is set. A header naming one of the
+// proxy's own listeners is refused (ErrLoop).
 func (p *Proxy) HandleInbound(ctx context.Context, c net.Conn) {
 	start := time.Now()
 	ev := Event{Protocol: detect.Unknown, Path: PathHeader}
@@ -76,24 +91,108 @@ func (p *Proxy) HandleInbound(ctx context.Context, c net.Conn) {
 		ev.Err = err
 		return
 	}
-	ev.Dst = netip.AddrPortFrom(p.appHost(), uint16(h.Port))
+	ev.Dst = netip.AddrPortFrom(p.appHost(), h.Port)
+	if p.isOwnPort(h.Port) {
+		// The proxy's own listeners are not applications: through them a
+		// peer would reach the admin endpoints, or leave again through an
+		// outbound listener with this proxy's identity.
+		tc.Close()
+		ev.Err = fmt.Errorf("%w: transport header names port %d", ErrLoop, h.Port)
+		return
+	}
 	switch h.SessionProtocol {
 	case opaque.SessionHTTP1:
 		ev.Protocol = detect.HTTP1
 	case opaque.SessionHTTP2:
 		ev.Protocol = detect.HTTP2
 	}
-	if h.SessionProtocol != opaque.SessionNone && !p.NoHTTP {
+	if p.NoHTTP {
+		p.dialApp(ctx, &ev, tc)
+		return
+	}
+	if h.SessionProtocol != opaque.SessionNone {
 		p.serveInboundHTTP(ctx, &ev, tc, h.SessionProtocol, id)
 		return
 	}
+	dec := p.resolve(opaque.Inbound, h.Port)
+	switch {
+	case dec.Action == opaque.ActionOpaque:
+		p.dialApp(ctx, &ev, tc)
+		return
+	case dec.Action == opaque.ActionDeclared && isHTTP(dec.Protocol):
+		ev.Protocol = dec.Protocol
+		p.serveInboundHTTP(ctx, &ev, tc, sessionFor(dec.Protocol), id)
+		return
+	case dec.Action == opaque.ActionDeclared:
+		p.dialApp(ctx, &ev, tc)
+		return
+	}
+	// Detect (skip-inbound ports too: a meshed peer reached the port
+	// through the inbound listener, so the policy's bypass does not apply).
 	app, err := p.dialPlain(ctx, ev.Dst.String())
 	if err != nil {
 		tc.Close()
 		ev.Err = err
 		return
 	}
-	p.finish(ctx, &ev, tc, app)
+	// Always raced, NoRace or not: A has already waited for its client, and
+	// a server-first application must not wait a second detection timeout.
+	res, cc, ac, err := p.detectLocal(ctx, dec, tc, app, true)
+	ev.Detect = res
+	if err != nil {
+		ev.Err = err
+		return
+	}
+	if isHTTP(res.Protocol) {
+		ac.Close()
+		ev.Protocol = res.Protocol
+		p.serveInboundHTTP(ctx, &ev, cc, sessionFor(res.Protocol), id)
+		return
+	}
+	// Anything else stays labelled as the header said (opaque, mutual TLS);
+	// ev.Detect tells what detection saw.
+	p.finish(ctx, &ev, cc, ac)
+}
+
+// dialApp joins the meshed connection c to the application at ev.Dst.
+func (p *Proxy) dialApp(ctx context.Context, ev *Event, c net.Conn) {
+	app, err := p.dialPlain(ctx, ev.Dst.String())
+	if err != nil {
+		c.Close()
+		ev.Err = err
+		return
+	}
+	p.finish(ctx, ev, c, app)
+}
+
+// detectLocal detects the protocol of c, an inbound client of the
+// application connection app, raced against app's first bytes when race is
+// set; an unfinished HTTP request is refused (see checkUnfinished). On an
+// error both connections are closed.
+func (p *Proxy) detectLocal(ctx context.Context, dec opaque.Decision, c, app net.Conn, race bool) (detect.Result, net.Conn, net.Conn, error) {
+	det := p.detector(opaque.Inbound, dec)
+	var (
+		res    detect.Result
+		cc, ac = c, app
+		err    error
+	)
+	if !race {
+		res, cc, err = det.Detect(ctx, c)
+	} else {
+		res, cc, ac, err = det.DetectUpstream(ctx, c, app)
+	}
+	if err != nil {
+		c.Close()
+		app.Close()
+		return res, nil, nil, err
+	}
+	if p.unfinished(res) {
+		if cc, err = p.checkUnfinished(cc, res, metrics.Inbound); err != nil {
+			ac.Close()
+			return res, nil, nil, err
+		}
+	}
+	return res, cc, ac, nil
 }
 
 // HandleLocal serves one unmeshed connection for the local port: the inbound
@@ -131,27 +230,12 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 		p.finish(ctx, &ev, c, app)
 		return
 	}
-	det := p.detector(opaque.Inbound, dec)
-	if p.NoRace {
-		res, cc, err := det.Detect(ctx, c)
-		ev.Detect, ev.Protocol = res, res.Protocol
-		if err != nil {
-			c.Close()
-			app.Close()
-			ev.Err = err
-			return
-		}
-		p.finish(ctx, &ev, cc, app)
-		return
-	}
-	res, cc, ac, err := det.DetectUpstream(ctx, c, app)
+	res, cc, ac, err := p.detectLocal(ctx, dec, c, app, !p.NoRace)
 	ev.Detect, ev.Protocol = res, res.Protocol
 	if res.Reason == detect.ReasonServerFirst {
 		ev.Path = PathServerFirst
 	}
 	if err != nil {
-		c.Close()
-		app.Close()
 		ev.Err = err
 		return
 	}

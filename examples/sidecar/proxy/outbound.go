@@ -26,6 +26,7 @@ func (p *Proxy) ServeOutbound(ctx context.Context, l net.Listener, dst DstFunc) 
 	if dst == nil {
 		return fmt.Errorf("%w: ServeOutbound needs a DstFunc", ErrNoOriginalDst)
 	}
+	p.addOwnPort(l.Addr())
 	return serve(ctx, l, func(ctx context.Context, c net.Conn) {
 		d, err := dst(c)
 		if err != nil {
@@ -92,6 +93,11 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 			ev.Err = err
 			return
 		}
+		if p.unfinished(res) {
+			if cc, ev.Err = p.checkUnfinished(cc, res, metrics.Outbound); ev.Err != nil {
+				return
+			}
+		}
 		if p.serveOutboundHTTP(ctx, &ev, cc, dst) {
 			return
 		}
@@ -108,6 +114,12 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		ev.Err = err
 		res, cc, derr := det.Detect(ctx, c)
 		ev.Detect, ev.Protocol = res, res.Protocol
+		if derr == nil && p.unfinished(res) {
+			if cc, derr = p.checkUnfinished(cc, res, metrics.Outbound); derr != nil {
+				ev.Err = derr // answered and closed
+				return
+			}
+		}
 		if derr != nil || !p.serveOutboundHTTP(ctx, &ev, cc, dst) {
 			c.Close()
 		}
@@ -139,6 +151,12 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		return
 	}
 	p.learn(dst.Port(), res.Protocol)
+	if p.unfinished(res) {
+		if cc, ev.Err = p.checkUnfinished(cc, res, metrics.Outbound); ev.Err != nil {
+			uc.Close()
+			return
+		}
+	}
 	if ev.Path == PathDetect && isHTTP(res.Protocol) && !p.NoHTTP {
 		// The client speaks HTTP: the early upstream (opaque) is not needed;
 		// requests go through the pool to the peer.

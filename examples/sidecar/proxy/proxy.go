@@ -50,8 +50,16 @@ var (
 	ErrPeerIdentity = errors.New("sidecar: unexpected peer identity")
 	// ErrNotMeshed: a connection reached the inbound port without mutual TLS.
 	ErrNotMeshed = errors.New("sidecar: connection is not meshed")
-	// ErrLoop: the destination is this sidecar's own listener.
+	// ErrLoop: the destination is this sidecar's own listener (outbound), or
+	// a transport header names the port of one of its listeners (inbound).
 	ErrLoop = errors.New("sidecar: destination is the proxy itself")
+	// ErrUnfinishedHTTP: on a port not declared opaque, a connection began
+	// like an HTTP request that detection could not finish (longer than the
+	// detection buffer, or slower than the detection timeout). It is answered
+	// 431 or 408 and closed instead of being carried opaque, where the
+	// headers it carries (a forged l5d-client-id) would reach the application
+	// unchecked.
+	ErrUnfinishedHTTP = errors.New("sidecar: unfinished HTTP request refused")
 )
 
 // Path names the way a connection went through a sidecar.
@@ -159,6 +167,30 @@ type Proxy struct {
 	initErr   error
 	http      httpState
 	httpRuns  sync.Map // uint16 port -> *atomic.Int32: consecutive HTTP detections
+	ownMu     sync.Mutex
+	own       atomic.Pointer[opaque.PortSet] // ports of this proxy's listeners
+}
+
+// addOwnPort records the port of one of the proxy's listeners: a transport
+// header that names it is refused (ErrLoop).
+func (p *Proxy) addOwnPort(a net.Addr) {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || ta.Port <= 0 || ta.Port > 65535 {
+		return
+	}
+	p.ownMu.Lock()
+	defer p.ownMu.Unlock()
+	set := opaque.NewPortSet(uint16(ta.Port))
+	if old := p.own.Load(); old != nil {
+		set = set.Union(*old)
+	}
+	p.own.Store(&set)
+}
+
+// isOwnPort reports whether port is one of the proxy's listeners'.
+func (p *Proxy) isOwnPort(port uint16) bool {
+	set := p.own.Load()
+	return set != nil && set.Contains(port)
 }
 
 // httpRun returns the count of consecutive HTTP detections on port.
@@ -194,7 +226,9 @@ func (p *Proxy) init() error {
 		if hook := p.Metrics.HandshakeHook(); hook != nil {
 			c.OnHandshake = chain(c.OnHandshake, hook)
 		}
-		p.codec = opaque.HeaderCodec{Observer: p.Metrics.HeaderObserver()}
+		if obs := p.Metrics.HeaderObserver(); obs != nil {
+			p.codec.Observer = ownPortObserver{obs, p}
+		}
 		if p.serverTLS, p.initErr = c.ServerTLS(); p.initErr != nil {
 			return
 		}
@@ -357,6 +391,26 @@ func unwrapTCP(c net.Conn) (*net.TCPConn, bool) {
 		}
 	}
 	return nil, false
+}
+
+// rejectProxyPort is the transport_header_rejected_total reason of a header
+// that names one of the proxy's own listeners.
+const rejectProxyPort = "proxy_port"
+
+// ownPortObserver counts a header that names one of the proxy's own
+// listeners as rejected (reason proxy_port), not as read: HandleInbound
+// refuses it.
+type ownPortObserver struct {
+	opaque.HeaderObserver
+	p *Proxy
+}
+
+func (o ownPortObserver) HeaderRead(h opaque.Header, n int) {
+	if o.p.isOwnPort(h.Port) {
+		o.p.Metrics.ObserveTransportHeader(metrics.HeaderRejected, rejectProxyPort)
+		return
+	}
+	o.HeaderObserver.HeaderRead(h, n)
 }
 
 // chain calls a (when set) then b.

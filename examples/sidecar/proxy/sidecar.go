@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -35,10 +36,33 @@ type Listeners struct {
 	// port (SO_ORIGINAL_DST) are unmeshed clients of that local port.
 	InboundTransparent bool
 	// Admin is the admin listener (like 4191): /metrics, /ready, /live.
+	// In a pod, bind it to the pod's IP (kubelet's probes and Prometheus
+	// connect there), not to every address: see k8s/deployment.yaml.
 	Admin string
 	// Metrics serves /metrics on the admin listener (nil: 404).
 	Metrics http.Handler
+	// AdminMaxConns caps the admin listener's open connections; further
+	// ones wait in the listen backlog until one closes (0:
+	// DefaultAdminMaxConns).
+	AdminMaxConns int
+	// AdminIdleTimeout closes an admin keep-alive connection idle this long
+	// (0: DefaultAdminIdleTimeout). Besides, a request must arrive whole
+	// within 10s of its first byte and be answered within 30s.
+	AdminIdleTimeout time.Duration
 }
+
+// Defaults of the admin listener's limits. Its clients are kubelet's probes
+// and a Prometheus scraper or two, each sending requests of a few hundred
+// bytes: none needs many connections, or an idle one kept for long.
+const (
+	DefaultAdminMaxConns    = 64
+	DefaultAdminIdleTimeout = 30 * time.Second
+)
+
+const (
+	adminReadTimeout  = 10 * time.Second // a request's headers and body
+	adminWriteTimeout = 30 * time.Second // from the end of the request headers to the end of the answer
+)
 
 // Sidecar is a running Proxy with its listeners.
 type Sidecar struct {
@@ -76,6 +100,7 @@ func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
 			return nil, fmt.Errorf("sidecar: %s listener: %w", what, err)
 		}
 		opened = append(opened, l)
+		p.addOwnPort(l.Addr())
 		return l, nil
 	}
 	type job struct {
@@ -122,9 +147,24 @@ func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
 			return fail(err)
 		}
 		s.AdminAddr = l.Addr()
-		admin = &http.Server{Handler: s.adminHandler(ls.Metrics), ReadHeaderTimeout: 10 * time.Second}
+		admin = &http.Server{
+			Handler:           s.adminHandler(ls.Metrics),
+			ReadHeaderTimeout: adminReadTimeout,
+			ReadTimeout:       adminReadTimeout,
+			WriteTimeout:      adminWriteTimeout,
+			IdleTimeout:       DefaultAdminIdleTimeout,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          discardLog,
+		}
+		if ls.AdminIdleTimeout > 0 {
+			admin.IdleTimeout = ls.AdminIdleTimeout
+		}
+		maxConns := DefaultAdminMaxConns
+		if ls.AdminMaxConns > 0 {
+			maxConns = ls.AdminMaxConns
+		}
 		jobs = append(jobs, job{l, func(ctx context.Context, l net.Listener) error {
-			err := admin.Serve(l)
+			err := admin.Serve(netutil.LimitListener(l, maxConns))
 			if errors.Is(err, http.ErrServerClosed) {
 				return nil
 			}
