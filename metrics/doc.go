@@ -58,7 +58,7 @@
 //	transport_header_written_total       counter    session_protocol                           opaque transport headers written; session_protocol none, HTTP/1, HTTP/2
 //	transport_header_read_total          counter    session_protocol                           opaque transport headers read and accepted
 //	transport_header_rejected_total      counter    reason                                     opaque transport headers rejected, by reason
-//	mux_connections_total                counter    outcome, protocol                          connections a detect.Mux handled; outcome routed, unrouted, child_closed, refused, detect_failed, shutdown
+//	mux_connections_total                counter    outcome, protocol                          connections a detect.Mux handled; outcome routed, shed, unrouted, child_closed, detect_failed, shutdown
 //	request_total                        counter    direction, authority, route                HTTP requests
 //	response_total                       counter    direction, authority, route,               HTTP responses; classification success or failure (5xx,
 //	                                                classification, status_code, grpc_status   grpc-status != 0, no response or a broken stream)

@@ -67,14 +67,20 @@ func (h *detectHook) observe(res *detect.Result) {
 }
 
 // MuxHook returns a function for detect.MuxConfig.OnConn that counts what
-// the mux did with each accepted connection (mux_connections_total). A nil
+// the mux did with each accepted connection (mux_connections_total). A
+// connection the mux shed to make room (decided early as a timeout and
+// routed to its Default listener) is counted with outcome "shed". A nil
 // Registry returns nil.
 func (r *Registry) MuxHook() func(detect.MuxEvent) {
 	if r == nil {
 		return nil
 	}
 	return func(ev detect.MuxEvent) {
-		r.ObserveMux(ev.Outcome.String(), string(ev.Result.Protocol))
+		outcome := ev.Outcome.String()
+		if ev.Shed && ev.Outcome == detect.MuxRouted {
+			outcome = "shed"
+		}
+		r.ObserveMux(outcome, string(ev.Result.Protocol))
 	}
 }
 
