@@ -266,7 +266,7 @@ func (h Header) MarshalBinary() ([]byte, error) {
 // it).
 func (h *Header) UnmarshalBinary(data []byte) error {
 	if len(data) < fixedLen {
-		if string(data) != headerPreface[:min(len(data), prefaceLen)] {
+		if k := min(len(data), prefaceLen); string(data[:k]) != headerPreface[:k] {
 			return &HeaderError{Reason: RejectNoPreface}
 		}
 		return &HeaderError{Reason: RejectShort, Err: io.ErrUnexpectedEOF}
