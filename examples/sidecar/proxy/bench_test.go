@@ -172,17 +172,30 @@ func greeter(tb testing.TB) netip.AddrPort {
 // pairFor starts two sidecars in front of dst with the given policy knobs
 // and returns sidecar A's outbound listener for it.
 func pairFor(tb testing.TB, dst netip.AddrPort, opaquePort bool, noRace bool) string {
+	return pairPolicies(tb, dst, opaquePort, opaquePort, noRace)
+}
+
+// opaquePolicy declares port opaque (nil: nothing declared, every port
+// detected).
+func opaquePolicy(tb testing.TB, port uint16, declared bool) *opaque.Resolver {
+	tb.Helper()
+	if !declared {
+		return nil
+	}
+	ps := opaque.NewPortSet(port)
+	t, err := opaque.Compile(opaque.Policy{Workload: opaque.Layer{OpaquePorts: &ps}})
+	require.NoError(tb, err)
+	return opaque.NewResolver(t)
+}
+
+// pairPolicies is pairFor with the port declared opaque on sidecar A
+// (opaqueA) and on sidecar B (opaqueB) separately.
+func pairPolicies(tb testing.TB, dst netip.AddrPort, opaqueA, opaqueB, noRace bool) string {
 	tb.Helper()
 	ca := mtlstest.MustNew("bench.test")
 	srcA, srcB := ca.Source("/sa/client"), ca.Source("/sa/server")
-	var policy *opaque.Resolver
-	if opaquePort {
-		ps := opaque.NewPortSet(dst.Port())
-		t, err := opaque.Compile(opaque.Policy{Workload: opaque.Layer{OpaquePorts: &ps}})
-		require.NoError(tb, err)
-		policy = opaque.NewResolver(t)
-	}
-	pB := &Proxy{TLS: &mtls.Config{SVID: srcB, Bundle: srcB}, Policy: policy, NoRace: noRace}
+	policy := opaquePolicy(tb, dst.Port(), opaqueA)
+	pB := &Proxy{TLS: &mtls.Config{SVID: srcB, Bundle: srcB}, Policy: opaquePolicy(tb, dst.Port(), opaqueB), NoRace: noRace}
 	sB, err := Start(context.Background(), pB, Listeners{Inbound: "127.0.0.1:0"})
 	require.NoError(tb, err)
 	tb.Cleanup(func() { sB.Close() })
@@ -243,5 +256,62 @@ func BenchmarkServerFirstTTFB(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 		})
+	}
+}
+
+// BenchmarkInboundDetect measures what issue 16's inbound detection costs.
+// Sidecar A declares the port opaque, so it sends a transport header with no
+// session protocol at once, as it does for every connection on a port left
+// to detection (the server-first race dials before the client speaks). Sidecar
+// B either declares the port opaque too (what it did with every such header
+// before issue 16: bytes straight to the application) or leaves it to
+// detection (now: B detects, raced against the application, so that HTTP is
+// served at the HTTP layer and l5d-client-id cannot be forged). One op is a
+// new client connection: connect, one exchange (client-first: a line echoed;
+// server-first: the greeting), close.
+//
+//	go test -run '^$' -bench InboundDetect -benchmem ./examples/sidecar/proxy
+func BenchmarkInboundDetect(b *testing.B) {
+	echo := testserver.Serve(b, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.Copy(c, c)
+	})
+	greet := greeter(b)
+	for _, backend := range []struct {
+		name string
+		dst  netip.AddrPort
+	}{{"client-first", echo}, {"server-first", greet}} {
+		for _, inbound := range []struct {
+			name     string
+			declared bool
+		}{{"B-opaque", true}, {"B-detect", false}} {
+			addr := pairPolicies(b, backend.dst, true, inbound.declared, false)
+			b.Run(backend.name+"/"+inbound.name, func(b *testing.B) {
+				var lat []time.Duration
+				buf := make([]byte, 64)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for range b.N {
+					t0 := time.Now()
+					conn, err := net.Dial("tcp", addr)
+					if err != nil {
+						b.Fatal(err)
+					}
+					conn.SetDeadline(time.Now().Add(30 * time.Second))
+					if backend.dst == echo {
+						io.WriteString(conn, "ping\n")
+					}
+					if _, err := conn.Read(buf); err != nil {
+						b.Fatal(err)
+					}
+					lat = append(lat, time.Since(t0))
+					conn.Close()
+				}
+				b.StopTimer()
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			})
+		}
 	}
 }
