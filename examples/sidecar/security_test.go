@@ -302,6 +302,34 @@ func TestForgedClientIDByAuthorizedPeer(t *testing.T) {
 	})
 }
 
+// TestUndecidedNotDelayedTwice: bytes that are not HTTP but leave detection
+// undecided (a partial TLS record) wait for sidecar A's detection timeout and
+// go opaque; sidecar B, which judges them again, must not make them wait a
+// second full timeout (10 s by default) before they reach the application.
+func TestUndecidedNotDelayedTwice(t *testing.T) {
+	m := newMeshCA(t)
+	app := testserver.Serve(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.Copy(c, c)
+	})
+	srv, _ := startSidecar(t, slices.Concat(m.server, []string{"-inbound", "127.0.0.1:0", "-allow", clientID})...)
+	cli, _ := startSidecar(t, slices.Concat(m.client, []string{"-forward", "127.0.0.1:0=" + app.String(),
+		"-peer", srv.InboundAddr.String(), "-peer-id", serverID, "-detect-timeout", "300ms"})...)
+	c, err := net.Dial("tcp", cli.ForwardAddrs[0].String())
+	require.NoError(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	start := time.Now()
+	io.WriteString(c, "\x16\x03\x01\x00") // a TLS record header, cut short
+	got := make([]byte, 4)
+	_, err = io.ReadFull(c, got)
+	require.NoError(t, err)
+	require.Equal(t, "\x16\x03\x01\x00", string(got))
+	took := time.Since(start)
+	t.Logf("echoed after %v (A's detection timeout 300ms, B's default 10s)", took)
+	require.Less(t, took, 3*time.Second, "B waited a second detection timeout")
+}
+
 // TestDeclaredOpaquePortNoIdentity pins what the README's Security section
 // says of ports declared opaque: the sidecars carry the bytes and neither
 // inject nor strip l5d-client-id; an application there must not trust it.

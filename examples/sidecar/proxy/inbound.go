@@ -129,6 +129,9 @@ func (p *Proxy) HandleInbound(ctx context.Context, c net.Conn) {
 	}
 	// Detect (skip-inbound ports too: a meshed peer reached the port
 	// through the inbound listener, so the policy's bypass does not apply).
+	// A sidecar A has already judged these bytes; if they left its detection
+	// undecided, they must not wait a second full timeout here.
+	dec.DetectTimeout = p.headerDetectTimeout(dec)
 	app, err := p.dialPlain(ctx, ev.Dst.String())
 	if err != nil {
 		tc.Close()
@@ -152,6 +155,27 @@ func (p *Proxy) HandleInbound(ctx context.Context, c net.Conn) {
 	// Anything else stays labelled as the header said (opaque, mutual TLS);
 	// ev.Detect tells what detection saw.
 	p.finish(ctx, &ev, cc, ac)
+}
+
+// maxHeaderDetect bounds detection on inbound connections whose transport
+// header names no session protocol. Sidecar A forwards nothing before its
+// own detection has decided (or the server spoke first), so its bytes arrive
+// together and decide here at once, unless they left A's detection undecided
+// too (A waited its detection timeout already).
+const maxHeaderDetect = time.Second
+
+// headerDetectTimeout is the detection timeout for an inbound connection
+// with a transport header that names no session protocol: the port's, at
+// most maxHeaderDetect.
+func (p *Proxy) headerDetectTimeout(dec opaque.Decision) time.Duration {
+	t := dec.DetectTimeout
+	if t == 0 && p.Detector != nil {
+		t = p.Detector.Timeout
+	}
+	if t <= 0 || t > maxHeaderDetect {
+		t = maxHeaderDetect
+	}
+	return t
 }
 
 // dialApp joins the meshed connection c to the application at ev.Dst.
