@@ -13,20 +13,25 @@ type proxyMatcher struct{}
 // PROXYMatcher returns the opt-in Matcher for the PROXY protocol (HAProxy): a complete version 1
 // text line ("PROXY TCP4 ...\r\n", "PROXY TCP6 ...", "PROXY UNKNOWN...", at most 107 bytes) or a
 // version 2 binary header (the 12-byte signature, version 2, command LOCAL or PROXY, a known
-// address family and transport). It matches before the header's payload; parse the header itself
-// with a PROXY protocol library.
+// address family and transport). It matches before the header's payload and sets
+// Result.PROXYVersion; parse the header itself with package proxyproto (Reader.ReadHeader strips it
+// from a connection and hands back the very *net.TCPConn, ready for detection).
 func PROXYMatcher() Matcher { return proxyMatcher{} }
 
 func (proxyMatcher) Protocol() Protocol { return PROXY }
 
-func (proxyMatcher) Match(b []byte, _ *Result) Verdict {
+func (proxyMatcher) Match(b []byte, r *Result) Verdict {
 	if len(b) == 0 {
 		return NeedMore
 	}
+	v, version := matchProxyV1(b), uint8(1)
 	if b[0] == '\r' {
-		return matchProxyV2(b)
+		v, version = matchProxyV2(b), 2
 	}
-	return matchProxyV1(b)
+	if v == Match {
+		r.PROXYVersion = version
+	}
+	return v
 }
 
 func matchProxyV2(b []byte) Verdict {

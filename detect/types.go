@@ -93,6 +93,9 @@ type Result struct {
 	Duration time.Duration // time spent detecting
 	HTTP     HTTPInfo      // set for HTTP/1 (Method always; Host when already peeked)
 	TLS      TLSInfo       // set for TLS
+	// PROXYVersion is the PROXY protocol version of the header PROXYMatcher matched (1 for the
+	// text line, 2 for the binary header); 0 for other protocols. Package proxyproto parses it.
+	PROXYVersion uint8
 }
 
 // maxHost is the longest Host header value kept in [HTTPInfo].
