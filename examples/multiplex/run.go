@@ -21,9 +21,11 @@ import (
 	"github.com/sniffsplice/sniff/accept"
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/examples/internal/lines"
+	"github.com/sniffsplice/sniff/examples/internal/memreturn"
 	"github.com/sniffsplice/sniff/examples/internal/promtext"
 	"github.com/sniffsplice/sniff/examples/internal/selfsigned"
 	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/opaque"
 )
 
 // tlsHandshakeTimeout bounds a TLS handshake on the multiplexed port.
@@ -56,7 +58,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	// One detector for the port and, again, for the bytes inside TLS. The
 	// active gRPC mode answers the client's preface with a SETTINGS frame so
 	// that grpc-go clients (which wait for it) send their first HEADERS.
-	det := &detect.Detector{Timeout: cfg.DetectTimeout, GRPC: detect.GRPCActive, OnResult: reg.DetectHook(metrics.Inbound)}
+	det := &detect.Detector{Timeout: cfg.DetectTimeout, GRPC: detect.GRPCActive, OnResult: reg.DetectHook(opaque.Inbound)}
 	mux := detect.NewMux(ln, det, detect.MuxConfig{OnConn: func(ev detect.MuxEvent) {
 		muxHook(ev)
 		if cfg.Quiet {
@@ -126,7 +128,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 				inner.Close()
 			}
 		default:
-			echo(inner, cfg.EchoIdle, reg.OpenConn(metrics.ConnLabels{Direction: metrics.Inbound, Protocol: string(res.Protocol), TLS: metrics.TLSTrue}))
+			echo(inner, cfg.EchoIdle, reg.OpenConn(metrics.ConnLabels{Direction: opaque.Inbound, Protocol: string(res.Protocol), TLS: metrics.TLSTrue}))
 		}
 	}
 
@@ -156,9 +158,11 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	g.Go(func() error { return acceptLoop(tlsL, handleTLS) })
 	g.Go(func() error {
 		return acceptLoop(rawL, func(c net.Conn) {
-			echo(c, cfg.EchoIdle, reg.OpenConn(metrics.ConnLabels{Direction: metrics.Inbound, Protocol: string(detect.Unknown), TLS: metrics.TLSFalse}))
+			echo(c, cfg.EchoIdle, reg.OpenConn(metrics.ConnLabels{Direction: opaque.Inbound, Protocol: string(detect.Unknown), TLS: metrics.TLSFalse}))
 		})
 	})
+	// After a flood of connections, hand the memory back instead of keeping it resident.
+	g.Go(func() error { memreturn.Run(gctx, 5*time.Second); return nil })
 	g.Go(func() error {
 		<-gctx.Done() // ctx canceled, or a server failed
 		close(stopping)
