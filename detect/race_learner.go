@@ -61,7 +61,8 @@ type LearnerEvent struct {
 //
 // A port is learned after Threshold results in a row that are [ReasonServerFirst] or Protocol
 // [Unknown] (no match, timeout, peek limit); a result with a known protocol resets the count and
-// forgets the port; a result with [ReasonClosed] counts neither way. A learned port is remembered for
+// forgets the port; a result with [ReasonClosed] counts neither way. The other way round,
+// Threshold results in a row with a known protocol make [Learner.ClientFirst] report the port. A learned port is remembered for
 // TTL, then detected again. At most MaxPorts ports are tracked (learned or counting); beyond that,
 // expired ports and then the least recently observed are dropped.
 //
@@ -82,7 +83,8 @@ type Learner struct {
 }
 
 type learnedPort struct {
-	streak  int
+	streak  int // server-first/opaque results in a row
+	clients int // results with a protocol the client named, in a row
 	learned bool
 	expires time.Time // when learned
 	seen    time.Time // last Observe, for eviction
@@ -139,26 +141,26 @@ func (l *Learner) Observe(port uint16, r Result) {
 	now := l.clock()
 	l.mu.Lock()
 	p := l.ports[port]
+	if p == nil {
+		if l.ports == nil {
+			l.ports = make(map[uint16]*learnedPort)
+		}
+		if len(l.ports) >= l.maxPorts() {
+			events = l.makeRoomLocked(now, events)
+		}
+		p = &learnedPort{}
+		l.ports[port] = p
+	}
+	p.seen = now
 	switch {
 	case vote < 0:
-		if p != nil {
-			if p.learned {
-				events = append(events, LearnerEvent{Port: port, Change: LearnerForgotten})
-			}
-			delete(l.ports, port)
+		if p.learned {
+			events = append(events, LearnerEvent{Port: port, Change: LearnerForgotten})
 		}
+		p.learned, p.streak = false, 0
+		p.clients++
 	default:
-		if p == nil {
-			if l.ports == nil {
-				l.ports = make(map[uint16]*learnedPort)
-			}
-			if len(l.ports) >= l.maxPorts() {
-				events = l.makeRoomLocked(now, events)
-			}
-			p = &learnedPort{}
-			l.ports[port] = p
-		}
-		p.seen = now
+		p.clients = 0
 		if p.learned && !now.Before(p.expires) {
 			// Expired but not yet swept: start over.
 			p.learned, p.streak = false, 0
@@ -222,6 +224,17 @@ func (l *Learner) Learned(port uint16) bool {
 	l.mu.Unlock()
 	l.emit([]LearnerEvent{{Port: port, Change: LearnerExpired}})
 	return false
+}
+
+// ClientFirst reports whether the last Threshold results on port (or more) all had a protocol
+// the client's own bytes named (HTTP, TLS, ...): the port's clients speak first, so a silent client
+// there need not be raced against its server (see [RacePolicy]). A server-first or opaque result
+// resets it.
+func (l *Learner) ClientFirst(port uint16) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.ports[port]
+	return p != nil && p.clients >= l.threshold()
 }
 
 // Len returns the number of ports currently learned (expired ones not yet dropped included).

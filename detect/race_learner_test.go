@@ -68,7 +68,29 @@ func TestLearnerKnownProtocolResetsAndForgets(t *testing.T) {
 	assert.False(t, l.Learned(80))
 	assert.Equal(t, []LearnerEvent{{80, LearnerLearned}, {80, LearnerForgotten}}, ev.list())
 	l.Observe(81, Result{Protocol: TLS, Reason: ReasonMatched})
-	assert.Equal(t, 0, len(l.ports), "known protocols on unknown ports take no memory")
+	assert.Equal(t, 2, len(l.ports), "known protocols are remembered too (ClientFirst), within MaxPorts")
+}
+
+// TestLearnerClientFirst: Threshold results in a row with a protocol the client named make the
+// port client-first; a server-first or opaque result resets it, a closed one counts neither way.
+func TestLearnerClientFirst(t *testing.T) {
+	l := &Learner{Threshold: 3}
+	for range 2 {
+		l.Observe(8080, resHTTP1)
+	}
+	assert.False(t, l.ClientFirst(8080), "two results are below the threshold")
+	l.Observe(8080, Result{Protocol: Unknown, Reason: ReasonClosed})
+	assert.False(t, l.ClientFirst(8080))
+	l.Observe(8080, resHTTP1)
+	assert.True(t, l.ClientFirst(8080), "a closed result does not break the run")
+	assert.False(t, l.Learned(8080))
+	l.Observe(8080, resServerFirst)
+	assert.False(t, l.ClientFirst(8080), "a server-first result resets it")
+	for range 3 {
+		l.Observe(8080, Result{Protocol: TLS, Reason: ReasonMatched})
+	}
+	assert.True(t, l.ClientFirst(8080))
+	assert.False(t, l.ClientFirst(9090), "an unseen port")
 }
 
 func TestLearnerBounded(t *testing.T) {
