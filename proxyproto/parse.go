@@ -76,6 +76,9 @@ func scan(b []byte, max int) (int, verdict, error) {
 			case '\n':
 				return 0, needMore, invalid("v1 line ends with a bare LF")
 			case '\r':
+				if i+2 > v1MaxLen {
+					return 0, needMore, invalid("v1 line without CRLF in its first 107 bytes")
+				}
 				if i+1 == len(b) {
 					return 0, needMore, nil
 				}
@@ -256,17 +259,21 @@ func parseV2(b []byte) (*Header, error) {
 		return nil, err
 	}
 	h.TLVs = tlvs
-	crcSeen := false
+	crcs := 0
+	for _, v := range tlvs {
+		if v.Type == TypeCRC32C {
+			crcs++
+		}
+	}
+	if crcs > 1 {
+		return nil, invalid("v2 header with " + strconv.Itoa(crcs) + " CRC32C TLVs")
+	}
 	off := v2FixedLen + need // of the TLV in own
 	for _, v := range tlvs {
 		valueOff := off + 3
 		off = valueOff + len(v.Value)
 		switch v.Type {
 		case TypeCRC32C:
-			if crcSeen {
-				return nil, invalid("v2 header with two CRC32C TLVs")
-			}
-			crcSeen = true
 			if err := checkCRC(own, valueOff, v.Value); err != nil {
 				return nil, err
 			}
