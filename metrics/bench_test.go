@@ -7,12 +7,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/opaque"
 	"github.com/sniffsplice/sniff/splice"
 )
 
@@ -63,9 +65,9 @@ func relay(b *testing.B, reg *metrics.Registry) (client, server net.Conn, wait f
 	go func() {
 		defer close(done)
 		var j splice.Joiner
-		mc := reg.OpenConn(metrics.ConnLabels{Direction: metrics.Inbound, Protocol: "opaque"})
-		_, err := j.Join(context.Background(), p1, p2, mc.Observer())
-		mc.CloseErr(err)
+		mc := reg.OpenConn(metrics.ConnLabels{Direction: opaque.Inbound, Protocol: "opaque"})
+		st, _ := j.Join(context.Background(), p1, p2, mc.Observer())
+		mc.End(st)
 	}()
 	return c1, s2, func() { c1.Close(); s2.Close(); <-done }
 }
@@ -128,7 +130,7 @@ func detectOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
 	if _, err := client.Write(req); err != nil {
 		b.Fatal(err)
 	}
-	d := detect.Detector{OnResult: reg.DetectHook(metrics.Inbound)}
+	d := detect.Detector{OnResult: reg.DetectHook(opaque.Inbound)}
 	ctx := context.Background()
 	deadline := time.Now().Add(10 * time.Second)
 	for { // wait until the bytes are queued
@@ -156,7 +158,7 @@ func detectOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
 // of reg.
 func connectionOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
 	up := testnet.Serve(b, func(c net.Conn) { io.Copy(c, c) })
-	d := &detect.Detector{OnResult: reg.DetectHook(metrics.Inbound)}
+	d := &detect.Detector{OnResult: reg.DetectHook(opaque.Inbound)}
 	var j splice.Joiner
 	front := testnet.Serve(b, func(c net.Conn) {
 		res, c, err := d.Detect(context.Background(), c)
@@ -164,15 +166,15 @@ func connectionOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
 			c.Close()
 			return
 		}
-		mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
+		mc := reg.OpenConn(metrics.ConnLabelsFor(opaque.Inbound, res.Protocol, false))
 		u, err := net.Dial("tcp", up.Addr().String())
 		if err != nil {
 			c.Close()
-			mc.CloseErr(err)
+			mc.End(splice.Stats{Err: err})
 			return
 		}
-		_, err = j.Join(context.Background(), c, u, mc.Observer())
-		mc.CloseErr(err)
+		st, _ := j.Join(context.Background(), c, u, mc.Observer())
+		mc.End(st)
 	})
 	msg := make([]byte, 1<<10)
 	copy(msg, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -201,9 +203,9 @@ func connectionOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
 func httpOp(b *testing.B, reg *metrics.Registry) (func(), int64, func()) {
 	body := make([]byte, 1<<10)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) })
-	srv := httptest.NewServer(reg.HTTPHandler(h, metrics.HTTPOptions{Direction: metrics.Inbound}))
+	srv := httptest.NewServer(reg.HTTPHandler(h, metrics.HTTPOptions{Direction: opaque.Inbound}))
 	tr := &http.Transport{MaxIdleConnsPerHost: 4}
-	client := &http.Client{Transport: reg.RoundTripper(tr, metrics.HTTPOptions{Direction: metrics.Outbound})}
+	client := &http.Client{Transport: reg.RoundTripper(tr, metrics.HTTPOptions{Direction: opaque.Outbound})}
 	url := srv.URL + "/items"
 	return func() {
 			resp, err := client.Get(url)
@@ -331,21 +333,21 @@ func costRun(b *testing.B, setup setup, n int, on bool) {
 
 // BenchmarkHooksPerConnection: everything metrics does for one proxied
 // connection — the detection result, OpenConn, one chunk each way through
-// the splice.Observer, CloseStats (errno and lifetime) — without any I/O. "hook" goes through
+// the splice.Observer, End (errno and lifetime) — without any I/O. "hook" goes through
 // DetectHook as detect.Detector calls it (a *detect.Result, the
 // Reason's name looked up); "direct" records the same detection with
 // ObserveDetection and constant labels.
 func BenchmarkHooksPerConnection(b *testing.B) {
 	reg := metrics.New(metrics.Config{})
-	hook := reg.DetectHook(metrics.Inbound)
+	hook := reg.DetectHook(opaque.Inbound)
 	res := detect.Result{Protocol: detect.HTTP1, Reason: detect.ReasonMatched, Bytes: 40, Duration: 20 * time.Microsecond}
 	st := splice.Stats{AToB: 1024, BToA: 1024, Duration: 3 * time.Millisecond}
 	perConn := func() {
-		mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
+		mc := reg.OpenConn(metrics.ConnLabelsFor(opaque.Inbound, res.Protocol, false))
 		obs := mc.Observer()
 		obs.Transferred(splice.AToB, 1024)
 		obs.Transferred(splice.BToA, 1024)
-		mc.CloseStats(st, nil)
+		mc.End(st)
 	}
 	b.Run("hook", func(b *testing.B) {
 		loopCPU(b, func() {
@@ -355,7 +357,7 @@ func BenchmarkHooksPerConnection(b *testing.B) {
 	})
 	b.Run("direct", func(b *testing.B) {
 		loopCPU(b, func() {
-			reg.ObserveDetection(metrics.Inbound, string(res.Protocol), "matched", res.Duration)
+			reg.ObserveDetection(opaque.Inbound, string(res.Protocol), "matched", res.Duration)
 			perConn()
 		})
 	})
@@ -363,31 +365,32 @@ func BenchmarkHooksPerConnection(b *testing.B) {
 
 // BenchmarkCounters: single counter updates (must be 0 allocs/op).
 func BenchmarkCounters(b *testing.B) {
-	reg := metrics.New(metrics.Config{Ports: []uint16{3306}})
-	l := metrics.ConnLabels{Direction: metrics.Inbound, Protocol: "HTTP/2", TLS: metrics.TLSTrue}
+	reg := metrics.New(metrics.Config{Ports: opaque.NewPortSet(3306)})
+	l := metrics.ConnLabels{Direction: opaque.Inbound, Protocol: "HTTP/2", TLS: metrics.TLSTrue}
 	mc := reg.OpenConn(l)
-	b.Run("Conn.Read", func(b *testing.B) {
-		loopCPU(b, func() { mc.Read(1500) })
+	b.Run("Conn.AddRead", func(b *testing.B) {
+		loopCPU(b, func() { mc.AddRead(1500) })
 	})
-	b.Run("Conn.Read/parallel", func(b *testing.B) {
+	b.Run("Conn.AddRead/parallel", func(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				mc.Read(1500)
+				mc.AddRead(1500)
 			}
 		})
 	})
-	b.Run("OpenConn+Close", func(b *testing.B) {
-		loopCPU(b, func() { reg.OpenConn(l).Close("ECONNRESET") })
+	reset := splice.Stats{Err: syscall.ECONNRESET}
+	b.Run("OpenConn+End", func(b *testing.B) {
+		loopCPU(b, func() { reg.OpenConn(l).End(reset) })
 	})
 	b.Run("ObserveDetection", func(b *testing.B) {
-		loopCPU(b, func() { reg.ObserveDetection(metrics.Inbound, "HTTP/2", "matched", 30*time.Microsecond) })
+		loopCPU(b, func() { reg.ObserveDetection(opaque.Inbound, "HTTP/2", "matched", 30*time.Microsecond) })
 	})
 	b.Run("ObserveDecision", func(b *testing.B) {
-		loopCPU(b, func() { reg.ObserveDecision(metrics.Inbound, "opaque", 3306) })
+		loopCPU(b, func() { reg.ObserveDecision(opaque.Inbound, "opaque", 3306) })
 	})
 	b.Run("ObserveHandshake", func(b *testing.B) {
-		loopCPU(b, func() { reg.ObserveHandshake(metrics.Inbound, metrics.OutcomeSuccess, "", 2*time.Millisecond) })
+		loopCPU(b, func() { reg.ObserveHandshake(opaque.Inbound, metrics.OutcomeSuccess, "", 2*time.Millisecond) })
 	})
 	b.Run("ObserveTransportHeader", func(b *testing.B) {
 		loopCPU(b, func() { reg.ObserveTransportHeader(metrics.HeaderWritten, "HTTP/2") })

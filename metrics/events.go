@@ -1,75 +1,77 @@
 package metrics
 
-import "time"
+import (
+	"time"
+
+	"github.com/sniffsplice/sniff/opaque"
+)
 
 type detectKey struct {
-	dir      Direction
+	dir      opaque.Direction
 	protocol string
 	reason   string
 }
 
-// ObserveDetection counts one protocol detection (protocol_detect_total)
-// and records how long it took (protocol_detect_duration_seconds). protocol
-// is the detected protocol (e.g. "HTTP/1", "unknown"), reason the detection
-// reason (e.g. "matched", "timeout"); see DetectHook for the detect adapter.
-func (r *Registry) ObserveDetection(dir Direction, protocol, reason string, d time.Duration) {
+// ObserveDetection counts one protocol detection (protocol_detect_total) and records how long it
+// took (protocol_detect_duration_seconds). protocol is the detected protocol (e.g. "HTTP/1",
+// "unknown"), reason the detection reason (e.g. "matched", "timeout"); see DetectHook for the
+// detect adapter.
+func (r *Registry) ObserveDetection(dir opaque.Direction, protocol, reason string, d time.Duration) {
 	if r == nil {
 		return
 	}
 	if protocol == "" {
 		protocol = "unknown"
 	}
-	dir = dir.norm()
+	k := detectKey{norm(dir), protocol, reason}
 	var s *histSeries
 	es := r.detect.load()
 	for i := range es {
-		if e := &es[i]; e.k.dir == dir && e.k.reason == reason && e.k.protocol == protocol {
-			s = e.v
+		if es[i].k == k {
+			s = es[i].v
 			break
 		}
 	}
 	if s == nil {
-		k := detectKey{dir, protocol, reason}
-		c := detectKey{dir, r.protocols.intern(protocol, r.maxValues()), r.reasons.intern(reason, r.maxValues())}
+		c := k
+		c.protocol, c.reason = r.protocols.intern(protocol, r.maxValues()), r.reasons.intern(reason, r.maxValues())
 		s = r.detect.create(k, c, nil)
 	}
 	s.observe(detectBounds, d)
 }
 
 type decisionKey struct {
-	dir    Direction
+	dir    opaque.Direction
 	action string
 	port   uint16 // 0: "other"
 }
 
-// ObserveDecision counts one policy decision (policy_decision_total) for a
-// connection to port. action names what the policy decided ("detect",
-// "skip", "opaque", "declared"); port is labelled by number only when it is
-// in Config.Ports, else "other".
-func (r *Registry) ObserveDecision(dir Direction, action string, port uint16) {
+// ObserveDecision counts one policy decision (policy_decision_total) for a connection to port.
+// action names what the policy decided ("detect", "skip", "opaque", "declared"); port is labelled
+// by number only when it is in Config.Ports, else "other".
+func (r *Registry) ObserveDecision(dir opaque.Direction, action string, port uint16) {
 	if r == nil {
 		return
 	}
-	dir = dir.norm()
-	port = r.declaredPort(port)
+	k := decisionKey{norm(dir), action, r.declaredPort(port)}
 	var s *counter
 	es := r.decisions.load()
 	for i := range es {
-		if e := &es[i]; e.k.dir == dir && e.k.port == port && e.k.action == action {
-			s = e.v
+		if es[i].k == k {
+			s = es[i].v
 			break
 		}
 	}
 	if s == nil {
-		k := decisionKey{dir, action, port}
-		c := decisionKey{dir, r.actions.intern(action, r.maxValues()), port}
+		c := k
+		c.action = r.actions.intern(action, r.maxValues())
 		s = r.decisions.create(k, c, nil)
 	}
 	s.n.Add(1)
 }
 
 type handshakeKey struct {
-	dir     Direction
+	dir     opaque.Direction
 	outcome string
 	peer    string
 }
@@ -82,32 +84,30 @@ type handshakeSeries struct {
 // OutcomeSuccess is the outcome label value of a successful handshake.
 const OutcomeSuccess = "success"
 
-// ObserveHandshake counts one TLS handshake (tls_handshake_total) and its
-// duration (tls_handshake_duration_seconds). dir is Inbound for the server
-// side, Outbound for the client side; outcome is OutcomeSuccess or a short
-// failure class (e.g. "unauthorized", "timeout", "error"). peerID (a SPIFFE
-// ID) is recorded only when Config.PeerIdentities is set, and capped at
-// Config.MaxPeerIdentities. A negative d counts the handshake without
-// timing it.
-func (r *Registry) ObserveHandshake(dir Direction, outcome, peerID string, d time.Duration) {
+// ObserveHandshake counts one TLS handshake (tls_handshake_total) and its duration
+// (tls_handshake_duration_seconds). dir is Inbound for the server side, Outbound for the client
+// side; outcome is OutcomeSuccess or a short failure class (e.g. "unauthorized", "timeout",
+// "error"). peerID (a SPIFFE ID) is recorded only when Config.PeerIdentities is set, and capped at
+// Config.MaxPeerIdentities. A negative d counts the handshake without timing it.
+func (r *Registry) ObserveHandshake(dir opaque.Direction, outcome, peerID string, d time.Duration) {
 	if r == nil {
 		return
 	}
 	if !r.cfg.PeerIdentities {
 		peerID = ""
 	}
-	dir = dir.norm()
+	k := handshakeKey{norm(dir), outcome, peerID}
 	var s *handshakeSeries
 	es := r.handshakes.load()
 	for i := range es {
-		if e := &es[i]; e.k.dir == dir && e.k.outcome == outcome && e.k.peer == peerID {
-			s = e.v
+		if es[i].k == k {
+			s = es[i].v
 			break
 		}
 	}
 	if s == nil {
-		k := handshakeKey{dir, outcome, peerID}
-		c := handshakeKey{dir, r.outcomes.intern(outcome, r.maxValues()), peerID}
+		c := k
+		c.outcome = r.outcomes.intern(outcome, r.maxValues())
 		if peerID != "" {
 			max := r.cfg.MaxPeerIdentities
 			if max <= 0 {
@@ -153,11 +153,10 @@ type headerKey struct {
 
 // ObserveTransportHeader counts one transport header event:
 // transport_header_written_total{session_protocol} and
-// transport_header_read_total{session_protocol}, where value is the session
-// protocol the header announces ("none", "HTTP/1", "HTTP/2"), or
-// transport_header_rejected_total{reason}, where value is the reason
-// ("no_preface", "too_long", "timeout", ...). Values are capped; "" is
-// recorded as "unknown".
+// transport_header_read_total{session_protocol}, where value is the session protocol the header
+// announces ("none", "HTTP/1", "HTTP/2"), or transport_header_rejected_total{reason}, where value
+// is the reason ("no_preface", "too_long", "timeout", ...). Values are capped; "" is recorded as
+// "unknown".
 func (r *Registry) ObserveTransportHeader(ev HeaderEvent, value string) {
 	if r == nil {
 		return
@@ -168,16 +167,19 @@ func (r *Registry) ObserveTransportHeader(ev HeaderEvent, value string) {
 	if ev > HeaderRejected {
 		ev = HeaderRejected
 	}
+	k := headerKey{ev, value}
 	var s *counter
 	es := r.headers.load()
 	for i := range es {
-		if e := &es[i]; e.k.event == ev && e.k.value == value {
-			s = e.v
+		if es[i].k == k {
+			s = es[i].v
 			break
 		}
 	}
 	if s == nil {
-		s = r.headers.create(headerKey{ev, value}, headerKey{ev, r.hdrValues.intern(value, r.maxValues())}, nil)
+		c := k
+		c.value = r.hdrValues.intern(value, r.maxValues())
+		s = r.headers.create(k, c, nil)
 	}
 	s.n.Add(1)
 }
@@ -187,10 +189,9 @@ type muxKey struct {
 	protocol string
 }
 
-// ObserveMux counts one connection a one-port mux is done with
-// (mux_connections_total): outcome says what it did ("routed", "unrouted",
-// "refused", ...), protocol what was detected ("" is recorded as
-// "unknown"). See MuxHook for the detect.Mux adapter.
+// ObserveMux counts one connection a one-port mux is done with (mux_connections_total): outcome
+// says what it did ("routed", "unrouted", "refused", ...), protocol what was detected ("" is
+// recorded as "unknown"). See MuxHook for the detect.Mux adapter.
 func (r *Registry) ObserveMux(outcome, protocol string) {
 	if r == nil {
 		return
@@ -198,17 +199,18 @@ func (r *Registry) ObserveMux(outcome, protocol string) {
 	if protocol == "" {
 		protocol = "unknown"
 	}
+	k := muxKey{outcome, protocol}
 	var s *counter
 	es := r.mux.load()
 	for i := range es {
-		if e := &es[i]; e.k.outcome == outcome && e.k.protocol == protocol {
-			s = e.v
+		if es[i].k == k {
+			s = es[i].v
 			break
 		}
 	}
 	if s == nil {
 		c := muxKey{r.muxOut.intern(outcome, r.maxValues()), r.protocols.intern(protocol, r.maxValues())}
-		s = r.mux.create(muxKey{outcome, protocol}, c, nil)
+		s = r.mux.create(k, c, nil)
 	}
 	s.n.Add(1)
 }

@@ -7,36 +7,45 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"syscall"
 	"time"
 
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/opaque"
 	"github.com/sniffsplice/sniff/splice"
 )
 
 // A connection's labels are resolved once, when it is opened; the handle
-// then counts bytes and the close without looking anything up.
+// then counts bytes and the end without looking anything up. A snapshot
+// holds every family, each series with its label values.
 func ExampleRegistry_OpenConn() {
 	reg := metrics.New(metrics.Config{})
-	mc := reg.OpenConn(metrics.ConnLabels{Direction: metrics.Inbound, Protocol: "HTTP/1", TLS: metrics.TLSTrue})
-	mc.Read(512)
-	mc.Write(2048)
-	mc.Close("ECONNRESET")
+	mc := reg.OpenConn(metrics.ConnLabels{Direction: opaque.Inbound, Protocol: "HTTP/1", TLS: metrics.TLSTrue})
+	mc.AddRead(512)
+	mc.AddWritten(2048)
+	mc.End(splice.Stats{Err: syscall.ECONNRESET, Duration: 30 * time.Millisecond})
 
-	for _, s := range reg.Snapshot().TCP {
-		fmt.Printf("%s %s tls=%s opened=%d open=%d read=%d written=%d closed=%v\n",
-			s.Direction, s.Protocol, s.TLS, s.Opened, s.Open, s.ReadBytes, s.WriteBytes, s.Closed)
+	for _, f := range reg.Snapshot().Families {
+		for _, s := range f.Series {
+			fmt.Println(f.Name, f.Labels, s.Labels, s.Value)
+		}
 	}
 	// Output:
-	// inbound HTTP/1 tls=true opened=1 open=0 read=512 written=2048 closed=[{ECONNRESET 1}]
+	// tcp_open_total [direction protocol tls] [inbound HTTP/1 true] 1
+	// tcp_open_connections [direction protocol tls] [inbound HTTP/1 true] 0
+	// tcp_read_bytes_total [direction protocol tls] [inbound HTTP/1 true] 512
+	// tcp_write_bytes_total [direction protocol tls] [inbound HTTP/1 true] 2048
+	// tcp_close_total [direction protocol tls errno] [inbound HTTP/1 true ECONNRESET] 1
+	// tcp_connection_duration_seconds [direction protocol tls] [inbound HTTP/1 true] 1
 }
 
-// Wiring a proxy: the detector reports results through DetectHook, the
-// connection handle is the splice observer, and the join's error gives
-// the errno of tcp_close_total.
+// Wiring a proxy: the detector, built once, reports results through
+// DetectHook; the connection handle gives the splice observer, and the
+// join's statistics give the errno of tcp_close_total and the lifetime.
 func ExampleRegistry_DetectHook() {
 	reg := metrics.New(metrics.Config{})
-	d := detect.Detector{OnResult: reg.DetectHook(metrics.Inbound)}
+	d := &detect.Detector{OnResult: reg.DetectHook(opaque.Inbound)}
 
 	// A client and an upstream, on loopback.
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -70,16 +79,17 @@ func ExampleRegistry_DetectHook() {
 		fmt.Println(err)
 		return
 	}
-	mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
+	mc := reg.OpenConn(metrics.ConnLabelsFor(opaque.Inbound, res.Protocol, false))
 	u, _ := net.Dial("tcp", up.Addr().String())
 	var j splice.Joiner
-	_, err = j.Join(ctx, c, u, mc.Observer())
-	mc.CloseErr(err)
+	st, _ := j.Join(ctx, c, u, mc.Observer())
+	mc.End(st)
 
 	snap := reg.Snapshot()
-	fmt.Println("detected:", snap.DetectionCount(metrics.Inbound, "HTTP/1", "matched"))
-	s := snap.TCPFor(metrics.ConnLabels{Direction: metrics.Inbound, Protocol: "HTTP/1"})
-	fmt.Println("read:", s.ReadBytes, "written:", s.WriteBytes, "open:", s.Open)
+	fmt.Println("detected:", snap.Value("protocol_detect_total", "protocol", "HTTP/1", "reason", "matched"))
+	conn := []string{"direction", "inbound", "protocol", "HTTP/1"}
+	fmt.Println("read:", snap.Value("tcp_read_bytes_total", conn...), "written:", snap.Value("tcp_write_bytes_total", conn...),
+		"open:", snap.Value("tcp_open_connections", conn...))
 	// Output:
 	// detected: 1
 	// read: 18 written: 27 open: 0
@@ -95,7 +105,7 @@ func ExampleRegistry_HTTPHandler() {
 		}
 	})
 	srv := httptest.NewServer(reg.HTTPHandler(h, metrics.HTTPOptions{
-		Direction:   metrics.Inbound,
+		Direction:   opaque.Inbound,
 		Authorities: []string{"web.example"}, // every other authority is "other"
 	}))
 	defer srv.Close()
@@ -113,14 +123,17 @@ func ExampleRegistry_HTTPHandler() {
 	// The middleware records a response when the handler returns, which
 	// may be just after the client has it.
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if n := reg.Snapshot().ResponseCount(metrics.Inbound, 404, ""); n == 1 {
+		if reg.Snapshot().Value("response_total", "status_code", "404") == 1 {
 			break
 		}
 	}
-	for _, r := range reg.Snapshot().Responses {
-		fmt.Println(r.Authority, r.StatusCode, r.Classification, r.Count)
+	f, _ := reg.Snapshot().Family("response_total")
+	fmt.Println(f.Labels)
+	for _, s := range f.Series {
+		fmt.Println(s.Labels, s.Value)
 	}
 	// Output:
-	// web.example 200 success 2
-	// web.example 404 success 1
+	// [direction authority route classification status_code grpc_status]
+	// [inbound web.example  success 200 ] 2
+	// [inbound web.example  success 404 ] 1
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
 	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/splice"
 )
 
 // TestHandshakeHook runs real mTLS handshakes over loopback with
@@ -77,19 +78,15 @@ func TestHandshakeHook(t *testing.T) {
 	refusal := <-serverErrs
 	require.ErrorIs(t, refusal, mtls.ErrUnauthorized)
 
-	hs := reg.Snapshot().Handshakes
-	byKey := map[string]metrics.HandshakeSample{}
-	for _, h := range hs {
-		byKey[h.Direction.String()+" "+h.Outcome+" "+h.PeerIdentity] = h
-	}
-	web := byKey["inbound success spiffe://example.org/ns/prod/sa/web"]
-	assert.Equal(t, uint64(1), web.Count, "%+v", hs)
-	assert.Equal(t, uint64(1), web.Duration.Count, "server handshakes are timed")
-	assert.Equal(t, uint64(1), byKey["inbound unauthorized spiffe://example.org/ns/prod/sa/intruder"].Count, "%+v", hs)
-	db := byKey["outbound success spiffe://example.org/ns/prod/sa/db"]
-	assert.Equal(t, uint64(2), db.Count, "both clients verified the server: %+v", hs)
-	assert.Equal(t, uint64(0), db.Duration.Count, "mtls reports no client duration: counted, not timed")
-	assert.Len(t, hs, 3)
+	s := reg.Snapshot()
+	assert.Equal(t, []string{
+		"inbound success spiffe://example.org/ns/prod/sa/web = 1",
+		"inbound unauthorized spiffe://example.org/ns/prod/sa/intruder = 1",
+		"outbound success spiffe://example.org/ns/prod/sa/db = 2", // both clients verified the server
+	}, metrics.Rows(s, "tls_handshake_total"))
+	// Server handshakes are timed; mtls reports no client duration: counted, not timed.
+	assert.Equal(t, []string{"inbound success = 1", "inbound unauthorized = 1", "outbound success = 0"},
+		metrics.Rows(s, "tls_handshake_duration_seconds"))
 
 	assert.Equal(t, metrics.OutcomeSuccess, metrics.HandshakeOutcome(nil))
 	assert.Equal(t, "unauthorized", metrics.HandshakeOutcome(refusal))
@@ -115,42 +112,38 @@ func TestHeaderObserver(t *testing.T) {
 	_, err = codec.Write(&buf, opaque.Header{Port: 0}) // invalid: rejected on write
 	require.Error(t, err)
 
-	assert.Equal(t, []metrics.TransportHeaderSample{
-		{Event: metrics.HeaderWritten, SessionProtocol: "HTTP/2", Count: 1},
-		{Event: metrics.HeaderWritten, SessionProtocol: "none", Count: 1},
-		{Event: metrics.HeaderRead, SessionProtocol: "HTTP/2", Count: 1},
-		{Event: metrics.HeaderRead, SessionProtocol: "none", Count: 1},
-		{Event: metrics.HeaderRejected, Reason: "bad_port", Count: 1},
-		{Event: metrics.HeaderRejected, Reason: "no_preface", Count: 1},
-	}, reg.Snapshot().TransportHeaders)
+	s := reg.Snapshot()
+	assert.Equal(t, []string{"HTTP/2 = 1", "none = 1"}, metrics.Rows(s, "transport_header_written_total"))
+	assert.Equal(t, []string{"HTTP/2 = 1", "none = 1"}, metrics.Rows(s, "transport_header_read_total"))
+	assert.Equal(t, []string{"bad_port = 1", "no_preface = 1"}, metrics.Rows(s, "transport_header_rejected_total"))
 }
 
 // TestObservePolicy counts the decisions of the default opaque policy.
 func TestObservePolicy(t *testing.T) {
-	reg := metrics.New(metrics.Config{Ports: []uint16{3306, 8080}})
+	reg := metrics.New(metrics.Config{Ports: opaque.NewPortSet(3306, 8080)})
 	var res opaque.Resolver // zero value: the default table
 	for _, p := range []uint16{3306, 8080, 8080, 9999, 5432} {
 		reg.ObservePolicy(opaque.Inbound, p, res.Resolve(opaque.Inbound, p))
 	}
 	reg.ObservePolicy(opaque.Outbound, 3306, res.Resolve(opaque.Outbound, 3306))
-	assert.Equal(t, []metrics.DecisionSample{
-		{Direction: metrics.Inbound, Action: "detect", Port: "8080", Count: 2},
-		{Direction: metrics.Inbound, Action: "detect", Port: metrics.Other, Count: 1},
-		{Direction: metrics.Inbound, Action: "opaque", Port: "3306", Count: 1},
-		{Direction: metrics.Inbound, Action: "opaque", Port: metrics.Other, Count: 1}, // 5432 is opaque by default
-		{Direction: metrics.Outbound, Action: "opaque", Port: "3306", Count: 1},
-	}, reg.Snapshot().Decisions)
+	assert.Equal(t, []string{
+		"inbound detect 8080 = 2",
+		"inbound detect other = 1",
+		"inbound opaque 3306 = 1",
+		"inbound opaque other = 1", // 5432 is opaque by default
+		"outbound opaque 3306 = 1",
+	}, metrics.Rows(reg.Snapshot(), "policy_decision_total"))
 }
 
 func TestNilRegistryHooks(t *testing.T) {
 	var reg *metrics.Registry
-	assert.Nil(t, reg.DetectHook(metrics.Inbound))
+	assert.Nil(t, reg.DetectHook(opaque.Inbound))
 	assert.Nil(t, reg.HandshakeHook())
 	assert.Nil(t, reg.HeaderObserver())
 	mc := reg.OpenConn(metrics.ConnLabels{})
 	assert.Nil(t, mc.Observer())
 	assert.Nil(t, mc.Reversed())
-	mc.CloseErr(nil)
+	mc.End(splice.Stats{})
 	reg.ObservePolicy(opaque.Inbound, 80, opaque.Decision{})
 }
 
@@ -160,7 +153,7 @@ func TestMuxHook(t *testing.T) {
 	reg := metrics.New(metrics.Config{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	d := &detect.Detector{OnResult: reg.DetectHook(metrics.Inbound)}
+	d := &detect.Detector{OnResult: reg.DetectHook(opaque.Inbound)}
 	m := detect.NewMux(ln, d, detect.MuxConfig{OnConn: reg.MuxHook()})
 	web := m.Match(detect.HTTP1)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
@@ -185,11 +178,8 @@ func TestMuxHook(t *testing.T) {
 	require.Error(t, err, "the mux closes an unrouted connection")
 	c.Close()
 
-	require.Eventually(t, func() bool { return len(reg.Snapshot().Mux) == 2 }, 10*time.Second, time.Millisecond)
-	assert.Equal(t, []metrics.MuxSample{
-		{Outcome: "routed", Protocol: "HTTP/1", Count: 1},
-		{Outcome: "unrouted", Protocol: "unknown", Count: 1},
-	}, reg.Snapshot().Mux)
+	require.Eventually(t, func() bool { return reg.Snapshot().Value("mux_connections_total") == 2 }, 10*time.Second, time.Millisecond)
+	assert.Equal(t, []string{"routed HTTP/1 = 1", "unrouted unknown = 1"}, metrics.Rows(reg.Snapshot(), "mux_connections_total"))
 }
 
 // TestDetectHookCounts feeds DetectHook results that alternate protocols
@@ -199,7 +189,7 @@ func TestMuxHook(t *testing.T) {
 // existing series allocates nothing.
 func TestDetectHookCounts(t *testing.T) {
 	reg := metrics.New(metrics.Config{})
-	hook := reg.DetectHook(metrics.Direction(99)) // normalised to Inbound like ObserveDetection
+	hook := reg.DetectHook(opaque.Direction(99)) // normalised to Inbound like ObserveDetection
 	results := []detect.Result{
 		{Protocol: detect.HTTP1, Reason: detect.ReasonMatched, Duration: time.Millisecond},
 		{Protocol: detect.HTTP1, Reason: detect.ReasonMatched, Duration: time.Millisecond},
@@ -214,18 +204,13 @@ func TestDetectHookCounts(t *testing.T) {
 			hook(&results[i])
 		}
 	}
-	s := reg.Snapshot()
-	assert.Equal(t, uint64(9), s.DetectionCount(metrics.Inbound, "HTTP/1", "matched"))
-	assert.Equal(t, uint64(3), s.DetectionCount(metrics.Inbound, "TLS", "matched"))
-	assert.Equal(t, uint64(3), s.DetectionCount(metrics.Inbound, "unknown", "timeout"))
-	assert.Equal(t, uint64(3), s.DetectionCount(metrics.Inbound, "unknown", "closed"))
-	assert.Equal(t, uint64(3), s.DetectionCount(metrics.Inbound, "unknown", "unknown"))
-	var total uint64
-	for _, d := range s.Detections {
-		assert.Equal(t, metrics.Inbound, d.Direction)
-		total += d.Count
-	}
-	assert.Equal(t, uint64(3*len(results)), total)
+	assert.Equal(t, []string{
+		"inbound HTTP/1 matched = 9",
+		"inbound TLS matched = 3",
+		"inbound unknown closed = 3",
+		"inbound unknown timeout = 3",
+		"inbound unknown unknown = 3",
+	}, metrics.Rows(reg.Snapshot(), "protocol_detect_total"))
 
 	allocs := testing.AllocsPerRun(1000, func() {
 		for i := range results {

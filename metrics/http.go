@@ -10,41 +10,41 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sniffsplice/sniff/opaque"
 )
 
-// DefaultMaxAuthorities and DefaultMaxRoutes cap the authority and route
-// labels of HTTP metrics when HTTPOptions sets no cap.
+// DefaultMaxAuthorities and DefaultMaxRoutes cap the authority and route labels of HTTP metrics
+// when HTTPOptions sets no cap.
 const (
 	DefaultMaxAuthorities = 100
 	DefaultMaxRoutes      = 100
 )
 
-// HTTPOptions configures the HTTP metrics of one middleware or RoundTripper.
-// The zero value labels requests as inbound, by authority (capped at
-// DefaultMaxAuthorities distinct values, later ones counted as "other"),
-// without a route.
+// HTTPOptions configures the HTTP metrics of one middleware or RoundTripper. The zero value labels
+// requests as inbound, by authority (capped at DefaultMaxAuthorities distinct values, later ones
+// counted as "other"), without a route.
 type HTTPOptions struct {
-	Direction Direction
+	Direction opaque.Direction
 
-	// Authorities, when not empty, is the allow-list of authority label
-	// values: a request whose authority (host[:port]) or host matches an
-	// entry, case-insensitively, is labelled with that entry; any other is
-	// labelled "other".
+	// Authorities, when not empty, is the allow-list of authority label values: a request whose
+	// authority (host[:port]) or host matches an entry, case-insensitively, is labelled with that
+	// entry; any other is labelled "other".
 	Authorities []string
-	// MaxAuthorities caps the distinct authority values when Authorities is
-	// empty (0: DefaultMaxAuthorities). Negative: no authority label ("").
+	// MaxAuthorities caps the distinct authority values when Authorities is empty (0:
+	// DefaultMaxAuthorities). Negative: no authority label ("").
 	MaxAuthorities int
 
-	// Route, if set, names a request's route (e.g. a path template such as
-	// "/users/{id}", or a gRPC method); the value becomes the route label,
-	// capped at MaxRoutes distinct values. Never return raw paths with ids.
+	// Route, if set, names a request's route (e.g. a path template such as "/users/{id}", or a gRPC
+	// method); the value becomes the route label, capped at MaxRoutes distinct values. Never return
+	// raw paths with ids.
 	Route func(*http.Request) string
 	// MaxRoutes caps distinct route values (0: DefaultMaxRoutes).
 	MaxRoutes int
 }
 
 type httpReqKey struct {
-	dir       Direction
+	dir       opaque.Direction
 	authority string
 	route     string
 }
@@ -91,9 +91,8 @@ func parseGRPC(v string) int16 {
 	return int16(n)
 }
 
-// classify follows Linkerd's default response classes: a gRPC response is a
-// failure unless grpc-status is 0; an HTTP response is a failure when it is
-// a 5xx or missing.
+// classify follows Linkerd's default response classes: a gRPC response is a failure unless
+// grpc-status is 0; an HTTP response is a failure when it is a 5xx or missing.
 func classify(status int, grpc int16) bool {
 	if grpc != grpcNone {
 		return grpc != 0
@@ -112,6 +111,7 @@ type httpLabeler struct {
 
 func newHTTPLabeler(o HTTPOptions) *httpLabeler {
 	l := &httpLabeler{o: o, maxAuth: o.MaxAuthorities, maxRt: o.MaxRoutes}
+	l.o.Direction = norm(o.Direction)
 	l.o.Authorities = append([]string(nil), o.Authorities...)
 	if l.maxAuth == 0 {
 		l.maxAuth = DefaultMaxAuthorities
@@ -170,24 +170,20 @@ func (r *Registry) countResponse(k httpReqKey, status int, grpc int16, failure b
 	r.httpResps.getOrCreate(rk).observe(latencyBounds, latency)
 }
 
-// ObserveHTTPError counts a request that an HTTP server refused before any
-// handler saw it, and the error response the server wrote for it: net/http
-// answers a malformed request with 400, oversized headers with 431, an
-// unsupported transfer coding with 501 and an unknown Expect with 417, all
-// without calling its Handler, so HTTPHandler cannot count them. It adds one
-// to request_total and to response_total{classification="failure",
-// status_code} (with latency, the time from the request's first byte to the
-// response, in response_latency_seconds), with empty authority, route and
-// grpc_status labels: no request was parsed to take them from. The class is
-// failure whatever the status, so the server's own refusals are told apart
-// from an application's 4xx answers (success, as Linkerd classifies them).
-// A status outside 100..999 is counted as 0 (no status).
-func (r *Registry) ObserveHTTPError(dir Direction, status int, latency time.Duration) {
+// ObserveHTTPError counts a request that an HTTP server refused before any handler saw it, and the
+// error response the server wrote for it: net/http answers a malformed request with 400, oversized
+// headers with 431, an unsupported transfer coding with 501 and an unknown Expect with 417, all
+// without calling its Handler, so HTTPHandler cannot count them. It adds one to request_total and
+// to response_total{classification="failure", status_code} (with latency, the time from the
+// request's first byte to the response, in response_latency_seconds), with empty authority, route
+// and grpc_status labels: no request was parsed to take them from. The class is failure whatever
+// the status, so the server's own refusals are told apart from an application's 4xx answers
+// (success, as Linkerd classifies them). A status outside 100..999 is counted as 0 (no status).
+func (r *Registry) ObserveHTTPError(dir opaque.Direction, status int, latency time.Duration) {
 	if r == nil {
 		return
 	}
-	dir = dir.norm()
-	k := httpReqKey{dir: dir}
+	k := httpReqKey{dir: norm(dir)}
 	r.countRequest(k)
 	if status < 100 {
 		status = 0
@@ -195,19 +191,16 @@ func (r *Registry) ObserveHTTPError(dir Direction, status int, latency time.Dura
 	r.countResponse(k, status, grpcNone, true, latency)
 }
 
-// HTTPHandler wraps h so that every request it serves is counted:
-// request_total when it arrives; response_total{classification,
-// status_code, grpc_status} and response_latency_seconds (time to the
-// response headers) when h returns. grpc-status is read from the response
-// headers or trailers h set (grpc-go's ServeHTTP and httputil.ReverseProxy
-// both set it there). A handler that panics is counted as a failure. A
-// hijacked connection (WebSocket, CONNECT) is counted as a success with the
+// HTTPHandler wraps h so that every request it serves is counted: request_total when it arrives;
+// response_total{classification, status_code, grpc_status} and response_latency_seconds (time to
+// the response headers) when h returns. grpc-status is read from the response headers or trailers h
+// set (grpc-go's ServeHTTP and httputil.ReverseProxy both set it there). A handler that panics is
+// counted as a failure. A hijacked connection (WebSocket, CONNECT) is counted as a success with the
 // status written before the hijack, if any.
 //
-// The ResponseWriter given to h implements http.Flusher, http.Hijacker and
-// io.ReaderFrom by delegating to the server's writer (Hijack fails with
-// http.ErrNotSupported where the server's writer cannot hijack, as for
-// HTTP/2), and Unwrap for http.ResponseController.
+// The ResponseWriter given to h implements http.Flusher, http.Hijacker and io.ReaderFrom by
+// delegating to the server's writer (Hijack fails with http.ErrNotSupported where the server's
+// writer cannot hijack, as for HTTP/2), and Unwrap for http.ResponseController.
 //
 // A nil Registry returns h itself.
 func (r *Registry) HTTPHandler(h http.Handler, o HTTPOptions) http.Handler {
@@ -250,9 +243,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	h.r.countResponse(k, status, grpc, failure, rw.latency())
 }
 
-// grpcFromHeader finds grpc-status in a handler's header map, set either
-// directly (declared trailer, trailers-only response) or with
-// http.TrailerPrefix.
+// grpcFromHeader finds grpc-status in a handler's header map, set either directly (declared
+// trailer, trailers-only response) or with http.TrailerPrefix.
 func grpcFromHeader(hd http.Header) int16 {
 	if v := hd.Get("Grpc-Status"); v != "" {
 		return parseGRPC(v)
@@ -345,14 +337,12 @@ func (rw *respWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Unwrap returns the server's ResponseWriter (for http.ResponseController).
 func (rw *respWriter) Unwrap() http.ResponseWriter { return rw.w }
 
-// RoundTripper wraps rt (nil: http.DefaultTransport) so that every request
-// it sends is counted: request_total when sent; response_total and
-// response_latency_seconds (time to the response headers) when the response
-// ends — when its body reaches EOF or fails, or is closed — so grpc-status
-// can be read from the trailers. Errors without a response count as
-// failures with no status code. The caller must close response bodies, as
-// with any RoundTripper; 101 Switching Protocols and bodiless responses are
-// counted at once and their bodies are left unwrapped.
+// RoundTripper wraps rt (nil: http.DefaultTransport) so that every request it sends is counted:
+// request_total when sent; response_total and response_latency_seconds (time to the response
+// headers) when the response ends — when its body reaches EOF or fails, or is closed — so
+// grpc-status can be read from the trailers. Errors without a response count as failures with no
+// status code. The caller must close response bodies, as with any RoundTripper; 101 Switching
+// Protocols and bodiless responses are counted at once and their bodies are left unwrapped.
 //
 // A nil Registry returns rt itself.
 func (r *Registry) RoundTripper(rt http.RoundTripper, o HTTPOptions) http.RoundTripper {
@@ -371,8 +361,8 @@ type roundTripper struct {
 	l    *httpLabeler
 }
 
-// RoundTrip counts the request, sends it, and arranges for the response to
-// be counted when its body ends.
+// RoundTrip counts the request, sends it, and arranges for the response to be counted when its body
+// ends.
 func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	authority := req.Host

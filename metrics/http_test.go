@@ -17,6 +17,7 @@ import (
 
 	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/opaque"
 )
 
 func statusHandler() http.Handler {
@@ -39,9 +40,9 @@ func statusHandler() http.Handler {
 
 func TestHTTPHandlerAndRoundTripper(t *testing.T) {
 	reg := metrics.New(metrics.Config{})
-	srv := httptest.NewServer(reg.HTTPHandler(statusHandler(), metrics.HTTPOptions{Direction: metrics.Inbound}))
+	srv := httptest.NewServer(reg.HTTPHandler(statusHandler(), metrics.HTTPOptions{Direction: opaque.Inbound}))
 	defer srv.Close()
-	client := &http.Client{Transport: reg.RoundTripper(srv.Client().Transport, metrics.HTTPOptions{Direction: metrics.Outbound})}
+	client := &http.Client{Transport: reg.RoundTripper(srv.Client().Transport, metrics.HTTPOptions{Direction: opaque.Outbound})}
 	defer client.CloseIdleConnections()
 
 	want := map[string]int{"/ok": 200, "/implicit": 200, "/boom": 500, "/missing": 404, "/early-hints": 202, "/flush": 200}
@@ -61,40 +62,30 @@ func TestHTTPHandlerAndRoundTripper(t *testing.T) {
 	// The handler's counts are recorded when it returns, after the client
 	// has its response: wait for them.
 	require.Eventually(t, func() bool {
-		var n uint64
-		for _, r := range reg.Snapshot().Responses {
-			if r.Direction == metrics.Inbound {
-				n += r.Count
-			}
-		}
-		return n == 7
-	}, 10*time.Second, time.Millisecond, "%+v", reg.Snapshot().Responses)
+		return reg.Snapshot().Value("response_total", "direction", "inbound") == 7
+	}, 10*time.Second, time.Millisecond, "%v", metrics.Rows(reg.Snapshot(), "response_total"))
 
 	snap := reg.Snapshot()
 	host := strings.TrimPrefix(srv.URL, "http://")
-	for _, dir := range []metrics.Direction{metrics.Inbound, metrics.Outbound} {
-		assert.Equal(t, uint64(7), snap.RequestCount(dir), dir)
-		assert.Equal(t, uint64(3), snap.ResponseCount(dir, 200, ""), dir)
-		assert.Equal(t, uint64(1), snap.ResponseCount(dir, 202, ""), dir)
-		assert.Equal(t, uint64(1), snap.ResponseCount(dir, 404, ""), dir)
-		assert.Equal(t, uint64(1), snap.ResponseCount(dir, 500, ""), dir)
-		assert.Equal(t, uint64(1), snap.ResponseCount(dir, 0, ""), "%s: the aborted response", dir)
+	var rows []string
+	for _, dir := range []string{"inbound", "outbound"} {
+		assert.Equal(t, 7.0, snap.Value("request_total", "direction", dir), dir)
+		assert.Equal(t, 7.0, snap.Value("response_latency_seconds", "direction", dir), "one latency per response")
+		// Labels: direction, authority, route, classification, status_code, grpc_status.
+		rows = append(rows,
+			dir+" "+host+` "" failure "" "" = 1`, // the aborted response
+			dir+" "+host+` "" failure 500 "" = 1`,
+			dir+" "+host+` "" success 200 "" = 3`,
+			dir+" "+host+` "" success 202 "" = 1`,
+			dir+" "+host+` "" success 404 "" = 1`)
 	}
-	for _, r := range snap.Responses {
-		assert.Equal(t, host, r.Authority)
-		wantClass := "success"
-		if r.StatusCode == 0 || r.StatusCode >= 500 {
-			wantClass = "failure"
-		}
-		assert.Equal(t, wantClass, r.Classification, "%+v", r)
-		assert.Equal(t, r.Count, r.Latency.Count)
-	}
+	assert.Equal(t, rows, metrics.Rows(snap, "response_total"))
 }
 
 func TestHTTPAuthorityBounds(t *testing.T) {
 	reg := metrics.New(metrics.Config{})
 	capped := reg.HTTPHandler(statusHandler(), metrics.HTTPOptions{MaxAuthorities: 2})
-	allowed := reg.HTTPHandler(statusHandler(), metrics.HTTPOptions{Direction: metrics.Outbound,
+	allowed := reg.HTTPHandler(statusHandler(), metrics.HTTPOptions{Direction: opaque.Outbound,
 		Authorities: []string{"api.example.test", "web.example.test:8080"},
 		Route:       func(r *http.Request) string { return r.URL.Path }, MaxRoutes: 1})
 	for _, host := range []string{"A.example.test", "a.example.test", "b.example.test", "c.example.test", "d.example.test"} {
@@ -104,15 +95,14 @@ func TestHTTPAuthorityBounds(t *testing.T) {
 	for _, u := range []string{"http://API.example.test:9999/ok", "http://web.example.test:8080/missing", "http://evil.test/ok"} {
 		allowed.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", u, nil))
 	}
-	snap := reg.Snapshot()
-	assert.Equal(t, []metrics.RequestSample{
-		{Direction: metrics.Inbound, Authority: "a.example.test", Count: 2},
-		{Direction: metrics.Inbound, Authority: "b.example.test", Count: 1},
-		{Direction: metrics.Inbound, Authority: metrics.Other, Count: 2},
-		{Direction: metrics.Outbound, Authority: "api.example.test", Route: "/ok", Count: 1},
-		{Direction: metrics.Outbound, Authority: metrics.Other, Route: "/ok", Count: 1},
-		{Direction: metrics.Outbound, Authority: "web.example.test:8080", Route: metrics.Other, Count: 1},
-	}, snap.Requests)
+	assert.Equal(t, []string{
+		`inbound a.example.test "" = 2`,
+		`inbound b.example.test "" = 1`,
+		`inbound other "" = 2`,
+		"outbound api.example.test /ok = 1",
+		"outbound other /ok = 1",
+		"outbound web.example.test:8080 other = 1",
+	}, metrics.Rows(reg.Snapshot(), "request_total"))
 }
 
 func TestHTTPHijack(t *testing.T) {
@@ -144,8 +134,9 @@ func TestHTTPHijack(t *testing.T) {
 	rest, err := io.ReadAll(br)
 	require.NoError(t, err)
 	assert.Equal(t, "ping", string(rest))
-	require.Eventually(t, func() bool { return reg.Snapshot().ResponseCount(metrics.Inbound, 0, "") == 1 }, 10*time.Second, time.Millisecond)
-	assert.Equal(t, "success", reg.Snapshot().Responses[0].Classification, "a hijacked connection is not a failure")
+	require.Eventually(t, func() bool { return reg.Snapshot().Value("response_total") == 1 }, 10*time.Second, time.Millisecond)
+	assert.Equal(t, 1.0, reg.Snapshot().Value("response_total", "classification", "success", "status_code", ""),
+		"a hijacked connection (no status written) is not a failure")
 }
 
 // grpcShaped answers like a gRPC server for the health service without
@@ -176,7 +167,7 @@ func TestGRPCStatusBothSides(t *testing.T) {
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: reg.RoundTripper(tr, metrics.HTTPOptions{Direction: metrics.Outbound})}
+	client := &http.Client{Transport: reg.RoundTripper(tr, metrics.HTTPOptions{Direction: opaque.Outbound})}
 	call := func(service string) string {
 		req, err := http.NewRequest("POST", "http://"+addr+"/grpc.health.v1.Health/Check", strings.NewReader("\x00\x00\x00\x00\x00"+service))
 		require.NoError(t, err)
@@ -194,14 +185,15 @@ func TestGRPCStatusBothSides(t *testing.T) {
 	require.Equal(t, "5", call("missing"))
 	require.Equal(t, "5", call("missing"))
 
-	for _, dir := range []metrics.Direction{metrics.Inbound, metrics.Outbound} {
-		require.Eventually(t, func() bool { return reg.Snapshot().RequestCount(dir) == 3 }, 10*time.Second, time.Millisecond)
+	for _, dir := range []string{"inbound", "outbound"} {
+		require.Eventually(t, func() bool {
+			return reg.Snapshot().Value("response_total", "direction", dir) == 3
+		}, 10*time.Second, time.Millisecond)
 		snap := reg.Snapshot()
-		assert.Equal(t, uint64(1), snap.ResponseCount(dir, 200, "0"), dir)
-		assert.Equal(t, uint64(2), snap.ResponseCount(dir, 200, "5"), dir)
-	}
-	for _, r := range reg.Snapshot().Responses {
-		assert.Equal(t, r.GRPCStatus != "0", r.Classification == "failure", "%+v", r)
+		assert.Equal(t, 1.0, snap.Value("response_total", "direction", dir, "status_code", "200", "grpc_status", "0",
+			"classification", "success"), dir)
+		assert.Equal(t, 2.0, snap.Value("response_total", "direction", dir, "status_code", "200", "grpc_status", "5",
+			"classification", "failure"), dir)
 	}
 }
 
@@ -213,13 +205,11 @@ func TestRoundTripperTransportError(t *testing.T) {
 	ln.Close() // nothing listens: connection refused
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: reg.RoundTripper(tr, metrics.HTTPOptions{Direction: metrics.Outbound})}
+	client := &http.Client{Transport: reg.RoundTripper(tr, metrics.HTTPOptions{Direction: opaque.Outbound})}
 	_, err = client.Get("http://" + addr + "/")
 	require.Error(t, err)
-	snap := reg.Snapshot()
-	require.Len(t, snap.Responses, 1)
-	assert.Equal(t, 0, snap.Responses[0].StatusCode)
-	assert.Equal(t, "failure", snap.Responses[0].Classification)
+	assert.Equal(t, []string{`outbound 127.0.0.1:` + addr[strings.LastIndexByte(addr, ':')+1:] + ` "" failure "" "" = 1`},
+		metrics.Rows(reg.Snapshot(), "response_total"))
 }
 
 func TestNilRegistryHTTP(t *testing.T) {
@@ -234,45 +224,33 @@ func TestNilRegistryHTTP(t *testing.T) {
 // or grpc-status, next to the same status from a handler (a success).
 func TestObserveHTTPError(t *testing.T) {
 	reg := metrics.New(metrics.Config{})
-	reg.ObserveHTTPError(metrics.Outbound, http.StatusBadRequest, 2*time.Millisecond)
-	reg.ObserveHTTPError(metrics.Outbound, http.StatusBadRequest, 4*time.Millisecond)
-	reg.ObserveHTTPError(metrics.Outbound, http.StatusRequestHeaderFieldsTooLarge, 0)
-	reg.ObserveHTTPError(metrics.Direction(9), 1000, time.Millisecond) // inbound, no status
-	reg.ObserveHTTPError(metrics.Inbound, 42, time.Millisecond)        // no status
+	reg.ObserveHTTPError(opaque.Outbound, http.StatusBadRequest, 2*time.Millisecond)
+	reg.ObserveHTTPError(opaque.Outbound, http.StatusBadRequest, 4*time.Millisecond)
+	reg.ObserveHTTPError(opaque.Outbound, http.StatusRequestHeaderFieldsTooLarge, 0)
+	reg.ObserveHTTPError(opaque.Direction(9), 1000, time.Millisecond) // inbound, no status
+	reg.ObserveHTTPError(opaque.Inbound, 42, time.Millisecond)        // no status
 
 	// The same 400 answered by a handler through the middleware.
 	h := reg.HTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
-	}), metrics.HTTPOptions{Direction: metrics.Outbound})
+	}), metrics.HTTPOptions{Direction: opaque.Outbound})
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "http://svc.test/", nil))
 
 	snap := reg.Snapshot()
-	assert.Equal(t, uint64(4), snap.RequestCount(metrics.Outbound))
-	assert.Equal(t, uint64(2), snap.RequestCount(metrics.Inbound))
-	type row struct {
-		dir       metrics.Direction
-		authority string
-		status    int
-		class     string
-		count     uint64
-	}
-	var got []row
-	for _, r := range snap.Responses {
-		assert.Equal(t, "", r.Route)
-		assert.Equal(t, "", r.GRPCStatus)
-		assert.Equal(t, r.Count, r.Latency.Count)
-		got = append(got, row{r.Direction, r.Authority, r.StatusCode, r.Classification, r.Count})
-		if r.Direction == metrics.Outbound && r.StatusCode == http.StatusBadRequest && r.Authority == "" {
-			assert.InDelta(t, 0.006, r.Latency.Sum, 1e-9)
-		}
-	}
-	assert.ElementsMatch(t, []row{
-		{metrics.Inbound, "", 0, "failure", 2},
-		{metrics.Outbound, "", http.StatusBadRequest, "failure", 2},
-		{metrics.Outbound, "", http.StatusRequestHeaderFieldsTooLarge, "failure", 1},
-		{metrics.Outbound, "svc.test", http.StatusBadRequest, "success", 1},
-	}, got)
+	assert.Equal(t, 4.0, snap.Value("request_total", "direction", "outbound"))
+	assert.Equal(t, 2.0, snap.Value("request_total", "direction", "inbound"))
+	// Labels: direction, authority, route, classification, status_code, grpc_status.
+	assert.Equal(t, []string{
+		`inbound "" "" failure "" "" = 2`,
+		`outbound "" "" failure 400 "" = 2`,
+		`outbound "" "" failure 431 "" = 1`,
+		`outbound svc.test "" success 400 "" = 1`,
+	}, metrics.Rows(snap, "response_total"))
+	assert.Equal(t, metrics.Rows(snap, "response_total"), metrics.Rows(snap, "response_latency_seconds"),
+		"one latency per response")
+	lat := snap.Histogram("response_latency_seconds", "direction", "outbound", "authority", "", "status_code", "400")
+	assert.InDelta(t, 0.006, lat.Sum, 1e-9)
 
 	var nilReg *metrics.Registry
-	nilReg.ObserveHTTPError(metrics.Inbound, http.StatusBadRequest, 0) // no panic, nothing to count
+	nilReg.ObserveHTTPError(opaque.Inbound, http.StatusBadRequest, 0) // no panic, nothing to count
 }

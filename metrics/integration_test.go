@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -20,6 +21,7 @@ import (
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/opaque"
 	"github.com/sniffsplice/sniff/splice"
 )
 
@@ -57,7 +59,7 @@ func backend(t *testing.T, tlsCfg *tls.Config) string {
 // that waits until n connections have been fully handled.
 func proxy(t *testing.T, reg *metrics.Registry, d *detect.Detector, upstream string) (addr string, waitN func(n int64)) {
 	t.Helper()
-	d.OnResult = reg.DetectHook(metrics.Inbound)
+	d.OnResult = reg.DetectHook(opaque.Inbound)
 	var j splice.Joiner
 	var done atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
@@ -68,15 +70,15 @@ func proxy(t *testing.T, reg *metrics.Registry, d *detect.Detector, upstream str
 			c.Close()
 			return
 		}
-		mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Inbound, res.Protocol))
+		mc := reg.OpenConn(metrics.ConnLabelsFor(opaque.Inbound, res.Protocol, false))
 		up, err := net.Dial("tcp", upstream)
 		if err != nil {
 			c.Close()
-			mc.CloseErr(err)
+			mc.End(splice.Stats{Err: err})
 			return
 		}
-		st, err := j.Join(ctx, c, up, mc.Observer())
-		mc.CloseStats(st, err)
+		st, _ := j.Join(ctx, c, up, mc.Observer())
+		mc.End(st)
 	})
 	t.Cleanup(cancel) // runs before Serve's cleanup waits for the handlers
 	waitN = func(n int64) {
@@ -147,22 +149,22 @@ func TestDetectSpliceCounters(t *testing.T) {
 		name     string
 		up       string
 		run      func(addr string) (sent, received int64)
-		labels   metrics.ConnLabels
+		tls      string // the tls label
 		protocol string
 		reason   string
 		timeout  time.Duration
 	}
 	cases := []tc{
-		{name: "HTTP1", up: plainUp, labels: metrics.ConnLabels{Protocol: "HTTP/1"}, protocol: "HTTP/1", reason: "matched",
+		{name: "HTTP1", up: plainUp, tls: "false", protocol: "HTTP/1", reason: "matched",
 			run: func(a string) (int64, int64) { return plainExchange(t, a, http1, false) }},
-		{name: "HTTP2", up: plainUp, labels: metrics.ConnLabels{Protocol: "HTTP/2"}, protocol: "HTTP/2", reason: "matched",
+		{name: "HTTP2", up: plainUp, tls: "false", protocol: "HTTP/2", reason: "matched",
 			run: func(a string) (int64, int64) { return plainExchange(t, a, http2, false) }},
-		{name: "Unknown", up: plainUp, labels: metrics.ConnLabels{Protocol: "unknown"}, protocol: "unknown", reason: "no_match",
+		{name: "Unknown", up: plainUp, tls: "false", protocol: "unknown", reason: "no_match",
 			run: func(a string) (int64, int64) { return plainExchange(t, a, unknown, false) }},
-		{name: "Timeout", up: plainUp, labels: metrics.ConnLabels{Protocol: "unknown"}, protocol: "unknown", reason: "timeout",
+		{name: "Timeout", up: plainUp, tls: "false", protocol: "unknown", reason: "timeout",
 			timeout: 300 * time.Millisecond,
 			run:     func(a string) (int64, int64) { return plainExchange(t, a, []byte("ping after the greeting"), true) }},
-		{name: "TLS", up: tlsUp, labels: metrics.ConnLabels{Protocol: "TLS", TLS: metrics.TLSOpaque}, protocol: "TLS", reason: "matched",
+		{name: "TLS", up: tlsUp, tls: "opaque", protocol: "TLS", reason: "matched",
 			run: func(a string) (int64, int64) { return tlsExchange(t, a, randomBytes(t, 200000)) }},
 	}
 	for _, c := range cases {
@@ -180,24 +182,24 @@ func TestDetectSpliceCounters(t *testing.T) {
 			wait(conns)
 
 			snap := reg.Snapshot()
-			require.Len(t, snap.TCP, 1, "one label set")
-			ts := snap.TCPFor(c.labels)
-			assert.Equal(t, uint64(conns), ts.Opened, "tcp_open_total")
-			assert.Equal(t, int64(0), ts.Open, "tcp_open_connections")
-			assert.Equal(t, uint64(sent), ts.ReadBytes, "tcp_read_bytes_total == bytes the clients sent")
-			assert.Equal(t, uint64(received), ts.WriteBytes, "tcp_write_bytes_total == bytes the clients received")
-			assert.Equal(t, []metrics.ErrnoCount{{Errno: "", Count: conns}}, ts.Closed, "clean closes")
-			assert.Equal(t, uint64(conns), ts.Duration.Count, "tcp_connection_duration_seconds")
-			assert.Positive(t, ts.Duration.Sum)
+			conn := "inbound " + c.protocol + " " + c.tls // one label set
+			assert.Equal(t, []string{fmt.Sprint(conn, " = ", conns)}, metrics.Rows(snap, "tcp_open_total"))
+			assert.Equal(t, []string{conn + " = 0"}, metrics.Rows(snap, "tcp_open_connections"))
+			assert.Equal(t, []string{fmt.Sprint(conn, " = ", sent)}, metrics.Rows(snap, "tcp_read_bytes_total"),
+				"bytes the clients sent")
+			assert.Equal(t, []string{fmt.Sprint(conn, " = ", received)}, metrics.Rows(snap, "tcp_write_bytes_total"),
+				"bytes the clients received")
+			assert.Equal(t, []string{fmt.Sprint(conn, ` "" = `, conns)}, metrics.Rows(snap, "tcp_close_total"), "clean closes")
+			life := snap.Histogram("tcp_connection_duration_seconds")
+			assert.Equal(t, uint64(conns), life.Count, "tcp_connection_duration_seconds")
+			assert.Positive(t, life.Sum)
 
-			require.Len(t, snap.Detections, 1)
-			det := snap.Detections[0]
-			assert.Equal(t, c.protocol, det.Protocol)
-			assert.Equal(t, c.reason, det.Reason)
+			assert.Equal(t, []string{fmt.Sprint("inbound ", c.protocol, " ", c.reason, " = ", conns)},
+				metrics.Rows(snap, "protocol_detect_total"))
+			det := snap.Histogram("protocol_detect_duration_seconds")
 			assert.Equal(t, uint64(conns), det.Count)
-			assert.Equal(t, uint64(conns), det.Duration.Count)
 			if c.timeout > 0 {
-				assert.GreaterOrEqual(t, det.Duration.Sum, conns*c.timeout.Seconds()*0.9, "timeouts take the timeout")
+				assert.GreaterOrEqual(t, det.Sum, conns*c.timeout.Seconds()*0.9, "timeouts take the timeout")
 			}
 		})
 	}
@@ -213,7 +215,7 @@ func TestClosedBeforeDetection(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c.Close())
 	wait(1)
-	assert.Equal(t, uint64(1), reg.Snapshot().DetectionCount(metrics.Inbound, "unknown", "closed"))
+	assert.Equal(t, []string{"inbound unknown closed = 1"}, metrics.Rows(reg.Snapshot(), "protocol_detect_total"))
 }
 
 // TestResetCountsErrno: a client that resets mid-stream is counted under
@@ -233,9 +235,7 @@ func TestResetCountsErrno(t *testing.T) {
 	require.NoError(t, c.(*net.TCPConn).SetLinger(0))
 	require.NoError(t, c.Close())
 	wait(1)
-	ts := reg.Snapshot().TCPFor(metrics.ConnLabels{Protocol: "HTTP/1"})
-	assert.Equal(t, uint64(1), ts.ClosedTotal())
-	assert.Equal(t, uint64(1), ts.ClosedWith("ECONNRESET"), "closed: %+v", ts.Closed)
+	assert.Equal(t, []string{"inbound HTTP/1 false ECONNRESET = 1"}, metrics.Rows(reg.Snapshot(), "tcp_close_total"))
 }
 
 // halfCloser is a connection whose sending side can be closed alone.
@@ -292,7 +292,7 @@ func selfSigned(t *testing.T) tls.Certificate {
 // its bytes still flow through the splice and the byte counters.
 func TestServerFirstDetection(t *testing.T) {
 	reg := metrics.New(metrics.Config{})
-	d := &detect.Detector{OnResult: reg.DetectHook(metrics.Outbound)}
+	d := &detect.Detector{OnResult: reg.DetectHook(opaque.Outbound)}
 	upstream := backend(t, nil) // sends the greeting first
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -318,19 +318,19 @@ func TestServerFirstDetection(t *testing.T) {
 			up.Close()
 			return
 		}
-		mc := reg.OpenConn(metrics.ConnLabelsFor(metrics.Outbound, res.Protocol))
+		mc := reg.OpenConn(metrics.ConnLabelsFor(opaque.Outbound, res.Protocol, false))
 		var j splice.Joiner
-		_, err = j.Join(ctx, c, up, mc.Observer())
-		mc.CloseErr(err)
+		st, _ := j.Join(ctx, c, up, mc.Observer())
+		mc.End(st)
 	}()
 	sent, received := plainExchange(t, ln.Addr().String(), []byte("EHLO client.test\r\n"), true)
 	<-done
 
 	snap := reg.Snapshot()
-	assert.Equal(t, uint64(1), snap.DetectionCount(metrics.Outbound, "unknown", "server_first"), "%+v", snap.Detections)
-	ts := snap.TCPFor(metrics.ConnLabels{Direction: metrics.Outbound, Protocol: "unknown"})
-	assert.Equal(t, uint64(1), ts.Opened)
-	assert.Equal(t, uint64(sent), ts.ReadBytes)
-	assert.Equal(t, uint64(received), ts.WriteBytes)
-	assert.Equal(t, uint64(1), ts.ClosedWith(""))
+	assert.Equal(t, []string{"outbound unknown server_first = 1"}, metrics.Rows(snap, "protocol_detect_total"))
+	conn := []string{"direction", "outbound", "protocol", "unknown", "tls", "false"}
+	assert.Equal(t, 1.0, snap.Value("tcp_open_total", conn...))
+	assert.Equal(t, float64(sent), snap.Value("tcp_read_bytes_total", conn...))
+	assert.Equal(t, float64(received), snap.Value("tcp_write_bytes_total", conn...))
+	assert.Equal(t, 1.0, snap.Value("tcp_close_total", append(conn, "errno", "")...))
 }

@@ -2,38 +2,21 @@ package metrics
 
 import (
 	"maps"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sniffsplice/sniff/opaque"
 )
 
-// Direction says which side of the proxy a connection or request belongs to.
-// It is the value of the direction label.
-type Direction uint8
-
-const (
-	// Inbound is traffic accepted for the local application (server side).
-	Inbound Direction = iota
-	// Outbound is traffic the local application sends out (client side).
-	Outbound
-)
-
-// norm maps any value other than Outbound to Inbound.
-func (d Direction) norm() Direction {
-	if d != Outbound {
-		return Inbound
+// norm maps any direction other than opaque.Outbound to opaque.Inbound, so that a label takes two
+// values only.
+func norm(d opaque.Direction) opaque.Direction {
+	if d != opaque.Outbound {
+		return opaque.Inbound
 	}
 	return d
-}
-
-// String returns "inbound" or "outbound" (the label value).
-func (d Direction) String() string {
-	if d == Outbound {
-		return "outbound"
-	}
-	return "inbound"
 }
 
 // TLSStatus is the value of the tls label of connection metrics.
@@ -44,8 +27,8 @@ const (
 	TLSFalse TLSStatus = iota
 	// TLSTrue: the proxy terminated or originated (m)TLS on this connection ("true").
 	TLSTrue
-	// TLSOpaque: the connection carries the application's own TLS, which the
-	// proxy forwards without terminating it ("opaque").
+	// TLSOpaque: the connection carries the application's own TLS, which the proxy forwards without
+	// terminating it ("opaque").
 	TLSOpaque
 )
 
@@ -60,8 +43,7 @@ func (t TLSStatus) String() string {
 	return "false"
 }
 
-// Other is the label value that stands for every value beyond a cap or
-// outside a declared set.
+// Other is the label value that stands for every value beyond a cap or outside a declared set.
 const Other = "other"
 
 // Defaults for the caps of Config.
@@ -70,40 +52,38 @@ const (
 	DefaultMaxPeerIdentities = 100
 )
 
-// Config configures a Registry. The zero value is useful: no port gets its
-// own label value, peer identities are not recorded and free-form label
-// values (protocols, errnos, reasons, actions) are capped at
-// DefaultMaxLabelValues each.
+// Config configures a Registry. The zero value is useful: no port gets its own label value, peer
+// identities are not recorded and free-form label values (protocols, errnos, reasons, actions) are
+// capped at DefaultMaxLabelValues each.
 type Config struct {
-	// Ports is the declared set of ports that appear by number in the port
-	// label of policy decisions; every other port is counted as "other".
-	Ports []uint16
+	// Ports is the declared set of ports that appear by number in the port label of policy
+	// decisions; every other port is counted as "other".
+	Ports opaque.PortSet
 
-	// PeerIdentities turns on the peer_identity label of mTLS handshakes.
-	// Identities are high-cardinality, so it is off by default.
+	// PeerIdentities turns on the peer_identity label of mTLS handshakes. Identities are
+	// high-cardinality, so it is off by default.
 	PeerIdentities bool
-	// MaxPeerIdentities caps the distinct peer identities recorded; later
-	// ones are counted as "other". 0 means DefaultMaxPeerIdentities.
+	// MaxPeerIdentities caps the distinct peer identities recorded; later ones are counted as
+	// "other". 0 means DefaultMaxPeerIdentities.
 	MaxPeerIdentities int
 
-	// MaxLabelValues caps the distinct values of each free-form label
-	// (protocol, errno, detection reason, policy action, handshake outcome,
-	// transport-header reason); values beyond the cap are counted as
-	// "other". 0 means DefaultMaxLabelValues.
+	// MaxLabelValues caps the distinct values of each free-form label (protocol, errno, detection
+	// reason, policy action, handshake outcome, transport-header reason); values beyond the cap are
+	// counted as "other". 0 means DefaultMaxLabelValues.
 	MaxLabelValues int
 }
 
-// Registry holds every counter of this package. The zero value is ready to
-// use with a zero Config; New sets a Config. A nil *Registry is valid too:
-// every method is then a no-op, so "metrics off" costs a nil check.
+// Registry holds every counter of this package. The zero value is ready to use with a zero Config;
+// New sets a Config. A nil *Registry is valid too: every method is then a no-op, so "metrics off"
+// costs a nil check.
 //
-// All methods are safe for concurrent use. Counter updates do not allocate;
-// the first use of a new label combination does (once).
+// All methods are safe for concurrent use. Counter updates do not allocate; the first use of a new
+// label combination does (once).
 type Registry struct {
 	cfg Config
 
-	// Per-connection families: copy-on-write slices scanned linearly (a
-	// handful of entries; faster than hashing string keys).
+	// Per-connection families: copy-on-write slices scanned linearly (a handful of entries; faster
+	// than hashing string keys).
 	tcp        family[ConnLabels, tcpSeries]
 	detect     family[detectKey, histSeries]
 	decisions  family[decisionKey, counter]
@@ -126,7 +106,6 @@ type Registry struct {
 
 // New returns a Registry with the given configuration.
 func New(cfg Config) *Registry {
-	cfg.Ports = append([]uint16(nil), cfg.Ports...)
 	return &Registry{cfg: cfg}
 }
 
@@ -139,7 +118,7 @@ func (r *Registry) maxValues() int {
 
 // declaredPort returns port when it is in the declared set, else 0.
 func (r *Registry) declaredPort(port uint16) uint16 {
-	if slices.Contains(r.cfg.Ports, port) {
+	if r.cfg.Ports.Contains(port) {
 		return port
 	}
 	return 0
@@ -148,9 +127,8 @@ func (r *Registry) declaredPort(port uint16) uint16 {
 // counter is a single monotonic count.
 type counter struct{ n atomic.Uint64 }
 
-// cowMap is a copy-on-write map: lookups are one atomic load and a map read,
-// inserts (rare: once per new label combination) copy the map under a lock.
-// The zero value is empty and ready.
+// cowMap is a copy-on-write map: lookups are one atomic load and a map read, inserts (rare: once
+// per new label combination) copy the map under a lock. The zero value is empty and ready.
 type cowMap[K comparable, V any] struct {
 	mu sync.Mutex
 	p  atomic.Pointer[map[K]*V]
@@ -171,8 +149,8 @@ func (m *cowMap[K, V]) getOrCreate(k K) *V {
 	return m.create(k, nil)
 }
 
-// create inserts a new value for k, initialised by init (if not nil) before
-// any other goroutine can see it, unless one exists already.
+// create inserts a new value for k, initialised by init (if not nil) before any other goroutine can
+// see it, unless one exists already.
 func (m *cowMap[K, V]) create(k K, init func(*V)) *V {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -203,10 +181,9 @@ func (m *cowMap[K, V]) each(f func(K, *V)) {
 	}
 }
 
-// cowSlice is a copy-on-write slice of series entries: readers load it with
-// one atomic read and scan it; writers (once per new label combination)
-// append under mu. Entries flagged as aliases map a raw label value beyond a
-// cap to the series of its capped value; snapshots skip them.
+// cowSlice is a copy-on-write slice of series entries: readers load it with one atomic read and
+// scan it; writers (once per new label combination) append under mu. Entries flagged as aliases map
+// a raw label value beyond a cap to the series of its capped value; snapshots skip them.
 type cowSlice[E any] struct {
 	mu sync.Mutex
 	p  atomic.Pointer[[]E]
@@ -219,12 +196,12 @@ func (c *cowSlice[E]) load() []E {
 	return nil
 }
 
-// maxEntries bounds the entries (series and aliases) of a family's lookup
-// slice; beyond it, a value takes the locked slow path each time.
+// maxEntries bounds the entries (series and aliases) of a family's lookup slice; beyond it, a value
+// takes the locked slow path each time.
 const maxEntries = 512
 
-// appendLocked publishes e; the caller holds c.mu. An alias is dropped when
-// the slice already holds maxEntries entries.
+// appendLocked publishes e; the caller holds c.mu. An alias is dropped when the slice already holds
+// maxEntries entries.
 func (c *cowSlice[E]) appendLocked(e E, alias bool) {
 	old := c.load()
 	if alias && len(old) >= maxEntries {
@@ -243,14 +220,14 @@ type entry[K comparable, V any] struct {
 	alias bool // k is a raw key whose capped key owns v
 }
 
-// family is a set of series of one metric, keyed by label set. Hot paths
-// scan load() with a typed loop; create is the slow path.
+// family is a set of series of one metric, keyed by label set. Hot paths scan load() with a typed
+// loop; create is the slow path.
 type family[K comparable, V any] struct {
 	cowSlice[entry[K, V]]
 }
 
-// create returns the series of capped (creating it, initialised by init,
-// if needed) and makes raw an alias of it when raw differs.
+// create returns the series of capped (creating it, initialised by init, if needed) and makes raw
+// an alias of it when raw differs.
 func (f *family[K, V]) create(raw, capped K, init func(*V)) *V {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -268,9 +245,8 @@ func (f *family[K, V]) create(raw, capped K, init func(*V)) *V {
 		if init != nil {
 			init(v)
 		}
-		// Keep the caller's strings as the key when they are the capped
-		// value: they are usually constants, so later lookups compare
-		// equal pointers and skip the byte comparison.
+		// Keep the caller's strings as the key when they are the capped value: they are usually
+		// constants, so later lookups compare equal pointers and skip the byte comparison.
 		k := capped
 		if raw == capped {
 			k = raw
@@ -292,15 +268,14 @@ func (f *family[K, V]) each(fn func(K, *V)) {
 	}
 }
 
-// cappedSet interns label values up to a cap; values beyond it become
-// Other. Known values are found without allocating.
+// cappedSet interns label values up to a cap; values beyond it become Other. Known values are found
+// without allocating.
 type cappedSet struct {
 	mu sync.Mutex
 	p  atomic.Pointer[map[string]string]
 }
 
-// intern returns v itself (a stable copy) if it is known or there is still
-// room, else Other.
+// intern returns v itself (a stable copy) if it is known or there is still room, else Other.
 func (s *cappedSet) intern(v string, max int) string {
 	if mp := s.p.Load(); mp != nil {
 		if iv, ok := (*mp)[v]; ok {
@@ -330,16 +305,14 @@ func (s *cappedSet) intern(v string, max int) string {
 	return iv
 }
 
-// errnoTable maps errno names to small indexes so a connection's close
-// counts can live in a fixed array. Index 0 is "" (clean close), the last
-// index is Other.
+// errnoTable maps errno names to small indexes so a connection's close counts can live in a fixed
+// array. Index 0 is "" (clean close), the last index is Other.
 type errnoTable struct {
 	mu    sync.Mutex
 	names atomic.Pointer[[]string]
 }
 
-// maxErrnos is the number of distinct errno label values per series,
-// including "" and Other.
+// maxErrnos is the number of distinct errno label values per series, including "" and Other.
 const maxErrnos = 32
 
 func (t *errnoTable) index(errno string) int {
@@ -396,8 +369,8 @@ func (t *errnoTable) name(i int) string {
 // maxBuckets is the largest number of finite bucket bounds of a histogram.
 const maxBuckets = 28
 
-// histSeries is a counter plus a fixed-bucket histogram of durations.
-// The bucket bounds live with the family, not the series.
+// histSeries is a counter plus a fixed-bucket histogram of durations. The bucket bounds live with
+// the family, not the series.
 type histSeries struct {
 	sumNano atomic.Int64
 	buckets [maxBuckets + 1]atomic.Uint64 // non-cumulative; last is +Inf
@@ -419,8 +392,17 @@ func (h *histSeries) observe(bounds []int64, d time.Duration) {
 	h.sumNano.Add(ns)
 }
 
-// snapshot reads the histogram. Count is the sum of the buckets, so it is
-// always consistent with them.
+// count returns the number of observations (the sum of the buckets).
+func (h *histSeries) count() uint64 {
+	var n uint64
+	for i := range h.buckets {
+		n += h.buckets[i].Load()
+	}
+	return n
+}
+
+// snapshot reads the histogram. Count is the sum of the buckets, so it is always consistent with
+// them.
 func (h *histSeries) snapshot(secs []float64) Histogram {
 	out := Histogram{
 		Bounds: append([]float64(nil), secs...),
@@ -436,20 +418,6 @@ func (h *histSeries) snapshot(secs []float64) Histogram {
 	return out
 }
 
-// Merge adds the observations of o, which must have the same bounds, to h.
-// A zero h takes o's bounds.
-func (h *Histogram) Merge(o Histogram) {
-	if h.Counts == nil {
-		h.Bounds = append([]float64(nil), o.Bounds...)
-		h.Counts = make([]uint64, len(o.Counts))
-	}
-	for i := range o.Counts {
-		h.Counts[i] += o.Counts[i]
-	}
-	h.Count += o.Count
-	h.Sum += o.Sum
-}
-
 // seconds converts bucket bounds in seconds to nanoseconds.
 func nanos(secs []float64) []int64 {
 	out := make([]int64, len(secs))
@@ -459,9 +427,8 @@ func nanos(secs []float64) []int64 {
 	return out
 }
 
-// Bucket bounds, in seconds, of the histograms. They are fixed by this
-// package so that every process exports comparable histograms; snapshots
-// carry a copy (Histogram.Bounds).
+// Bucket bounds, in seconds, of the histograms. They are fixed by this package so that every
+// process exports comparable histograms; snapshots carry a copy (Histogram.Bounds).
 var (
 	// bounds of protocol_detect_duration_seconds.
 	detectBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
@@ -469,8 +436,7 @@ var (
 	connDurationBuckets = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600}
 	// bounds of tls_handshake_duration_seconds.
 	handshakeBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
-	// bounds of response_latency_seconds (Linkerd's response_latency_ms
-	// bounds, in seconds).
+	// bounds of response_latency_seconds (Linkerd's response_latency_ms bounds, in seconds).
 	latencyBuckets = []float64{0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1, 2, 3, 4, 5, 10, 20, 30, 40, 50}
 
 	connDurationBounds = nanos(connDurationBuckets)

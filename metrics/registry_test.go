@@ -2,146 +2,165 @@ package metrics
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/splice"
 )
 
 func TestConnCounters(t *testing.T) {
 	var r Registry // zero value is usable
-	l := ConnLabels{Direction: Inbound, Protocol: "HTTP/1", TLS: TLSTrue}
+	l := ConnLabels{Direction: opaque.Inbound, Protocol: "HTTP/1", TLS: TLSTrue}
 	a := r.OpenConn(l)
 	b := r.OpenConn(l)
-	a.Read(100)
-	a.Write(7)
-	b.Read(1)
-	b.Write(-5) // ignored
-	s := r.Snapshot().TCPFor(l)
-	assert.Equal(t, uint64(2), s.Opened)
-	assert.Equal(t, int64(2), s.Open)
-	assert.Equal(t, uint64(101), s.ReadBytes)
-	assert.Equal(t, uint64(7), s.WriteBytes)
-	assert.Zero(t, s.ClosedTotal())
+	a.AddRead(100)
+	a.AddWritten(7)
+	b.AddRead(1)
+	b.AddWritten(-5) // ignored
+	s := r.Snapshot()
+	in := []string{"direction", "inbound", "protocol", "HTTP/1", "tls", "true"}
+	assert.Equal(t, 2.0, s.Value("tcp_open_total", in...))
+	assert.Equal(t, 2.0, s.Value("tcp_open_connections", in...))
+	assert.Equal(t, 101.0, s.Value("tcp_read_bytes_total", in...))
+	assert.Equal(t, 7.0, s.Value("tcp_write_bytes_total", in...))
+	assert.Zero(t, s.Value("tcp_close_total", in...))
 
-	a.Close("")
-	b.Close("ECONNRESET")
-	s = r.Snapshot().TCPFor(l)
-	assert.Equal(t, int64(0), s.Open)
-	assert.Equal(t, uint64(2), s.Opened)
-	assert.Equal(t, []ErrnoCount{{"", 1}, {"ECONNRESET", 1}}, s.Closed)
-	assert.Equal(t, uint64(1), s.ClosedWith("ECONNRESET"))
+	a.End(splice.Stats{})
+	b.End(splice.Stats{Err: syscall.ECONNRESET})
+	s = r.Snapshot()
+	assert.Equal(t, 0.0, s.Value("tcp_open_connections", in...))
+	assert.Equal(t, 2.0, s.Value("tcp_open_total", in...))
+	assert.Equal(t, []string{`inbound HTTP/1 true "" = 1`, "inbound HTTP/1 true ECONNRESET = 1"}, Rows(s, "tcp_close_total"))
+	assert.Empty(t, Rows(s, "tcp_connection_duration_seconds"), "no lifetime without a duration")
 
 	// Other label sets are separate series.
-	o := ConnLabels{Direction: Outbound, Protocol: "", TLS: TLSOpaque}
-	r.OpenConn(o).Close("EPIPE")
-	snap := r.Snapshot()
-	require.Len(t, snap.TCP, 2)
-	assert.Equal(t, "unknown", snap.TCP[1].Protocol, "empty protocol is recorded as unknown")
-	assert.Equal(t, uint64(1), snap.TCPFor(o).ClosedWith("EPIPE"))
+	o := ConnLabels{Direction: opaque.Outbound, Protocol: "", TLS: TLSOpaque}
+	r.OpenConn(o).End(splice.Stats{Err: syscall.EPIPE, Duration: 2 * time.Second})
+	s = r.Snapshot()
+	assert.Equal(t, []string{"inbound HTTP/1 true = 2", "outbound unknown opaque = 1"}, Rows(s, "tcp_open_total"),
+		"empty protocol is recorded as unknown")
+	assert.Equal(t, 1.0, s.Value("tcp_close_total", "direction", "outbound", "errno", "EPIPE"))
+	h := s.Histogram("tcp_connection_duration_seconds", "direction", "outbound")
+	assert.Equal(t, uint64(1), h.Count)
+	assert.InDelta(t, 2.0, h.Sum, 1e-9)
 }
 
 func TestNilRegistryIsOff(t *testing.T) {
 	var r *Registry
 	c := r.OpenConn(ConnLabels{Protocol: "x"})
-	assert.False(t, c.Valid())
-	c.Read(1)
-	c.Write(1)
-	c.Close("EPIPE")
-	r.ObserveDetection(Inbound, "HTTP/1", "matched", time.Millisecond)
-	r.ObserveDecision(Inbound, "opaque", 3306)
-	r.ObserveHandshake(Inbound, OutcomeSuccess, "spiffe://x/y", time.Millisecond)
+	assert.Nil(t, c.Observer())
+	c.AddRead(1)
+	c.AddWritten(1)
+	c.End(splice.Stats{Err: syscall.EPIPE})
+	r.ObserveDetection(opaque.Inbound, "HTTP/1", "matched", time.Millisecond)
+	r.ObserveDecision(opaque.Inbound, "opaque", 3306)
+	r.ObserveHandshake(opaque.Inbound, OutcomeSuccess, "spiffe://x/y", time.Millisecond)
 	r.ObserveTransportHeader(HeaderRejected, "malformed")
 	assert.Equal(t, Snapshot{}, r.Snapshot())
 }
 
 func TestErrnoCap(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs 100 named errnos: splice.Errno names them all on Linux only")
+	}
 	r := New(Config{})
 	l := ConnLabels{Protocol: "p"}
 	for i := range 100 {
-		r.OpenConn(l).Close(fmt.Sprintf("E%d", i))
+		r.OpenConn(l).End(splice.Stats{Err: syscall.Errno(i + 1)})
 	}
-	s := r.Snapshot().TCPFor(l)
-	assert.Equal(t, uint64(100), s.ClosedTotal())
-	assert.Len(t, s.Closed, maxErrnos-1, "30 named errnos + other")
-	assert.Equal(t, uint64(100-(maxErrnos-2)), s.ClosedWith(Other))
-	assert.Equal(t, uint64(1), s.ClosedWith("E0"))
-	assert.Zero(t, s.Open)
+	s := r.Snapshot()
+	f, ok := s.Family("tcp_close_total")
+	require.True(t, ok)
+	assert.Equal(t, 100.0, s.Value("tcp_close_total"))
+	names := map[string]bool{}
+	for _, se := range f.Series {
+		names[se.Labels[3]] = true
+	}
+	assert.Len(t, f.Series, maxErrnos-1, "30 named errnos + other: %v", names)
+	assert.True(t, names[Other])
+	assert.True(t, names["EPERM"], "errno 1 is named")
+	assert.Equal(t, 1.0, s.Value("tcp_close_total", "errno", "EPERM"))
+	assert.Zero(t, s.Value("tcp_open_connections"))
 }
 
 func TestProtocolCap(t *testing.T) {
 	r := New(Config{MaxLabelValues: 3})
 	for i := range 10 {
-		r.OpenConn(ConnLabels{Protocol: fmt.Sprintf("p%d", i)}).Close("")
-		r.ObserveDetection(Inbound, fmt.Sprintf("p%d", i), "matched", 0)
+		r.OpenConn(ConnLabels{Protocol: fmt.Sprintf("p%d", i)}).End(splice.Stats{})
+		r.ObserveDetection(opaque.Inbound, fmt.Sprintf("p%d", i), "matched", 0)
 	}
 	snap := r.Snapshot()
-	require.Len(t, snap.TCP, 4)
-	assert.Equal(t, uint64(7), snap.TCPFor(ConnLabels{Protocol: Other}).Opened)
-	assert.Equal(t, uint64(7), snap.DetectionCount(Inbound, Other, "matched"))
-	assert.Equal(t, uint64(1), snap.DetectionCount(Inbound, "p0", "matched"))
+	assert.Len(t, Rows(snap, "tcp_open_total"), 4)
+	assert.Equal(t, 7.0, snap.Value("tcp_open_total", "protocol", Other))
+	assert.Equal(t, 7.0, snap.Value("protocol_detect_total", "direction", "inbound", "protocol", Other, "reason", "matched"))
+	assert.Equal(t, 1.0, snap.Value("protocol_detect_total", "direction", "inbound", "protocol", "p0", "reason", "matched"))
 }
 
 func TestDetectionHistogram(t *testing.T) {
 	var r Registry
-	r.ObserveDetection(Outbound, "TLS", "matched", 50*time.Microsecond)
-	r.ObserveDetection(Outbound, "TLS", "matched", 3*time.Millisecond)
-	r.ObserveDetection(Outbound, "unknown", "timeout", time.Minute)
+	r.ObserveDetection(opaque.Outbound, "TLS", "matched", 50*time.Microsecond)
+	r.ObserveDetection(opaque.Outbound, "TLS", "matched", 3*time.Millisecond)
+	r.ObserveDetection(opaque.Outbound, "unknown", "timeout", time.Minute)
 	snap := r.Snapshot()
-	require.Len(t, snap.Detections, 2)
-	d := snap.Detections[0]
-	assert.Equal(t, "TLS", d.Protocol)
+	assert.Equal(t, []string{"outbound TLS matched = 2", "outbound unknown timeout = 1"}, Rows(snap, "protocol_detect_total"))
+	f, _ := snap.Family("protocol_detect_duration_seconds")
+	require.Len(t, f.Series, 2)
+	d := f.Series[0].Histogram
 	assert.Equal(t, uint64(2), d.Count)
-	assert.Equal(t, detectBuckets, d.Duration.Bounds)
-	assert.Equal(t, uint64(1), d.Duration.Counts[0], "50µs <= 100µs")
-	assert.Equal(t, uint64(1), d.Duration.Counts[3], "1ms bucket")
-	assert.Equal(t, uint64(2), d.Duration.Counts[5], "5ms bucket")
-	assert.InDelta(t, 0.00305, d.Duration.Sum, 1e-9)
-	to := snap.Detections[1]
-	assert.Equal(t, "timeout", to.Reason)
-	assert.Equal(t, uint64(0), to.Duration.Counts[len(to.Duration.Counts)-1], "1m is above the last bound")
-	assert.Equal(t, uint64(1), to.Duration.Count)
+	assert.Equal(t, detectBuckets, d.Bounds)
+	assert.Equal(t, uint64(1), d.Counts[0], "50µs <= 100µs")
+	assert.Equal(t, uint64(1), d.Counts[3], "1ms bucket")
+	assert.Equal(t, uint64(2), d.Counts[5], "5ms bucket")
+	assert.InDelta(t, 0.00305, d.Sum, 1e-9)
+	to := f.Series[1]
+	assert.Equal(t, "timeout", to.Labels[2])
+	assert.Equal(t, uint64(0), to.Histogram.Counts[len(to.Histogram.Counts)-1], "1m is above the last bound")
+	assert.Equal(t, uint64(1), to.Histogram.Count)
 }
 
 func TestDecisionPorts(t *testing.T) {
-	r := New(Config{Ports: []uint16{3306, 443}})
-	r.ObserveDecision(Inbound, "opaque", 3306)
-	r.ObserveDecision(Inbound, "opaque", 3306)
-	r.ObserveDecision(Inbound, "detect", 8080)
-	r.ObserveDecision(Inbound, "detect", 9090)
-	r.ObserveDecision(Outbound, "skip", 443)
-	assert.Equal(t, []DecisionSample{
-		{Inbound, "detect", Other, 2},
-		{Inbound, "opaque", "3306", 2},
-		{Outbound, "skip", "443", 1},
-	}, r.Snapshot().Decisions)
+	r := New(Config{Ports: opaque.NewPortSet(3306, 443)})
+	r.ObserveDecision(opaque.Inbound, "opaque", 3306)
+	r.ObserveDecision(opaque.Inbound, "opaque", 3306)
+	r.ObserveDecision(opaque.Inbound, "detect", 8080)
+	r.ObserveDecision(opaque.Inbound, "detect", 9090)
+	r.ObserveDecision(opaque.Outbound, "skip", 443)
+	assert.Equal(t, []string{
+		"inbound detect other = 2",
+		"inbound opaque 3306 = 2",
+		"outbound skip 443 = 1",
+	}, Rows(r.Snapshot(), "policy_decision_total"))
 }
 
 func TestHandshakePeerIdentities(t *testing.T) {
 	off := New(Config{})
-	off.ObserveHandshake(Inbound, OutcomeSuccess, "spiffe://td/a", time.Millisecond)
-	require.Len(t, off.Snapshot().Handshakes, 1)
-	assert.Equal(t, "", off.Snapshot().Handshakes[0].PeerIdentity, "identities are opt-in")
+	off.ObserveHandshake(opaque.Inbound, OutcomeSuccess, "spiffe://td/a", time.Millisecond)
+	assert.Equal(t, []string{`inbound success "" = 1`}, Rows(off.Snapshot(), "tls_handshake_total"), "identities are opt-in")
 
 	on := New(Config{PeerIdentities: true, MaxPeerIdentities: 2})
 	for _, id := range []string{"spiffe://td/a", "spiffe://td/b", "spiffe://td/c", "spiffe://td/a"} {
-		on.ObserveHandshake(Inbound, OutcomeSuccess, id, time.Millisecond)
+		on.ObserveHandshake(opaque.Inbound, OutcomeSuccess, id, time.Millisecond)
 	}
-	on.ObserveHandshake(Outbound, "unauthorized", "", 2*time.Millisecond)
-	on.ObserveHandshake(Outbound, "unauthorized", "", -1) // counted, not timed
-	hs := on.Snapshot().Handshakes
-	require.Len(t, hs, 4)
-	assert.Equal(t, Other, hs[0].PeerIdentity, "the third identity is beyond the cap")
-	assert.Equal(t, uint64(1), hs[0].Count)
-	assert.Equal(t, "spiffe://td/a", hs[1].PeerIdentity)
-	assert.Equal(t, uint64(2), hs[1].Count)
-	assert.Equal(t, "spiffe://td/b", hs[2].PeerIdentity)
-	assert.Equal(t, "unauthorized", hs[3].Outcome)
-	assert.Equal(t, uint64(2), hs[3].Count)
-	assert.Equal(t, uint64(1), hs[3].Duration.Count)
-	assert.Equal(t, Outbound, hs[3].Direction)
+	on.ObserveHandshake(opaque.Outbound, "unauthorized", "", 2*time.Millisecond)
+	on.ObserveHandshake(opaque.Outbound, "unauthorized", "", -1) // counted, not timed
+	s := on.Snapshot()
+	assert.Equal(t, []string{
+		"inbound success other = 1", // the third identity is beyond the cap
+		"inbound success spiffe://td/a = 2",
+		"inbound success spiffe://td/b = 1",
+		`outbound unauthorized "" = 2`,
+	}, Rows(s, "tls_handshake_total"))
+	// The duration histogram is not split by identity, and holds the timed handshakes only.
+	assert.Equal(t, []string{"inbound success = 4", "outbound unauthorized = 1"}, Rows(s, "tls_handshake_duration_seconds"))
 }
 
 func TestTransportHeaders(t *testing.T) {
@@ -152,28 +171,25 @@ func TestTransportHeaders(t *testing.T) {
 	r.ObserveTransportHeader(HeaderRejected, "malformed")
 	r.ObserveTransportHeader(HeaderRejected, "malformed")
 	r.ObserveTransportHeader(HeaderRejected, "")
-	assert.Equal(t, []TransportHeaderSample{
-		{HeaderWritten, "HTTP/2", "", 1},
-		{HeaderWritten, "none", "", 1},
-		{HeaderRead, "HTTP/2", "", 1},
-		{HeaderRejected, "", "malformed", 2},
-		{HeaderRejected, "", "unknown", 1},
-	}, r.Snapshot().TransportHeaders)
+	s := r.Snapshot()
+	assert.Equal(t, []string{"HTTP/2 = 1", "none = 1"}, Rows(s, "transport_header_written_total"))
+	assert.Equal(t, []string{"HTTP/2 = 1"}, Rows(s, "transport_header_read_total"))
+	assert.Equal(t, []string{"malformed = 2", "unknown = 1"}, Rows(s, "transport_header_rejected_total"))
 }
 
 func TestConcurrentExact(t *testing.T) {
 	var r Registry
 	const workers, conns = 8, 500
-	labels := []ConnLabels{{Protocol: "a"}, {Protocol: "b", TLS: TLSTrue}, {Direction: Outbound, Protocol: "a"}}
+	labels := []ConnLabels{{Protocol: "a"}, {Protocol: "b", TLS: TLSTrue}, {Direction: opaque.Outbound, Protocol: "a"}}
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			for i := range conns {
 				l := labels[(w+i)%len(labels)]
 				c := r.OpenConn(l)
-				c.Read(3)
-				c.Write(5)
-				c.Close([]string{"", "ECONNRESET"}[i%2])
+				c.AddRead(3)
+				c.AddWritten(5)
+				c.End(splice.Stats{Err: []error{nil, syscall.ECONNRESET}[i%2]})
 				r.ObserveDetection(l.Direction, l.Protocol, "matched", time.Duration(i)*time.Microsecond)
 				_ = r.Snapshot() // snapshots race with updates
 			}
@@ -181,40 +197,33 @@ func TestConcurrentExact(t *testing.T) {
 	}
 	wg.Wait()
 	snap := r.Snapshot()
-	var opened, read, write, closed, det uint64
-	for _, s := range snap.TCP {
-		opened += s.Opened
-		read += s.ReadBytes
-		write += s.WriteBytes
-		closed += s.ClosedTotal()
-		assert.Zero(t, s.Open)
-	}
-	for _, d := range snap.Detections {
-		det += d.Count
-	}
-	assert.Equal(t, uint64(workers*conns), opened)
-	assert.Equal(t, uint64(workers*conns), closed)
-	assert.Equal(t, uint64(3*workers*conns), read)
-	assert.Equal(t, uint64(5*workers*conns), write)
-	assert.Equal(t, uint64(workers*conns), det)
+	assert.Equal(t, float64(workers*conns), snap.Value("tcp_open_total"))
+	assert.Equal(t, float64(workers*conns), snap.Value("tcp_close_total"))
+	assert.Equal(t, float64(3*workers*conns), snap.Value("tcp_read_bytes_total"))
+	assert.Equal(t, float64(5*workers*conns), snap.Value("tcp_write_bytes_total"))
+	assert.Equal(t, float64(workers*conns), snap.Value("protocol_detect_total"))
+	assert.Equal(t, []string{"inbound a false = 0", "inbound b true = 0", "outbound a false = 0"}, Rows(snap, "tcp_open_connections"))
 }
 
 func TestZeroAllocUpdates(t *testing.T) {
-	r := New(Config{Ports: []uint16{80}})
-	l := ConnLabels{Direction: Inbound, Protocol: "HTTP/2", TLS: TLSTrue}
-	r.OpenConn(l).Close("ECONNRESET") // create the series and errno once
-	r.ObserveDetection(Inbound, "HTTP/2", "matched", time.Millisecond)
-	r.ObserveDecision(Inbound, "detect", 80)
-	r.ObserveHandshake(Inbound, OutcomeSuccess, "", time.Millisecond)
+	r := New(Config{Ports: opaque.NewPortSet(80)})
+	l := ConnLabels{Direction: opaque.Inbound, Protocol: "HTTP/2", TLS: TLSTrue}
+	// A clean end: an error's errno is named by splice.Errno, whose errors.As allocates 8 bytes.
+	st := splice.Stats{Duration: time.Second}
+	r.OpenConn(l).End(st) // create the series once
+	r.ObserveDetection(opaque.Inbound, "HTTP/2", "matched", time.Millisecond)
+	r.ObserveDecision(opaque.Inbound, "detect", 80)
+	r.ObserveHandshake(opaque.Inbound, OutcomeSuccess, "", time.Millisecond)
 	r.ObserveTransportHeader(HeaderRejected, "malformed")
 	allocs := testing.AllocsPerRun(1000, func() {
 		c := r.OpenConn(l)
-		c.Read(10)
-		c.Write(10)
-		c.Close("ECONNRESET")
-		r.ObserveDetection(Inbound, "HTTP/2", "matched", time.Millisecond)
-		r.ObserveDecision(Inbound, "detect", 80)
-		r.ObserveHandshake(Inbound, OutcomeSuccess, "", time.Millisecond)
+		c.AddRead(10)
+		c.AddWritten(10)
+		c.Observer().Transferred(splice.AToB, 10)
+		c.End(st)
+		r.ObserveDetection(opaque.Inbound, "HTTP/2", "matched", time.Millisecond)
+		r.ObserveDecision(opaque.Inbound, "detect", 80)
+		r.ObserveHandshake(opaque.Inbound, OutcomeSuccess, "", time.Millisecond)
 		r.ObserveTransportHeader(HeaderRejected, "malformed")
 	})
 	assert.Zero(t, allocs)
@@ -225,8 +234,8 @@ func TestHistogramMerge(t *testing.T) {
 	h.observe(handshakeBounds, time.Millisecond)
 	a := h.snapshot(handshakeBuckets)
 	var m Histogram
-	m.Merge(a)
-	m.Merge(a)
+	m.merge(a)
+	m.merge(a)
 	assert.Equal(t, uint64(2), m.Count)
 	assert.Equal(t, uint64(2), m.Counts[1])
 	assert.Equal(t, uint64(0), m.Counts[0])
@@ -263,28 +272,30 @@ func TestFullCapsTakeNoLock(t *testing.T) {
 	assert.Equal(t, maxErrnos-1, i)
 }
 
-// TestDirectionOutOfRange: every entry point records a Direction other
-// than Outbound as Inbound, and Outbound as itself.
+// TestDirectionOutOfRange: every entry point records a direction other than Outbound as Inbound,
+// and Outbound as itself.
 func TestDirectionOutOfRange(t *testing.T) {
-	for _, tc := range []struct{ in, want Direction }{{Direction(7), Inbound}, {Outbound, Outbound}} {
+	for _, tc := range []struct {
+		in   opaque.Direction
+		want string
+	}{{opaque.Direction(7), "inbound"}, {opaque.Outbound, "outbound"}} {
 		r := New(Config{})
-		r.OpenConn(ConnLabels{Direction: tc.in, Protocol: "p"}).Close("")
+		r.OpenConn(ConnLabels{Direction: tc.in, Protocol: "p"}).End(splice.Stats{})
 		r.ObserveDetection(tc.in, "HTTP/1", "matched", time.Millisecond)
 		r.ObserveDecision(tc.in, "opaque", 3306)
 		r.ObserveHandshake(tc.in, OutcomeSuccess, "", time.Millisecond)
 		r.ObserveHTTPError(tc.in, 400, time.Millisecond)
+		r.HTTPHandler(http.NotFoundHandler(), HTTPOptions{Direction: tc.in}).
+			ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
 		s := r.Snapshot()
-		require.Len(t, s.TCP, 1)
-		require.Len(t, s.Detections, 1)
-		require.Len(t, s.Decisions, 1)
-		require.Len(t, s.Handshakes, 1)
-		require.Len(t, s.Requests, 1)
-		require.Len(t, s.Responses, 1)
-		assert.Equal(t, tc.want, s.TCP[0].Direction, "OpenConn")
-		assert.Equal(t, tc.want, s.Detections[0].Direction, "ObserveDetection")
-		assert.Equal(t, tc.want, s.Decisions[0].Direction, "ObserveDecision")
-		assert.Equal(t, tc.want, s.Handshakes[0].Direction, "ObserveHandshake")
-		assert.Equal(t, tc.want, s.Requests[0].Direction, "ObserveHTTPError request")
-		assert.Equal(t, tc.want, s.Responses[0].Direction, "ObserveHTTPError response")
+		for _, name := range []string{"tcp_open_total", "protocol_detect_total", "policy_decision_total",
+			"tls_handshake_total", "request_total", "response_total"} {
+			f, _ := s.Family(name)
+			require.NotEmpty(t, f.Series, name)
+			for _, se := range f.Series {
+				assert.Equal(t, tc.want, se.Labels[0], name)
+			}
+			assert.Equal(t, s.Value(name), s.Value(name, "direction", tc.want), name)
+		}
 	}
 }

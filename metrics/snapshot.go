@@ -1,15 +1,12 @@
 package metrics
 
 import (
-	"cmp"
 	"slices"
-	"strconv"
 )
 
 // Histogram is a snapshot of a duration histogram.
 type Histogram struct {
-	// Bounds are the bucket upper bounds in seconds, ascending (+Inf is
-	// implied).
+	// Bounds are the bucket upper bounds in seconds, ascending (+Inf is implied).
 	Bounds []float64
 	// Counts[i] is the number of observations <= Bounds[i] (cumulative).
 	Counts []uint64
@@ -19,273 +16,122 @@ type Histogram struct {
 	Sum float64
 }
 
-// TCPSample is the state of one connection label set.
-type TCPSample struct {
-	ConnLabels
-	Opened     uint64       // tcp_open_total
-	Open       int64        // tcp_open_connections: opened minus closed
-	ReadBytes  uint64       // tcp_read_bytes_total
-	WriteBytes uint64       // tcp_write_bytes_total
-	Closed     []ErrnoCount // tcp_close_total by errno, sorted, non-zero only
-	// Duration holds the lifetimes of the connections closed with
-	// Conn.CloseStats (tcp_connection_duration_seconds).
-	Duration Histogram
-}
-
-// ClosedTotal returns the number of closed connections, whatever the errno.
-func (s TCPSample) ClosedTotal() uint64 {
-	var n uint64
-	for _, c := range s.Closed {
-		n += c.Count
+// merge adds the observations of o, which must have the same bounds, to h. A zero h takes o's
+// bounds.
+func (h *Histogram) merge(o Histogram) {
+	if h.Counts == nil {
+		h.Bounds = append([]float64(nil), o.Bounds...)
+		h.Counts = make([]uint64, len(o.Counts))
 	}
-	return n
-}
-
-// ClosedWith returns the number of connections closed with errno.
-func (s TCPSample) ClosedWith(errno string) uint64 {
-	for _, c := range s.Closed {
-		if c.Errno == errno {
-			return c.Count
-		}
+	for i := range o.Counts {
+		h.Counts[i] += o.Counts[i]
 	}
-	return 0
+	h.Count += o.Count
+	h.Sum += o.Sum
 }
 
-// ErrnoCount is the number of connections closed with one errno ("" for a
-// clean close).
-type ErrnoCount struct {
-	Errno string
-	Count uint64
+// Series is one label combination of a metric family.
+type Series struct {
+	Labels []string // label values, in the order of Desc.Labels
+	// Value is a counter's or gauge's value, or a histogram's count.
+	Value float64
+	// Histogram is set for the families of KindHistogram.
+	Histogram Histogram
 }
 
-// DetectionSample counts the detections of one protocol and reason.
-type DetectionSample struct {
-	Direction Direction
-	Protocol  string
-	Reason    string
-	Count     uint64    // protocol_detect_total
-	Duration  Histogram // protocol_detect_duration_seconds
+// Family is the snapshot of one metric family: its description and its series, sorted by label
+// values. A family nothing was counted in yet has no series.
+type Family struct {
+	Desc
+	Series []Series
 }
 
-// DecisionSample counts policy decisions of one action and port label.
-type DecisionSample struct {
-	Direction Direction
-	Action    string
-	Port      string // a port of Config.Ports, or "other"
-	Count     uint64
-}
-
-// HandshakeSample counts TLS handshakes of one outcome (and peer identity,
-// when Config.PeerIdentities is set).
-type HandshakeSample struct {
-	Direction    Direction
-	Outcome      string
-	PeerIdentity string // "" unless Config.PeerIdentities
-	Count        uint64
-	// Duration holds the timed handshakes only (Count may be larger).
-	Duration Histogram
-}
-
-// TransportHeaderSample counts transport header events of one kind.
-type TransportHeaderSample struct {
-	Event HeaderEvent
-	// SessionProtocol is the announced session protocol ("none", "HTTP/1",
-	// "HTTP/2") of a written or read header; "" for HeaderRejected.
-	SessionProtocol string
-	// Reason is why a header was rejected; "" unless HeaderRejected.
-	Reason string
-	Count  uint64
-}
-
-// MuxSample counts the connections a mux handled with one outcome and
-// detected protocol.
-type MuxSample struct {
-	Outcome  string
-	Protocol string
-	Count    uint64
-}
-
-// RequestSample counts HTTP requests of one label set (request_total).
-type RequestSample struct {
-	Direction Direction
-	Authority string
-	Route     string
-	Count     uint64
-}
-
-// ResponseSample counts HTTP responses of one label set (response_total)
-// and holds their latency histogram (response_latency_seconds).
-type ResponseSample struct {
-	Direction Direction
-	Authority string
-	Route     string
-	// StatusCode is the HTTP status; 0 when no response was received or
-	// the connection was hijacked before one was written.
-	StatusCode int
-	// GRPCStatus is the grpc-status value ("0".."63" or "other"), "" for
-	// a response without one.
-	GRPCStatus string
-	// Classification is "success" or "failure".
-	Classification string
-	Count          uint64
-	Latency        Histogram
-}
-
-// Snapshot is a point-in-time copy of every counter of a Registry, sorted by
-// labels. It is what exporters (metrics/prometheus) and tests read.
+// Snapshot is a point-in-time copy of every counter of a Registry: one Family per Desc of Descs, in
+// that order. Exporters (metrics/prometheus) turn it into their format; tests and status pages read
+// values with Value and Histogram.
 type Snapshot struct {
-	TCP              []TCPSample
-	Detections       []DetectionSample
-	Decisions        []DecisionSample
-	Handshakes       []HandshakeSample
-	TransportHeaders []TransportHeaderSample
-	Mux              []MuxSample
-	Requests         []RequestSample
-	Responses        []ResponseSample
+	Families []Family
 }
 
-// Snapshot copies the current value of every counter. Counters keep moving
-// while it runs; each value is read atomically.
+// Snapshot copies the current value of every counter. Counters keep moving while it runs; each
+// value is read atomically. A nil Registry returns the zero Snapshot.
 func (r *Registry) Snapshot() Snapshot {
-	var s Snapshot
 	if r == nil {
-		return s
+		return Snapshot{}
 	}
-	r.tcp.each(func(l ConnLabels, t *tcpSeries) {
-		ts := TCPSample{ConnLabels: l}
-		var closed uint64
-		for i := range t.closed {
-			if n := t.closed[i].Load(); n > 0 {
-				ts.Closed = append(ts.Closed, ErrnoCount{Errno: r.errnos.name(i), Count: n})
-				closed += n
+	s := Snapshot{Families: make([]Family, len(families))}
+	for i := range families {
+		f := &families[i]
+		fs := Family{Desc: f.desc()}
+		f.read(r, func(labels []string, v float64, h *Histogram) {
+			se := Series{Labels: labels, Value: v}
+			if h != nil {
+				se.Histogram = *h
 			}
-		}
-		// Opens are read after closes: every close read has its open.
-		ts.Opened = t.opened.Load()
-		ts.Open = int64(ts.Opened - closed)
-		ts.ReadBytes = t.read.Load()
-		ts.WriteBytes = t.write.Load()
-		ts.Duration = t.dur.snapshot(connDurationBuckets)
-		slices.SortFunc(ts.Closed, func(a, b ErrnoCount) int { return cmp.Compare(a.Errno, b.Errno) })
-		s.TCP = append(s.TCP, ts)
-	})
-	slices.SortFunc(s.TCP, func(a, b TCPSample) int {
-		return cmp.Or(cmp.Compare(a.Direction, b.Direction), cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.TLS, b.TLS))
-	})
-
-	r.detect.each(func(k detectKey, h *histSeries) {
-		hs := h.snapshot(detectBuckets)
-		s.Detections = append(s.Detections, DetectionSample{Direction: k.dir, Protocol: k.protocol, Reason: k.reason, Count: hs.Count, Duration: hs})
-	})
-	slices.SortFunc(s.Detections, func(a, b DetectionSample) int {
-		return cmp.Or(cmp.Compare(a.Direction, b.Direction), cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Reason, b.Reason))
-	})
-
-	r.decisions.each(func(k decisionKey, c *counter) {
-		port := Other
-		if k.port != 0 {
-			port = strconv.Itoa(int(k.port))
-		}
-		s.Decisions = append(s.Decisions, DecisionSample{Direction: k.dir, Action: k.action, Port: port, Count: c.n.Load()})
-	})
-	slices.SortFunc(s.Decisions, func(a, b DecisionSample) int {
-		return cmp.Or(cmp.Compare(a.Direction, b.Direction), cmp.Compare(a.Action, b.Action), cmp.Compare(a.Port, b.Port))
-	})
-
-	r.handshakes.each(func(k handshakeKey, h *handshakeSeries) {
-		hs := h.h.snapshot(handshakeBuckets)
-		s.Handshakes = append(s.Handshakes, HandshakeSample{Direction: k.dir, Outcome: k.outcome, PeerIdentity: k.peer, Count: h.n.n.Load(), Duration: hs})
-	})
-	slices.SortFunc(s.Handshakes, func(a, b HandshakeSample) int {
-		return cmp.Or(cmp.Compare(a.Direction, b.Direction), cmp.Compare(a.Outcome, b.Outcome), cmp.Compare(a.PeerIdentity, b.PeerIdentity))
-	})
-
-	r.headers.each(func(k headerKey, c *counter) {
-		ts := TransportHeaderSample{Event: k.event, Count: c.n.Load()}
-		if k.event == HeaderRejected {
-			ts.Reason = k.value
-		} else {
-			ts.SessionProtocol = k.value
-		}
-		s.TransportHeaders = append(s.TransportHeaders, ts)
-	})
-	slices.SortFunc(s.TransportHeaders, func(a, b TransportHeaderSample) int {
-		return cmp.Or(cmp.Compare(a.Event, b.Event), cmp.Compare(a.SessionProtocol, b.SessionProtocol), cmp.Compare(a.Reason, b.Reason))
-	})
-
-	r.mux.each(func(k muxKey, c *counter) {
-		s.Mux = append(s.Mux, MuxSample{Outcome: k.outcome, Protocol: k.protocol, Count: c.n.Load()})
-	})
-	slices.SortFunc(s.Mux, func(a, b MuxSample) int {
-		return cmp.Or(cmp.Compare(a.Outcome, b.Outcome), cmp.Compare(a.Protocol, b.Protocol))
-	})
-
-	r.httpReqs.each(func(k httpReqKey, c *counter) {
-		s.Requests = append(s.Requests, RequestSample{Direction: k.dir, Authority: k.authority, Route: k.route, Count: c.n.Load()})
-	})
-	slices.SortFunc(s.Requests, func(a, b RequestSample) int {
-		return cmp.Or(cmp.Compare(a.Direction, b.Direction), cmp.Compare(a.Authority, b.Authority), cmp.Compare(a.Route, b.Route))
-	})
-
-	r.httpResps.each(func(k httpRespKey, h *histSeries) {
-		hs := h.snapshot(latencyBuckets)
-		s.Responses = append(s.Responses, ResponseSample{
-			Direction: k.dir, Authority: k.authority, Route: k.route,
-			StatusCode: int(k.status), GRPCStatus: grpcLabel(k.grpc),
-			Classification: classLabel(k.failure), Count: hs.Count, Latency: hs,
+			fs.Series = append(fs.Series, se)
 		})
-	})
-	slices.SortFunc(s.Responses, func(a, b ResponseSample) int {
-		return cmp.Or(cmp.Compare(a.Direction, b.Direction), cmp.Compare(a.Authority, b.Authority),
-			cmp.Compare(a.Route, b.Route), cmp.Compare(a.StatusCode, b.StatusCode),
-			cmp.Compare(a.GRPCStatus, b.GRPCStatus), cmp.Compare(a.Classification, b.Classification))
-	})
+		slices.SortFunc(fs.Series, func(a, b Series) int { return slices.Compare(a.Labels, b.Labels) })
+		s.Families[i] = fs
+	}
 	return s
 }
 
-// TCPFor returns the sample of one label set (zero counts if none).
-func (s Snapshot) TCPFor(l ConnLabels) TCPSample {
-	if l.Protocol == "" {
-		l.Protocol = "unknown"
-	}
-	for _, t := range s.TCP {
-		if t.ConnLabels == l {
-			return t
+// Family returns the family named name (false when the snapshot has none of that name).
+func (s Snapshot) Family(name string) (Family, bool) {
+	for _, f := range s.Families {
+		if f.Name == name {
+			return f, true
 		}
 	}
-	return TCPSample{ConnLabels: l}
+	return Family{}, false
 }
 
-// DetectionCount returns how many detections of protocol ended with reason.
-func (s Snapshot) DetectionCount(dir Direction, protocol, reason string) uint64 {
-	for _, d := range s.Detections {
-		if d.Direction == dir && d.Protocol == protocol && d.Reason == reason {
-			return d.Count
-		}
-	}
-	return 0
+// Value returns the sum of the values of the series of family name whose labels match pairs, given
+// as label name then value ("direction", "inbound", ...); a label not named matches any value, and
+// a name without a value matches "". A histogram series counts its observations. It returns 0 when
+// no series matches.
+//
+//	s.Value("tcp_open_total", "direction", "inbound", "protocol", "HTTP/1")
+func (s Snapshot) Value(name string, pairs ...string) float64 {
+	var v float64
+	s.each(name, pairs, func(se *Series) { v += se.Value })
+	return v
 }
 
-// ResponseCount returns the number of responses with the given status code
-// and grpc-status label ("" for none), summed over authorities and routes.
-func (s Snapshot) ResponseCount(dir Direction, statusCode int, grpcStatus string) uint64 {
-	var n uint64
-	for _, r := range s.Responses {
-		if r.Direction == dir && r.StatusCode == statusCode && r.GRPCStatus == grpcStatus {
-			n += r.Count
-		}
-	}
-	return n
+// Histogram returns the histograms of the series of family name whose labels match pairs (as for
+// Value), merged into one.
+func (s Snapshot) Histogram(name string, pairs ...string) Histogram {
+	var h Histogram
+	s.each(name, pairs, func(se *Series) { h.merge(se.Histogram) })
+	return h
 }
 
-// RequestCount returns the number of requests in direction dir, summed over
-// authorities and routes.
-func (s Snapshot) RequestCount(dir Direction) uint64 {
-	var n uint64
-	for _, r := range s.Requests {
-		if r.Direction == dir {
-			n += r.Count
-		}
+// each calls fn for every series of family name whose labels match pairs.
+func (s Snapshot) each(name string, pairs []string, fn func(*Series)) {
+	f, ok := s.Family(name)
+	if !ok {
+		return
 	}
-	return n
+	idx := make([]int, 0, (len(pairs)+1)/2)
+	for i := 0; i < len(pairs); i += 2 {
+		j := slices.Index(f.Labels, pairs[i])
+		if j < 0 {
+			return // a label the family does not have matches nothing
+		}
+		idx = append(idx, j)
+	}
+series:
+	for k := range f.Series {
+		se := &f.Series[k]
+		for n, j := range idx {
+			want := ""
+			if 2*n+1 < len(pairs) {
+				want = pairs[2*n+1]
+			}
+			if se.Labels[j] != want {
+				continue series
+			}
+		}
+		fn(se)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/splice"
 )
 
 // maxEchoBody bounds the body the /echo path sends back.
@@ -131,7 +132,7 @@ func echo(c net.Conn, idle time.Duration, mc metrics.Conn) {
 	var err error
 	defer func() {
 		c.Close()
-		mc.CloseErr(err)
+		mc.End(splice.Stats{Err: err})
 	}()
 	buf := make([]byte, 4096)
 	for {
@@ -141,9 +142,9 @@ func echo(c net.Conn, idle time.Duration, mc metrics.Conn) {
 		var n int
 		n, err = c.Read(buf)
 		if n > 0 {
-			mc.Read(int64(n))
+			mc.AddRead(int64(n))
 			w, werr := c.Write(buf[:n])
-			mc.Write(int64(w))
+			mc.AddWritten(int64(w))
 			if werr != nil {
 				err = werr
 				return

@@ -311,7 +311,7 @@ func anyOf(auths []mtls.Authorizer) mtls.Authorizer {
 
 func logEvent(w io.Writer, ev proxy.Event) {
 	dir := "inbound"
-	if ev.Outbound {
+	if ev.Direction == opaque.Outbound {
 		dir = "outbound"
 	}
 	errs := ""

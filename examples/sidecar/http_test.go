@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +33,7 @@ import (
 	"github.com/sniffsplice/sniff/examples/sidecar/proxy"
 	"github.com/sniffsplice/sniff/metrics"
 	promcollector "github.com/sniffsplice/sniff/metrics/prometheus"
+	"github.com/sniffsplice/sniff/opaque"
 )
 
 // Issue 10 through two sidecars on loopback: HTTP served per request, with
@@ -124,10 +126,10 @@ func wantCounts(cli, srv *proxy.Sidecar, requests uint64, status int, grpcStatus
 			got  uint64
 			want uint64
 		}{
-			{"outbound requests", a.RequestCount(metrics.Outbound), requests},
-			{"inbound requests", b.RequestCount(metrics.Inbound), requests},
-			{fmt.Sprintf("outbound %d/%q responses", status, grpcStatus), a.ResponseCount(metrics.Outbound, status, grpcStatus), responses},
-			{fmt.Sprintf("inbound %d/%q responses", status, grpcStatus), b.ResponseCount(metrics.Inbound, status, grpcStatus), responses},
+			{"outbound requests", requestCount(a, opaque.Outbound), requests},
+			{"inbound requests", requestCount(b, opaque.Inbound), requests},
+			{fmt.Sprintf("outbound %d/%q responses", status, grpcStatus), responseCount(a, opaque.Outbound, status, grpcStatus), responses},
+			{fmt.Sprintf("inbound %d/%q responses", status, grpcStatus), responseCount(b, opaque.Inbound, status, grpcStatus), responses},
 		} {
 			if c.got != c.want {
 				return fmt.Errorf("%s: %d, want %d", c.name, c.got, c.want)
@@ -152,7 +154,7 @@ func TestHTTP1KeepAliveCurl(t *testing.T) {
 	eventually(t, wantCounts(cli, srv, 4, 200, "", 3))
 	eventually(t, wantCounts(cli, srv, 4, 404, "", 1))
 	a, _ := snapshots(cli, srv)
-	require.Equal(t, uint64(1), a.TCPFor(metrics.ConnLabels{Direction: metrics.Outbound, Protocol: "HTTP/1", TLS: metrics.TLSTrue}).Opened)
+	require.Equal(t, 1.0, a.Value("tcp_open_total", "direction", "outbound", "protocol", "HTTP/1", "tls", "true"))
 }
 
 func TestH2CCurlAndH2load(t *testing.T) {
@@ -199,11 +201,8 @@ func TestGRPCStatusCounted(t *testing.T) {
 	eventually(t, wantCounts(cli, srv, 2, 200, "5", 1))
 	// A non-OK gRPC status is a failure in Linkerd's classification.
 	b := srv.Proxy.Metrics.Snapshot()
-	for _, r := range b.Responses {
-		if r.GRPCStatus == "5" {
-			require.Equal(t, "failure", r.Classification)
-		}
-	}
+	require.Equal(t, 1.0, b.Value("response_total", "grpc_status", "5", "classification", "failure"))
+	require.Zero(t, b.Value("response_total", "grpc_status", "5", "classification", "success"))
 }
 
 func TestWebSocketMiB(t *testing.T) {
@@ -229,9 +228,10 @@ func TestWebSocketMiB(t *testing.T) {
 	a, _ := snapshots(cli, srv)
 	eventually(t, func() error {
 		a, _ = snapshots(cli, srv)
-		got := a.TCPFor(metrics.ConnLabels{Direction: metrics.Outbound, Protocol: "HTTP/1", TLS: metrics.TLSTrue})
-		if got.ReadBytes < 2<<20 || got.WriteBytes < 2<<20 {
-			return fmt.Errorf("outbound bytes %d/%d, want at least 2 MiB each way", got.ReadBytes, got.WriteBytes)
+		conn := []string{"direction", "outbound", "protocol", "HTTP/1", "tls", "true"}
+		read, written := a.Value("tcp_read_bytes_total", conn...), a.Value("tcp_write_bytes_total", conn...)
+		if read < 2<<20 || written < 2<<20 {
+			return fmt.Errorf("outbound bytes %v/%v, want at least 2 MiB each way", read, written)
 		}
 		return nil
 	})
@@ -336,35 +336,29 @@ func TestBadHTTP(t *testing.T) {
 	refused := map[int]uint64{400: 2, 431: 1, 417: 1, 501: 1, 408: 1}
 	eventually(t, func() error {
 		a, b := snapshots(cli, srv)
-		if got := a.RequestCount(metrics.Outbound); got != 8 {
+		if got := requestCount(a, opaque.Outbound); got != 8 {
 			return fmt.Errorf("outbound requests %d, want 8", got)
 		}
 		for status, want := range map[int]uint64{400: 2, 431: 1, 417: 1, 501: 1, 408: 1, 200: 1, 504: 1} {
-			if got := a.ResponseCount(metrics.Outbound, status, ""); got != want {
+			if got := responseCount(a, opaque.Outbound, status, ""); got != want {
 				return fmt.Errorf("outbound %d responses %d, want %d", status, got, want)
 			}
 		}
-		if got := b.RequestCount(metrics.Inbound); got != 2 { // /ka and /slow
+		if got := requestCount(b, opaque.Inbound); got != 2 { // /ka and /slow
 			return fmt.Errorf("inbound requests %d, want 2", got)
 		}
 		return nil
 	})
 	a, b := snapshots(cli, srv)
-	var total uint64
-	for _, r := range a.Responses {
-		total += r.Count
-		if _, ok := refused[r.StatusCode]; ok {
-			require.Equal(t, "failure", r.Classification, "%+v", r)
-			require.Equal(t, "", r.Authority, "%+v", r)
-			require.Positive(t, r.Latency.Sum, "latency from the request's first byte: %+v", r)
-		}
-		if r.StatusCode == 200 {
-			require.Equal(t, "success", r.Classification)
-		}
+	require.Equal(t, 8.0, a.Value("response_total"), "no response counted twice")
+	for status, n := range refused {
+		code := strconv.Itoa(status)
+		require.Equal(t, float64(n), a.Value("response_total", "status_code", code, "classification", "failure", "authority", ""), code)
+		require.Positive(t, a.Histogram("response_latency_seconds", "status_code", code).Sum, "latency from the request's first byte: %s", code)
 	}
-	require.Equal(t, uint64(8), total, "no response counted twice: %+v", a.Responses)
+	require.Equal(t, 1.0, a.Value("response_total", "status_code", "200", "classification", "success"))
 	for status := range refused {
-		require.Zero(t, b.ResponseCount(metrics.Inbound, status, ""), "B never saw the refused request")
+		require.Zero(t, responseCount(b, opaque.Inbound, status, ""), "B never saw the refused request")
 	}
 	problems, err := promtestutil.CollectAndLint(promcollector.NewCollector(cli.Proxy.Metrics, promcollector.Options{}))
 	require.NoError(t, err)
@@ -379,7 +373,7 @@ func TestBadHTTP(t *testing.T) {
 	require.Equal(t, "502 Bad Gateway", raw("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	eventually(t, func() error {
 		a := cli.Proxy.Metrics.Snapshot()
-		if got := a.ResponseCount(metrics.Outbound, 502, ""); got != 1 {
+		if got := responseCount(a, opaque.Outbound, 502, ""); got != 1 {
 			return fmt.Errorf("outbound 502 responses %d, want 1", got)
 		}
 		return nil
@@ -401,19 +395,14 @@ func TestPeerConnectionReused(t *testing.T) {
 	}
 	eventually(t, func() error {
 		a := cli.Proxy.Metrics.Snapshot()
-		if got := a.RequestCount(metrics.Outbound); got != n {
+		if got := requestCount(a, opaque.Outbound); got != n {
 			return fmt.Errorf("requests %d", got)
 		}
 		return nil
 	})
 	a := cli.Proxy.Metrics.Snapshot()
-	var http1Headers uint64
-	for _, h := range a.TransportHeaders {
-		if h.Event == metrics.HeaderWritten && h.SessionProtocol == "HTTP/1" {
-			http1Headers += h.Count
-		}
-	}
-	t.Logf("%d client connections, %d pooled connections to the peer", n, http1Headers)
-	require.GreaterOrEqual(t, http1Headers, uint64(1))
-	require.Less(t, http1Headers, uint64(n), "the connection to the peer is reused")
+	http1Headers := a.Value("transport_header_written_total", "session_protocol", "HTTP/1")
+	t.Logf("%d client connections, %v pooled connections to the peer", n, http1Headers)
+	require.GreaterOrEqual(t, http1Headers, 1.0)
+	require.Less(t, http1Headers, float64(n), "the connection to the peer is reused")
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sniffsplice/sniff/examples/internal/lines"
 	"github.com/sniffsplice/sniff/examples/internal/promtext"
 	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/opaque"
 	"github.com/sniffsplice/sniff/splice"
 )
 
@@ -58,7 +59,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		det: &detect.Detector{
 			Matchers: []detect.Matcher{detect.TLSMatcher()},
 			Timeout:  cfg.DetectTimeout,
-			OnResult: reg.DetectHook(metrics.Inbound),
+			OnResult: reg.DetectHook(opaque.Inbound),
 		},
 		// One event loop joins every proxied connection: an idle one
 		// holds its two sockets and no goroutine.
@@ -193,20 +194,20 @@ func (p *proxy) handle(ctx context.Context, c net.Conn) {
 		p.logf("conn %s: sni=%q route=%s backend=%s: refused: %v (alert internal_error)", c.RemoteAddr(), sni, rule, backend, err)
 		return
 	}
-	mc := p.reg.OpenConn(metrics.ConnLabels{Direction: metrics.Inbound, Protocol: string(detect.TLS), TLS: metrics.TLSOpaque})
+	mc := p.reg.OpenConn(metrics.ConnLabelsFor(opaque.Inbound, detect.TLS, false)) // TLS passed through: tls="opaque"
 	remote := c.RemoteAddr()
 	// done runs on the loop's worker when the join ends: keep it short.
 	done := func(st splice.Stats) {
-		mc.CloseErr(st.Err)
+		mc.End(st)
 		end := "ok"
 		if st.Err != nil {
 			end = fmt.Sprintf("%s: %v", st.End, st.Err)
 		}
 		p.logf("conn %s: sni=%q route=%s backend=%s: %d bytes up, %d down, %v, %s", remote, sni, rule, backend, st.AToB, st.BToA, st.Duration.Round(time.Millisecond), end)
 	}
-	if err := p.loop.Start(ctx, c, up, mc, done); err != nil {
+	if err := p.loop.Start(ctx, c, up, mc.Observer(), done); err != nil {
 		// Not started (the proxy is stopping): done will not be called.
-		mc.CloseErr(err)
+		mc.End(splice.Stats{Err: err})
 		c.Close()
 		up.Close()
 		p.logf("conn %s: sni=%q route=%s backend=%s: not joined: %v", remote, sni, rule, backend, err)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 
 	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/opaque"
 )
 
 func healthServer() *grpc.Server {
@@ -52,20 +54,18 @@ func TestHTTPHandlerGRPCStatus(t *testing.T) {
 		require.Equal(t, codes.NotFound, status.Code(err))
 	}
 	require.Eventually(t, func() bool {
-		return reg.Snapshot().RequestCount(metrics.Inbound) == 5 &&
-			reg.Snapshot().ResponseCount(metrics.Inbound, 200, "0")+reg.Snapshot().ResponseCount(metrics.Inbound, 200, "5") == 5
+		return requestCount(reg.Snapshot(), opaque.Inbound) == 5 &&
+			responseCount(reg.Snapshot(), opaque.Inbound, 200, "0")+responseCount(reg.Snapshot(), opaque.Inbound, 200, "5") == 5
 	}, 10*time.Second, time.Millisecond)
-	snap := reg.Snapshot()
-	require.Len(t, snap.Responses, 2)
-	ok, notFound := snap.Responses[0], snap.Responses[1]
-	assert.Equal(t, "/grpc.health.v1.Health/Check", ok.Route)
-	assert.Equal(t, "0", ok.GRPCStatus)
-	assert.Equal(t, "success", ok.Classification)
-	assert.Equal(t, uint64(3), ok.Count)
-	assert.Equal(t, "5", notFound.GRPCStatus, "NotFound is grpc-status 5")
-	assert.Equal(t, "failure", notFound.Classification)
-	assert.Equal(t, uint64(2), notFound.Count)
-	assert.Equal(t, 200, notFound.StatusCode)
+	// Labels: direction, authority, route, classification, status_code, grpc_status; NotFound is
+	// grpc-status 5, a failure.
+	f, _ := reg.Snapshot().Family("response_total")
+	require.Len(t, f.Series, 2)
+	notFound, ok := f.Series[0], f.Series[1] // sorted: failure before success
+	assert.Equal(t, []string{"/grpc.health.v1.Health/Check", "failure", "200", "5"}, notFound.Labels[2:])
+	assert.Equal(t, 2.0, notFound.Value)
+	assert.Equal(t, []string{"/grpc.health.v1.Health/Check", "success", "200", "0"}, ok.Labels[2:])
+	assert.Equal(t, 3.0, ok.Value)
 }
 
 // TestRoundTripperGRPCTrailers sends a hand-built gRPC request over h2c
@@ -79,7 +79,7 @@ func TestRoundTripperGRPCTrailers(t *testing.T) {
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: reg.RoundTripper(tr, metrics.HTTPOptions{Direction: metrics.Outbound})}
+	client := &http.Client{Transport: reg.RoundTripper(tr, metrics.HTTPOptions{Direction: opaque.Outbound})}
 
 	call := func(service string) string {
 		msg, err := proto.Marshal(&healthpb.HealthCheckRequest{Service: service})
@@ -103,10 +103,21 @@ func TestRoundTripperGRPCTrailers(t *testing.T) {
 	require.Equal(t, "5", call("no.such.Service"))
 
 	snap := reg.Snapshot()
-	assert.Equal(t, uint64(3), snap.RequestCount(metrics.Outbound))
-	assert.Equal(t, uint64(1), snap.ResponseCount(metrics.Outbound, 200, "0"))
-	assert.Equal(t, uint64(2), snap.ResponseCount(metrics.Outbound, 200, "5"))
-	for _, r := range snap.Responses {
-		assert.Equal(t, r.GRPCStatus != "0", r.Classification == "failure", "%+v", r)
-	}
+	assert.Equal(t, uint64(3), requestCount(snap, opaque.Outbound))
+	assert.Equal(t, uint64(1), responseCount(snap, opaque.Outbound, 200, "0"))
+	assert.Equal(t, uint64(2), responseCount(snap, opaque.Outbound, 200, "5"))
+	assert.Equal(t, 2.0, snap.Value("response_total", "grpc_status", "5", "classification", "failure"))
+	assert.Equal(t, 1.0, snap.Value("response_total", "grpc_status", "0", "classification", "success"))
+}
+
+// requestCount reads request_total of one direction from a snapshot.
+func requestCount(s metrics.Snapshot, dir opaque.Direction) uint64 {
+	return uint64(s.Value("request_total", "direction", dir.String()))
+}
+
+// responseCount reads response_total of one direction, status code and grpc-status from a
+// snapshot, summed over authorities and routes.
+func responseCount(s metrics.Snapshot, dir opaque.Direction, status int, grpcStatus string) uint64 {
+	return uint64(s.Value("response_total", "direction", dir.String(), "status_code", strconv.Itoa(status),
+		"grpc_status", grpcStatus))
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/sniffsplice/sniff/metrics"
 	sniffprom "github.com/sniffsplice/sniff/metrics/prometheus"
+	"github.com/sniffsplice/sniff/opaque"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -48,7 +49,7 @@ func TestHTTPMetricsExposition(t *testing.T) {
 
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: reg.RoundTripper(tr, metrics.HTTPOptions{Direction: metrics.Outbound, MaxAuthorities: -1})}
+	client := &http.Client{Transport: reg.RoundTripper(tr, metrics.HTTPOptions{Direction: opaque.Outbound, MaxAuthorities: -1})}
 	get := func(path string, code int) {
 		req, err := http.NewRequest("GET", "http://"+addr+path, nil)
 		require.NoError(t, err)

@@ -2,6 +2,7 @@ package prometheus
 
 import (
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,26 +13,27 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/opaque"
 	"github.com/sniffsplice/sniff/splice"
 )
 
 // populated returns a registry with one value in every family.
 func populated() *metrics.Registry {
-	r := metrics.New(metrics.Config{Ports: []uint16{3306}, PeerIdentities: true})
-	in := metrics.ConnLabels{Direction: metrics.Inbound, Protocol: "HTTP/1", TLS: metrics.TLSTrue}
+	r := metrics.New(metrics.Config{Ports: opaque.NewPortSet(3306), PeerIdentities: true})
+	in := metrics.ConnLabels{Direction: opaque.Inbound, Protocol: "HTTP/1", TLS: metrics.TLSTrue}
 	a := r.OpenConn(in)
-	a.Read(120)
-	a.Write(4096)
-	a.CloseStats(splice.Stats{Duration: 3 * time.Second}, nil)
+	a.AddRead(120)
+	a.AddWritten(4096)
+	a.End(splice.Stats{Duration: 3 * time.Second})
 	b := r.OpenConn(in)
-	b.Read(3)
-	b.Close("ECONNRESET")
+	b.AddRead(3)
+	b.End(splice.Stats{Err: syscall.ECONNRESET})
 	r.OpenConn(in) // still open
-	r.ObserveDetection(metrics.Inbound, "HTTP/1", "matched", 300*time.Microsecond)
-	r.ObserveDecision(metrics.Inbound, "opaque", 3306)
-	r.ObserveDecision(metrics.Inbound, "detect", 8080)
-	r.ObserveHandshake(metrics.Inbound, metrics.OutcomeSuccess, "spiffe://td/ns/a", 2*time.Millisecond)
-	r.ObserveHandshake(metrics.Inbound, metrics.OutcomeSuccess, "spiffe://td/ns/b", 20*time.Millisecond)
+	r.ObserveDetection(opaque.Inbound, "HTTP/1", "matched", 300*time.Microsecond)
+	r.ObserveDecision(opaque.Inbound, "opaque", 3306)
+	r.ObserveDecision(opaque.Inbound, "detect", 8080)
+	r.ObserveHandshake(opaque.Inbound, metrics.OutcomeSuccess, "spiffe://td/ns/a", 2*time.Millisecond)
+	r.ObserveHandshake(opaque.Inbound, metrics.OutcomeSuccess, "spiffe://td/ns/b", 20*time.Millisecond)
 	r.ObserveTransportHeader(metrics.HeaderWritten, "HTTP/2")
 	r.ObserveTransportHeader(metrics.HeaderRejected, "malformed")
 	r.ObserveMux("routed", "HTTP/1")
@@ -107,7 +109,7 @@ mux_connections_total{outcome="routed",protocol="HTTP/1"} 1
 	assert.Equal(t, 0, testutil.CollectAndCount(c, "transport_header_read_total", "request_total"))
 	// protocol_detect_duration_seconds: one histogram series.
 	assert.Equal(t, 1, testutil.CollectAndCount(c, "protocol_detect_duration_seconds"))
-	// tcp_connection_duration_seconds: the one connection closed with CloseStats.
+	// tcp_connection_duration_seconds: the one connection ended with a duration.
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(`
 # HELP tcp_connection_duration_seconds Lifetime of closed connections (those closed with their splice statistics).
 # TYPE tcp_connection_duration_seconds histogram

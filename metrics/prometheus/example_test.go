@@ -9,15 +9,17 @@ import (
 
 	"github.com/sniffsplice/sniff/metrics"
 	sniffprom "github.com/sniffsplice/sniff/metrics/prometheus"
+	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/splice"
 )
 
 // Register the collector with a Prometheus registry (and serve it with
 // promhttp.HandlerFor); every scrape reads the counters once.
 func ExampleNewCollector() {
 	reg := metrics.New(metrics.Config{})
-	mc := reg.OpenConn(metrics.ConnLabels{Direction: metrics.Outbound, Protocol: "opaque"})
-	mc.Read(100)
-	mc.Close("")
+	mc := reg.OpenConn(metrics.ConnLabels{Direction: opaque.Outbound, Protocol: "opaque"})
+	mc.AddRead(100)
+	mc.End(splice.Stats{})
 
 	promReg := prom.NewPedanticRegistry()
 	promReg.MustRegister(sniffprom.NewCollector(reg, sniffprom.Options{Namespace: "sniff"}))

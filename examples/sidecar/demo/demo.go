@@ -84,13 +84,13 @@ func (e *events) add(ev proxy.Event) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	m := e.in
-	if ev.Outbound {
+	if ev.Direction == opaque.Outbound {
 		m = e.out
 	}
 	m[ev.Dst.Port()] = append(m[ev.Dst.Port()], ev)
 	if e.verb != nil {
 		dir := "inbound "
-		if ev.Outbound {
+		if ev.Direction == opaque.Outbound {
 			dir = "outbound"
 		}
 		fmt.Fprintf(e.verb, "  event %s dst=%s proto=%s path=%s peer=%s bytes=%d/%d err=%v\n",
@@ -335,8 +335,8 @@ func drive(ctx context.Context, r *row, ev *events, pA, pB *proxy.Proxy, clientI
 	if http {
 		// Served at the HTTP layer: every request went through both sidecars'
 		// reverse proxies and their per-request metrics.
-		a := requests(pA.Metrics.Snapshot(), metrics.Outbound, r.Authority)
-		b := requests(pB.Metrics.Snapshot(), metrics.Inbound, r.Authority)
+		a := requests(pA.Metrics.Snapshot(), opaque.Outbound, r.Authority)
+		b := requests(pB.Metrics.Snapshot(), opaque.Inbound, r.Authority)
 		if a != r.Requests || b != r.Requests {
 			errs = append(errs, fmt.Errorf("requests counted by A/B: %d/%d, want %d", a, b, r.Requests))
 		}
@@ -571,12 +571,6 @@ func silentClient(silence time.Duration) func(context.Context, func(context.Cont
 }
 
 // requests sums request_total of one direction and authority.
-func requests(s metrics.Snapshot, dir metrics.Direction, authority string) uint64 {
-	var n uint64
-	for _, r := range s.Requests {
-		if r.Direction == dir && r.Authority == authority {
-			n += r.Count
-		}
-	}
-	return n
+func requests(s metrics.Snapshot, dir opaque.Direction, authority string) uint64 {
+	return uint64(s.Value("request_total", "direction", dir.String(), "authority", authority))
 }

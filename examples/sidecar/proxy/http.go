@@ -179,7 +179,7 @@ func (p *Proxy) CloseIdleConnections() {
 // serveHTTP serves the HTTP connection c until it closes (or is hijacked and
 // the tunnel ends): every request is proxied through rt to target.
 // Bytes are counted on mc as they move.
-func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target netip.AddrPort, t *pooledTransport, dir metrics.Direction, clientID spiffeid.ID, mc metrics.Conn) {
+func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target netip.AddrPort, t *pooledTransport, dir opaque.Direction, clientID spiffeid.ID, mc metrics.Conn) {
 	errs := newServerErrors(func(status int, lat time.Duration) { p.Metrics.ObserveHTTPError(dir, status, lat) })
 	cc := &countingConn{Conn: c, mc: mc, errs: errs, closed: make(chan struct{})}
 	rewrite := p.rewriter(target, dir, clientID)
@@ -247,7 +247,7 @@ var forwardedHeaders = [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-
 // the identity this sidecar verified in l5d-client-id, or no l5d-client-id
 // at all for an unmeshed client: whatever the client wrote there, in the
 // header or in the trailer, is dropped.
-func (p *Proxy) rewriter(target netip.AddrPort, dir metrics.Direction, clientID spiffeid.ID) func(*httputil.ProxyRequest) {
+func (p *Proxy) rewriter(target netip.AddrPort, dir opaque.Direction, clientID spiffeid.ID) func(*httputil.ProxyRequest) {
 	host := target.String()
 	var id []string
 	if !clientID.IsZero() {
@@ -261,7 +261,7 @@ func (p *Proxy) rewriter(target netip.AddrPort, dir metrics.Direction, clientID 
 				pr.Out.Header[k] = v
 			}
 		}
-		if dir == metrics.Inbound {
+		if dir == opaque.Inbound {
 			pr.Out.Header.Del(ClientIDHeader)
 			pr.Out.Trailer.Del(ClientIDHeader)
 			if id != nil {
@@ -499,7 +499,7 @@ func (c *countingConn) Read(b []byte) (int, error) {
 	defer c.io.RUnlock()
 	n, err := c.Conn.Read(b)
 	c.read.Add(int64(n))
-	c.mc.Read(int64(n))
+	c.mc.AddRead(int64(n))
 	if c.errs != nil {
 		c.errs.read(b[:n])
 		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
@@ -517,7 +517,7 @@ func (c *countingConn) Write(b []byte) (int, error) {
 	}
 	n, err := c.Conn.Write(b)
 	c.written.Add(int64(n))
-	c.mc.Write(int64(n))
+	c.mc.AddWritten(int64(n))
 	return n, err
 }
 

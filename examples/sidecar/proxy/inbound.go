@@ -11,9 +11,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/sniffsplice/sniff/detect"
-	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/splice"
 )
 
 // ServeInbound accepts connections on the inbound port l until ctx ends. With
@@ -211,7 +211,7 @@ func (p *Proxy) detectLocal(ctx context.Context, dec opaque.Decision, c, app net
 		return res, nil, nil, err
 	}
 	if p.unfinished(res) {
-		if cc, err = p.checkUnfinished(cc, res, metrics.Inbound); err != nil {
+		if cc, err = p.checkUnfinished(cc, res, opaque.Inbound); err != nil {
 			ac.Close()
 			return res, nil, nil, err
 		}
@@ -277,6 +277,6 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 func (p *Proxy) serveInboundHTTP(ctx context.Context, ev *Event, c net.Conn, sp opaque.SessionProtocol, clientID spiffeid.ID) {
 	t := p.inboundTransport(ev.Dst.Port(), sp)
 	mc := p.Metrics.OpenConn(connLabels(ev))
-	p.serveHTTP(ctx, ev, c, ev.Dst, t, metrics.Inbound, clientID, mc)
-	mc.CloseErr(nil)
+	p.serveHTTP(ctx, ev, c, ev.Dst, t, opaque.Inbound, clientID, mc)
+	mc.End(splice.Stats{})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/splice"
 )
 
 // ServeOutbound accepts the application's outgoing connections on l until ctx
@@ -31,7 +32,7 @@ func (p *Proxy) ServeOutbound(ctx context.Context, l net.Listener, dst DstFunc) 
 		d, err := dst(c)
 		if err != nil {
 			c.Close()
-			p.emit(Event{Outbound: true, Err: err})
+			p.emit(Event{Direction: opaque.Outbound, Err: err})
 			return
 		}
 		p.HandleOutbound(ctx, c, d)
@@ -41,7 +42,7 @@ func (p *Proxy) ServeOutbound(ctx context.Context, l net.Listener, dst DstFunc) 
 // HandleOutbound carries one outgoing connection to dst and closes it.
 func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPort) {
 	start := time.Now()
-	ev := Event{Outbound: true, Dst: dst, Protocol: detect.Unknown}
+	ev := Event{Direction: opaque.Outbound, Dst: dst, Protocol: detect.Unknown}
 	defer func() {
 		ev.Duration = time.Since(start)
 		p.emit(ev)
@@ -94,7 +95,7 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 			return
 		}
 		if p.unfinished(res) {
-			if cc, ev.Err = p.checkUnfinished(cc, res, metrics.Outbound); ev.Err != nil {
+			if cc, ev.Err = p.checkUnfinished(cc, res, opaque.Outbound); ev.Err != nil {
 				return
 			}
 		}
@@ -115,7 +116,7 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		res, cc, derr := det.Detect(ctx, c)
 		ev.Detect, ev.Protocol = res, res.Protocol
 		if derr == nil && p.unfinished(res) {
-			if cc, derr = p.checkUnfinished(cc, res, metrics.Outbound); derr != nil {
+			if cc, derr = p.checkUnfinished(cc, res, opaque.Outbound); derr != nil {
 				ev.Err = derr // answered and closed
 				return
 			}
@@ -152,7 +153,7 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 	}
 	p.learn(dst.Port(), res.Protocol)
 	if p.unfinished(res) {
-		if cc, ev.Err = p.checkUnfinished(cc, res, metrics.Outbound); ev.Err != nil {
+		if cc, ev.Err = p.checkUnfinished(cc, res, opaque.Outbound); ev.Err != nil {
 			uc.Close()
 			return
 		}
@@ -180,8 +181,8 @@ func (p *Proxy) serveOutboundHTTP(ctx context.Context, ev *Event, c net.Conn, ds
 		l.TLS = metrics.TLSTrue // requests leave in mutual TLS
 	}
 	mc := p.Metrics.OpenConn(l)
-	p.serveHTTP(ctx, ev, c, dst, t, metrics.Outbound, spiffeid.ID{}, mc)
-	mc.CloseErr(nil)
+	p.serveHTTP(ctx, ev, c, dst, t, opaque.Outbound, spiffeid.ID{}, mc)
+	mc.End(splice.Stats{})
 	return true
 }
 
@@ -220,7 +221,7 @@ func (p *Proxy) dialAndFinish(ctx context.Context, ev *Event, client net.Conn, d
 func (p *Proxy) finish(ctx context.Context, ev *Event, client, up net.Conn) {
 	mc := p.Metrics.OpenConn(connLabels(ev))
 	st, err := p.join(ctx, client, up, mc.Observer())
-	mc.CloseErr(err)
+	mc.End(st)
 	ev.ClientBytes, ev.ServerBytes = st.AToB, st.BToA
 	if err != nil && ev.Err == nil {
 		ev.Err = err
@@ -238,24 +239,16 @@ func sessionFor(proto detect.Protocol) opaque.SessionProtocol {
 	return opaque.SessionNone
 }
 
-// connLabels resolves a connection's metric labels once, when it is decided.
+// connLabels resolves a connection's metric labels once, when it is decided: the hop is meshed when
+// the peer sidecar proved an identity in mutual TLS.
 func connLabels(ev *Event) metrics.ConnLabels {
-	l := metrics.ConnLabels{Direction: metrics.Inbound, Protocol: string(ev.Protocol)}
-	if ev.Outbound {
-		l.Direction = metrics.Outbound
-	}
+	proto := ev.Protocol
 	switch {
 	case ev.Path == PathOpaque, ev.Path == PathServerFirst, ev.Path == PathSkip,
 		ev.Path == PathHeader && ev.Protocol == detect.Unknown:
-		l.Protocol = "opaque"
+		proto = "opaque"
 	}
-	switch {
-	case ev.Protocol == detect.TLS:
-		l.TLS = metrics.TLSOpaque
-	case !ev.PeerID.IsZero():
-		l.TLS = metrics.TLSTrue
-	}
-	return l
+	return metrics.ConnLabelsFor(ev.Direction, proto, !ev.PeerID.IsZero())
 }
 
 // h2ServerPreface reads the upstream's first bytes (what is there within a

@@ -96,11 +96,11 @@ type Peer struct {
 
 // Event describes one proxied connection when it ends.
 type Event struct {
-	Outbound bool            // direction: outbound listener (true) or inbound (false)
-	Dst      netip.AddrPort  // original destination (outbound) or local app address (inbound)
-	Protocol detect.Protocol // detected or declared protocol; Unknown for opaque
-	Path     Path
-	Detect   detect.Result // the detection result when Path is detect or server-first
+	Direction opaque.Direction // the listener: outbound or inbound
+	Dst       netip.AddrPort   // original destination (outbound) or local app address (inbound)
+	Protocol  detect.Protocol  // detected or declared protocol; Unknown for opaque
+	Path      Path
+	Detect    detect.Result // the detection result when Path is detect or server-first
 	// PeerID is the identity the other sidecar presented (zero when no mTLS).
 	PeerID spiffeid.ID
 	// ClientBytes and ServerBytes count the bytes read from the accepted
@@ -120,8 +120,9 @@ type Proxy struct {
 	// Policy resolves a port to skip / opaque / declared / detect. Nil: every
 	// port is detected.
 	Policy *opaque.Resolver
-	// Detector is copied per connection (the timeout set by policy). Nil: the
-	// default detector.
+	// Detector is the base of the proxy's detectors: one per direction and
+	// detection timeout of the policy, built on first use and kept, with the
+	// metrics hook of its direction. Nil: the default detector.
 	Detector *detect.Detector
 	// Peers maps a destination to the sidecar in front of it. Nil: the
 	// destination's own address at InboundPort, any identity of our trust domain.
@@ -166,7 +167,9 @@ type Proxy struct {
 	codec     opaque.HeaderCodec
 	initErr   error
 	http      httpState
-	httpRuns  sync.Map // uint16 port -> *atomic.Int32: consecutive HTTP detections
+	httpRuns  sync.Map                // uint16 port -> *atomic.Int32: consecutive HTTP detections
+	detectors sync.Map                // detectorKey -> *detect.Detector, built once each
+	hooks     [2]func(*detect.Result) // the metrics hook of each direction, built once
 	ownMu     sync.Mutex
 	own       atomic.Pointer[opaque.PortSet] // ports of this proxy's listeners
 }
@@ -226,6 +229,7 @@ func (p *Proxy) init() error {
 		if hook := p.Metrics.HandshakeHook(); hook != nil {
 			c.OnHandshake = chain(c.OnHandshake, hook)
 		}
+		p.hooks = [2]func(*detect.Result){p.Metrics.DetectHook(opaque.Inbound), p.Metrics.DetectHook(opaque.Outbound)}
 		if obs := p.Metrics.HeaderObserver(); obs != nil {
 			p.codec.Observer = ownPortObserver{obs, p}
 		}
@@ -260,18 +264,36 @@ func (p *Proxy) resolve(dir opaque.Direction, port uint16) opaque.Decision {
 	return dec
 }
 
+// detectorKey names one of the proxy's detectors.
+type detectorKey struct {
+	dir     opaque.Direction
+	timeout time.Duration // 0: the base Detector's
+}
+
+// detector returns the detector for connections in dir with the detection timeout of d. Each is
+// built on first use and kept, so its metrics hook (shared by the direction's detectors) keeps its
+// cache across connections; a policy has few distinct timeouts. A timeout is a detector of its own,
+// not a detect.WithTimeout option, because DetectUpstream takes no per-call options.
 func (p *Proxy) detector(dir opaque.Direction, d opaque.Decision) *detect.Detector {
+	if dir != opaque.Outbound {
+		dir = opaque.Inbound
+	}
+	k := detectorKey{dir, d.DetectTimeout}
+	if v, ok := p.detectors.Load(k); ok {
+		return v.(*detect.Detector)
+	}
 	var det detect.Detector
 	if p.Detector != nil {
 		det = *p.Detector
 	}
-	if hook := p.Metrics.DetectHook(metrics.DirectionOf(dir)); hook != nil {
+	if hook := p.hooks[dir]; hook != nil {
 		det.OnResult = chain(det.OnResult, hook)
 	}
 	if d.DetectTimeout != 0 {
 		det.Timeout = d.DetectTimeout
 	}
-	return &det
+	v, _ := p.detectors.LoadOrStore(k, &det)
+	return v.(*detect.Detector)
 }
 
 func (p *Proxy) peer(dst netip.AddrPort) (Peer, error) {

@@ -25,6 +25,7 @@ import (
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
 	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/transparent"
 )
 
 // lineEcho answers each line with "echo: line" and returns its address.
@@ -139,8 +140,8 @@ func TestDstErrors(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	_, err := OriginalDst(a)
-	require.ErrorIs(t, err, ErrNoOriginalDst)
+	_, err := transparent.OriginalDst(a)
+	require.ErrorIs(t, err, transparent.ErrNoOriginalDst)
 
 	want := netip.MustParseAddrPort("127.0.0.1:5432")
 	got, err := Fixed(want)(a)
@@ -230,7 +231,7 @@ func TestHandleLocal(t *testing.T) {
 	e := ev.wait(t, 1)[0]
 	require.Equal(t, PathDetect, e.Path)
 	require.Equal(t, detect.HTTP1, e.Protocol)
-	require.Equal(t, uint64(1), reg.Snapshot().ResponseCount(metrics.Inbound, 200, ""))
+	require.Equal(t, uint64(1), responseCount(reg.Snapshot(), opaque.Inbound, 200, ""))
 	p.CloseIdleConnections()
 
 	// The HTTP metrics pass Prometheus' linter.
@@ -363,11 +364,6 @@ func TestLearnHTTP(t *testing.T) {
 	for _, e := range ev.wait(t, 5) {
 		require.Equal(t, detect.HTTP1, e.Protocol)
 	}
-	var none uint64
-	for _, h := range regB.Snapshot().TransportHeaders {
-		if h.Event == metrics.HeaderRead && h.SessionProtocol == "none" {
-			none += h.Count
-		}
-	}
-	require.Equal(t, uint64(2), none, "only the first two connections raced")
+	none := regB.Snapshot().Value("transport_header_read_total", "session_protocol", "none")
+	require.Equal(t, 2.0, none, "only the first two connections raced")
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/sniffsplice/sniff/detect"
-	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/opaque"
 )
 
 // Detection that ends undecided (the detection buffer filled, or the
@@ -40,7 +40,7 @@ const refuseWait = 500 * time.Millisecond
 // 408, counts the answer on dir, closes c and returns an error matching
 // ErrUnfinishedHTTP. Otherwise it returns c with those bytes put back in
 // front, to be carried opaque. A read error closes c and is returned.
-func (p *Proxy) checkUnfinished(c net.Conn, res detect.Result, dir metrics.Direction) (net.Conn, error) {
+func (p *Proxy) checkUnfinished(c net.Conn, res detect.Result, dir opaque.Direction) (net.Conn, error) {
 	b := make([]byte, res.Bytes)
 	c.SetReadDeadline(time.Now().Add(refuseWait))
 	_, err := io.ReadFull(c, b)
