@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/sniffsplice/sniff/transparent"
 )
 
 // Forward is one explicit outbound listener: every connection accepted on
@@ -114,7 +116,9 @@ func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
 			return fail(err)
 		}
 		s.OutboundAddr = l.Addr()
-		jobs = append(jobs, job{l, func(ctx context.Context, l net.Listener) error { return p.ServeOutbound(ctx, l, OriginalDst) }})
+		jobs = append(jobs, job{l, func(ctx context.Context, l net.Listener) error {
+			return p.ServeOutbound(ctx, l, transparent.OriginalDst)
+		}})
 	}
 	for _, f := range ls.Forwards {
 		if !f.Dst.IsValid() {
@@ -136,7 +140,7 @@ func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
 		s.InboundAddr = l.Addr()
 		var dst DstFunc
 		if ls.InboundTransparent {
-			dst = OriginalDst
+			dst = transparent.OriginalDst
 		}
 		jobs = append(jobs, job{l, func(ctx context.Context, l net.Listener) error { return p.ServeInbound(ctx, l, dst) }})
 	}

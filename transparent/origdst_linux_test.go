@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package transparent_test
 
 import (
 	"context"
@@ -17,13 +17,14 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/sniffsplice/sniff/examples/internal/exampletest"
+	"github.com/sniffsplice/sniff/transparent"
 )
 
 // TestOriginalDstRedirect: in a network namespace of its own, an iptables
 // (ip6tables) REDIRECT rule sends a connection for port 7001 to the
 // listener on port 7002, as proxy-init's rules do; OriginalDst on the
-// accepted conn reads port 7001 back, over IPv4 and over IPv6.
+// accepted conn reads port 7001 back, over IPv4, over IPv6, and over IPv4
+// accepted IPv4-mapped by a dual-stack listener.
 func TestOriginalDstRedirect(t *testing.T) {
 	if os.Geteuid() != 0 {
 		msg := "creates a network namespace and iptables rules: needs root"
@@ -32,22 +33,23 @@ func TestOriginalDstRedirect(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
-	ip := exampletest.RequireProgram(t, "ip", "iproute2")
-	ns := fmt.Sprintf("sniff-origdst-%d", os.Getpid())
+	ip := needProgram(t, "ip", "iproute2")
+	ns := fmt.Sprintf("sniff-transparent-%d", os.Getpid())
 	run(t, ip, "netns", "add", ns)
-	t.Cleanup(func() { exec.Command(ip, "netns", "del", ns).Run() })
+	t.Cleanup(func() { _ = exec.Command(ip, "netns", "del", ns).Run() })
 	run(t, ip, "netns", "exec", ns, "ip", "link", "set", "lo", "up")
 
-	for _, tc := range []struct{ name, tables, addr string }{
-		{"IPv4", "iptables", "127.0.0.1"},
-		{"IPv6", "ip6tables", "::1"},
+	for _, tc := range []struct{ name, tables, addr, listen string }{
+		{"IPv4", "iptables", "127.0.0.1", "127.0.0.1:7002"},
+		{"IPv6", "ip6tables", "::1", "[::1]:7002"},
+		{"IPv4-on-dual-stack-listener", "iptables", "127.0.0.2", "[::]:7002"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tables := exampletest.RequireProgram(t, tc.tables, "iptables")
+			tables := needProgram(t, tc.tables, "iptables")
 			run(t, ip, "netns", "exec", ns, tables, "-t", "nat", "-A", "OUTPUT", "-p", "tcp",
 				"-d", tc.addr, "--dport", "7001", "-j", "REDIRECT", "--to-ports", "7002")
 			got, err := inNetns(ns, func() (netip.AddrPort, error) {
-				ln, err := net.Listen("tcp", net.JoinHostPort(tc.addr, "7002"))
+				ln, err := net.Listen("tcp", tc.listen)
 				if err != nil {
 					return netip.AddrPort{}, err
 				}
@@ -62,12 +64,27 @@ func TestOriginalDstRedirect(t *testing.T) {
 					return netip.AddrPort{}, err
 				}
 				defer a.Close()
-				return OriginalDst(a)
+				// Through a wrapper with NetConn, as a replaying conn is.
+				return transparent.OriginalDst(wrapped{a})
 			})
 			require.NoError(t, err)
 			require.Equal(t, netip.MustParseAddrPort(net.JoinHostPort(tc.addr, "7001")), got)
 		})
 	}
+}
+
+// needProgram returns the path of prog, skipping the test (naming the
+// Debian package) when it is missing, or failing it when CI=true.
+func needProgram(t *testing.T, prog, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(prog)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found (Debian package %s) and CI=true", prog, pkg)
+		}
+		t.Skipf("%s not found: install the Debian package %s", prog, pkg)
+	}
+	return p
 }
 
 func run(t *testing.T, name string, args ...string) {

@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package transparent
 
 import (
 	"encoding/binary"
@@ -16,17 +16,19 @@ import (
 const ip6tSOOriginalDst = 80
 
 // OriginalDst returns the destination a connection had before an iptables
-// REDIRECT (or DNAT) rule sent it to this listener, read with
-// getsockopt(SO_ORIGINAL_DST). It needs the *net.TCPConn the listener
-// accepted (or a conn that unwraps to one with NetConn).
+// REDIRECT (or DNAT) rule sent it to this listener: getsockopt
+// SO_ORIGINAL_DST on an IPv4 connection (also one that arrived
+// IPv4-mapped on a dual-stack socket), IP6T_SO_ORIGINAL_DST on an IPv6
+// one. IPv4 addresses come back as 4-byte addresses. c must be the
+// *net.TCPConn the listener accepted, or unwrap to it through NetConn.
 func OriginalDst(c net.Conn) (netip.AddrPort, error) {
-	tc, ok := unwrapTCP(c)
-	if !ok {
-		return netip.AddrPort{}, fmt.Errorf("%w: %T is not a TCP connection", ErrNoOriginalDst, c)
+	tc, err := unwrapTCP(c)
+	if err != nil {
+		return netip.AddrPort{}, err
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return netip.AddrPort{}, err
+		return netip.AddrPort{}, fmt.Errorf("%w: %w", ErrNoOriginalDst, err)
 	}
 	local, _ := tc.LocalAddr().(*net.TCPAddr)
 	v6 := local != nil && local.IP.To4() == nil
@@ -37,7 +39,7 @@ func OriginalDst(c net.Conn) (netip.AddrPort, error) {
 			// struct sockaddr_in6 fits in IPv6MTUInfo (sockaddr_in6 + u32).
 			info, e := unix.GetsockoptIPv6MTUInfo(int(fd), unix.IPPROTO_IPV6, ip6tSOOriginalDst)
 			if e != nil {
-				serr = e
+				serr = fmt.Errorf("getsockopt IP6T_SO_ORIGINAL_DST: %w", e)
 				return
 			}
 			p := info.Addr.Port // network byte order in memory
@@ -48,7 +50,7 @@ func OriginalDst(c net.Conn) (netip.AddrPort, error) {
 		// struct sockaddr_in fits in the 16 bytes of an IPv6Mreq.
 		m, e := unix.GetsockoptIPv6Mreq(int(fd), unix.IPPROTO_IP, unix.SO_ORIGINAL_DST)
 		if e != nil {
-			serr = e
+			serr = fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", e)
 			return
 		}
 		b := m.Multiaddr
