@@ -132,3 +132,39 @@ func TestMuxMatchGRPCOff(t *testing.T) {
 	assert.ErrorIs(t, err, net.ErrClosed)
 	recv(t, done, "Serve to return")
 }
+
+// BenchmarkDetectOption: Detect on a loopback conn holding an HTTP/1 request, without an option and
+// with a per-call WithTimeout, side by side (the option must cost nothing measurable and allocate
+// nothing).
+func BenchmarkDetectOption(b *testing.B) {
+	c, s := tcpPair(b)
+	defer c.Close()
+	defer s.Close()
+	if _, err := c.Write([]byte("GET /api/v1/items?limit=10 HTTP/1.1\r\nHost: api.example.com\r\n\r\n")); err != nil {
+		b.Fatal(err)
+	}
+	var d detect.Detector
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if res, _, _ := d.Detect(ctx, s); res.Protocol == detect.HTTP1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the request did not arrive")
+		}
+	}
+	for _, bc := range []struct {
+		name string
+		opts []detect.Option
+	}{{"none", nil}, {"WithTimeout", []detect.Option{detect.WithTimeout(5 * time.Second)}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if res, _, err := d.Detect(ctx, s, bc.opts...); err != nil || res.Protocol != detect.HTTP1 {
+					b.Fatal(res.Protocol, err)
+				}
+			}
+		})
+	}
+}
