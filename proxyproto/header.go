@@ -229,6 +229,10 @@ const (
 	SubtypeSSLCipher  TLVType = 0x23 // cipher, e.g. "TLS_AES_128_GCM_SHA256"
 	SubtypeSSLSigAlg  TLVType = 0x24 // signature algorithm of the proxy's certificate, e.g. "SHA256"
 	SubtypeSSLKeyAlg  TLVType = 0x25 // key algorithm of the proxy's certificate, e.g. "RSA2048"
+
+	SubtypeSSLGroup      TLVType = 0x26 // key exchange group, e.g. "X25519" (newer senders)
+	SubtypeSSLSigScheme  TLVType = 0x27 // signature scheme of the handshake, e.g. "ecdsa_secp256r1_sha256" (newer senders)
+	SubtypeSSLClientCert TLVType = 0x28 // the client's certificate, DER (newer senders)
 )
 
 // TLV is one type-length-value field of a version 2 header.
@@ -283,6 +287,25 @@ func (s SSL) SigAlg() string { return s.sub(SubtypeSSLSigAlg) }
 // KeyAlg returns the key algorithm of the proxy's own certificate
 // (PP2_SUBTYPE_SSL_KEY_ALG).
 func (s SSL) KeyAlg() string { return s.sub(SubtypeSSLKeyAlg) }
+
+// Group returns the key exchange group (PP2_SUBTYPE_SSL_GROUP), when the
+// sender sends it.
+func (s SSL) Group() string { return s.sub(SubtypeSSLGroup) }
+
+// SigScheme returns the signature scheme of the handshake
+// (PP2_SUBTYPE_SSL_SIG_SCHEME), when the sender sends it.
+func (s SSL) SigScheme() string { return s.sub(SubtypeSSLSigScheme) }
+
+// ClientCert returns the client's certificate in DER
+// (PP2_SUBTYPE_SSL_CLIENT_CERT), when the sender sends it, else nil.
+func (s SSL) ClientCert() []byte {
+	for _, v := range s.TLVs {
+		if v.Type == SubtypeSSLClientCert {
+			return v.Value
+		}
+	}
+	return nil
+}
 
 // ClientCertVerified reports whether the client presented a certificate
 // (on this connection or in its session) and the proxy verified it.

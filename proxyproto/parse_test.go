@@ -117,7 +117,7 @@ func TestParseValid(t *testing.T) {
 
 func TestParseAccessors(t *testing.T) {
 	sslValue := "\x07\x00\x00\x00\x00" + tlv(0x21, "TLSv1.3") + tlv(0x22, "client.test") + tlv(0x23, "TLS_AES_128_GCM_SHA256") +
-		tlv(0x24, "SHA256") + tlv(0x25, "EC256")
+		tlv(0x24, "SHA256") + tlv(0x25, "EC256") + tlv(0x26, "X25519") + tlv(0x27, "ecdsa_secp256r1_sha256") + tlv(0x28, "\x30\x82DER")
 	in := v2(0x21, 0x21, ip6Block+tlv(0x01, "h2")+tlv(0x02, "sni.example")+tlv(0x05, "id-1")+tlv(0x30, "blue")+tlv(0x20, sslValue))
 	h, _, err := proxyproto.Parse([]byte(in))
 	require.NoError(t, err)
@@ -137,6 +137,9 @@ func TestParseAccessors(t *testing.T) {
 	assert.Equal(t, "TLS_AES_128_GCM_SHA256", ssl.Cipher())
 	assert.Equal(t, "SHA256", ssl.SigAlg())
 	assert.Equal(t, "EC256", ssl.KeyAlg())
+	assert.Equal(t, "X25519", ssl.Group())
+	assert.Equal(t, "ecdsa_secp256r1_sha256", ssl.SigScheme())
+	assert.Equal(t, []byte("\x30\x82DER"), ssl.ClientCert())
 	assert.Equal(t, proxyproto.TLV{Type: proxyproto.TypeSSL, Value: []byte(sslValue)}, ssl.TLV(), "SSL.TLV encodes what it decoded")
 	assert.Equal(t, "PROXY v2 TCP6 [2001:db8::1]:1234 -> [2001:db8::2]:443 (5 TLVs)", h.String())
 
