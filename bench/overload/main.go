@@ -51,8 +51,8 @@ func main() {
 	flag.Parse()
 	raiseNoFile()
 	fmt.Printf("overload: %s, GOMAXPROCS of the targets: default; hold %v, probe every %v\n\n", time.Now().UTC().Format(time.RFC3339), *hold, *probeEvery)
-	fmt.Println("| target | attack | real client p50 / p99 before | during | errors during | closed by the target early | shed | RSS per waiting conn | goroutines per waiting conn | RSS idle → during → after |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| target | attack | real client p50 / p99 before | during | errors during | closed by the target early | shed | handshakes to the peer | RSS per waiting conn | goroutines per waiting conn | RSS idle → during → after |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, tname := range strings.Split(*targets, ",") {
 		for _, sc := range strings.Split(*scenarios, ",") {
 			name, sizeS, _ := strings.Cut(sc, ":")
@@ -78,11 +78,15 @@ type target struct {
 	done    chan error
 	exited  atomic.Bool
 	logs    *tail
+	peer    *target // the sidecar target's inbound sidecar (B)
 }
 
 func (t *target) pid() int { return t.cmd.Process.Pid }
 
 func (t *target) stop() {
+	if t.peer != nil {
+		defer t.peer.stop()
+	}
 	if t.exited.Load() {
 		return
 	}
@@ -396,6 +400,7 @@ func shedCount(t *target) float64 {
 func silent(t *target, tname string, n int) (string, error) {
 	base, _ := measure(t.addr, 2*time.Second)
 	rss0, g0 := rss(t.pid()), scrape(t.metrics, "go_goroutines", "")
+	hs0 := peerHandshakes(t)
 	f, err := openFlood(t.addr, n)
 	if err != nil {
 		return "", err
@@ -405,6 +410,11 @@ func silent(t *target, tname string, n int) (string, error) {
 	during, errs := measure(t.addr, *hold)
 	rss1, g1 := rss(t.pid()), scrape(t.metrics, "go_goroutines", "")
 	shed := shedCount(t)
+	hs := "—"
+	if hs0 >= 0 {
+		// The real client's own requests go through pooled connections: what is left is the flood's.
+		hs = fmt.Sprintf("%.0f", peerHandshakes(t)-hs0)
+	}
 	closedEarly := f.closed.Load()
 	f.close()
 	afterS := "not measured"
@@ -415,8 +425,8 @@ func silent(t *target, tname string, n int) (string, error) {
 	if t.exited.Load() {
 		return "", fmt.Errorf("the target exited\n%s", t.logs)
 	}
-	return fmt.Sprintf("| %s | silent %d | %s | %s | %d | %d | %.0f | %.2f KiB | %.3f | %s → %s → %s |",
-		tname, n, fmtLat(base), fmtLat(during), errs, closedEarly, shed,
+	return fmt.Sprintf("| %s | silent %d | %s | %s | %d | %d | %.0f | %s | %.2f KiB | %.3f | %s → %s → %s |",
+		tname, n, fmtLat(base), fmtLat(during), errs, closedEarly, shed, hs,
 		float64(rss1-rss0)/1024/float64(n), (g1-g0)/float64(n), mib(rss0), mib(rss1), afterS), nil
 }
 
@@ -460,7 +470,7 @@ func slowloris(t *target, tname string, n int) (string, error) {
 	if t.exited.Load() {
 		return "", fmt.Errorf("the target exited\n%s", t.logs)
 	}
-	return fmt.Sprintf("| %s | slowloris %d (1 byte / 3 s) | %s | %s | %d | %d | %.0f | — | — | %s → %s |",
+	return fmt.Sprintf("| %s | slowloris %d (1 byte / 3 s) | %s | %s | %d | %d | %.0f | — | — | — | %s → %s |",
 		tname, n, fmtLat(base), fmtLat(during), errs, closedEarly, shed, mib(rss0), mib(rss1)), nil
 }
 
@@ -496,7 +506,7 @@ func burst(t *target, tname string, n int) (string, error) {
 	if t.exited.Load() {
 		return "", fmt.Errorf("the target exited\n%s", t.logs)
 	}
-	return fmt.Sprintf("| %s | burst of %d requests, 512 at a time (%d ok, %d failed, %v) | %s | %s | %d | — | — | — | — | %s → %s |",
+	return fmt.Sprintf("| %s | burst of %d requests, 512 at a time (%d ok, %d failed, %v) | %s | %s | %d | — | — | — | — | — | %s → %s |",
 		tname, n, ok.Load(), failed.Load(), took.Round(time.Millisecond), fmtLat(base), fmtLat(during), errs, mib(rss0), mib(rss1)), nil
 }
 
@@ -531,7 +541,7 @@ func fdExhaustion(t *target, tname string, limit int) (string, error) {
 	if back >= 0 {
 		backS = round(back)
 	}
-	return fmt.Sprintf("| %s | RLIMIT_NOFILE %d, %d idle connections | %s | full: %d served, %d failed (5 s timeout); freed: served again after %s, then %s (%d errors) | — | — | — | — | — | alive |",
+	return fmt.Sprintf("| %s | RLIMIT_NOFILE %d, %d idle connections | %s | full: %d served, %d failed (5 s timeout); freed: served again after %s, then %s (%d errors) | — | — | — | — | — | — | alive |",
 		tname, limit, n, fmtLat(base), len(okFull), errsFull, backS, fmtLat(after), errs), nil
 }
 
@@ -548,7 +558,5 @@ func fatalf(format string, args ...any) {
 	os.Exit(1)
 }
 
-// startSidecarPair is filled in by sidecar.go.
-var startSidecarPair = func(nofile int) (*target, error) {
-	return nil, errors.New("the sidecar target is not built yet")
-}
+// startSidecarPair is set by sidecar.go.
+var startSidecarPair func(nofile int) (*target, error)
