@@ -65,9 +65,12 @@ type matchResult struct {
 	v      detect.Verdict
 	method string
 	host   string
+	proxy  uint8 // Result.PROXYVersion
 }
 
-func (m matchResult) String() string { return fmt.Sprintf("%v %q %q", m.v, m.method, m.host) }
+func (m matchResult) String() string {
+	return fmt.Sprintf("%v %q %q PROXY v%d", m.v, m.method, m.host, m.proxy)
+}
 
 // compareAll checks the matcher against ref on each input, every prefix of
 // it, and every single-byte variant of it (and, when prefixes is set, every
@@ -80,7 +83,10 @@ func compareAll(t *testing.T, m detect.Matcher, ref func([]byte) matchResult, in
 		var r detect.Result
 		got := matchResult{v: m.Match(b, &r)}
 		if got.v == detect.Match {
-			got.method, got.host = r.HTTP.Method, r.HTTP.Host()
+			got.method, got.host, got.proxy = r.HTTP.Method, r.HTTP.Host(), r.PROXYVersion
+		} else if r != (detect.Result{}) {
+			t.Errorf("%q: %v, and the Result was written", b, got.v)
+			return false
 		}
 		want := ref(b)
 		if got != want {
@@ -318,7 +324,7 @@ func TestLimitsSSH(t *testing.T) {
 // command LOCAL or PROXY, family and transport in range, and for PROXY an
 // address block long enough for the family. v2 matches before its payload.
 func refPROXY(b []byte) matchResult {
-	nm, nmore, ok := matchResult{v: detect.NoMatch}, matchResult{v: detect.NeedMore}, matchResult{v: detect.Match}
+	nm, nmore, ok := matchResult{v: detect.NoMatch}, matchResult{v: detect.NeedMore}, matchResult{v: detect.Match, proxy: 1}
 	const sig = "\r\n\r\n\x00\r\nQUIT\n"
 	if len(b) == 0 {
 		return nmore
@@ -346,7 +352,7 @@ func refPROXY(b []byte) matchResult {
 		if b[12]&15 == 1 && int(binary.BigEndian.Uint16(b[14:])) < need {
 			return nm
 		}
-		return ok
+		return matchResult{v: detect.Match, proxy: 2}
 	}
 	if len(b) <= 6 {
 		if strings.HasPrefix("PROXY ", string(b)) {
