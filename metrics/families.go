@@ -53,56 +53,80 @@ func Descs() []Desc {
 // key, a name and a value here, and the caller that sets it.
 type labelSet[K any] struct {
 	names  []string
-	values func(K) []string
+	values func(dst []string, k K) []string // appends k's values, in the order of names
+}
+
+// emit adds the series of key k to w, with value v and, for a histogram, h.
+func (ls labelSet[K]) emit(w *familyWriter, k K, v float64, h *Histogram) {
+	w.buf = ls.values(w.buf, k)
+	w.add(v, h)
 }
 
 var (
 	connLabels = labelSet[ConnLabels]{
-		names:  []string{"direction", "protocol", "tls"},
-		values: func(l ConnLabels) []string { return []string{l.Direction.String(), l.Protocol, l.TLS.String()} },
+		names: []string{"direction", "protocol", "tls"},
+		values: func(dst []string, l ConnLabels) []string {
+			return append(dst, l.Direction.String(), l.Protocol, l.TLS.String())
+		},
 	}
 	detectLabels = labelSet[detectKey]{
 		names:  []string{"direction", "protocol", "reason"},
-		values: func(k detectKey) []string { return []string{k.dir.String(), k.protocol, k.reason} },
+		values: func(dst []string, k detectKey) []string { return append(dst, k.dir.String(), k.protocol, k.reason) },
 	}
 	decisionLabels = labelSet[decisionKey]{
 		names: []string{"direction", "action", "port"},
-		values: func(k decisionKey) []string {
+		values: func(dst []string, k decisionKey) []string {
 			port := Other // 0: a port outside Config.Ports
 			if k.port != 0 {
 				port = strconv.Itoa(int(k.port))
 			}
-			return []string{k.dir.String(), k.action, port}
+			return append(dst, k.dir.String(), k.action, port)
 		},
 	}
 	// The duration histogram takes the first two (it is not split by peer identity).
 	handshakeLabels = labelSet[handshakeKey]{
 		names:  []string{"direction", "outcome", "peer_identity"},
-		values: func(k handshakeKey) []string { return []string{k.dir.String(), k.outcome, k.peer} },
+		values: func(dst []string, k handshakeKey) []string { return append(dst, k.dir.String(), k.outcome, k.peer) },
 	}
 	muxLabels = labelSet[muxKey]{
 		names:  []string{"outcome", "protocol"},
-		values: func(k muxKey) []string { return []string{k.outcome, k.protocol} },
+		values: func(dst []string, k muxKey) []string { return append(dst, k.outcome, k.protocol) },
 	}
 	requestLabels = labelSet[httpReqKey]{
 		names:  []string{"direction", "authority", "route"},
-		values: func(k httpReqKey) []string { return []string{k.dir.String(), k.authority, k.route} },
+		values: func(dst []string, k httpReqKey) []string { return append(dst, k.dir.String(), k.authority, k.route) },
 	}
 	responseLabels = labelSet[httpRespKey]{
 		names: slices.Concat(requestLabels.names, []string{"classification", "status_code", "grpc_status"}),
-		values: func(k httpRespKey) []string {
+		values: func(dst []string, k httpRespKey) []string {
 			status := "" // no response
 			if k.status != 0 {
 				status = strconv.Itoa(int(k.status))
 			}
-			return append(requestLabels.values(k.httpReqKey), classLabel(k.failure), status, grpcLabel(k.grpc))
+			return append(requestLabels.values(dst, k.httpReqKey), classLabel(k.failure), status, grpcLabel(k.grpc))
 		},
 	}
 )
 
-// emitFunc receives one series of a family as it is read: its label values, its value (a
-// histogram's count) and, for a histogram, the histogram.
-type emitFunc func(labels []string, v float64, h *Histogram)
+// familyWriter collects the series of one family as they are read. Label values are appended to
+// buf, one backing array for the family rather than a slice per series; add makes those appended
+// since the last add the labels of a new series.
+type familyWriter struct {
+	buf    []string
+	mark   int
+	series []Series
+}
+
+// add adds a series with the labels appended since the last add, value v (a histogram's count) and,
+// for a histogram, h.
+func (w *familyWriter) add(v float64, h *Histogram) {
+	se := Series{Labels: w.buf[w.mark:len(w.buf):len(w.buf)], Value: v}
+	if h != nil {
+		se.Histogram = *h
+	}
+	w.mark = len(w.buf)
+	w.series = append(w.series, se)
+}
 
 // familyDecl declares one metric family: its name, kind, help and labels, and how its series are
 // read from a Registry. Snapshot, and through it every exporter (metrics/prometheus), is driven by
@@ -111,7 +135,7 @@ type familyDecl struct {
 	name, help string
 	kind       Kind
 	labels     []string
-	read       func(r *Registry, emit emitFunc)
+	read       func(r *Registry, w *familyWriter)
 }
 
 func (f *familyDecl) desc() Desc {
@@ -119,11 +143,12 @@ func (f *familyDecl) desc() Desc {
 }
 
 // headerFamily reads the transport headers of one event, labelled by their value.
-func headerFamily(ev HeaderEvent) func(*Registry, emitFunc) {
-	return func(r *Registry, emit emitFunc) {
+func headerFamily(ev HeaderEvent) func(*Registry, *familyWriter) {
+	return func(r *Registry, w *familyWriter) {
 		r.headers.each(func(k headerKey, c *counter) {
 			if k.event == ev {
-				emit([]string{k.value}, float64(c.n.Load()), nil)
+				w.buf = append(w.buf, k.value)
+				w.add(float64(c.n.Load()), nil)
 			}
 		})
 	}
@@ -133,46 +158,47 @@ var families = [...]familyDecl{
 	{
 		name: "tcp_open_total", kind: KindCounter, labels: connLabels.names,
 		help: "Total count of opened connections.",
-		read: func(r *Registry, emit emitFunc) {
-			r.tcp.each(func(l ConnLabels, s *tcpSeries) { emit(connLabels.values(l), float64(s.opened.Load()), nil) })
+		read: func(r *Registry, w *familyWriter) {
+			r.tcp.each(func(l ConnLabels, s *tcpSeries) { connLabels.emit(w, l, float64(s.opened.Load()), nil) })
 		},
 	},
 	{
 		name: "tcp_open_connections", kind: KindGauge, labels: connLabels.names,
 		help: "Number of currently open connections.",
-		read: func(r *Registry, emit emitFunc) {
+		read: func(r *Registry, w *familyWriter) {
 			r.tcp.each(func(l ConnLabels, s *tcpSeries) {
 				var closed uint64
 				for i := range s.closed {
 					closed += s.closed[i].Load()
 				}
 				// Opens are read after closes: every close read has its open.
-				emit(connLabels.values(l), float64(int64(s.opened.Load()-closed)), nil)
+				connLabels.emit(w, l, float64(int64(s.opened.Load()-closed)), nil)
 			})
 		},
 	},
 	{
 		name: "tcp_read_bytes_total", kind: KindCounter, labels: connLabels.names,
 		help: "Total count of bytes read from peers.",
-		read: func(r *Registry, emit emitFunc) {
-			r.tcp.each(func(l ConnLabels, s *tcpSeries) { emit(connLabels.values(l), float64(s.read.Load()), nil) })
+		read: func(r *Registry, w *familyWriter) {
+			r.tcp.each(func(l ConnLabels, s *tcpSeries) { connLabels.emit(w, l, float64(s.read.Load()), nil) })
 		},
 	},
 	{
 		name: "tcp_write_bytes_total", kind: KindCounter, labels: connLabels.names,
 		help: "Total count of bytes written to peers.",
-		read: func(r *Registry, emit emitFunc) {
-			r.tcp.each(func(l ConnLabels, s *tcpSeries) { emit(connLabels.values(l), float64(s.write.Load()), nil) })
+		read: func(r *Registry, w *familyWriter) {
+			r.tcp.each(func(l ConnLabels, s *tcpSeries) { connLabels.emit(w, l, float64(s.write.Load()), nil) })
 		},
 	},
 	{
 		name: "tcp_close_total", kind: KindCounter, labels: slices.Concat(connLabels.names, []string{"errno"}),
 		help: "Total count of closed connections, by errno (empty for a clean close).",
-		read: func(r *Registry, emit emitFunc) {
+		read: func(r *Registry, w *familyWriter) {
 			r.tcp.each(func(l ConnLabels, s *tcpSeries) {
 				for i := range s.closed {
 					if n := s.closed[i].Load(); n > 0 {
-						emit(append(connLabels.values(l), r.errnos.name(i)), float64(n), nil)
+						w.buf = append(connLabels.values(w.buf, l), r.errnos.name(i))
+						w.add(float64(n), nil)
 					}
 				}
 			})
@@ -181,10 +207,11 @@ var families = [...]familyDecl{
 	{
 		name: "tcp_connection_duration_seconds", kind: KindHistogram, labels: connLabels.names,
 		help: "Lifetime of closed connections (those closed with their splice statistics).",
-		read: func(r *Registry, emit emitFunc) {
+		read: func(r *Registry, w *familyWriter) {
 			r.tcp.each(func(l ConnLabels, s *tcpSeries) {
-				if h := s.dur.snapshot(connDurationBuckets); h.Count > 0 {
-					emit(connLabels.values(l), float64(h.Count), &h)
+				if s.dur.count() > 0 { // connections ended without a duration have none
+					h := s.dur.snapshot(connDurationBuckets)
+					connLabels.emit(w, l, float64(h.Count), &h)
 				}
 			})
 		},
@@ -192,40 +219,40 @@ var families = [...]familyDecl{
 	{
 		name: "protocol_detect_total", kind: KindCounter, labels: detectLabels.names,
 		help: "Total count of protocol detections, by detected protocol and reason.",
-		read: func(r *Registry, emit emitFunc) {
-			r.detect.each(func(k detectKey, s *histSeries) { emit(detectLabels.values(k), float64(s.count()), nil) })
+		read: func(r *Registry, w *familyWriter) {
+			r.detect.each(func(k detectKey, s *histSeries) { detectLabels.emit(w, k, float64(s.count()), nil) })
 		},
 	},
 	{
 		name: "protocol_detect_duration_seconds", kind: KindHistogram, labels: detectLabels.names,
 		help: "Time spent detecting a connection's protocol.",
-		read: func(r *Registry, emit emitFunc) {
+		read: func(r *Registry, w *familyWriter) {
 			r.detect.each(func(k detectKey, s *histSeries) {
 				h := s.snapshot(detectBuckets)
-				emit(detectLabels.values(k), float64(h.Count), &h)
+				detectLabels.emit(w, k, float64(h.Count), &h)
 			})
 		},
 	},
 	{
 		name: "policy_decision_total", kind: KindCounter, labels: decisionLabels.names,
 		help: "Total count of port policy decisions, by action and port.",
-		read: func(r *Registry, emit emitFunc) {
-			r.decisions.each(func(k decisionKey, c *counter) { emit(decisionLabels.values(k), float64(c.n.Load()), nil) })
+		read: func(r *Registry, w *familyWriter) {
+			r.decisions.each(func(k decisionKey, c *counter) { decisionLabels.emit(w, k, float64(c.n.Load()), nil) })
 		},
 	},
 	{
 		name: "tls_handshake_total", kind: KindCounter, labels: handshakeLabels.names,
 		help: "Total count of mTLS handshakes, by outcome (and peer identity when enabled).",
-		read: func(r *Registry, emit emitFunc) {
+		read: func(r *Registry, w *familyWriter) {
 			r.handshakes.each(func(k handshakeKey, s *handshakeSeries) {
-				emit(handshakeLabels.values(k), float64(s.n.n.Load()), nil)
+				handshakeLabels.emit(w, k, float64(s.n.n.Load()), nil)
 			})
 		},
 	},
 	{
 		name: "tls_handshake_duration_seconds", kind: KindHistogram, labels: handshakeLabels.names[:2],
 		help: "Duration of mTLS handshakes.",
-		read: func(r *Registry, emit emitFunc) {
+		read: func(r *Registry, w *familyWriter) {
 			// Not split by peer identity: the series of one direction and outcome are merged.
 			type key struct {
 				dir     opaque.Direction
@@ -244,7 +271,9 @@ var families = [...]familyDecl{
 				m.merge(s.h.snapshot(handshakeBuckets))
 			})
 			for _, k := range order {
-				emit(handshakeLabels.values(handshakeKey{dir: k.dir, outcome: k.outcome})[:2], float64(merged[k].Count), merged[k])
+				n := len(w.buf) // the first two labels: direction, outcome
+				w.buf = handshakeLabels.values(w.buf, handshakeKey{dir: k.dir, outcome: k.outcome})[:n+2]
+				w.add(float64(merged[k].Count), merged[k])
 			}
 		},
 	},
@@ -266,31 +295,31 @@ var families = [...]familyDecl{
 	{
 		name: "mux_connections_total", kind: KindCounter, labels: muxLabels.names,
 		help: "Total count of connections a one-port mux handled, by outcome and detected protocol.",
-		read: func(r *Registry, emit emitFunc) {
-			r.mux.each(func(k muxKey, c *counter) { emit(muxLabels.values(k), float64(c.n.Load()), nil) })
+		read: func(r *Registry, w *familyWriter) {
+			r.mux.each(func(k muxKey, c *counter) { muxLabels.emit(w, k, float64(c.n.Load()), nil) })
 		},
 	},
 	{
 		name: "request_total", kind: KindCounter, labels: requestLabels.names,
 		help: "Total count of HTTP requests.",
-		read: func(r *Registry, emit emitFunc) {
-			r.httpReqs.each(func(k httpReqKey, c *counter) { emit(requestLabels.values(k), float64(c.n.Load()), nil) })
+		read: func(r *Registry, w *familyWriter) {
+			r.httpReqs.each(func(k httpReqKey, c *counter) { requestLabels.emit(w, k, float64(c.n.Load()), nil) })
 		},
 	},
 	{
 		name: "response_total", kind: KindCounter, labels: responseLabels.names,
 		help: "Total count of HTTP responses, by classification, status code and gRPC status.",
-		read: func(r *Registry, emit emitFunc) {
-			r.httpResps.each(func(k httpRespKey, s *histSeries) { emit(responseLabels.values(k), float64(s.count()), nil) })
+		read: func(r *Registry, w *familyWriter) {
+			r.httpResps.each(func(k httpRespKey, s *histSeries) { responseLabels.emit(w, k, float64(s.count()), nil) })
 		},
 	},
 	{
 		name: "response_latency_seconds", kind: KindHistogram, labels: responseLabels.names,
 		help: "Time from an HTTP request to its response headers.",
-		read: func(r *Registry, emit emitFunc) {
+		read: func(r *Registry, w *familyWriter) {
 			r.httpResps.each(func(k httpRespKey, s *histSeries) {
 				h := s.snapshot(latencyBuckets)
-				emit(responseLabels.values(k), float64(h.Count), &h)
+				responseLabels.emit(w, k, float64(h.Count), &h)
 			})
 		},
 	},

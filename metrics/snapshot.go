@@ -59,19 +59,25 @@ func (r *Registry) Snapshot() Snapshot {
 	if r == nil {
 		return Snapshot{}
 	}
+	// The label names of every family share one backing array, copied from the declarations.
+	n := 0
+	for i := range families {
+		n += len(families[i].labels)
+	}
+	names := make([]string, 0, n)
 	s := Snapshot{Families: make([]Family, len(families))}
+	writers := make([]familyWriter, len(families)) // one allocation, not one per family
 	for i := range families {
 		f := &families[i]
-		fs := Family{Desc: f.desc()}
-		f.read(r, func(labels []string, v float64, h *Histogram) {
-			se := Series{Labels: labels, Value: v}
-			if h != nil {
-				se.Histogram = *h
-			}
-			fs.Series = append(fs.Series, se)
-		})
-		slices.SortFunc(fs.Series, func(a, b Series) int { return slices.Compare(a.Labels, b.Labels) })
-		s.Families[i] = fs
+		start := len(names)
+		names = append(names, f.labels...)
+		w := &writers[i]
+		f.read(r, w)
+		slices.SortFunc(w.series, func(a, b Series) int { return slices.Compare(a.Labels, b.Labels) })
+		s.Families[i] = Family{
+			Desc:   Desc{Name: f.name, Kind: f.kind, Help: f.help, Labels: names[start:len(names):len(names)]},
+			Series: w.series,
+		}
 	}
 	return s
 }

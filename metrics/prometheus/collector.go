@@ -1,6 +1,7 @@
 // Package prometheus exposes a metrics.Registry to Prometheus through client_golang: a Collector
-// reads the registry's counters at scrape time and turns them into constant metrics, with HELP text
-// and the names, types and labels listed in the metrics package documentation.
+// reads the registry's counters at scrape time and turns them into constant metrics. Names, types,
+// labels and HELP text come from metrics.Descs, where each family is declared once; this package
+// adds none of its own.
 //
 // It is the only package of sniff that imports client_golang. The package name clashes with
 // client_golang's own; import it under another name, e.g.
