@@ -29,13 +29,15 @@ import (
 //
 // Client-first protocols keep their detection: HTTP/1, TLS and every request/response protocol
 // send nothing from the server until the client's bytes reach it, and nothing is forwarded during
-// the race, so their server cannot speak first. Two tie-breaks keep it so: if the client also has
-// bytes when the upstream wins, the client wins; and an upstream whose first bytes are an HTTP/2
+// the race, so their server cannot speak first. Three tie-breaks keep it so: if the client also has
+// bytes when the upstream wins, the client wins; an upstream whose first bytes are an HTTP/2
 // SETTINGS frame (grpc-go and x/net/http2 servers send theirs before reading the client preface)
-// is not a greeting, so the client is awaited, for at most the Detector's Timeout. A connection is
-// misclassified only when its server speaks unprompted and its client would have been recognised:
-// it is then proxied opaque, with every byte intact, but without the protocol-aware features. See
-// SERVERFIRST.md in this directory for the full rule, its limits and the measurements.
+// is not a greeting, and neither is an upstream that closes without a byte (a peer proxy that could
+// not reach its application): the client is then awaited, for at most the Detector's Timeout. A
+// connection is misclassified only when its server speaks unprompted and its client would have
+// been recognised: it is then proxied opaque, with every byte intact, but without the
+// protocol-aware features. See SERVERFIRST.md in this directory for the full rule, its limits and
+// the measurements.
 //
 // It returns the connections to use from now on, client first. On Linux, *net.TCPConn and
 // *net.UnixConn are watched with recv(MSG_PEEK) and returned unchanged (Detect may still wrap the
@@ -92,7 +94,7 @@ func (d *Detector) race(ctx context.Context, client, upstream net.Conn) (Result,
 	}
 
 	clientFirst := first.side == sideClient
-	h2Server := false
+	h2Server, gone := false, false
 	if !clientFirst {
 		if _, _, ready, _ := peekNow(client, 1); ready || cf.ready {
 			clientFirst = true // a tie goes to the client
@@ -102,14 +104,19 @@ func (d *Detector) race(ctx context.Context, client, upstream net.Conn) (Result,
 				h2Server = uf.err == nil && isH2SettingsHeader(uf.b)
 			} else if h, n, _, ok := peekNow(upstream, h2FrameHeaderLen); ok {
 				h2Server = isH2SettingsHeader(h[:n])
+				gone = n == 0 // ready with nothing to peek: EOF
+			} else {
+				gone = true // the read path found EOF: a byte would be in uf.b
 			}
 		}
 	}
 	client = withPrefix(client, cf.b)
 	upstream = withPrefix(upstream, uf.b)
-	if h2Server {
-		// An HTTP/2 server's preface is no greeting: its client speaks first. Wait for it, as long
-		// as detection would.
+	if h2Server || gone {
+		// An HTTP/2 server's preface is no greeting: its client speaks first. Nor is an upstream
+		// that closed without a byte (a peer proxy that could not reach its application): the
+		// client's protocol still decides what it is told (an HTTP client, a 502). Wait for the
+		// client, as long as detection would.
 		wctx, wcancel := context.WithCancel(ctx)
 		if t := d.timeout(); t > 0 {
 			wctx, wcancel = context.WithTimeout(ctx, t)

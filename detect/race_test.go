@@ -290,6 +290,39 @@ func TestDetectUpstreamServerFirst(t *testing.T) {
 	}
 }
 
+// TestDetectUpstreamUpstreamClosesFirst: an upstream that closes without a byte (a peer proxy that
+// could not reach its application) is no server speaking first: the client is awaited and its
+// protocol detected, on the peek path (TCP) and on the read path (pipes).
+func TestDetectUpstreamUpstreamClosesFirst(t *testing.T) {
+	raceLeakCheck(t)
+	for _, tr := range []string{"tcp", "pipe"} {
+		t.Run(tr, func(t *testing.T) {
+			var client, proxySide, up, upPeer net.Conn
+			if tr == "tcp" {
+				client, proxySide = raceTCPPair(t)
+				up, upPeer = raceTCPPair(t)
+			} else {
+				client, proxySide = net.Pipe()
+				up, upPeer = net.Pipe()
+			}
+			defer client.Close()
+			defer proxySide.Close()
+			defer up.Close()
+			upPeer.Close() // the upstream goes away at once, saying nothing
+			go func() {
+				time.Sleep(50 * time.Millisecond) // the upstream's EOF surely comes first
+				_, _ = io.WriteString(client, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			res, _, _, err := (&detect.Detector{}).DetectUpstream(ctx, proxySide, up)
+			require.NoError(t, err)
+			assert.Equal(t, detect.HTTP1, res.Protocol, "the client decides, not the closed upstream")
+			assert.Equal(t, detect.ReasonMatched, res.Reason)
+		})
+	}
+}
+
 // TestDetectUpstreamSilentClientThenMemcache: a client that connects and says nothing for 3 s (a
 // pooled Memcache connection) is not timed out by detection; its `get` is classified at once and
 // served with no extra delay. The Detector's timeout (2 s) is shorter than the silence on purpose.
