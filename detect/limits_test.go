@@ -207,6 +207,7 @@ func refHost(hdrs string) string {
 }
 
 func TestLimitsHTTP1(t *testing.T) {
+	defer boundTime(t)()
 	long := strings.Repeat("abcdefgh", 5) // 40 visible bytes: the 8-byte scan and its tail
 	inputs := []string{
 		"GET / HTTP/1.1\r\n\r\n",
@@ -306,11 +307,13 @@ func refPrefixes(prefixes ...string) func([]byte) matchResult {
 }
 
 func TestLimitsHTTP2(t *testing.T) {
+	defer boundTime(t)()
 	const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 	compareAll(t, detect.HTTP2Matcher(), refPrefixes(preface), []string{preface, preface + "\x00\x00\x12\x04"}, true)
 }
 
 func TestLimitsSSH(t *testing.T) {
+	defer boundTime(t)()
 	compareAll(t, detect.SSHMatcher(), refPrefixes("SSH-2.0-", "SSH-1.99-"),
 		[]string{"SSH-2.0-OpenSSH_9.6\r\n", "SSH-1.99-x", "SSH-2.0-"}, true)
 }
@@ -400,6 +403,7 @@ func refPROXY(b []byte) matchResult {
 }
 
 func TestLimitsPROXY(t *testing.T) {
+	defer boundTime(t)()
 	sig := "\r\n\r\n\x00\r\nQUIT\n"
 	v2 := func(verCmd, fam byte, n int) string {
 		return sig + string([]byte{verCmd, fam, byte(n >> 8), byte(n)}) + strings.Repeat("\x01", min(n, 40))
@@ -523,6 +527,7 @@ func pgStartupLen(n int) []byte {
 }
 
 func TestLimitsPostgreSQL(t *testing.T) {
+	defer boundTime(t)()
 	inputs := []string{
 		pgMsg(8, 80877103, ""), pgMsg(8, 80877104, ""), pgMsg(9, 80877103, "x"),
 		pgMsg(16, 80877102, "\x00\x00\x00\x01\x00\x00\x00\x02"), pgMsg(15, 80877102, "1234567"),
@@ -567,4 +572,16 @@ func TestLimitsPostgreSQL(t *testing.T) {
 			}
 		}
 	}
+}
+
+// boundTime makes the test binary fail at once, with every goroutine's
+// stack, when a test runs past its bound: a planted bug that makes a parser
+// loop then fails in seconds instead of hanging until the run's timeout.
+func boundTime(t *testing.T) (stop func()) {
+	d := 20 * time.Second
+	if raceEnabled {
+		d *= 6
+	}
+	tm := time.AfterFunc(d, func() { panic(fmt.Sprintf("%s ran past %v: a parser loops", t.Name(), d)) })
+	return func() { tm.Stop() }
 }

@@ -425,6 +425,7 @@ func tlsEdges(c byte) []byte {
 }
 
 func TestLimitsClientHello(t *testing.T) {
+	defer boundTime(t)()
 	dl := newDeadline()
 	used := bigHello()
 	for i, h := range limitHellos() {
@@ -477,6 +478,7 @@ func TestLimitsClientHello(t *testing.T) {
 // 1.5 KiB with its post-quantum key share), captured by its record length,
 // in one record and in records of several sizes.
 func TestLimitsClientHelloFromGo(t *testing.T) {
+	defer boundTime(t)()
 	c, s := net.Pipe()
 	defer s.Close()
 	go func() {
@@ -569,6 +571,7 @@ func refRecordStart(b []byte) detect.Verdict {
 }
 
 func TestLimitsTLSRecordMatcher(t *testing.T) {
+	defer boundTime(t)()
 	dl := newDeadline()
 	m := detect.TLSRecordMatcher()
 	check := func(b []byte) bool {

@@ -54,6 +54,7 @@ func verifyBoth(t *testing.T, cfg mtls.Config, chain []*x509.Certificate) mtls.R
 }
 
 func TestLimitsVerify(t *testing.T) {
+	defer boundTime(t)()
 	ca := mtlstest.MustNew("limits.test")
 	other := mtlstest.MustNew("other.test")
 	local := ca.Source("/me")
@@ -158,6 +159,7 @@ func TestLimitsVerify(t *testing.T) {
 // TestLimitsOwnTrustDomain: without an Authorizer the own trust domain
 // comes from the current SVID: its ID, else its leaf.
 func TestLimitsOwnTrustDomain(t *testing.T) {
+	defer boundTime(t)()
 	ca := mtlstest.MustNew("own.test")
 	peer := ca.Issue("/p").Certificates
 	svid := ca.Issue("/me")
@@ -179,6 +181,7 @@ func TestLimitsOwnTrustDomain(t *testing.T) {
 }
 
 func TestLimitsAuthorizePrefix(t *testing.T) {
+	defer boundTime(t)()
 	id := spiffeid.RequireFromString
 	for _, tc := range []struct {
 		prefix, peer string
@@ -225,6 +228,7 @@ func TestLimitsAuthorizePrefix(t *testing.T) {
 // TestLimitsPeerID: before the handshake, without certificates, and with
 // a leaf whose identity is a URI SAN or a Linkerd DNS SAN.
 func TestLimitsPeerID(t *testing.T) {
+	defer boundTime(t)()
 	ca := mtlstest.MustNew("peer.test")
 	spiffe := ca.Issue("/ns/default/sa/web").Certificates
 	if _, err := mtls.PeerID(tls.ConnectionState{PeerCertificates: spiffe}); !errors.Is(err, mtls.ErrNoPeerID) {
@@ -255,6 +259,7 @@ func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return false }
 
 func TestLimitsClassify(t *testing.T) {
+	defer boundTime(t)()
 	for _, tc := range []struct {
 		err  error
 		want mtls.Reason
@@ -275,4 +280,13 @@ func TestLimitsClassify(t *testing.T) {
 			t.Errorf("%v: %v, want %v", tc.err, got, tc.want)
 		}
 	}
+}
+
+// boundTime makes the test binary fail at once, with every goroutine's
+// stack, when a test runs past its bound: a planted bug that makes a parser
+// loop then fails in seconds instead of hanging until the run's timeout.
+func boundTime(t *testing.T) (stop func()) {
+	const d = 60 * time.Second
+	tm := time.AfterFunc(d, func() { panic(fmt.Sprintf("%s ran past %v: a parser loops", t.Name(), d)) })
+	return func() { tm.Stop() }
 }

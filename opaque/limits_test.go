@@ -117,6 +117,7 @@ func checkSet(t *testing.T, what string, p opaque.PortSet, want *refSet) {
 var edgePorts = []int{1, 2, 62, 63, 64, 65, 126, 127, 128, 129, 191, 192, 4095, 4096, 65471, 65472, 65473, 65534, 65535}
 
 func TestLimitsPortSet(t *testing.T) {
+	defer boundTime(t)()
 	dl := time.Now().Add(30 * time.Second)
 	var sets []opaque.PortSet
 	var refs []*refSet
@@ -317,6 +318,7 @@ func isName(s string) bool {
 }
 
 func TestLimitsParsePortSet(t *testing.T) {
+	defer boundTime(t)()
 	names := map[string]uint16{
 		"mysql": 3306, "a": 1, "z": 65535, "0a": 10, "9z": 90, "a0": 100, "a-b": 200, "abcdefghijklmno": 15,
 		"abcdefghijklmnop": 16, "zero": 0, "80x": 8080, "http-admin": 9990,
@@ -369,6 +371,7 @@ func TestLimitsParsePortSet(t *testing.T) {
 }
 
 func TestLimitsAnnotations(t *testing.T) {
+	defer boundTime(t)()
 	for _, tc := range []struct {
 		v    string
 		want *bool
@@ -463,6 +466,7 @@ func headerReason(err error) opaque.RejectReason {
 }
 
 func TestLimitsHeaderNames(t *testing.T) {
+	defer boundTime(t)()
 	label63 := strings.Repeat("a", 63)
 	// 253 characters: four labels.
 	n253 := label63 + "." + label63 + "." + label63 + "." + strings.Repeat("b", 61)
@@ -502,6 +506,7 @@ func TestLimitsHeaderNames(t *testing.T) {
 }
 
 func TestLimitsHeaderFields(t *testing.T) {
+	defer boundTime(t)()
 	neg := varint(uint64(1<<64 - 1)) // int32 -1 as protobuf encodes it: ten bytes
 	cases := []struct {
 		name   string
@@ -574,6 +579,7 @@ func TestLimitsHeaderFields(t *testing.T) {
 }
 
 func TestLimitsHeaderLength(t *testing.T) {
+	defer boundTime(t)()
 	msg := func(n int) []byte { // a valid message of exactly n bytes (n >= 2)
 		m := []byte{0x08, 1}
 		if n == 3 {
@@ -661,6 +667,7 @@ type lyingReader struct{ n int }
 func (l lyingReader) Read(p []byte) (int, error) { return len(p) + l.n, nil }
 
 func TestLimitsHeaderReads(t *testing.T) {
+	defer boundTime(t)()
 	full := encodeHeader([]byte{0x08, 80, 0x12, 1, 'a'})
 	for _, k := range []int{1, 2, 23, 24, 27, 28} {
 		for _, zeros := range []int{0, 99} {
@@ -684,6 +691,7 @@ func TestLimitsHeaderReads(t *testing.T) {
 }
 
 func TestLimitsCompile(t *testing.T) {
+	defer boundTime(t)()
 	// 256 distinct decisions per direction fit (detect with the default
 	// timeout, skip and opaque are three of them); one more does not.
 	many := func(n int, dir opaque.Direction) opaque.Policy {
@@ -780,4 +788,16 @@ func TestLimitsCompile(t *testing.T) {
 			t.Errorf("declared %q: %v", proto, err)
 		}
 	}
+}
+
+// boundTime makes the test binary fail at once, with every goroutine's
+// stack, when a test runs past its bound: a planted bug that makes a parser
+// loop then fails in seconds instead of hanging until the run's timeout.
+func boundTime(t *testing.T) (stop func()) {
+	d := 20 * time.Second
+	if raceEnabled {
+		d *= 6
+	}
+	tm := time.AfterFunc(d, func() { panic(fmt.Sprintf("%s ran past %v: a parser loops", t.Name(), d)) })
+	return func() { tm.Stop() }
 }

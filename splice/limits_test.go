@@ -15,9 +15,11 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestLimitsErrno(t *testing.T) {
+	defer boundTime(t)()
 	wrap := func(err error) error {
 		return &Error{Side: SideB, Op: "write", Err: &net.OpError{Op: "write", Err: os.NewSyscallError("write", err)}}
 	}
@@ -68,6 +70,7 @@ func TestLimitsErrno(t *testing.T) {
 }
 
 func TestLimitsEndOf(t *testing.T) {
+	defer boundTime(t)()
 	for _, tc := range []struct {
 		err  error
 		want End
@@ -92,4 +95,13 @@ func TestLimitsEndOf(t *testing.T) {
 			t.Errorf("End(%d).String() = %q", e, s)
 		}
 	}
+}
+
+// boundTime makes the test binary fail at once, with every goroutine's
+// stack, when a test runs past its bound: a planted bug that makes a parser
+// loop then fails in seconds instead of hanging until the run's timeout.
+func boundTime(t *testing.T) (stop func()) {
+	const d = 60 * time.Second
+	tm := time.AfterFunc(d, func() { panic(fmt.Sprintf("%s ran past %v: a parser loops", t.Name(), d)) })
+	return func() { tm.Stop() }
 }

@@ -7,8 +7,10 @@ package main
 // scripts/mutate runs these (TestLimits*) for each planted bug.
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // refHostName: labels of 1-63 bytes of [a-z0-9_-], no '-' at either end,
@@ -29,6 +31,7 @@ func refHostName(h string) bool {
 }
 
 func TestLimitsRouteNames(t *testing.T) {
+	defer boundTime(t)()
 	l63 := strings.Repeat("a", 63)
 	n253 := l63 + "." + l63 + "." + l63 + "." + strings.Repeat("b", 61)
 	names := []string{
@@ -76,6 +79,7 @@ func TestLimitsRouteNames(t *testing.T) {
 }
 
 func TestLimitsRouteLookup(t *testing.T) {
+	defer boundTime(t)()
 	r, err := newRouter([]route{
 		{"*.b.test", "wild-b:1"}, {"*.test", "wild:1"}, {"x.b.test", "exact:1"}, {"*.a.b.test", "wild-ab:1"},
 	}, "")
@@ -119,4 +123,13 @@ func TestLimitsRouteLookup(t *testing.T) {
 	if _, err := newRouter([]route{{"*", "a:1"}}, ""); err == nil {
 		t.Error(`"*"`)
 	}
+}
+
+// boundTime makes the test binary fail at once, with every goroutine's
+// stack, when a test runs past its bound: a planted bug that makes a parser
+// loop then fails in seconds instead of hanging until the run's timeout.
+func boundTime(t *testing.T) (stop func()) {
+	const d = 60 * time.Second
+	tm := time.AfterFunc(d, func() { panic(fmt.Sprintf("%s ran past %v: a parser loops", t.Name(), d)) })
+	return func() { tm.Stop() }
 }

@@ -7,12 +7,14 @@ package policyfile
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 )
 
 func TestLimitsParse(t *testing.T) {
+	defer boundTime(t)()
 	type want struct {
 		opaque  string
 		has     bool
@@ -89,4 +91,13 @@ func TestLimitsParse(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "line 1") {
 		t.Errorf("duplicate: %v", err)
 	}
+}
+
+// boundTime makes the test binary fail at once, with every goroutine's
+// stack, when a test runs past its bound: a planted bug that makes a parser
+// loop then fails in seconds instead of hanging until the run's timeout.
+func boundTime(t *testing.T) (stop func()) {
+	const d = 60 * time.Second
+	tm := time.AfterFunc(d, func() { panic(fmt.Sprintf("%s ran past %v: a parser loops", t.Name(), d)) })
+	return func() { tm.Stop() }
 }
