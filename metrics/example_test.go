@@ -137,3 +137,21 @@ func ExampleRegistry_HTTPHandler() {
 	// [inbound web.example  success 200 ] 2
 	// [inbound web.example  success 404 ] 1
 }
+
+// Value reads one number out of a snapshot: the sum of the series of a family whose labels match
+// the pairs given; labels not named match any value.
+func ExampleSnapshot_Value() {
+	reg := metrics.New(metrics.Config{})
+	reg.ObserveDetection(opaque.Inbound, "HTTP/1", "matched", time.Millisecond)
+	reg.ObserveDetection(opaque.Inbound, "TLS", "matched", time.Millisecond)
+	reg.ObserveDetection(opaque.Outbound, "HTTP/1", "matched", time.Millisecond)
+
+	s := reg.Snapshot()
+	fmt.Println(s.Value("protocol_detect_total"))
+	fmt.Println(s.Value("protocol_detect_total", "direction", "inbound"))
+	fmt.Println(s.Value("protocol_detect_total", "direction", "inbound", "protocol", "TLS"))
+	// Output:
+	// 3
+	// 2
+	// 1
+}
