@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
@@ -289,4 +290,111 @@ func boundTime(t *testing.T) (stop func()) {
 	const d = 60 * time.Second
 	tm := time.AfterFunc(d, func() { panic(fmt.Sprintf("%s ran past %v: a parser loops", t.Name(), d)) })
 	return func() { tm.Stop() }
+}
+
+// svidSource and bundleSource answer with what they hold.
+type svidSource struct{ svid *x509svid.SVID }
+
+func (s svidSource) GetX509SVID() (*x509svid.SVID, error) { return s.svid, nil }
+
+type bundleSource struct {
+	b   *x509bundle.Bundle
+	err error
+}
+
+func (s bundleSource) GetX509BundleForTrustDomain(spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	return s.b, s.err
+}
+
+func TestLimitsSources(t *testing.T) {
+	defer boundTime(t)()
+	ca := mtlstest.MustNew("src.test")
+	peer := ca.Issue("/p").Certificates
+	src := ca.Source("/me")
+
+	// Configurations without their sources are refused.
+	for _, tc := range []struct {
+		c    *mtls.Config
+		want error
+	}{
+		{nil, mtls.ErrNoSVIDSource},
+		{&mtls.Config{}, mtls.ErrNoSVIDSource},
+		{&mtls.Config{Bundle: src}, mtls.ErrNoSVIDSource},
+		{&mtls.Config{SVID: src}, mtls.ErrNoBundleSource},
+	} {
+		if _, err := tc.c.ServerTLS(); !errors.Is(err, tc.want) {
+			t.Errorf("ServerTLS: %v, want %v", err, tc.want)
+		}
+		if _, err := tc.c.ClientTLS(); !errors.Is(err, tc.want) {
+			t.Errorf("ClientTLS: %v, want %v", err, tc.want)
+		}
+	}
+
+	// A bundle source that has no bundle (nil, nil) or fails: unknown
+	// trust domain, with the source's error kept.
+	mine := errors.New("bundle store down")
+	for _, tc := range []struct {
+		bs   bundleSource
+		text string
+	}{
+		{bundleSource{}, "nil bundle"},
+		{bundleSource{err: mine}, mine.Error()},
+	} {
+		c := mtls.Config{SVID: src, Bundle: tc.bs}
+		srv, err := c.ServerTLS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = srv.VerifyConnection(tls.ConnectionState{PeerCertificates: peer})
+		if mtls.Classify(err) != mtls.ReasonUnknownTrustDomain || !strings.Contains(err.Error(), tc.text) ||
+			tc.bs.err != nil && !errors.Is(err, tc.bs.err) {
+			t.Errorf("%q: %v", tc.text, err)
+		}
+	}
+
+	// Without an Authorizer, an own SVID with neither ID nor certificate
+	// refuses the peer (it does not panic).
+	c := mtls.Config{SVID: svidSource{&x509svid.SVID{}}, Bundle: src}
+	srv, err := c.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.VerifyConnection(tls.ConnectionState{PeerCertificates: peer}); mtls.Classify(err) != mtls.ReasonUnauthorized {
+		t.Errorf("own SVID without identity: %v", err)
+	}
+
+	// The certificate served follows the source: a rotated SVID is served
+	// at the next handshake, the same one is not converted again.
+	rot := ca.Source("/rot")
+	c = mtls.Config{SVID: rot, Bundle: rot}
+	srv, err = c.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := c.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := srv.GetCertificate(&tls.ClientHelloInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := srv.GetCertificate(&tls.ClientHelloInfo{})
+	if again != first {
+		t.Error("the same SVID converted again")
+	}
+	next := ca.Issue("/rot2")
+	rot.SetSVID(next)
+	for name, get := range map[string]func() (*tls.Certificate, error){
+		"server": func() (*tls.Certificate, error) { return srv.GetCertificate(&tls.ClientHelloInfo{}) },
+		"client": func() (*tls.Certificate, error) { return cli.GetClientCertificate(&tls.CertificateRequestInfo{}) },
+	} {
+		got, err := get()
+		if err != nil || !got.Leaf.Equal(next.Certificates[0]) {
+			t.Errorf("%s after rotation: still the old certificate (%v)", name, err)
+		}
+	}
+	if mtls.DefaultHandshakeTimeout != 10*time.Second {
+		t.Errorf("DefaultHandshakeTimeout %v, documented as 10 s", mtls.DefaultHandshakeTimeout)
+	}
 }
