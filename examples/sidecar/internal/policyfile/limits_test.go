@@ -53,6 +53,9 @@ func TestLimitsParse(t *testing.T) {
 		{"a'b: 1", nil},
 		{"a\tb: 1", nil},
 		{"other.io/x: anything at all", ok(want{uid: -1})},
+		{`other.io/x: "a #b"`, ok(want{uid: -1})}, // " #" inside quotes is no comment
+		{`other.io/x: 'a #b'`, ok(want{uid: -1})},
+		{`other.io/x: "a #b`, nil},
 		{"config.linkerd.io/unknown: 1", ok(want{uid: -1, ignored: 1})},
 		{"config.linkerd.io/enable-external-profiles: true", ok(want{uid: -1, ignored: 1})},
 		{"config.linkerd.io/enable-external-profiles: maybe", nil},
