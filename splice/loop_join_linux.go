@@ -22,10 +22,7 @@ type ljoin struct {
 	hup        [2]bool  // EPOLLHUP or EPOLLERR seen
 	connecting bool     // StartDial: b's connect is in progress
 	finished   bool
-	ended      bool
-	first      Side
-	end        End
-	err        error
+	ending     ending
 	dirs       [2]ldir
 	obs        Observer
 	done       func(Stats)
@@ -35,15 +32,8 @@ type ljoin struct {
 	stopCtx    func() bool
 }
 
-func (w *worker) setEnd(j *ljoin, side Side, end End, err error) {
-	if !j.ended {
-		j.ended = true
-		j.first, j.end = side, end
-	}
-	if err != nil && j.err == nil {
-		j.err = err
-	}
-}
+// setEnd records an ending event of j.
+func (w *worker) setEnd(j *ljoin, side Side, end End, err error) { j.ending.set(side, end, err) }
 
 // fail ends the join because of err on socket s; the other socket is reset.
 func (w *worker) fail(j *ljoin, s int, op string, err error) {
@@ -95,14 +85,9 @@ func (w *worker) finish(j *ljoin) {
 	}
 	// Queued with or without a done function: the loop's count of active joins comes down
 	// after the call (Shutdown waits for it).
-	w.dones = append(w.dones, doneCall{j.done, Stats{
-		AToB:     j.dirs[AToB].n,
-		BToA:     j.dirs[BToA].n,
-		Duration: time.Duration(w.clock() - j.start),
-		First:    j.first,
-		End:      j.end,
-		Err:      j.err,
-	}})
+	st := Stats{AToB: j.dirs[AToB].n, BToA: j.dirs[BToA].n, Duration: time.Duration(w.clock() - j.start)}
+	j.ending.stats(&st)
+	w.dones = append(w.dones, doneCall{j.done, st})
 	j.obs, j.done = nil, nil
 }
 
@@ -121,24 +106,7 @@ func (j *ljoin) tick() {
 		return
 	}
 	now := w.clock()
-	var next time.Duration
-	var end End
-	var err error
-	if l := w.l.Lifetime; l > 0 {
-		age := time.Duration(now - j.start)
-		if age >= l {
-			end, err = EndLifetime, ErrLifetime
-		}
-		next = l - age
-	}
-	if t := w.l.IdleTimeout; t > 0 && err == nil {
-		idle := time.Duration(now - j.last)
-		if idle >= t {
-			end, err = EndIdleTimeout, ErrIdleTimeout
-		} else if next == 0 || t-idle < next {
-			next = t - idle
-		}
-	}
+	next, end, err := check(time.Duration(now-j.start), time.Duration(now-j.last), w.l.IdleTimeout, w.l.Lifetime)
 	if err != nil {
 		w.killLocked(j, SideNone, end, err, -1)
 		w.mu.Unlock()
@@ -228,11 +196,7 @@ func (w *worker) addLocked(ctx context.Context, j *ljoin, dialOp string, dialErr
 	if dialErr != nil {
 		w.killLocked(j, SideB, endOf(dialErr), &Error{Side: SideB, Op: dialOp, Err: dialErr}, 0)
 	}
-	if l := w.l; l.IdleTimeout > 0 || l.Lifetime > 0 {
-		first := l.IdleTimeout
-		if l.Lifetime > 0 && (first <= 0 || l.Lifetime < first) {
-			first = l.Lifetime
-		}
+	if first := firstCheck(w.l.IdleTimeout, w.l.Lifetime); first > 0 {
 		j.timer = time.AfterFunc(first, j.tick)
 	}
 	if ctx.Done() != nil {

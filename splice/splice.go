@@ -257,12 +257,8 @@ func (j *Joiner) Join(ctx context.Context, a, b net.Conn, obs Observer) (Stats, 
 				}
 			}()
 		}
-		if j.IdleTimeout > 0 || j.Lifetime > 0 {
+		if first := firstCheck(j.IdleTimeout, j.Lifetime); first > 0 {
 			s.idle = j.IdleTimeout > 0
-			first := j.IdleTimeout
-			if j.Lifetime > 0 && (first <= 0 || j.Lifetime < first) {
-				first = j.Lifetime
-			}
 			s.mu.Lock()
 			s.timer = time.AfterFunc(first, s.tick)
 			s.mu.Unlock()
@@ -277,13 +273,8 @@ func (j *Joiner) Join(ctx context.Context, a, b net.Conn, obs Observer) (Stats, 
 	if s.timer != nil {
 		s.timer.Stop()
 	}
-	st := Stats{
-		AToB:  s.pumps[AToB].n,
-		BToA:  s.pumps[BToA].n,
-		First: s.first,
-		End:   s.end,
-		Err:   s.err,
-	}
+	st := Stats{AToB: s.pumps[AToB].n, BToA: s.pumps[BToA].n}
+	s.ending.stats(&st)
 	s.mu.Unlock()
 	a.Close()
 	b.Close()
@@ -310,10 +301,7 @@ type join struct {
 	shut    [2]atomic.Bool // the write half of a (index 0) or b (1) was shut by the join
 
 	mu       sync.Mutex
-	ended    bool // first, end are set
-	first    Side
-	end      End
-	err      error
+	ending   ending
 	timer    *time.Timer // idle timeout and lifetime
 	finished bool        // Join is returning
 }
@@ -333,15 +321,7 @@ func (s *join) setEnd(side Side, end End, err error) {
 	s.mu.Unlock()
 }
 
-func (s *join) setEndLocked(side Side, end End, err error) {
-	if !s.ended {
-		s.ended = true
-		s.first, s.end = side, end
-	}
-	if err != nil && s.err == nil {
-		s.err = err
-	}
-}
+func (s *join) setEndLocked(side Side, end End, err error) { s.ending.set(side, end, err) }
 
 // abort records the event, resets the connection of side reset (if it is
 // TCP) and closes both connections, which ends both directions. Only the
@@ -395,23 +375,10 @@ func (s *join) tick() {
 		return
 	}
 	now := time.Since(s.start)
-	var next time.Duration
-	if l := s.cfg.Lifetime; l > 0 {
-		if now >= l {
-			s.abortLocked(SideNone, EndLifetime, ErrLifetime, SideNone)
-			return
-		}
-		next = l - now
-	}
-	if t := s.cfg.IdleTimeout; t > 0 {
-		idleFor := now - time.Duration(s.last.Load())
-		if idleFor >= t {
-			s.abortLocked(SideNone, EndIdleTimeout, ErrIdleTimeout, SideNone)
-			return
-		}
-		if next == 0 || t-idleFor < next {
-			next = t - idleFor
-		}
+	next, end, err := check(now, now-time.Duration(s.last.Load()), s.cfg.IdleTimeout, s.cfg.Lifetime)
+	if err != nil {
+		s.abortLocked(SideNone, end, err, SideNone)
+		return
 	}
 	s.timer.Reset(next)
 }
