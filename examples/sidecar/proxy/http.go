@@ -76,17 +76,42 @@ type transportKey struct {
 	sp  opaque.SessionProtocol
 }
 
-// pooledTransport is an upstream pool and the last identity its peer proved.
+// pooledTransport is an upstream pool and the last identity its peer proved:
+// net/http's Transport for the requests the net/http path carries, and the
+// direct path's own pool of HTTP/1.1 connections (h1.go), both dialled by
+// dial.
 type pooledTransport struct {
 	rt   http.RoundTripper
 	tr   *http.Transport
+	sp   opaque.SessionProtocol // what the upstream speaks
+	dial func(context.Context) (net.Conn, error)
+	h1   h1Pool
 	peer atomic.Pointer[spiffeid.ID]
+}
+
+func newPooledTransport(sp opaque.SessionProtocol, timeout time.Duration, dial func(context.Context) (net.Conn, error)) *pooledTransport {
+	t := &pooledTransport{sp: sp, dial: dial}
+	t.tr = newTransport(sp, timeout, dial)
+	t.rt = t.tr
+	return t
+}
+
+// closeIdle closes the idle connections of both pools.
+func (t *pooledTransport) closeIdle() {
+	t.tr.CloseIdleConnections()
+	t.h1.closeIdle()
 }
 
 type httpState struct {
 	mu  sync.Mutex
 	out map[transportKey]*pooledTransport
 	in  map[transportKey]*pooledTransport
+	// netHTTPOnly turns the direct HTTP/1.1 path off: every request goes
+	// through net/http and ReverseProxy (for the benchmarks that compare).
+	netHTTPOnly bool
+	// direct counts the requests the direct path carried, handoffs the
+	// connections it handed to net/http.
+	direct, handoffs atomic.Uint64
 }
 
 // outboundTransport returns the pool of connections to the peer in front of
@@ -98,15 +123,14 @@ func (p *Proxy) outboundTransport(dst netip.AddrPort, sp opaque.SessionProtocol)
 	if t := p.http.out[k]; t != nil {
 		return t
 	}
-	t := &pooledTransport{}
-	t.tr = newTransport(sp, p.ResponseTimeout, func(ctx context.Context) (net.Conn, error) {
+	var t *pooledTransport
+	t = newPooledTransport(sp, p.ResponseTimeout, func(ctx context.Context) (net.Conn, error) {
 		c, id, err := p.dialUpstream(ctx, dst, sp)
 		if err == nil && !id.IsZero() {
 			t.peer.Store(&id)
 		}
 		return c, err
 	})
-	t.rt = t.tr
 	p.http.out = bounded(p.http.out)
 	p.http.out[k] = t
 	return t
@@ -122,11 +146,9 @@ func (p *Proxy) inboundTransport(port uint16, sp opaque.SessionProtocol) *pooled
 	if t := p.http.in[k]; t != nil {
 		return t
 	}
-	t := &pooledTransport{}
-	t.tr = newTransport(sp, p.ResponseTimeout, func(ctx context.Context) (net.Conn, error) {
+	t := newPooledTransport(sp, p.ResponseTimeout, func(ctx context.Context) (net.Conn, error) {
 		return p.dialPlain(ctx, dst.String())
 	})
-	t.rt = t.tr
 	p.http.in = bounded(p.http.in)
 	p.http.in[k] = t
 	return t
@@ -140,7 +162,7 @@ const maxTransports = 1024
 func bounded(m map[transportKey]*pooledTransport) map[transportKey]*pooledTransport {
 	if m == nil || len(m) >= maxTransports {
 		for _, t := range m {
-			t.tr.CloseIdleConnections()
+			t.closeIdle()
 		}
 		return map[transportKey]*pooledTransport{}
 	}
@@ -171,7 +193,7 @@ func (p *Proxy) CloseIdleConnections() {
 	defer p.http.mu.Unlock()
 	for _, m := range []map[transportKey]*pooledTransport{p.http.out, p.http.in} {
 		for _, t := range m {
-			t.tr.CloseIdleConnections()
+			t.closeIdle()
 		}
 	}
 }
@@ -180,8 +202,29 @@ func (p *Proxy) CloseIdleConnections() {
 // the tunnel ends): every request is proxied through rt to target.
 // Bytes are counted on mc as they move.
 func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target netip.AddrPort, t *pooledTransport, dir opaque.Direction, clientID spiffeid.ID, mc metrics.Conn) {
+	defer func() {
+		if id := t.peer.Load(); id != nil && ev.PeerID.IsZero() {
+			ev.PeerID = *id
+		}
+	}()
+	var skip int // bytes put back in front of c that the direct path has counted
+	if t.sp == opaque.SessionHTTP1 && !p.http.netHTTPOnly {
+		s, rest, handoff := p.serveH1(ctx, ev, c, t, dir, clientID, mc)
+		ev.ClientBytes, ev.ServerBytes = s.read, s.written
+		if s.firstErr != nil && ev.Err == nil {
+			ev.Err = s.firstErr
+		}
+		if !handoff {
+			c.Close()
+			return
+		}
+		p.http.handoffs.Add(1)
+		if skip = len(rest); skip > 0 {
+			c = detect.NewReplayConn(c, rest)
+		}
+	}
 	errs := newServerErrors(func(status int, lat time.Duration) { p.Metrics.ObserveHTTPError(dir, status, lat) })
-	cc := &countingConn{Conn: c, mc: mc, errs: errs, closed: make(chan struct{})}
+	cc := &countingConn{Conn: c, mc: mc, errs: errs, closed: make(chan struct{}), skip: skip}
 	rewrite := p.rewriter(target, dir, clientID)
 	rp := &httputil.ReverseProxy{
 		Rewrite:    rewrite,
@@ -228,11 +271,9 @@ func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target net
 	l.Close()
 	<-served
 	cc.io.Lock() // the conn is closed: calls still running return at once
-	ev.ClientBytes, ev.ServerBytes = cc.read.Load(), cc.written.Load()
+	ev.ClientBytes += cc.read.Load()
+	ev.ServerBytes += cc.written.Load()
 	cc.io.Unlock()
-	if id := t.peer.Load(); id != nil && ev.PeerID.IsZero() {
-		ev.PeerID = *id
-	}
 }
 
 // forwardedHeaders are the headers ReverseProxy's Rewrite mode removes from
@@ -492,14 +533,25 @@ type countingConn struct {
 	read, written atomic.Int64
 	once          sync.Once
 	closed        chan struct{}
+	// skip is how many of the first bytes read are not counted (the direct
+	// path counted them before it handed the connection over); they are
+	// still shown to errs. Only Read touches it, and net/http reads from
+	// one goroutine at a time.
+	skip int
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {
 	c.io.RLock()
 	defer c.io.RUnlock()
 	n, err := c.Conn.Read(b)
-	c.read.Add(int64(n))
-	c.mc.AddRead(int64(n))
+	counted := n
+	if c.skip > 0 {
+		d := min(c.skip, n)
+		c.skip -= d
+		counted -= d
+	}
+	c.read.Add(int64(counted))
+	c.mc.AddRead(int64(counted))
 	if c.errs != nil {
 		c.errs.read(b[:n])
 		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {

@@ -1,0 +1,753 @@
+package proxy
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/sniffsplice/sniff/metrics"
+	"github.com/sniffsplice/sniff/opaque"
+)
+
+// The direct HTTP/1.1 path (issue 17). net/http's server and
+// httputil.ReverseProxy cost a sidecar about three goroutine hand-offs and a
+// dozen allocations per request (the server's handler goroutine, the
+// Transport's write and read loops, the header maps, the request and
+// response structures). Most HTTP/1.1 requests need none of that: the head
+// can be forwarded with a few header lines dropped (hop-by-hop ones, and
+// inbound a client's l5d-client-id) or added (the verified l5d-client-id),
+// and the body copied as it is framed. The direct path does that on the
+// connection's own goroutine: read the request head into a pooled buffer,
+// write it to a pooled upstream connection, read the response head, write it
+// with the body bytes already read in one write, copy the rest of the body.
+//
+// What it does not carry it hands over, with the bytes it has read put
+// back, to the net/http path for the rest of the connection: upgrades,
+// CONNECT, Expect, chunked or otherwise encoded request bodies, HTTP/1.0,
+// absolute-form targets, obs-fold, a missing or repeated Host, heads that do
+// not fit the buffer, anything malformed (net/http answers those as before,
+// counted by serverErrors). Requests are counted by the same metrics
+// middleware (metrics.Registry.HTTPHandler), bytes on the connection's
+// metrics.Conn, as on the net/http path.
+
+// Sizes of the direct path.
+const (
+	h1BufSize   = 4 << 10  // a connection's read buffer, from a pool
+	h1MaxHead   = 64 << 10 // the largest request head carried (the buffer grows to it); past it net/http answers 431
+	h1BodyInOne = 16 << 10 // a body at most this long, already read, goes out with its head in one write
+	h1IdleConns = 256      // idle upstream connections kept per pool
+	h1IdleTime  = 90 * time.Second
+)
+
+var h1Bufs = sync.Pool{New: func() any { b := make([]byte, h1BufSize); return &b }}
+
+// h1Scratch is what a request needs while it is carried and not after: the
+// parsed heads and the buffer the outgoing heads are built in.
+type h1Scratch struct {
+	req  reqHead
+	resp respHead
+	out  []byte
+}
+
+var h1Scratches = sync.Pool{New: func() any { return &h1Scratch{out: make([]byte, 0, h1BufSize)} }}
+
+// upConn is an upstream connection of the direct path.
+type upConn struct {
+	net.Conn
+	br   *bufio.Reader
+	idle time.Time // when it was put back
+}
+
+// h1Pool holds the idle upstream connections of one pooledTransport for the
+// direct path, most recently used first out.
+type h1Pool struct {
+	mu   sync.Mutex
+	idle []*upConn
+}
+
+func (p *h1Pool) get() *upConn {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.idle) > 0 {
+		uc := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if now.Sub(uc.idle) < h1IdleTime {
+			return uc
+		}
+		uc.Close()
+	}
+	return nil
+}
+
+func (p *h1Pool) put(uc *upConn) {
+	uc.idle = time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.idle) >= h1IdleConns {
+		p.idle[0].Close() // the least recently used
+		p.idle = append(p.idle[:0], p.idle[1:]...)
+	}
+	p.idle = append(p.idle, uc)
+}
+
+func (p *h1Pool) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, uc := range p.idle {
+		uc.Close()
+	}
+	p.idle = nil
+}
+
+// h1Server carries the HTTP/1.1 requests of one client connection.
+type h1Server struct {
+	ctx     context.Context
+	p       *Proxy
+	c       net.Conn
+	t       *pooledTransport
+	dir     opaque.Direction
+	idLine  string // inbound: the l5d-client-id line to add; "" for none
+	mc      metrics.Conn
+	ev      *Event
+	handler http.Handler // the metrics middleware around serveRequest
+
+	buf           []byte // read buffer: buf[r:w] is read and not yet used
+	r, w          int
+	read, written int64
+	sc            *h1Scratch // while a request is carried
+	headLen       int        // of the current request head, at buf[r:]
+	head          bool       // the current request is a HEAD
+	keep          bool       // the connection goes on after this request
+	firstErr      error      // the first upstream error, for the Event
+
+	req http.Request // what the middleware sees of a request (Host, Method)
+	rw  h1Writer
+
+	mu      sync.Mutex
+	up      *upConn // the upstream connection in use
+	aborted bool
+}
+
+// h1Writer is the http.ResponseWriter the metrics middleware wraps: it only
+// records the status (the direct path writes the response itself) and holds
+// grpc-status for the middleware to read.
+type h1Writer struct {
+	hdr    http.Header
+	status int
+}
+
+func (w *h1Writer) Header() http.Header {
+	if w.hdr == nil {
+		w.hdr = http.Header{}
+	}
+	return w.hdr
+}
+func (w *h1Writer) Write(b []byte) (int, error) { return len(b), nil }
+func (w *h1Writer) WriteHeader(code int)        { w.status = code }
+
+// serveH1 carries c's HTTP/1.1 requests until c ends or a request needs
+// net/http; then it returns the bytes read and not used (to be put back in
+// front of c) and handoff true.
+func (p *Proxy) serveH1(ctx context.Context, ev *Event, c net.Conn, t *pooledTransport, dir opaque.Direction, clientID spiffeid.ID, mc metrics.Conn) (s *h1Server, rest []byte, handoff bool) {
+	s = &h1Server{ctx: ctx, p: p, c: c, t: t, dir: dir, mc: mc, ev: ev}
+	if dir == opaque.Inbound && !clientID.IsZero() {
+		s.idLine = clientIDKey + ": " + clientID.String() + "\r\n"
+	}
+	s.handler = p.Metrics.HTTPHandler(http.HandlerFunc(s.serveRequest), metrics.HTTPOptions{Direction: dir})
+	stop := context.AfterFunc(ctx, s.abort)
+	defer stop()
+	defer s.release()
+	if !s.run() {
+		return s, nil, false
+	}
+	return s, append([]byte(nil), s.buf[s.r:s.w]...), true
+}
+
+// abort ends the connection and the request in flight (the proxy is
+// closing).
+func (s *h1Server) abort() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.aborted = true
+	s.c.Close()
+	if s.up != nil {
+		s.up.Close()
+	}
+}
+
+func (s *h1Server) release() {
+	if s.buf != nil && cap(s.buf) == h1BufSize {
+		b := s.buf[:h1BufSize]
+		h1Bufs.Put(&b)
+	}
+	s.buf = nil
+}
+
+// run serves requests until the connection ends (false) or one must go to
+// net/http (true).
+func (s *h1Server) run() bool {
+	for first := true; ; first = false {
+		ok, handoff := s.readHead(first)
+		if !ok {
+			return handoff
+		}
+		s.sc = h1Scratches.Get().(*h1Scratch)
+		h := &s.sc.req
+		b := s.buf[s.r : s.r+s.headLen]
+		if !parseRequest(b, h, s.dir == opaque.Inbound) {
+			s.putScratch()
+			return true
+		}
+		s.head = string(h.method.of(b)) == http.MethodHead
+		s.req.Method = method(h.method.of(b))
+		if host := h.host.of(b); string(host) != s.req.Host {
+			s.req.Host = string(host)
+		}
+		s.rw.status = 0
+		clear(s.rw.hdr)
+		s.keep = !h.close
+		s.p.http.direct.Add(1)
+		s.handler.ServeHTTP(&s.rw, &s.req)
+		s.putScratch()
+		if !s.keep {
+			s.closeClient()
+			return false
+		}
+	}
+}
+
+func (s *h1Server) putScratch() {
+	s.sc.out = s.sc.out[:0]
+	h1Scratches.Put(s.sc)
+	s.sc = nil
+}
+
+// method returns the method's string without allocating for the common
+// ones.
+func method(b []byte) string {
+	for _, m := range [...]string{http.MethodGet, http.MethodPost, http.MethodHead, http.MethodPut,
+		http.MethodDelete, http.MethodPatch, http.MethodOptions} {
+		if string(b) == m {
+			return m
+		}
+	}
+	return string(b)
+}
+
+// readHead reads until buf[r:] holds a whole request head and sets headLen.
+// It returns ok false when the connection ends (handoff false: closed, or
+// answered 408) or must go to net/http (handoff true).
+func (s *h1Server) readHead(first bool) (ok, handoff bool) {
+	headerTimeout := cmp.Or(s.p.HeaderTimeout, 30*time.Second)
+	var start time.Time
+	if s.w > s.r || first {
+		start = time.Now()
+		s.c.SetReadDeadline(start.Add(headerTimeout))
+	} else {
+		s.c.SetReadDeadline(time.Now().Add(httpIdleTimeout))
+	}
+	for {
+		if s.w > s.r {
+			switch n := headEnd(s.buf[s.r:s.w]); {
+			case n > 0:
+				s.headLen = n
+				return true, false
+			case n < 0:
+				return false, true
+			}
+		}
+		if s.buf == nil {
+			s.buf = *h1Bufs.Get().(*[]byte)
+		}
+		if s.w == len(s.buf) { // full: make room
+			if s.r > 0 {
+				s.w = copy(s.buf, s.buf[s.r:s.w])
+				s.r = 0
+			} else {
+				if len(s.buf) >= h1MaxHead {
+					return false, true // net/http answers 431
+				}
+				nb := make([]byte, 2*len(s.buf))
+				s.w = copy(nb, s.buf[s.r:s.w])
+				s.r = 0
+				s.release()
+				s.buf = nb
+			}
+		}
+		n, err := s.c.Read(s.buf[s.w:])
+		s.w += n
+		s.count(n)
+		if n > 0 && start.IsZero() {
+			start = time.Now()
+			s.c.SetReadDeadline(start.Add(headerTimeout))
+		}
+		if err != nil {
+			if s.w > s.r && errors.Is(err, os.ErrDeadlineExceeded) && !start.IsZero() {
+				// A request begun whose head did not arrive in time: the
+				// answer net/http owes and does not write (see serverErrors).
+				s.write([]byte(requestTimeout))
+				s.p.Metrics.ObserveHTTPError(s.dir, http.StatusRequestTimeout, time.Since(start))
+				s.closeClient()
+				return false, false
+			}
+			if s.w > s.r && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
+				return false, true // part of a request, then an end: net/http answers it
+			}
+			s.c.Close()
+			return false, false
+		}
+	}
+}
+
+// httpIdleTimeout closes a keep-alive client connection idle this long.
+const httpIdleTimeout = 5 * time.Minute
+
+func (s *h1Server) count(n int) {
+	if n > 0 {
+		s.read += int64(n)
+		s.mc.AddRead(int64(n))
+	}
+}
+
+// write writes b to the client.
+func (s *h1Server) write(b []byte) error {
+	n, err := s.c.Write(b)
+	if n > 0 {
+		s.written += int64(n)
+		s.mc.AddWritten(int64(n))
+	}
+	return err
+}
+
+// closeClient closes the client connection after an answer: the write side
+// first, so that the answer is not lost to a reset.
+func (s *h1Server) closeClient() {
+	if cw, ok := s.c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	s.c.Close()
+}
+
+// serveRequest carries the parsed request at buf[r:] (the metrics
+// middleware's handler). It consumes the head and the body from buf, and
+// clears keep when the connection must end after it.
+func (s *h1Server) serveRequest(w http.ResponseWriter, _ *http.Request) {
+	h := &s.sc.req
+	b := s.buf[s.r : s.r+s.headLen]
+	out := s.sc.out[:0]
+	out = append(out, b[:h.target.e]...)
+	out = append(out, " HTTP/1.1\r\n"...)
+	for i := range h.lines[:h.n] {
+		if l := &h.lines[i]; !l.drop {
+			out = append(out, l.line.of(b)...)
+		}
+	}
+	out = append(out, s.idLine...)
+	out = append(out, "\r\n"...)
+	s.r += s.headLen
+	// The body: what is already read goes out with the head when it is the
+	// whole body and small; the rest is copied from the client.
+	left := max(h.contentLength, 0)
+	if left > 0 && left <= h1BodyInOne && int64(s.w-s.r) >= left {
+		out = append(out, s.buf[s.r:s.r+int(left)]...)
+		s.r += int(left)
+		left = 0
+	}
+	s.sc.out = out
+	replayable := left == 0 // the whole request is in out
+	for attempt := 0; ; attempt++ {
+		uc, reused, err := s.upstream()
+		if err != nil {
+			s.fail(w, err, left)
+			return
+		}
+		if _, err = uc.Write(out); err == nil && left > 0 {
+			var clientErr bool
+			clientErr, err = s.copyBody(uc, left)
+			left = 0
+			if clientErr {
+				s.drop(uc)
+				s.answer(w, http.StatusBadRequest, false)
+				return
+			}
+		}
+		if err == nil {
+			var got bool // response bytes arrived
+			if got, err = s.relayResponse(w, uc); err == nil {
+				return
+			}
+			if got {
+				s.drop(uc)
+				s.keep = false
+				s.fail(w, err, 0)
+				return
+			}
+		}
+		s.drop(uc)
+		// A pooled connection the upstream had closed: once more on a new
+		// one, when the whole request is still at hand.
+		if reused && attempt == 0 && replayable && !errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		s.fail(w, err, left)
+		return
+	}
+}
+
+// upstream takes an idle pooled connection or dials a new one.
+func (s *h1Server) upstream() (uc *upConn, reused bool, err error) {
+	if uc = s.t.h1.get(); uc != nil {
+		reused = true
+	} else {
+		c, err := s.t.dial(s.ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		uc = &upConn{Conn: c, br: bufio.NewReaderSize(c, h1BufSize)}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.aborted {
+		uc.Close()
+		return nil, false, net.ErrClosed
+	}
+	s.up = uc
+	return uc, reused, nil
+}
+
+// done puts uc back in the pool; drop closes it.
+func (s *h1Server) done(uc *upConn) {
+	s.mu.Lock()
+	s.up = nil
+	s.mu.Unlock()
+	s.t.h1.put(uc)
+}
+
+func (s *h1Server) drop(uc *upConn) {
+	s.mu.Lock()
+	s.up = nil
+	s.mu.Unlock()
+	uc.Close()
+}
+
+// copyBody copies the remaining left bytes of the request body from the
+// client to uc. clientErr tells a failed client read (the client's error)
+// from a failed upstream write.
+func (s *h1Server) copyBody(uc *upConn, left int64) (clientErr bool, err error) {
+	for left > 0 {
+		if s.w == s.r {
+			s.r, s.w = 0, 0
+			n, err := s.c.Read(s.buf)
+			s.w = n
+			s.count(n)
+			if n == 0 && err != nil {
+				return true, err
+			}
+		}
+		n := int(min(int64(s.w-s.r), left))
+		if _, err := uc.Write(s.buf[s.r : s.r+n]); err != nil {
+			s.keep = false // the rest of the body is not read
+			return false, err
+		}
+		s.r += n
+		left -= int64(n)
+	}
+	return false, nil
+}
+
+// errNoResponse: the upstream sent a head the proxy cannot carry.
+var errNoResponse = errors.New("sidecar: malformed HTTP response from upstream")
+
+// relayResponse reads the response to the request just written to uc and
+// writes it to the client. got reports whether any response bytes arrived
+// (so that the request cannot be tried again).
+func (s *h1Server) relayResponse(w http.ResponseWriter, uc *upConn) (got bool, err error) {
+	if rt := s.p.ResponseTimeout; rt > 0 {
+		uc.SetReadDeadline(time.Now().Add(rt))
+	}
+	hd := &s.sc.resp
+	for {
+		b, err := s.responseHead(uc)
+		if len(b) > 0 || uc.br.Buffered() > 0 {
+			got = true
+		}
+		if err != nil {
+			return got, err
+		}
+		if !parseResponse(b, hd) || hd.status == http.StatusSwitchingProtocols {
+			return true, errNoResponse
+		}
+		if hd.status >= 200 && hd.grpcStatus.e > 0 {
+			w.Header()["Grpc-Status"] = []string{string(hd.grpcStatus.of(b))}
+		}
+		out := s.responseHeadOut(b, hd)
+		uc.br.Discard(len(b))
+		if hd.status >= 200 {
+			break
+		}
+		if err := s.write(out); err != nil { // an informational answer: the final one follows
+			s.keep = false
+			return true, nil
+		}
+	}
+	if s.p.ResponseTimeout > 0 {
+		uc.SetReadDeadline(time.Time{})
+	}
+	w.WriteHeader(hd.status)
+	out := s.sc.out
+	reuse := !hd.close
+	var werr error
+	switch {
+	case bodiless(s.head, hd.status):
+		werr = s.write(out)
+	case hd.contentLength >= 0:
+		left := hd.contentLength
+		if n := int(min(int64(uc.br.Buffered()), left)); n > 0 && n <= h1BodyInOne {
+			p, _ := uc.br.Peek(n)
+			out = append(out, p...)
+			uc.br.Discard(n)
+			left -= int64(n)
+		}
+		s.sc.out = out
+		if werr = s.write(out); werr == nil && left > 0 {
+			var rerr error
+			werr, rerr = s.copyResponse(uc, left)
+			if rerr != nil {
+				reuse, s.keep = false, false
+			}
+		}
+	case hd.chunked:
+		var rerr error
+		werr, rerr = s.relayChunked(uc, out)
+		if rerr != nil {
+			reuse, s.keep = false, false
+		}
+	default: // until the upstream closes
+		reuse, s.keep = false, false
+		if werr = s.write(out); werr == nil {
+			werr, _ = s.copyResponse(uc, -1)
+		}
+	}
+	if werr != nil {
+		s.keep = false
+		if reuse && (hd.contentLength >= 0 || hd.chunked) {
+			reuse = false // the rest of the body is not read
+		}
+	}
+	if reuse {
+		s.done(uc)
+	} else {
+		s.drop(uc)
+	}
+	return true, nil
+}
+
+// responseHead returns the next response head at the front of uc.br.
+func (s *h1Server) responseHead(uc *upConn) ([]byte, error) {
+	for {
+		b, _ := uc.br.Peek(uc.br.Buffered())
+		switch n := headEnd(b); {
+		case n > 0:
+			return b[:n], nil
+		case n < 0:
+			return nil, errNoResponse
+		}
+		if len(b) == uc.br.Size() {
+			return nil, errNoResponse // a head larger than the buffer
+		}
+		if _, err := uc.br.Peek(len(b) + 1); err != nil {
+			if err == io.EOF && len(b) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+// responseHeadOut builds in sc.out the head sent to the client for the
+// response head b: the status line, the lines kept, and Connection: close
+// when the client connection ends after it.
+func (s *h1Server) responseHeadOut(b []byte, hd *respHead) []byte {
+	out := s.sc.out[:0]
+	out = append(out, "HTTP/1.1 "...)
+	out = append(out, b[9:12]...)
+	out = append(out, ' ')
+	out = append(out, hd.reason.of(b)...)
+	out = append(out, "\r\n"...)
+	for i := range hd.lines[:hd.n] {
+		if l := &hd.lines[i]; !l.drop {
+			out = append(out, l.line.of(b)...)
+		}
+	}
+	untilClose := hd.status >= 200 && !bodiless(s.head, hd.status) && hd.contentLength < 0 && !hd.chunked
+	if hd.status >= 200 && (!s.keep || untilClose) {
+		out = append(out, "Connection: close\r\n"...)
+	}
+	out = append(out, "\r\n"...)
+	s.sc.out = out
+	return out
+}
+
+// copyResponse copies left bytes (-1: until the upstream ends) of a response
+// body from uc to the client. It returns the client's write error and the
+// upstream's read error apart.
+func (s *h1Server) copyResponse(uc *upConn, left int64) (werr, rerr error) {
+	for left != 0 {
+		if uc.br.Buffered() == 0 {
+			if _, err := uc.br.Peek(1); err != nil {
+				if left < 0 && err == io.EOF {
+					return nil, nil
+				}
+				return nil, err
+			}
+		}
+		n := uc.br.Buffered()
+		if left > 0 {
+			n = int(min(int64(n), left))
+			left -= int64(n)
+		}
+		p, _ := uc.br.Peek(n)
+		if err := s.write(p); err != nil {
+			return err, nil
+		}
+		uc.br.Discard(n)
+	}
+	return nil, nil
+}
+
+// relayChunked relays a chunked body from uc to the client as it is
+// framed, head first (out). Chunks are collected in out and written
+// whenever the upstream has nothing more buffered.
+func (s *h1Server) relayChunked(uc *upConn, out []byte) (werr, rerr error) {
+	flush := func() error {
+		if len(out) == 0 {
+			return nil
+		}
+		err := s.write(out)
+		out = out[:0]
+		return err
+	}
+	defer func() { s.sc.out = out[:0] }()
+	line := func() ([]byte, error) {
+		if uc.br.Buffered() == 0 {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+		l, err := uc.br.ReadSlice('\n')
+		if err != nil {
+			if err == bufio.ErrBufferFull || err == io.EOF {
+				err = errNoResponse
+			}
+			return nil, err
+		}
+		if len(l) < 2 || l[len(l)-2] != '\r' {
+			return nil, errNoResponse
+		}
+		return l, nil
+	}
+	for {
+		l, err := line()
+		if err != nil {
+			return nil, err
+		}
+		size, ok := chunkSize(l[:len(l)-2])
+		if !ok {
+			return nil, errNoResponse
+		}
+		out = append(out, l...)
+		if size == 0 { // the last chunk: trailer lines, then CRLF
+			for {
+				l, err := line()
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, l...)
+				if len(l) == 2 {
+					return flush(), nil
+				}
+			}
+		}
+		for left := size; left > 0; {
+			if uc.br.Buffered() == 0 {
+				if err := flush(); err != nil {
+					return err, nil
+				}
+				if _, err := uc.br.Peek(1); err != nil {
+					return nil, err
+				}
+			}
+			n := int(min(int64(uc.br.Buffered()), left))
+			p, _ := uc.br.Peek(n)
+			if len(out)+n > h1BodyInOne {
+				if err := flush(); err != nil {
+					return err, nil
+				}
+				if err := s.write(p); err != nil {
+					return err, nil
+				}
+			} else {
+				out = append(out, p...)
+			}
+			uc.br.Discard(n)
+			left -= int64(n)
+		}
+		crlf, err := line()
+		if err != nil {
+			return nil, err
+		}
+		if len(crlf) != 2 {
+			return nil, errNoResponse
+		}
+		out = append(out, crlf...)
+	}
+}
+
+// fail answers a request whose upstream failed: 504 for a timeout, 502
+// otherwise (proxyError's choice). left is the request body not read: the
+// connection cannot go on past it.
+func (s *h1Server) fail(w http.ResponseWriter, err error, left int64) {
+	if s.firstErr == nil {
+		s.firstErr = err
+	}
+	code := http.StatusBadGateway
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		code = http.StatusGatewayTimeout
+	}
+	s.answer(w, code, left == 0 && s.keep)
+}
+
+// answer writes an error response as http.Error does and counts it; the
+// connection ends after it unless keep.
+func (s *h1Server) answer(w http.ResponseWriter, code int, keep bool) {
+	s.keep = keep
+	w.WriteHeader(code)
+	text := http.StatusText(code) + "\n"
+	out := append(s.sc.out[:0], "HTTP/1.1 "...)
+	out = strconv.AppendInt(out, int64(code), 10)
+	out = append(out, ' ')
+	out = append(out, http.StatusText(code)...)
+	out = append(out, "\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: "...)
+	out = strconv.AppendInt(out, int64(len(text)), 10)
+	if !keep {
+		out = append(out, "\r\nConnection: close"...)
+	}
+	out = append(out, "\r\n\r\n"...)
+	out = append(out, text...)
+	s.sc.out = out
+	if s.write(out) != nil {
+		s.keep = false
+	}
+}
