@@ -173,8 +173,8 @@ type Mux struct {
 	detecting list.List // *muxDetection, oldest first
 
 	accepted, routed, unrouted, childClosed, detectFailed, shutdown atomic.Uint64
-	shedWaiting, shedDetecting, acceptErrors                       atomic.Uint64
-	inFlight, detectingN                                           atomic.Int64
+	shedWaiting, shedDetecting, acceptErrors                        atomic.Uint64
+	inFlight, detectingN                                            atomic.Int64
 }
 
 // muxDetection is a connection being detected; shedding it cancels its context.

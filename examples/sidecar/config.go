@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -31,6 +32,7 @@ var errUsage = errors.New("bad configuration")
 type config struct {
 	proxy     *proxy.Proxy
 	listeners proxy.Listeners
+	drain     time.Duration // SIGTERM's grace
 	id        spiffeid.ID
 	warnings  []string
 }
@@ -74,9 +76,12 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		detectTO   = fs.Duration("detect-timeout", 0, "protocol detection timeout (default 10s, as Linkerd)")
 		noRace     = fs.Bool("no-race", false, "do not race the server's first bytes against the client's (Linkerd's behaviour: server-first protocols on undeclared ports wait for the detection timeout)")
 		grpcMode   = fs.String("grpc", "active", "gRPC detection: off, passive or active")
-		idle       = fs.Duration("idle-timeout", 0, "close a proxied connection idle this long (0: never)")
+		idle       = fs.Duration("idle-timeout", time.Hour, "close a proxied (opaque) connection idle this long, as Envoy's tcp_proxy does (0: never)")
 		verbose    = fs.Bool("v", false, "log one line per connection to stderr")
-		learnHTTP  = fs.Int("learn-http", 0, "after N HTTP connections in a row on a port, detect before dialling there (no unused early connection per HTTP client; a server-first protocol on such a port waits the detection timeout once); 0: always race")
+		raceGrace  = fs.Duration("race-grace", detect.DefaultRaceGrace, "how long a client on an undeclared port may stay silent before its server is raced (dialled to see whether it speaks first)")
+		maxRaces   = fs.Int("max-races", detect.DefaultMaxRaces, "server-first races at once; more silent clients wait for their own bytes or the detection timeout")
+		maxHS      = fs.Int("max-handshakes", proxy.DefaultMaxHandshakes, "mutual-TLS handshakes to peers in progress at once; more wait for a slot")
+		drain      = fs.Duration("drain-grace", 20*time.Second, "on SIGTERM: stop accepting, and give open connections this long to finish before closing them")
 		noHTTP     = fs.Bool("no-http", false, "carry detected HTTP as bytes instead of serving it per request (no HTTP metrics, no l5d-client-id)")
 		respTO     = fs.Duration("response-timeout", 0, "answer 504 when an upstream's response headers take longer (0: no limit)")
 		headerTO   = fs.Duration("header-timeout", 0, "answer 408 and close when a client's request headers take longer to arrive (default 30s)")
@@ -245,8 +250,14 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	default:
 		return nil, usageErr("-grpc %q: want off, passive or active", *grpcMode)
 	}
-	if *learnHTTP < 0 {
-		return nil, usageErr("-learn-http %d: want 0 or more", *learnHTTP)
+	if *raceGrace < 0 {
+		return nil, usageErr("-race-grace %s: want 0 or more", *raceGrace)
+	}
+	if *maxRaces <= 0 || *maxHS <= 0 {
+		return nil, usageErr("-max-races %d, -max-handshakes %d: want 1 or more", *maxRaces, *maxHS)
+	}
+	if *drain < 0 {
+		return nil, usageErr("-drain-grace %s: want 0 or more", *drain)
 	}
 	if *respTO < 0 {
 		return nil, usageErr("-response-timeout %s: want a positive duration", *respTO)
@@ -267,7 +278,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		AppHost:         host,
 		NoRace:          *noRace,
 		NoHTTP:          *noHTTP,
-		LearnHTTP:       *learnHTTP,
+		Race:            &detect.RacePolicy{Grace: cmp.Or(*raceGrace, -1), MaxRaces: *maxRaces},
+		MaxHandshakes:   *maxHS,
 		ResponseTimeout: *respTO,
 		HeaderTimeout:   *headerTO,
 		Joiner:          &splice.Joiner{IdleTimeout: *idle},
@@ -288,6 +300,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	}
 	ls.Metrics = proxy.MetricsHandler(reg)
 	c.proxy = p
+	c.drain = *drain
 	return c, nil
 }
 

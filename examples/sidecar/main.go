@@ -33,7 +33,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/sniffsplice/sniff/examples/internal/memreturn"
 	"github.com/sniffsplice/sniff/examples/sidecar/proxy"
 )
 
@@ -55,16 +57,32 @@ func main() {
 }
 
 // run parses args, starts the sidecar, calls started (when set) and serves
-// until ctx ends.
+// until ctx ends (SIGINT, SIGTERM); then it drains: the listeners stop
+// accepting and open connections get -drain-grace to finish.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, started func(*proxy.Sidecar)) error {
 	cfg, err := parseConfig(args, stderr)
 	if err != nil {
 		return err
 	}
-	s, err := proxy.Start(ctx, cfg.proxy, cfg.listeners)
+	s, err := proxy.Start(context.Background(), cfg.proxy, cfg.listeners)
 	if err != nil {
 		return err
 	}
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), cfg.drain)
+			defer cancel()
+			s.Shutdown(dctx)
+		case <-stopped:
+		}
+	}()
+	// After a spike of connections, hand the memory back instead of keeping it resident.
+	mctx, stopMem := context.WithCancel(context.Background())
+	defer stopMem()
+	go memreturn.Run(mctx, 5*time.Second)
 	for _, w := range cfg.warnings {
 		fmt.Fprintln(stderr, "sidecar: warning:", w)
 	}

@@ -26,7 +26,17 @@ import (
 // proxy serves (ServeOutbound, Start's admin and forward listeners), is
 // refused (ErrLoop), and counted as transport_header_rejected_total with
 // reason "proxy_port".
+//
+// A meshed client speaks first (its ClientHello): until it does, its
+// connection waits in a detect.Waiter, without a goroutine, for at most the
+// dial timeout.
 func (p *Proxy) ServeInbound(ctx context.Context, l net.Listener, dst DstFunc) error {
+	return p.serveInbound(ctx, ctx, l, dst)
+}
+
+// serveInbound is ServeInbound with the end of accepting (acceptCtx) apart
+// from the end of the connections (connCtx), for Sidecar.Shutdown.
+func (p *Proxy) serveInbound(acceptCtx, connCtx context.Context, l net.Listener, dst DstFunc) error {
 	if err := p.init(); err != nil {
 		return err
 	}
@@ -35,14 +45,27 @@ func (p *Proxy) ServeInbound(ctx context.Context, l net.Listener, dst DstFunc) e
 	if ta, ok := l.Addr().(*net.TCPAddr); ok {
 		self = ta.Port
 	}
-	return serve(ctx, l, func(ctx context.Context, c net.Conn) {
+	s := p.newListener(connCtx)
+	return s.serve(acceptCtx, l, func(c net.Conn) {
 		if dst != nil {
 			if orig, err := dst(c); err == nil && int(orig.Port()) != self {
-				p.HandleLocal(ctx, c, orig.Port())
+				// An unmeshed client of a local port: its server may speak first.
+				port := orig.Port()
+				s.goHandle(func() { p.HandleLocal(connCtx, c, port) })
 				return
 			}
 		}
-		p.HandleInbound(ctx, c)
+		start := time.Now()
+		s.waitThen(c, p.dialTimeout(), func(c net.Conn, err error) {
+			if err != nil {
+				// No ClientHello within the handshake timeout (or shed to make room).
+				c.Close()
+				p.emit(Event{Protocol: detect.Unknown, Path: PathHeader, Duration: time.Since(start),
+					Err: fmt.Errorf("%w: %w", ErrNotMeshed, err)})
+				return
+			}
+			p.HandleInbound(connCtx, c)
+		})
 	})
 }
 

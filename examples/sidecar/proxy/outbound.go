@@ -2,11 +2,9 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -20,7 +18,21 @@ import (
 // ServeOutbound accepts the application's outgoing connections on l until ctx
 // ends, learning each one's destination with dst (OriginalDst in transparent
 // mode). It closes l and waits for every connection before it returns.
+//
+// Each connection goes through the proxy's lifecycle: accepted (running out of
+// descriptors is waited out, never fatal); on a port left to detection, it
+// waits for its first bytes in a detect.Waiter, without a goroutine, for the
+// race's grace; a client that speaks is detected without any dial; one still
+// silent is raced against its server (Proxy.Race: capped, and not at all on a
+// port whose clients speak first), or else waits on, still without a goroutine,
+// until its detection timeout makes it opaque.
 func (p *Proxy) ServeOutbound(ctx context.Context, l net.Listener, dst DstFunc) error {
+	return p.serveOutbound(ctx, ctx, l, dst)
+}
+
+// serveOutbound is ServeOutbound with the end of accepting (acceptCtx) apart
+// from the end of the connections (connCtx), for Sidecar.Shutdown.
+func (p *Proxy) serveOutbound(acceptCtx, connCtx context.Context, l net.Listener, dst DstFunc) error {
 	if err := p.init(); err != nil {
 		return err
 	}
@@ -28,36 +40,111 @@ func (p *Proxy) ServeOutbound(ctx context.Context, l net.Listener, dst DstFunc) 
 		return fmt.Errorf("%w: ServeOutbound needs a DstFunc", ErrNoOriginalDst)
 	}
 	p.addOwnPort(l.Addr())
-	return serve(ctx, l, func(ctx context.Context, c net.Conn) {
+	s := p.newListener(connCtx)
+	return s.serve(acceptCtx, l, func(c net.Conn) {
 		d, err := dst(c)
 		if err != nil {
 			c.Close()
 			p.emit(Event{Direction: opaque.Outbound, Err: err})
 			return
 		}
-		p.HandleOutbound(ctx, c, d)
+		p.admitOutbound(s, c, d)
 	})
 }
 
-// HandleOutbound carries one outgoing connection to dst and closes it.
+// How handleOutbound goes about a connection on a port left to detection.
+type outboundMode uint8
+
+const (
+	modeAuto     outboundMode = iota // HandleOutbound: race at once unless NoRace (no Waiter)
+	modeSpoke                        // the client has spoken: detect, no race
+	modeRace                         // silent past its grace, a race slot taken: race
+	modeTimedOut                     // silent until its detection timeout (or shed): opaque
+)
+
+// admitOutbound starts the lifecycle of one outgoing connection, on the accept
+// goroutine: it must not block.
+func (p *Proxy) admitOutbound(s *listener, c net.Conn, dst netip.AddrPort) {
+	start := time.Now()
+	ctx := s.connCtx
+	dec, ok := p.outboundDecision(c, dst, start)
+	if !ok {
+		return
+	}
+	port := dst.Port()
+	if dec.Action != opaque.ActionDetect || p.NoRace || p.race.Learner.Learned(port) {
+		s.goHandle(func() { p.handleOutbound(ctx, c, dst, dec, start, modeAuto) })
+		return
+	}
+	timeout := p.detector(opaque.Outbound, dec).Timeout
+	if timeout == 0 {
+		timeout = detect.DefaultTimeout
+	}
+	grace, race := p.race.Plan(port)
+	if !race {
+		p.race.Skipped()
+		grace = timeout
+	}
+	s.waitThen(c, grace, func(c net.Conn, err error) {
+		switch {
+		case err == nil:
+			p.handleOutbound(ctx, c, dst, dec, start, modeSpoke)
+		case !race:
+			p.handleOutbound(ctx, c, dst, dec, start, modeTimedOut)
+		case p.race.TryStart():
+			defer p.race.Done()
+			p.handleOutbound(ctx, c, dst, dec, start, modeRace)
+		default:
+			// MaxRaces are running: wait on for the client, still without a
+			// goroutine, for the rest of its detection timeout.
+			s.waitThen(c, max(timeout-time.Since(start), time.Millisecond), func(c net.Conn, err error) {
+				if err == nil {
+					p.handleOutbound(ctx, c, dst, dec, start, modeSpoke)
+				} else {
+					p.handleOutbound(ctx, c, dst, dec, start, modeTimedOut)
+				}
+			})
+		}
+	})
+}
+
+// outboundDecision refuses a connection to the proxy itself (ErrLoop) and
+// resolves the port's policy; it reports false, having closed c and emitted
+// its event, when c goes no further.
+func (p *Proxy) outboundDecision(c net.Conn, dst netip.AddrPort, start time.Time) (opaque.Decision, bool) {
+	fail := func(err error) (opaque.Decision, bool) {
+		c.Close()
+		p.emit(Event{Direction: opaque.Outbound, Dst: dst, Protocol: detect.Unknown, Err: err, Duration: time.Since(start)})
+		return opaque.Decision{}, false
+	}
+	if err := p.init(); err != nil {
+		return fail(err)
+	}
+	if la, ok := c.LocalAddr().(*net.TCPAddr); ok && la.AddrPort() == dst {
+		return fail(fmt.Errorf("%w: %s", ErrLoop, dst))
+	}
+	return p.resolve(opaque.Outbound, dst.Port()), true
+}
+
+// HandleOutbound carries one outgoing connection to dst and closes it. On a
+// port left to detection it races the client against its server at once
+// (unless NoRace): ServeOutbound's lifecycle, with its grace and caps, needs
+// the accept loop.
 func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPort) {
 	start := time.Now()
+	if dec, ok := p.outboundDecision(c, dst, start); ok {
+		p.handleOutbound(ctx, c, dst, dec, start, modeAuto)
+	}
+}
+
+// handleOutbound carries one outgoing connection whose policy is dec, and
+// closes it.
+func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPort, dec opaque.Decision, start time.Time, mode outboundMode) {
 	ev := Event{Direction: opaque.Outbound, Dst: dst, Protocol: detect.Unknown}
 	defer func() {
 		ev.Duration = time.Since(start)
 		p.emit(ev)
 	}()
-	if err := p.init(); err != nil {
-		c.Close()
-		ev.Err = err
-		return
-	}
-	if la, ok := c.LocalAddr().(*net.TCPAddr); ok && la.AddrPort() == dst {
-		c.Close()
-		ev.Err = fmt.Errorf("%w: %s", ErrLoop, dst)
-		return
-	}
-	dec := p.resolve(opaque.Outbound, dst.Port())
 	switch dec.Action {
 	case opaque.ActionSkip:
 		ev.Path = PathSkip
@@ -85,24 +172,26 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 
 	det := p.detector(opaque.Outbound, dec)
 	ev.Path = PathDetect
-	if p.NoRace || (p.LearnHTTP > 0 && int(p.httpRun(dst.Port()).Load()) >= p.LearnHTTP) {
-		res, cc, err := det.Detect(ctx, c)
-		ev.Detect, ev.Protocol = res, res.Protocol
-		p.learn(dst.Port(), res.Protocol)
-		if err != nil {
-			c.Close()
-			ev.Err = err
-			return
+	if mode == modeAuto && !p.NoRace && p.race.Learner.Learned(dst.Port()) {
+		// The port keeps turning out server-first or opaque: splice at once.
+		ev.Path = PathLearned
+		p.dialAndFinish(ctx, &ev, c, dst, opaque.SessionNone)
+		return
+	}
+	if mode == modeTimedOut {
+		// Silent until its detection timeout (or shed to make room): opaque, as
+		// detection would have decided.
+		res := detect.Result{Protocol: detect.Unknown, Reason: detect.ReasonTimeout, Duration: time.Since(start)}
+		if det.OnResult != nil {
+			det.OnResult(&res)
 		}
-		if p.unfinished(res) {
-			if cc, ev.Err = p.checkUnfinished(cc, res, opaque.Outbound); ev.Err != nil {
-				return
-			}
-		}
-		if p.serveOutboundHTTP(ctx, &ev, cc, dst) {
-			return
-		}
-		p.dialAndFinish(ctx, &ev, cc, dst, sessionFor(res.Protocol))
+		ev.Detect = res
+		p.learn(dst.Port(), res)
+		p.dialAndFinish(ctx, &ev, c, dst, opaque.SessionNone)
+		return
+	}
+	if mode == modeSpoke || (mode == modeAuto && p.NoRace) {
+		p.detectThenDial(ctx, &ev, det, c, dst, start)
 		return
 	}
 	// Race: open the upstream first (it costs a dial, not a wait), then let
@@ -126,21 +215,11 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		}
 		return
 	}
+	// DetectUpstream tells a greeting from an HTTP/2 server's SETTINGS (sent before it reads the
+	// client's preface) on this TLS upstream too, and from an upstream that closed without a byte
+	// (the peer could not reach the application): then the client decides, and an HTTP client
+	// gets a 502 rather than a silent close.
 	res, cc, uc, err := det.DetectUpstream(ctx, c, up)
-	if err == nil && res.Reason == detect.ReasonServerFirst {
-		// HTTP/2 servers send their SETTINGS before reading the client's
-		// preface. DetectUpstream recognises that on a peekable upstream; ours
-		// is TLS, so look at the first frame here and, if it is one, wait for
-		// the client as detection would.
-		//
-		// An upstream that closed without a byte (the peer could not reach the
-		// application) is not a server speaking first either: detect the
-		// client, so that an HTTP client gets a 502 rather than a silent close.
-		var pre, gone bool
-		if uc, pre, gone = h2ServerPreface(uc); pre || gone {
-			res, cc, err = det.Detect(ctx, cc)
-		}
-	}
 	ev.Detect, ev.Protocol = res, res.Protocol
 	if res.Reason == detect.ReasonServerFirst {
 		ev.Path = PathServerFirst
@@ -151,7 +230,7 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		ev.Err = err
 		return
 	}
-	p.learn(dst.Port(), res.Protocol)
+	p.learn(dst.Port(), res)
 	if p.unfinished(res) {
 		if cc, ev.Err = p.checkUnfinished(cc, res, opaque.Outbound); ev.Err != nil {
 			uc.Close()
@@ -167,6 +246,35 @@ func (p *Proxy) HandleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		return
 	}
 	p.finish(ctx, &ev, cc, uc)
+}
+
+// detectThenDial detects a client that has spoken (or, with NoRace, will),
+// then serves it at the HTTP layer or dials its upstream: no connection is made
+// before the protocol is known.
+func (p *Proxy) detectThenDial(ctx context.Context, ev *Event, det *detect.Detector, c net.Conn, dst netip.AddrPort, start time.Time) {
+	var opts []detect.Option
+	if t := det.Timeout; t > 0 {
+		// The detection timeout counts from accept: the wait for the first
+		// bytes was part of it.
+		opts = append(opts, detect.WithTimeout(max(t-time.Since(start), time.Millisecond)))
+	}
+	res, cc, err := det.Detect(ctx, c, opts...)
+	ev.Detect, ev.Protocol = res, res.Protocol
+	if err != nil {
+		c.Close()
+		ev.Err = err
+		return
+	}
+	p.learn(dst.Port(), res)
+	if p.unfinished(res) {
+		if cc, ev.Err = p.checkUnfinished(cc, res, opaque.Outbound); ev.Err != nil {
+			return
+		}
+	}
+	if p.serveOutboundHTTP(ctx, ev, cc, dst) {
+		return
+	}
+	p.dialAndFinish(ctx, ev, cc, dst, sessionFor(res.Protocol))
 }
 
 // serveOutboundHTTP serves c at the HTTP layer when its protocol is HTTP and
@@ -250,33 +358,3 @@ func connLabels(ev *Event) metrics.ConnLabels {
 	}
 	return metrics.ConnLabelsFor(ev.Direction, proto, !ev.PeerID.IsZero())
 }
-
-// h2ServerPreface reads the upstream's first bytes (what is there within a
-// few milliseconds, at most 9) and reports whether they begin an HTTP/2
-// SETTINGS frame, or whether the upstream ended without a byte (gone); the
-// bytes are handed back in front of the connection.
-func h2ServerPreface(up net.Conn) (c net.Conn, preface, gone bool) {
-	var h [9]byte
-	n := 0
-	up.SetReadDeadline(time.Now().Add(prefaceWait))
-	var rerr error
-	for n < len(h) {
-		m, err := up.Read(h[n:])
-		n += m
-		if err != nil {
-			rerr = err
-			break
-		}
-	}
-	up.SetReadDeadline(time.Time{})
-	if n == 0 {
-		return up, false, rerr != nil && !errors.Is(rerr, os.ErrDeadlineExceeded)
-	}
-	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
-	ok := n == len(h) && h[3] == 0x4 && h[4] == 0 && h[5]&0x7f == 0 && h[6] == 0 && h[7] == 0 && h[8] == 0 && length%6 == 0
-	return detect.NewReplayConn(up, append([]byte(nil), h[:n]...)), ok, false
-}
-
-// prefaceWait bounds the wait for the rest of a frame header after the
-// upstream's first byte (a greeting shorter than 9 bytes pays it once).
-const prefaceWait = 20 * time.Millisecond

@@ -20,6 +20,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -72,6 +73,7 @@ const (
 	PathDeclared    Path = "declared"     // policy: protocol declared, no detection
 	PathDetect      Path = "detect"       // detection named the protocol (or unknown)
 	PathServerFirst Path = "server-first" // the server spoke before the client: opaque at once
+	PathLearned     Path = "learned"      // the port keeps turning out server-first: opaque, no detection
 	PathHeader      Path = "header"       // inbound: the transport header named the port
 )
 
@@ -139,13 +141,21 @@ type Proxy struct {
 	Joiner *splice.Joiner
 	// OnEvent, when set, is called once per connection when it ends.
 	OnEvent func(Event)
-	// LearnHTTP, when > 0, skips the server-first race on a port whose last
-	// LearnHTTP connections were all detected as HTTP: detection runs before
-	// the upstream is dialled, so no early connection is opened and closed
-	// unused. Any other result on the port starts the count again. The cost:
-	// a server-first protocol on a port that has been serving HTTP waits for
-	// the detection timeout once. 0: always race.
-	LearnHTTP int
+	// Race says when a client on a port left to detection is raced against its server (the
+	// upstream dialled to see whether it speaks first): only after the client has been silent for
+	// a grace, at most MaxRaces at once, and never on a port whose clients keep naming their
+	// protocol; a port that keeps turning out server-first is spliced at once. Its Learner, when
+	// nil, is a zero detect.Learner of the proxy's own. Nil: a zero detect.RacePolicy (a 2 ms
+	// grace, 256 races). A client that speaks within the grace costs no dial: HTTP clients never
+	// cause a handshake to the peer that is thrown away.
+	Race *detect.RacePolicy
+	// MaxHandshakes bounds the mutual-TLS handshakes to peers in progress at once; more wait for a
+	// slot within the dial timeout (0: DefaultMaxHandshakes).
+	MaxHandshakes int
+	// MaxWaiting bounds, per listener, the connections waiting for their first bytes (without a
+	// goroutine each); a full listener sheds the one that waited longest, decided as a detection
+	// timeout (0: detect.DefaultMaxWaiting).
+	MaxWaiting int
 	// NoHTTP carries detected HTTP as bytes instead of serving it at the
 	// HTTP layer (per-request proxying and metrics, upgrades, CONNECT).
 	NoHTTP bool
@@ -167,7 +177,9 @@ type Proxy struct {
 	codec     opaque.HeaderCodec
 	initErr   error
 	http      httpState
-	httpRuns  sync.Map                // uint16 port -> *atomic.Int32: consecutive HTTP detections
+	race      *detect.RacePolicy
+	hsSem     chan struct{} // a slot per handshake to a peer in progress
+	hsWaits   atomic.Uint64
 	detectors sync.Map                // detectorKey -> *detect.Detector, built once each
 	hooks     [2]func(*detect.Result) // the metrics hook of each direction, built once
 	ownMu     sync.Mutex
@@ -196,26 +208,9 @@ func (p *Proxy) isOwnPort(port uint16) bool {
 	return set != nil && set.Contains(port)
 }
 
-// httpRun returns the count of consecutive HTTP detections on port.
-func (p *Proxy) httpRun(port uint16) *atomic.Int32 {
-	if v, ok := p.httpRuns.Load(port); ok {
-		return v.(*atomic.Int32)
-	}
-	v, _ := p.httpRuns.LoadOrStore(port, new(atomic.Int32))
-	return v.(*atomic.Int32)
-}
-
-// learn records a detection result for LearnHTTP.
-func (p *Proxy) learn(port uint16, proto detect.Protocol) {
-	if p.LearnHTTP <= 0 {
-		return
-	}
-	run := p.httpRun(port)
-	if isHTTP(proto) {
-		run.Add(1)
-	} else {
-		run.Store(0)
-	}
+// learn feeds a detection result on port to the race policy's Learner.
+func (p *Proxy) learn(port uint16, res detect.Result) {
+	p.race.Learner.Observe(port, res)
 }
 
 func (p *Proxy) init() error {
@@ -236,7 +231,17 @@ func (p *Proxy) init() error {
 		if p.serverTLS, p.initErr = c.ServerTLS(); p.initErr != nil {
 			return
 		}
-		p.clientTLS, p.initErr = c.ClientTLS()
+		if p.clientTLS, p.initErr = c.ClientTLS(); p.initErr != nil {
+			return
+		}
+		p.race = p.Race
+		if p.race == nil {
+			p.race = &detect.RacePolicy{}
+		}
+		if p.race.Learner == nil {
+			p.race = &detect.RacePolicy{Grace: p.race.Grace, MaxRaces: p.race.MaxRaces, Learner: &detect.Learner{}}
+		}
+		p.hsSem = make(chan struct{}, cmp.Or(p.MaxHandshakes, DefaultMaxHandshakes))
 	})
 	return p.initErr
 }
@@ -321,58 +326,24 @@ func (p *Proxy) emit(ev Event) {
 	}
 }
 
-// serve runs an accept loop until ctx ends or the listener fails, then closes
-// the listener and waits for every connection handler to return.
-func serve(ctx context.Context, l net.Listener, handle func(context.Context, net.Conn)) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	stop := context.AfterFunc(ctx, func() { l.Close() })
-	defer stop()
-	var tempDelay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				if tempDelay == 0 {
-					tempDelay = 5 * time.Millisecond
-				} else if tempDelay *= 2; tempDelay > time.Second {
-					tempDelay = time.Second
-				}
-				select {
-				case <-time.After(tempDelay):
-				case <-ctx.Done():
-					return nil
-				}
-				continue
-			}
-			l.Close()
-			return err
-		}
-		tempDelay = 0
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			handle(ctx, c)
-		}()
-	}
-}
-
 // dialMesh opens mutual TLS to the peer sidecar, checks its identity and
 // writes the transport header. It returns the TLS conn and the peer's identity.
 func (p *Proxy) dialMesh(ctx context.Context, peer Peer, h opaque.Header) (*tls.Conn, spiffeid.ID, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.dialTimeout())
 	defer cancel()
+	release, err := p.handshakeSlot(ctx)
+	if err != nil {
+		return nil, spiffeid.ID{}, fmt.Errorf("sidecar: waiting for a handshake slot to %s: %w", peer.Addr, err)
+	}
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", peer.Addr)
 	if err != nil {
+		release()
 		return nil, spiffeid.ID{}, err
 	}
 	tc := tls.Client(raw, p.clientTLS)
 	id, err := mtls.Handshake(ctx, tc)
+	release()
 	if err != nil {
 		tc.Close()
 		return nil, spiffeid.ID{}, err

@@ -333,37 +333,3 @@ func TestPeerDownHTTP(t *testing.T) {
 	require.Error(t, e.Err)
 	require.Equal(t, detect.HTTP1, e.Protocol)
 }
-
-// TestLearnHTTP: after two HTTP connections on a port, the next ones are
-// detected before dialling, so sidecar B sees no more unused early
-// connections (transport headers announcing no session protocol).
-func TestLearnHTTP(t *testing.T) {
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
-	backend := httpBackend(t, srv)
-	ca := mtlstest.MustNew("learn.test")
-	srcA, srcB := ca.Source("/a"), ca.Source("/b")
-	regB := metrics.New(metrics.Config{})
-	sB, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: srcB, Bundle: srcB}, Metrics: regB}, Listeners{Inbound: "127.0.0.1:0"})
-	require.NoError(t, err)
-	defer sB.Close()
-	var ev events
-	sA, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: srcA, Bundle: srcA}, LearnHTTP: 2, OnEvent: ev.add,
-		Peers: func(netip.AddrPort) (Peer, error) { return Peer{Addr: sB.InboundAddr.String()}, nil }},
-		Listeners{Forwards: []Forward{{Listen: "127.0.0.1:0", Dst: backend}}})
-	require.NoError(t, err)
-	defer sA.Close()
-	for i := range 5 {
-		tr := &http.Transport{}
-		resp, err := (&http.Client{Transport: tr}).Get("http://" + sA.ForwardAddrs[0].String() + "/")
-		require.NoError(t, err)
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		tr.CloseIdleConnections()
-		ev.wait(t, i+1)
-	}
-	for _, e := range ev.wait(t, 5) {
-		require.Equal(t, detect.HTTP1, e.Protocol)
-	}
-	none := regB.Snapshot().Value("transport_header_read_total", "session_protocol", "none")
-	require.Equal(t, 2.0, none, "only the first two connections raced")
-}

@@ -75,11 +75,13 @@ type Sidecar struct {
 	InboundAddr  net.Addr
 	AdminAddr    net.Addr
 
-	ready  atomic.Bool
-	cancel context.CancelFunc
-	g      *errgroup.Group
-	once   sync.Once
-	err    error
+	ready      atomic.Bool
+	cancel     context.CancelFunc // ends everything
+	stopAccept context.CancelFunc // ends accepting only (Shutdown)
+	g          *errgroup.Group
+	proxies    sync.WaitGroup // the outbound, forward and inbound listeners' jobs
+	once       sync.Once
+	err        error
 }
 
 // Start opens every listener of ls (so bad addresses fail here, before
@@ -106,8 +108,10 @@ func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
 		return l, nil
 	}
 	type job struct {
-		l   net.Listener
-		run func(context.Context, net.Listener) error
+		l     net.Listener
+		proxy bool // a listener of the proxy (not the admin server): Shutdown drains it
+		// run serves l until acceptCtx ends, its connections until connCtx does.
+		run func(acceptCtx, connCtx context.Context, l net.Listener) error
 	}
 	var jobs []job
 	if ls.Outbound != "" {
@@ -116,8 +120,8 @@ func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
 			return fail(err)
 		}
 		s.OutboundAddr = l.Addr()
-		jobs = append(jobs, job{l, func(ctx context.Context, l net.Listener) error {
-			return p.ServeOutbound(ctx, l, transparent.OriginalDst)
+		jobs = append(jobs, job{l, true, func(actx, cctx context.Context, l net.Listener) error {
+			return p.serveOutbound(actx, cctx, l, transparent.OriginalDst)
 		}})
 	}
 	for _, f := range ls.Forwards {
@@ -130,7 +134,9 @@ func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
 		}
 		s.ForwardAddrs = append(s.ForwardAddrs, l.Addr())
 		dst := Fixed(f.Dst)
-		jobs = append(jobs, job{l, func(ctx context.Context, l net.Listener) error { return p.ServeOutbound(ctx, l, dst) }})
+		jobs = append(jobs, job{l, true, func(actx, cctx context.Context, l net.Listener) error {
+			return p.serveOutbound(actx, cctx, l, dst)
+		}})
 	}
 	if ls.Inbound != "" {
 		l, err := listen("inbound", ls.Inbound)
@@ -142,7 +148,9 @@ func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
 		if ls.InboundTransparent {
 			dst = transparent.OriginalDst
 		}
-		jobs = append(jobs, job{l, func(ctx context.Context, l net.Listener) error { return p.ServeInbound(ctx, l, dst) }})
+		jobs = append(jobs, job{l, true, func(actx, cctx context.Context, l net.Listener) error {
+			return p.serveInbound(actx, cctx, l, dst)
+		}})
 	}
 	var admin *http.Server
 	if ls.Admin != "" {
@@ -167,7 +175,8 @@ func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
 		if ls.AdminMaxConns > 0 {
 			maxConns = ls.AdminMaxConns
 		}
-		jobs = append(jobs, job{l, func(ctx context.Context, l net.Listener) error {
+		// The admin server stays up through a drain (liveness, /ready saying 503) until Close.
+		jobs = append(jobs, job{l, false, func(_, _ context.Context, l net.Listener) error {
 			err := admin.Serve(netutil.LimitListener(l, maxConns))
 			if errors.Is(err, http.ErrServerClosed) {
 				return nil
@@ -178,8 +187,18 @@ func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
 	ctx, s.cancel = context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	s.g = g
+	actx, stopAccept := context.WithCancel(gctx)
+	s.stopAccept = stopAccept
 	for _, j := range jobs {
-		g.Go(func() error { return j.run(gctx, j.l) })
+		if j.proxy {
+			s.proxies.Add(1)
+		}
+		g.Go(func() error {
+			if j.proxy {
+				defer s.proxies.Done()
+			}
+			return j.run(actx, gctx, j.l)
+		})
 	}
 	if admin != nil {
 		g.Go(func() error {
@@ -193,8 +212,32 @@ func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
 	return s, nil
 }
 
-// Close stops every listener, waits for every connection to end and returns
-// the first serving error.
+// Shutdown stops the sidecar the way a pod's termination expects: /ready
+// answers 503 at once; the outbound, forward and inbound listeners stop
+// accepting; connections that have not said anything yet are closed; the
+// others run to their end (a spliced connection until both sides close, an
+// HTTP connection until its client closes it). When they all have, or when ctx
+// ends, Close ends whatever is left. It returns ctx's error if ctx ended first,
+// else what Close returns.
+func (s *Sidecar) Shutdown(ctx context.Context) error {
+	s.ready.Store(false)
+	s.stopAccept()
+	drained := make(chan struct{})
+	go func() { s.proxies.Wait(); close(drained) }()
+	var err error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close stops every listener, ends every connection, waits for them and
+// returns the first serving error.
 func (s *Sidecar) Close() error {
 	s.once.Do(func() {
 		s.ready.Store(false)

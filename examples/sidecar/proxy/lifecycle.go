@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/sniffsplice/sniff/accept"
+	"github.com/sniffsplice/sniff/detect"
+)
+
+// DefaultMaxHandshakes is the most mutual-TLS handshakes to peers a Proxy runs at once when
+// Proxy.MaxHandshakes is 0; more wait (within the dial timeout) for one to end.
+const DefaultMaxHandshakes = 128
+
+// listener is one Serve* call's share of the connection lifecycle: the Waiter its silent
+// connections wait in (no goroutine each) and the handlers it started.
+type listener struct {
+	p        *Proxy
+	connCtx  context.Context // ends every connection of the listener
+	wait     detect.Waiter
+	handlers sync.WaitGroup
+}
+
+func (p *Proxy) newListener(connCtx context.Context) *listener {
+	return &listener{p: p, connCtx: connCtx, wait: detect.Waiter{Max: p.MaxWaiting}}
+}
+
+// serve accepts from l until acceptCtx ends (descriptor exhaustion and the like are waited
+// out: accept.Loop's rule), passing every connection to admit on the accept goroutine; admit
+// must not block. Then it closes the Waiter (the connections still silent are closed) and waits
+// for every handler; connCtx ends them. It returns nil once acceptCtx has ended.
+func (s *listener) serve(acceptCtx context.Context, l net.Listener, admit func(net.Conn)) error {
+	err := accept.Serve(acceptCtx, l, admit)
+	if acceptCtx.Err() != nil {
+		err = nil
+	}
+	s.wait.Close()
+	s.handlers.Wait()
+	return err
+}
+
+// goHandle runs handle on a goroutine of its own, counted until it returns.
+func (s *listener) goHandle(handle func()) {
+	s.handlers.Add(1)
+	go func() {
+		defer s.handlers.Done()
+		handle()
+	}()
+}
+
+// waitThen hands c to the Waiter for at most timeout; then, on a goroutine of its own and
+// counted like a handler, then runs with what the Waiter said (nil: c has something to read).
+// A closed Waiter (the listener is stopping) closes c instead.
+func (s *listener) waitThen(c net.Conn, timeout time.Duration, then func(net.Conn, error)) {
+	s.handlers.Add(1)
+	s.wait.Wait(c, timeout, func(c net.Conn, err error) {
+		defer s.handlers.Done()
+		if err != nil && (s.connCtx.Err() != nil || isWaiterClosed(err)) {
+			c.Close()
+			return
+		}
+		then(c, err)
+	})
+}
+
+func isWaiterClosed(err error) bool { return errors.Is(err, detect.ErrWaiterClosed) }
+
+// handshakeSlot takes one of the MaxHandshakes slots for a handshake to a peer, waiting for one
+// to free while ctx allows; release gives it back.
+func (p *Proxy) handshakeSlot(ctx context.Context) (release func(), err error) {
+	select {
+	case p.hsSem <- struct{}{}:
+		return func() { <-p.hsSem }, nil
+	default:
+	}
+	p.hsWaits.Add(1)
+	select {
+	case p.hsSem <- struct{}{}:
+		return func() { <-p.hsSem }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// HandshakeStats are the counts of a Proxy's handshakes to peers.
+type HandshakeStats struct {
+	Running int    // in progress now (at most MaxHandshakes)
+	Waited  uint64 // handshakes that waited for a slot
+}
+
+// Handshakes returns the counts of the proxy's handshakes to peers.
+func (p *Proxy) Handshakes() HandshakeStats {
+	return HandshakeStats{Running: len(p.hsSem), Waited: p.hsWaits.Load()}
+}
+
+// RaceStats returns the counts of the proxy's server-first races (see Proxy.Race).
+func (p *Proxy) RaceStats() detect.RaceStats { return p.race.Stats() }
