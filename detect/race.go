@@ -10,63 +10,46 @@ import (
 	"time"
 )
 
-// DetectUpstream detects the protocol of client while watching upstream, an already established
-// connection to the client's destination (inbound: the local application; outbound: the original
-// destination), so that server-speaks-first protocols need no configuration. It waits for the first
-// of two events, consuming nothing:
+// DetectUpstream detects the protocol of client while watching upstream, an established
+// connection to the client's destination, so that protocols in which the server speaks first need
+// no configuration. It waits, consuming nothing, for the first of:
 //
-//   - upstream's first bytes (or its EOF) arrive before any of the client's: it returns at once with
-//     Result{Protocol: Unknown, Reason: ReasonServerFirst}; the caller splices, and the greeting
-//     (SMTP "220", a MySQL handshake) reaches the client as fast as through a port declared opaque;
-//   - the client's first bytes (or its EOF) arrive first: it runs [Detector.Detect] on client, whose
-//     Timeout counts from that moment.
+//   - upstream's first bytes: it returns at once with Result{Protocol: Unknown, Reason:
+//     ReasonServerFirst}, and the caller splices (an SMTP or MySQL greeting arrives as fast as
+//     through a port declared opaque);
+//   - the client's first bytes (or EOF): it runs [Detector.Detect] on client, with opts, whose
+//     timeout counts from that moment.
 //
-// While both are silent no detection clock runs (only ctx ends the wait): there are no bytes to
-// deliver, so nothing is late. A pooled client that speaks minutes after connecting (Memcache) is
-// classified the moment its first bytes come, and a first byte no matcher can start decides Unknown
-// at once. Linkerd instead starts its 10 s detection timer at accept and dials the server only after
-// detection, so a server-first protocol on a port not declared opaque waits the full timeout.
+// While both are silent no detection clock runs; only ctx ends the wait (a [RacePolicy] decides
+// when a proxy starts a race at all). An upstream whose first bytes are an HTTP/2 SETTINGS frame
+// (sent by HTTP/2 servers before they read the client's preface), or that closes without a byte,
+// is not speaking first: the client is awaited for at most the detection timeout. The rule, its
+// limits and its measurements are in SERVERFIRST.md in this directory.
 //
-// Client-first protocols keep their detection: HTTP/1, TLS and every request/response protocol
-// send nothing from the server until the client's bytes reach it, and nothing is forwarded during
-// the race, so their server cannot speak first. Three tie-breaks keep it so: if the client also has
-// bytes when the upstream wins, the client wins; an upstream whose first bytes are an HTTP/2
-// SETTINGS frame (grpc-go and x/net/http2 servers send theirs before reading the client preface)
-// is not a greeting, and neither is an upstream that closes without a byte (a peer proxy that could
-// not reach its application): the client is then awaited, for at most the Detector's Timeout. A
-// connection is misclassified only when its server speaks unprompted and its client would have
-// been recognised: it is then proxied opaque, with every byte intact, but without the
-// protocol-aware features. See SERVERFIRST.md in this directory for the full rule, its limits and
-// the measurements.
+// It returns the connections to use from then on, client first. On Linux a *net.TCPConn or
+// *net.UnixConn is watched with recv(MSG_PEEK) and returned unchanged; any other connection (TLS,
+// pipes) loses at most 9 bytes to the race, which the returned [ReplayConn] hands back first, and
+// a *tls.Conn is handshaken first (with ctx). Neither connection is closed. Both connections' read
+// deadlines are used, then cleared.
 //
-// It returns the connections to use from now on, client first. On Linux, *net.TCPConn and
-// *net.UnixConn are watched with recv(MSG_PEEK) and returned unchanged (Detect may still wrap the
-// client, e.g. in gRPC active mode). Other connections (TLS, pipes) lose one byte to the race (up
-// to 9 for the HTTP/2 check), which the returned [ReplayConn] hands back first; a *tls.Conn whose handshake is not done is handshaken
-// first (with ctx), because a handshake cut short by the race could not resume. Neither connection
-// is closed: a caller that does not use the upstream (HTTP routed elsewhere) closes it. Read
-// deadlines of both connections are used to end the race and then cleared, so both must support
-// them (as net.Conn requires).
-//
-// err is non-nil only when ctx ends first (ctx.Err()) or a read fails with an error other than EOF;
-// the returned connections are then still valid and the caller closes them. OnResult, if set, sees
-// every result, server-first ones included. Use [Learner] to skip the race on ports that keep turning
-// out server-first.
-func (d *Detector) DetectUpstream(ctx context.Context, client, upstream net.Conn) (Result, net.Conn, net.Conn, error) {
+// err is non-nil only when ctx ends first (ctx.Err()) or a read fails with an error other than
+// EOF; the returned connections are then still valid and the caller closes them. OnResult, if set,
+// sees every result, server-first ones included.
+func (d *Detector) DetectUpstream(ctx context.Context, client, upstream net.Conn, opts ...Option) (Result, net.Conn, net.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{Protocol: Unknown}, client, upstream, err
 	}
 	if _, _, ready, _ := peekNow(client, 1); ready {
 		// The usual case for client-first protocols: the client's bytes are already here (a tie
 		// goes to the client), so there is nothing to race.
-		res, c, err := d.Detect(ctx, client)
+		res, c, err := d.Detect(ctx, client, opts...)
 		return res, c, upstream, err
 	}
-	return d.race(ctx, client, upstream)
+	return d.race(ctx, client, upstream, opts)
 }
 
 // race is DetectUpstream when neither side has spoken yet.
-func (d *Detector) race(ctx context.Context, client, upstream net.Conn) (Result, net.Conn, net.Conn, error) {
+func (d *Detector) race(ctx context.Context, client, upstream net.Conn, opts []Option) (Result, net.Conn, net.Conn, error) {
 	start := time.Now()
 	// A TLS handshake interrupted by the race's deadline would break the connection for good, so
 	// finish it first (a caller needs it done anyway, e.g. for the peer's identity).
@@ -118,7 +101,7 @@ func (d *Detector) race(ctx context.Context, client, upstream net.Conn) (Result,
 		// client's protocol still decides what it is told (an HTTP client, a 502). Wait for the
 		// client, as long as detection would.
 		wctx, wcancel := context.WithCancel(ctx)
-		if t := d.timeout(); t > 0 {
+		if t := d.callTimeout(opts); t > 0 {
 			wctx, wcancel = context.WithTimeout(ctx, t)
 		}
 		w := awaitFirst(wctx, client, sideClient)
@@ -144,7 +127,7 @@ func (d *Detector) race(ctx context.Context, client, upstream net.Conn) (Result,
 	if cf.err != nil {
 		return Result{Protocol: Unknown, Duration: time.Since(start)}, client, upstream, cf.err
 	}
-	res, c, err := d.Detect(ctx, client)
+	res, c, err := d.Detect(ctx, client, opts...)
 	return res, c, upstream, err
 }
 

@@ -217,16 +217,16 @@ func (p *Proxy) dialApp(ctx context.Context, ev *Event, c net.Conn) {
 // set; an unfinished HTTP request is refused (see checkUnfinished). On an
 // error both connections are closed.
 func (p *Proxy) detectLocal(ctx context.Context, dec opaque.Decision, c, app net.Conn, race bool) (detect.Result, net.Conn, net.Conn, error) {
-	det := p.detector(opaque.Inbound, dec)
+	det := p.detector(opaque.Inbound)
 	var (
 		res    detect.Result
 		cc, ac = c, app
 		err    error
 	)
 	if !race {
-		res, cc, err = det.Detect(ctx, c)
+		res, cc, err = det.Detect(ctx, c, timeoutOf(dec))
 	} else {
-		res, cc, ac, err = det.DetectUpstream(ctx, c, app)
+		res, cc, ac, err = det.DetectUpstream(ctx, c, app, timeoutOf(dec))
 	}
 	if err != nil {
 		c.Close()

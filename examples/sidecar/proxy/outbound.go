@@ -76,10 +76,7 @@ func (p *Proxy) admitOutbound(s *listener, c net.Conn, dst netip.AddrPort) {
 		s.goHandle(func() { p.handleOutbound(ctx, c, dst, dec, start, modeAuto) })
 		return
 	}
-	timeout := p.detector(opaque.Outbound, dec).Timeout
-	if timeout == 0 {
-		timeout = detect.DefaultTimeout
-	}
+	timeout := p.detectTimeout(opaque.Outbound, dec)
 	grace, race := p.race.Plan(port)
 	if !race {
 		p.race.Skipped()
@@ -97,7 +94,11 @@ func (p *Proxy) admitOutbound(s *listener, c net.Conn, dst netip.AddrPort) {
 		default:
 			// MaxRaces are running: wait on for the client, still without a
 			// goroutine, for the rest of its detection timeout.
-			s.waitThen(c, max(timeout-time.Since(start), time.Millisecond), func(c net.Conn, err error) {
+			rest := timeout // <= 0: no detection timeout
+			if timeout > 0 {
+				rest = max(timeout-time.Since(start), time.Millisecond)
+			}
+			s.waitThen(c, rest, func(c net.Conn, err error) {
 				if err == nil {
 					p.handleOutbound(ctx, c, dst, dec, start, modeSpoke)
 				} else {
@@ -170,7 +171,7 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		return
 	}
 
-	det := p.detector(opaque.Outbound, dec)
+	det := p.detector(opaque.Outbound)
 	ev.Path = PathDetect
 	if mode == modeAuto && !p.NoRace && p.race.Learner.Learned(dst.Port()) {
 		// The port keeps turning out server-first or opaque: splice at once.
@@ -191,7 +192,7 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		return
 	}
 	if mode == modeSpoke || (mode == modeAuto && p.NoRace) {
-		p.detectThenDial(ctx, &ev, det, c, dst, start)
+		p.detectThenDial(ctx, &ev, det, c, dst, p.detectTimeout(opaque.Outbound, dec), start)
 		return
 	}
 	// Race: open the upstream first (it costs a dial, not a wait), then let
@@ -202,7 +203,7 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		// No upstream to race: an HTTP client still gets an HTTP answer
 		// (502 from the pool's own dial), anything else is closed.
 		ev.Err = err
-		res, cc, derr := det.Detect(ctx, c)
+		res, cc, derr := det.Detect(ctx, c, timeoutOf(dec))
 		ev.Detect, ev.Protocol = res, res.Protocol
 		if derr == nil && p.unfinished(res) {
 			if cc, derr = p.checkUnfinished(cc, res, opaque.Outbound); derr != nil {
@@ -219,7 +220,7 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 	// client's preface) on this TLS upstream too, and from an upstream that closed without a byte
 	// (the peer could not reach the application): then the client decides, and an HTTP client
 	// gets a 502 rather than a silent close.
-	res, cc, uc, err := det.DetectUpstream(ctx, c, up)
+	res, cc, uc, err := det.DetectUpstream(ctx, c, up, timeoutOf(dec))
 	ev.Detect, ev.Protocol = res, res.Protocol
 	if res.Reason == detect.ReasonServerFirst {
 		ev.Path = PathServerFirst
@@ -251,14 +252,12 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 // detectThenDial detects a client that has spoken (or, with NoRace, will),
 // then serves it at the HTTP layer or dials its upstream: no connection is made
 // before the protocol is known.
-func (p *Proxy) detectThenDial(ctx context.Context, ev *Event, det *detect.Detector, c net.Conn, dst netip.AddrPort, start time.Time) {
-	var opts []detect.Option
-	if t := det.Timeout; t > 0 {
-		// The detection timeout counts from accept: the wait for the first
-		// bytes was part of it.
-		opts = append(opts, detect.WithTimeout(max(t-time.Since(start), time.Millisecond)))
+func (p *Proxy) detectThenDial(ctx context.Context, ev *Event, det *detect.Detector, c net.Conn, dst netip.AddrPort, timeout time.Duration, start time.Time) {
+	// The detection timeout counts from accept: the wait for the first bytes was part of it.
+	if timeout > 0 {
+		timeout = max(timeout-time.Since(start), time.Millisecond)
 	}
-	res, cc, err := det.Detect(ctx, c, opts...)
+	res, cc, err := det.Detect(ctx, c, detect.WithTimeout(timeout))
 	ev.Detect, ev.Protocol = res, res.Protocol
 	if err != nil {
 		c.Close()

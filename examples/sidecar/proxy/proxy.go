@@ -180,8 +180,8 @@ type Proxy struct {
 	race      *detect.RacePolicy
 	hsSem     chan struct{} // a slot per handshake to a peer in progress
 	hsWaits   atomic.Uint64
-	detectors sync.Map                // detectorKey -> *detect.Detector, built once each
-	hooks     [2]func(*detect.Result) // the metrics hook of each direction, built once
+	detOnce   sync.Once
+	detectors [2]*detect.Detector // one per direction (opaque.Inbound, opaque.Outbound), built once
 	ownMu     sync.Mutex
 	own       atomic.Pointer[opaque.PortSet] // ports of this proxy's listeners
 }
@@ -224,7 +224,7 @@ func (p *Proxy) init() error {
 		if hook := p.Metrics.HandshakeHook(); hook != nil {
 			c.OnHandshake = chain(c.OnHandshake, hook)
 		}
-		p.hooks = [2]func(*detect.Result){p.Metrics.DetectHook(opaque.Inbound), p.Metrics.DetectHook(opaque.Outbound)}
+
 		if obs := p.Metrics.HeaderObserver(); obs != nil {
 			p.codec.Observer = ownPortObserver{obs, p}
 		}
@@ -269,36 +269,41 @@ func (p *Proxy) resolve(dir opaque.Direction, port uint16) opaque.Decision {
 	return dec
 }
 
-// detectorKey names one of the proxy's detectors.
-type detectorKey struct {
-	dir     opaque.Direction
-	timeout time.Duration // 0: the base Detector's
-}
-
-// detector returns the detector for connections in dir with the detection timeout of d. Each is
-// built on first use and kept, so its metrics hook (shared by the direction's detectors) keeps its
-// cache across connections; a policy has few distinct timeouts. A timeout is a detector of its own,
-// not a detect.WithTimeout option, because DetectUpstream takes no per-call options.
-func (p *Proxy) detector(dir opaque.Direction, d opaque.Decision) *detect.Detector {
+// detector returns the proxy's detector for connections in dir: one per direction, built once
+// and kept with its direction's metrics hook (whose cache lasts across connections). A port's
+// detection timeout from the policy is an option of each call (see timeoutOf).
+func (p *Proxy) detector(dir opaque.Direction) *detect.Detector {
 	if dir != opaque.Outbound {
 		dir = opaque.Inbound
 	}
-	k := detectorKey{dir, d.DetectTimeout}
-	if v, ok := p.detectors.Load(k); ok {
-		return v.(*detect.Detector)
-	}
-	var det detect.Detector
-	if p.Detector != nil {
-		det = *p.Detector
-	}
-	if hook := p.hooks[dir]; hook != nil {
-		det.OnResult = chain(det.OnResult, hook)
-	}
+	p.detOnce.Do(func() {
+		for d := range p.detectors {
+			var det detect.Detector
+			if p.Detector != nil {
+				det = *p.Detector
+			}
+			if hook := p.Metrics.DetectHook(opaque.Direction(d)); hook != nil {
+				det.OnResult = chain(det.OnResult, hook)
+			}
+			p.detectors[d] = &det
+		}
+	})
+	return p.detectors[dir]
+}
+
+// timeoutOf is the detection timeout of a connection whose policy is d, as an option of the
+// call: the policy's, or the detector's when the policy names none.
+func timeoutOf(d opaque.Decision) detect.Option { return detect.WithTimeout(d.DetectTimeout) }
+
+// detectTimeout is the detection timeout in effect for a connection in dir whose policy is d.
+func (p *Proxy) detectTimeout(dir opaque.Direction, d opaque.Decision) time.Duration {
 	if d.DetectTimeout != 0 {
-		det.Timeout = d.DetectTimeout
+		return d.DetectTimeout
 	}
-	v, _ := p.detectors.LoadOrStore(k, &det)
-	return v.(*detect.Detector)
+	if t := p.detector(dir).Timeout; t != 0 {
+		return t
+	}
+	return detect.DefaultTimeout
 }
 
 func (p *Proxy) peer(dst netip.AddrPort) (Peer, error) {
