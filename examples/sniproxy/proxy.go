@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sniffsplice/sniff/accept"
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/examples/internal/lines"
 	"github.com/sniffsplice/sniff/examples/internal/promtext"
@@ -95,16 +95,24 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 
 	connCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		<-connCtx.Done()
-		ln.Close()
-	}()
+	// Accepting waits out EMFILE and the like; a client waits for its ClientHello in the
+	// Waiter, with no goroutine, until its detection timeout.
 	var wg sync.WaitGroup
-	err = p.acceptLoop(connCtx, ln, &wg)
+	var waiter detect.Waiter
+	err = accept.Serve(connCtx, ln, func(c net.Conn) {
+		wg.Add(1)
+		waiter.Wait(c, p.detectTimeout(), func(c net.Conn, werr error) {
+			defer wg.Done()
+			if werr != nil {
+				p.logf("conn %s: refused: no ClientHello: %v", c.RemoteAddr(), werr)
+				c.Close()
+				return
+			}
+			p.handle(connCtx, c)
+		})
+	})
 	cancel()
-	<-stopped
+	waiter.Close()
 	wg.Wait()
 	p.loop.Close() // the joins end (ctx is done); waits for their done calls
 	if metricsSrv != nil {
@@ -116,7 +124,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	}
 	<-metricsDone
 	fmt.Fprintln(p.out, "sniproxy: stopped")
-	if ctx.Err() != nil && errors.Is(err, net.ErrClosed) {
+	if ctx.Err() != nil {
 		return nil
 	}
 	return err
@@ -131,38 +139,12 @@ type proxy struct {
 	out    *lines.Writer
 }
 
-// acceptLoop accepts until the listener fails for good, starting one
-// goroutine (counted in wg) per connection. Temporary errors such as EMFILE
-// are retried after a growing pause.
-func (p *proxy) acceptLoop(ctx context.Context, ln net.Listener, wg *sync.WaitGroup) error {
-	var pause time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
-				select {
-				case <-time.After(pause):
-					continue
-				case <-ctx.Done():
-					return net.ErrClosed
-				}
-			}
-			return err
-		}
-		pause = 0
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.handle(ctx, c)
-		}()
+// detectTimeout is how long a client may take to send its ClientHello.
+func (p *proxy) detectTimeout() time.Duration {
+	if t := p.det.Timeout; t != 0 {
+		return t
 	}
-}
-
-func isTemporary(err error) bool {
-	t, ok := err.(interface{ Temporary() bool })
-	return ok && t.Temporary()
+	return detect.DefaultTimeout
 }
 
 // handle peeks at the ClientHello, picks the backend and hands the client

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sniffsplice/sniff/accept"
 	"github.com/sniffsplice/sniff/examples/sidecar/proxy"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -86,11 +87,8 @@ func (b *backends) serveTCP(l net.Listener, handle func(net.Conn)) {
 	var wg sync.WaitGroup
 	b.g.Go(func() error {
 		defer wg.Wait()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return nil
-			}
+		// Until close closes l (the error is then net.ErrClosed: not a failure of the demo).
+		accept.Serve(context.Background(), l, func(c net.Conn) {
 			mu.Lock()
 			conns[c] = true
 			mu.Unlock()
@@ -106,7 +104,8 @@ func (b *backends) serveTCP(l net.Listener, handle func(net.Conn)) {
 				c.SetDeadline(time.Now().Add(30 * time.Second))
 				handle(c)
 			}()
-		}
+		})
+		return nil
 	})
 	b.stop = append(b.stop, func() {
 		l.Close()
