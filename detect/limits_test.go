@@ -226,6 +226,13 @@ func TestLimitsHTTP1(t *testing.T) {
 		"GET / HTTP/1.1\r\nHost: abc",
 		"GET / HTTP/1.1\r\nHost: abc\r",
 		"GET / HTTP/1.1\r\nHost: abc\r\n",
+		// '!' and '~', the ends of visible ASCII, in every position of the
+		// last eight bytes (the byte-at-a-time tail of the scan) of some prefix.
+		"GET /!~!~!~!~!~!~!~!~! HTTP/1.1\r\nHost: ~!~!~!~!~\r\n\r\n",
+		"GET ~ HTTP/1.1\r\n",
+		// An empty Host line is the Host; a later one does not count.
+		"GET / HTTP/1.1\r\nA: b\r\nHost:\r\nHost: x\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost:\nHost: x\n\n",
 	}
 	for _, m := range refMethods {
 		inputs = append(inputs, m+" /x HTTP/1.1\r\n")
