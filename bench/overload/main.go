@@ -189,6 +189,8 @@ func runScenario(tname, name string, size int) (string, error) {
 	switch name {
 	case "silent":
 		return silent(t, tname, size)
+	case "silentfresh":
+		return silentFresh(t, tname, size)
 	case "slowloris":
 		return slowloris(t, tname, size)
 	case "burst":
@@ -428,6 +430,29 @@ func silent(t *target, tname string, n int) (string, error) {
 	return fmt.Sprintf("| %s | silent %d | %s | %s | %d | %d | %.0f | %s | %.2f KiB | %.3f | %s → %s → %s |",
 		tname, n, fmtLat(base), fmtLat(during), errs, closedEarly, shed, hs,
 		float64(rss1-rss0)/1024/float64(n), (g1-g0)/float64(n), mib(rss0), mib(rss1), afterS), nil
+}
+
+// silentFresh floods a target that has served nothing yet on the port (no Learner history: the
+// port is not known to be client-first, so its silent clients are raced after their grace) and
+// counts the handshakes its peer served within the first second and over the hold.
+func silentFresh(t *target, tname string, n int) (string, error) {
+	hs0 := peerHandshakes(t)
+	f, err := openFlood(t.addr, n)
+	if err != nil {
+		return "", err
+	}
+	f.watch()
+	time.Sleep(time.Second)
+	hs1 := peerHandshakes(t) - hs0
+	during, errs := measure(t.addr, *hold)
+	hs2 := peerHandshakes(t) - hs0
+	closedEarly := f.closed.Load()
+	f.close()
+	if t.exited.Load() {
+		return "", fmt.Errorf("the target exited\n%s", t.logs)
+	}
+	return fmt.Sprintf("| %s | silent %d on a port it has not served yet | — | %s | %d | %d | — | %.0f after 1 s, %.0f after %v | — | — | — |",
+		tname, n, fmtLat(during), errs, closedEarly, hs1, hs2, *hold+time.Second), nil
 }
 
 func slowloris(t *target, tname string, n int) (string, error) {
