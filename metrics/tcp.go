@@ -133,7 +133,7 @@ type (
 	sideB Conn
 )
 
-func (c sideA) Transferred(d splice.Direction, n int64) {
+func (c sideA) Transferred(d splice.Flow, n int64) {
 	if d == splice.AToB {
 		Conn(c).AddRead(n)
 	} else {
@@ -141,7 +141,7 @@ func (c sideA) Transferred(d splice.Direction, n int64) {
 	}
 }
 
-func (c sideB) Transferred(d splice.Direction, n int64) {
+func (c sideB) Transferred(d splice.Flow, n int64) {
 	if d == splice.BToA {
 		Conn(c).AddRead(n)
 	} else {

@@ -88,7 +88,7 @@ type chunkObserver struct {
 
 const joinerBuf = 1024
 
-func (o *chunkObserver) Transferred(d splice.Direction, n int64) {
+func (o *chunkObserver) Transferred(d splice.Flow, n int64) {
 	o.total[d].Add(n)
 	if n > joinerBuf {
 		o.spliced[d].Add(n)

@@ -30,7 +30,7 @@ type ldir struct {
 
 // pump moves bytes of direction di until its source is drained, its
 // destination is full, it ends, or it used its share of the turn.
-func (w *worker) pump(j *ljoin, di Direction) {
+func (w *worker) pump(j *ljoin, di Flow) {
 	d := &j.dirs[di]
 	if d.fin || j.finished || j.connecting {
 		return
@@ -73,7 +73,7 @@ func (w *worker) pump(j *ljoin, di Direction) {
 
 // readOnce reads the source into the worker's buffer and writes what it
 // read to the destination at once. It reports whether to go on.
-func (w *worker) readOnce(j *ljoin, di Direction) bool {
+func (w *worker) readOnce(j *ljoin, di Flow) bool {
 	d := &j.dirs[di]
 	src, dst := int(di), 1-int(di)
 	n, err := rawRead(int(j.fd[src]), w.scratch)
@@ -117,7 +117,7 @@ func (w *worker) readOnce(j *ljoin, di Direction) bool {
 
 // readEOF handles a read of 0 bytes: a clean EOF, or a reset whose error
 // another system call collected (see pump.eofOrReset).
-func (w *worker) readEOF(j *ljoin, di Direction) bool {
+func (w *worker) readEOF(j *ljoin, di Flow) bool {
 	src := int(di)
 	// dirs[1-src].fin: the join shut src's write half (TIME_WAIT shows as
 	// CLOSE too).
@@ -145,7 +145,7 @@ func writeAll(fd int, b []byte) (int, error) {
 }
 
 // flushBuf writes the pending bytes; it reports whether they all went.
-func (w *worker) flushBuf(j *ljoin, di Direction) bool {
+func (w *worker) flushBuf(j *ljoin, di Flow) bool {
 	d := &j.dirs[di]
 	dst := 1 - int(di)
 	m, err := writeAll(int(j.fd[dst]), d.out)
@@ -169,7 +169,7 @@ func (w *worker) flushBuf(j *ljoin, di Direction) bool {
 // writeFailed handles err from writing direction di's destination: on
 // EAGAIN the direction waits for the destination's EPOLLOUT edge; any other
 // error ends the join.
-func (w *worker) writeFailed(j *ljoin, di Direction, op string, err error) {
+func (w *worker) writeFailed(j *ljoin, di Flow, op string, err error) {
 	if err == unix.EAGAIN {
 		j.dirs[di].blocked = true
 		return
@@ -178,7 +178,7 @@ func (w *worker) writeFailed(j *ljoin, di Direction, op string, err error) {
 }
 
 // spliceIn moves what the source holds into the direction's pipe.
-func (w *worker) spliceIn(j *ljoin, di Direction) bool {
+func (w *worker) spliceIn(j *ljoin, di Flow) bool {
 	d := &j.dirs[di]
 	src := int(di)
 	if !d.hasPipe && !w.getPipe(d) {
@@ -213,7 +213,7 @@ func (w *worker) spliceIn(j *ljoin, di Direction) bool {
 }
 
 // flushPipe splices the pipe's bytes to the destination.
-func (w *worker) flushPipe(j *ljoin, di Direction) bool {
+func (w *worker) flushPipe(j *ljoin, di Flow) bool {
 	d := &j.dirs[di]
 	dst := 1 - int(di)
 	for d.inPipe > 0 {
@@ -269,7 +269,7 @@ func (w *worker) putPipe(d *ldir) {
 }
 
 // account records n bytes written by direction di.
-func (w *worker) account(j *ljoin, di Direction, n int, spliced bool) {
+func (w *worker) account(j *ljoin, di Flow, n int, spliced bool) {
 	j.dirs[di].n += int64(n)
 	j.last = w.now
 	if h := w.l.hooks; h != nil {
@@ -286,7 +286,7 @@ func (w *worker) account(j *ljoin, di Direction, n int, spliced bool) {
 
 // dirEOF passes a clean end of stream on: shutdown(SHUT_WR) of the
 // destination, or the end of the join when the other direction is done.
-func (w *worker) dirEOF(j *ljoin, di Direction) {
+func (w *worker) dirEOF(j *ljoin, di Flow) {
 	d := &j.dirs[di]
 	d.fin = true
 	w.putPipe(d)

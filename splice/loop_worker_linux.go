@@ -51,7 +51,7 @@ type kill struct {
 
 type runItem struct {
 	j *ljoin
-	d Direction
+	d Flow
 }
 
 type doneCall struct {
@@ -288,7 +288,7 @@ func (w *worker) event(ev *unix.EpollEvent) {
 		return
 	}
 	if e&evWrite != 0 && j.dirs[1-s].blocked {
-		w.pump(j, Direction(1-s))
+		w.pump(j, Flow(1-s))
 	}
 	if j.finished {
 		return
@@ -296,7 +296,7 @@ func (w *worker) event(ev *unix.EpollEvent) {
 	d := &j.dirs[s]
 	switch {
 	case j.rd[s] && !d.fin && !d.blocked:
-		w.pump(j, Direction(s))
+		w.pump(j, Flow(s))
 	case e&unix.EPOLLERR != 0 && (d.fin || d.blocked):
 		// Nothing reads this socket now (its peer had half-closed, or
 		// its direction waits for room at the other side), so collect

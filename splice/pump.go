@@ -49,7 +49,7 @@ const (
 // pump copies one direction.
 type pump struct {
 	s                *join
-	dir              Direction
+	dir              Flow
 	src, dst         net.Conn
 	srcSide, dstSide Side
 	n                int64 // bytes written to dst
@@ -57,7 +57,7 @@ type pump struct {
 	f fastPath // state of the TCP path (platform specific)
 }
 
-func (p *pump) init(s *join, dir Direction, src, dst net.Conn, srcSide, dstSide Side) {
+func (p *pump) init(s *join, dir Flow, src, dst net.Conn, srcSide, dstSide Side) {
 	p.s, p.dir, p.src, p.dst, p.srcSide, p.dstSide = s, dir, src, dst, srcSide, dstSide
 }
 

@@ -9,18 +9,19 @@ import (
 	"time"
 )
 
-// Direction names one of the two flows of a join.
-type Direction uint8
+// Flow names one of the two flows of bytes of a join (not to be confused with a proxy's
+// direction, opaque.Direction: inbound or outbound).
+type Flow uint8
 
 const (
 	// AToB is the flow of bytes read from a and written to b.
-	AToB Direction = iota
+	AToB Flow = iota
 	// BToA is the flow of bytes read from b and written to a.
 	BToA
 )
 
 // String returns "a_to_b" or "b_to_a".
-func (d Direction) String() string {
+func (d Flow) String() string {
 	switch d {
 	case AToB:
 		return "a_to_b"
@@ -123,7 +124,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // goroutine of that direction: the two directions call it concurrently, so
 // an implementation must be safe for concurrent use and must not block.
 type Observer interface {
-	Transferred(d Direction, n int64)
+	Transferred(d Flow, n int64)
 }
 
 // Unwrapper is implemented by a connection that replays some buffered bytes

@@ -34,7 +34,7 @@ func bulkBytes(t testing.TB) int64 {
 // counter is an Observer.
 type counter struct{ n [2]atomic.Int64 }
 
-func (c *counter) Transferred(d Direction, n int64) { c.n[d].Add(n) }
+func (c *counter) Transferred(d Flow, n int64) { c.n[d].Add(n) }
 
 func TestBulkBothWays(t *testing.T) {
 	// Join: most of the bulk is spliced.
