@@ -5,6 +5,7 @@ go 1.26.0
 replace github.com/sniffsplice/sniff => ../
 
 require (
+	github.com/pires/go-proxyproto v0.15.0
 	github.com/sniffsplice/sniff v0.0.0-00010101000000-000000000000
 	github.com/soheilhy/cmux v0.1.5
 )
