@@ -193,14 +193,13 @@ func decide(ctx context.Context, c net.Conn, src netip.AddrPort, pol Policy, res
 		return fail(ErrInvalid, "", res.err)
 	}
 	if res.v == complete {
-		switch pol {
-		case Reject:
+		switch {
+		case pol == Reject:
 			return fail(ErrUnexpectedHeader, "v"+strconv.Itoa(int(res.hdr.Version)), nil)
-		case Ignore:
-			return out, nil, nil
-		}
-		if res.ioErr != nil { // consuming the peeked header failed
+		case res.ioErr != nil: // consuming the peeked header failed
 			return fail(ErrRead, "", res.ioErr)
+		case pol == Ignore:
+			return out, nil, nil
 		}
 		return out, res.hdr, nil
 	}
