@@ -54,6 +54,7 @@ import (
 var (
 	sidecarBin   = flag.String("sidecar", "", "path of the examples/sidecar binary")
 	sidecarArgs  = flag.String("sidecar-args", "", "more flags for both sidecars, space-separated")
+	sidecarEnv   = flag.String("sidecar-env", "", "more environment for both sidecars, space-separated NAME=value (GOMAXPROCS=1, GOGC=200...)")
 	pathList     = flag.String("paths", "direct,sidecar-http,haproxy-http,sidecar-opaque,haproxy-tcp,haproxy-http-again", "paths to compare")
 	loadList     = flag.String("loads", "idle,keep-alive,close,h2c,rate", "loads to run on each path")
 	rounds       = flag.Int("rounds", 3, "interleaved rounds; the median is reported")
@@ -132,10 +133,10 @@ func main() {
 		fatal(err)
 	}
 	defer backend.stop()
-	s := &starter{dir: dir, sidecar: *sidecarBin, extra: strings.Fields(*sidecarArgs), ids: ids, backend: baddr}
+	s := &starter{dir: dir, sidecar: *sidecarBin, extra: strings.Fields(*sidecarArgs), env: strings.Fields(*sidecarEnv), ids: ids, backend: baddr}
 
-	fmt.Printf("mesh: %s, %d CPUs, rounds=%d, sidecar flags %q, load average %s\n\n",
-		time.Now().UTC().Format(time.RFC3339), numCPU(), *rounds, *sidecarArgs, loadavg())
+	fmt.Printf("mesh: %s, %d CPUs, rounds=%d, sidecar flags %q, environment %q, load average %s\n\n",
+		time.Now().UTC().Format(time.RFC3339), numCPU(), *rounds, *sidecarArgs, *sidecarEnv, loadavg())
 	load0 := loadavg()
 	results := map[string][]result{}
 	for round := range *rounds {

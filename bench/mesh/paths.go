@@ -185,6 +185,7 @@ type starter struct {
 	dir     string
 	sidecar string   // the examples/sidecar binary
 	extra   []string // more flags for both sidecars
+	env     []string // more environment for both sidecars
 	ids     *identities
 	backend string // host:port
 }
@@ -228,6 +229,7 @@ var listeningRe = regexp.MustCompile(`(inbound|forward)=([0-9.:]+)`)
 // the addresses it printed (inbound=..., forward=...->...).
 func (s *starter) startSidecar(bin string, args ...string) (*proc, map[string]string, error) {
 	cmd := exec.Command(bin, append(args, s.extra...)...)
+	cmd.Env = append(os.Environ(), s.env...)
 	logs := &tail{}
 	cmd.Stderr = logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
