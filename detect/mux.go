@@ -49,6 +49,22 @@ type MuxConfig struct {
 	// means [DefaultMaxDetections]; a negative value means no bound.
 	MaxDetections int
 
+	// Preamble, if non-nil, runs on each connection once it has bytes to read and before it is
+	// detected, for what precedes the client's own bytes — a load balancer's PROXY protocol header.
+	// It returns the connection to detect on (and to hand to the child listener); an error closes
+	// the connection (outcome MuxDetectFailed). With package proxyproto:
+	//
+	//	Preamble: func(ctx context.Context, c net.Conn) (net.Conn, error) {
+	//		c, h, err := reader.ReadHeader(ctx, c) // the very *net.TCPConn comes back
+	//		if err != nil || h == nil {
+	//			return c, err
+	//		}
+	//		return proxyproto.NewConn(c, h), nil // RemoteAddr: the client's, from the header
+	//	}
+	//
+	// ctx ends when the mux is closed.
+	Preamble func(ctx context.Context, c net.Conn) (net.Conn, error)
+
 	// OnConn, if non-nil, is called once for every accepted connection when the mux is done with it:
 	// handed to a child, or closed (and why). It runs on the connection's own goroutine; it must be
 	// safe for concurrent use, should return quickly, and must not call [Mux.Close] or
@@ -320,6 +336,21 @@ func (m *Mux) ready(c net.Conn, start time.Time, err error) {
 		}
 		m.deliver(c, MuxEvent{Result: res, Shed: shed, RemoteAddr: remote})
 		return
+	}
+	if m.cfg.Preamble != nil {
+		pc, err := m.cfg.Preamble(m.ctx, c)
+		if pc == nil {
+			pc = c
+		}
+		if err != nil {
+			ev := MuxEvent{Outcome: MuxDetectFailed, Result: Result{Protocol: Unknown, Reason: ReasonClosed}, Err: err, RemoteAddr: remote}
+			if m.ctx.Err() != nil {
+				ev.Outcome, ev.Err = MuxShutdown, nil
+			}
+			m.drop(pc, ev)
+			return
+		}
+		c = pc
 	}
 	res, dc, shed, err := m.detect(c, start)
 	if dc == nil {

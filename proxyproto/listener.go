@@ -61,6 +61,16 @@ type Conn struct {
 	ready  bool
 }
 
+// NewConn returns a Conn over c, a connection whose header h has already been read (by
+// Reader.ReadHeader): its RemoteAddr and LocalAddr are the header's addresses when it carries them,
+// and io.Copy and package splice still reach c's fast path. A server that detects or splices after
+// the header (a detect.Mux's Preamble) hands this to code that wants the client's address.
+func NewConn(c net.Conn, h *Header) *Conn {
+	pc := &Conn{raw: c, conn: c, hdr: h, ready: true}
+	pc.once.Do(func() {})
+	return pc
+}
+
 func (c *Conn) init() {
 	c.once.Do(func() {
 		c.conn, c.hdr, c.err = c.r.ReadHeader(context.Background(), c.raw)
