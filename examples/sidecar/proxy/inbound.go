@@ -13,12 +13,11 @@ import (
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/opaque"
-	"github.com/sniffsplice/sniff/splice"
 )
 
 // ServeInbound accepts connections on the inbound port l until ctx ends. With
 // dst nil every connection must be mutual TLS from a peer sidecar. With dst
-// set (OriginalDst in transparent mode), a connection whose original
+// set (transparent.OriginalDst in transparent mode), a connection whose original
 // destination is another port is an unmeshed client of that local port: it is
 // given the local port policy and detection, without TLS.
 //
@@ -300,6 +299,5 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 func (p *Proxy) serveInboundHTTP(ctx context.Context, ev *Event, c net.Conn, sp opaque.SessionProtocol, clientID spiffeid.ID) {
 	t := p.inboundTransport(ev.Dst.Port(), sp)
 	mc := p.Metrics.OpenConn(connLabels(ev))
-	p.serveHTTP(ctx, ev, c, ev.Dst, t, opaque.Inbound, clientID, mc)
-	mc.End(splice.Stats{})
+	p.serveHTTP(ctx, ev, c, ev.Dst, t, opaque.Inbound, clientID, mc) // ends mc
 }

@@ -12,12 +12,11 @@ import (
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/opaque"
-	"github.com/sniffsplice/sniff/splice"
 )
 
 // ServeOutbound accepts the application's outgoing connections on l until ctx
-// ends, learning each one's destination with dst (OriginalDst in transparent
-// mode). It closes l and waits for every connection before it returns.
+// ends, learning each one's destination with dst (transparent.OriginalDst in
+// transparent mode). It closes l and waits for every connection before it returns.
 //
 // Each connection goes through the proxy's lifecycle: accepted (running out of
 // descriptors is waited out, never fatal); on a port left to detection, it
@@ -288,8 +287,7 @@ func (p *Proxy) serveOutboundHTTP(ctx context.Context, ev *Event, c net.Conn, ds
 		l.TLS = metrics.TLSTrue // requests leave in mutual TLS
 	}
 	mc := p.Metrics.OpenConn(l)
-	p.serveHTTP(ctx, ev, c, dst, t, opaque.Outbound, spiffeid.ID{}, mc)
-	mc.End(splice.Stats{})
+	p.serveHTTP(ctx, ev, c, dst, t, opaque.Outbound, spiffeid.ID{}, mc) // ends mc
 	return true
 }
 

@@ -78,7 +78,7 @@ const (
 )
 
 // DstFunc returns where a connection accepted by an outbound listener was
-// going: OriginalDst in transparent mode, Fixed for one listener per target.
+// going: transparent.OriginalDst in transparent mode, Fixed for one listener per target.
 type DstFunc func(net.Conn) (netip.AddrPort, error)
 
 // Fixed returns a DstFunc that always answers dst: the explicit replacement for
@@ -110,6 +110,11 @@ type Event struct {
 	ClientBytes, ServerBytes int64
 	Duration                 time.Duration
 	Err                      error // why the connection failed, nil when it ran to the end
+
+	// parked: the connection went on without its handler (an idle HTTP/1.1
+	// keep-alive connection waiting in its listener's Waiter, park.go); emit
+	// hands the event to it, and it is emitted when the connection ends.
+	parked *h1Server
 }
 
 // Proxy is one sidecar. Fill in the fields, then call ServeOutbound and
@@ -326,6 +331,10 @@ func (p *Proxy) join(ctx context.Context, a, b net.Conn, obs splice.Observer) (s
 }
 
 func (p *Proxy) emit(ev Event) {
+	if ev.parked != nil {
+		ev.parked.parkEvent(ev)
+		return
+	}
 	if p.OnEvent != nil {
 		p.OnEvent(ev)
 	}
@@ -373,22 +382,6 @@ func (p *Proxy) dialPlain(ctx context.Context, addr string) (net.Conn, error) {
 	defer cancel()
 	var d net.Dialer
 	return d.DialContext(ctx, "tcp", addr)
-}
-
-// unwrapTCP finds the *net.TCPConn under c (through NetConn methods, as a
-// replaying conn or a *tls.Conn has).
-func unwrapTCP(c net.Conn) (*net.TCPConn, bool) {
-	for range 8 {
-		switch v := c.(type) {
-		case *net.TCPConn:
-			return v, true
-		case interface{ NetConn() net.Conn }:
-			c = v.NetConn()
-		default:
-			return nil, false
-		}
-	}
-	return nil, false
 }
 
 // rejectProxyPort is the transport_header_rejected_total reason of a header
