@@ -48,17 +48,31 @@ func variants(in []byte, yield func(pos int, b []byte) bool) {
 	}
 }
 
-// deadline bounds a test's loops, so that a planted bug that makes a
-// parser loop fails the test in seconds instead of hanging it.
-type deadline time.Time
-
-func newDeadline() deadline { return deadline(time.Now().Add(20 * time.Second)) }
-
-func (d deadline) check(t *testing.T) {
-	if time.Now().After(time.Time(d)) {
-		t.Fatal("the test ran past its time bound: a parser loops or is far too slow")
-	}
+// deadline bounds each step of a test's loops: check must be called at
+// least every few seconds (a step takes milliseconds), or the test binary
+// fails at once with every goroutine's stack. A planted bug that makes a
+// parser loop inside one call then fails the run seconds after the call,
+// well within three times the package's test time, instead of hanging it.
+type deadline struct {
+	tm *time.Timer
+	d  time.Duration
 }
+
+func newDeadline(t *testing.T) *deadline {
+	d := 3 * time.Second
+	if raceEnabled {
+		d *= 6
+	}
+	name := t.Name()
+	dl := &deadline{d: d}
+	dl.tm = time.AfterFunc(d, func() { panic(fmt.Sprintf("%s: a step ran past %v: a parser loops", name, d)) })
+	t.Cleanup(func() { dl.tm.Stop() })
+	return dl
+}
+
+func (d *deadline) check(*testing.T) { d.tm.Reset(d.d) }
+
+func (d *deadline) stop() { d.tm.Stop() }
 
 // matchResult is what a matcher decided and filled, for comparisons.
 type matchResult struct {
@@ -78,7 +92,8 @@ func (m matchResult) String() string {
 // the prefixes that end within 8 bytes after the changed byte).
 func compareAll(t *testing.T, m detect.Matcher, ref func([]byte) matchResult, inputs []string, prefixes bool) {
 	t.Helper()
-	dl := newDeadline()
+	dl := newDeadline(t)
+	defer dl.stop()
 	check := func(b []byte) bool {
 		var r detect.Result
 		got := matchResult{v: m.Match(b, &r)}
@@ -556,8 +571,9 @@ func TestLimitsPostgreSQL(t *testing.T) {
 		}
 	}
 	compareAll(t, detect.PostgreSQLMatcher(), refPostgres, short, true)
+	dl := newDeadline(t)
+	defer dl.stop()
 	for _, in := range long {
-		dl := newDeadline()
 		variants([]byte(in[:16]), func(_ int, head []byte) bool {
 			dl.check(t)
 			b := append(slices.Clone(head), in[16:]...)
@@ -569,6 +585,7 @@ func TestLimitsPostgreSQL(t *testing.T) {
 			return true
 		})
 		for _, n := range []int{len(in) - 1, len(in), len(in) + 1} {
+			dl.check(t)
 			b := []byte(in)
 			if n > len(b) {
 				b = append(b, 'x')

@@ -426,7 +426,7 @@ func tlsEdges(c byte) []byte {
 
 func TestLimitsClientHello(t *testing.T) {
 	defer boundTime(t)()
-	dl := newDeadline()
+	dl := newDeadline(t)
 	used := bigHello()
 	for i, h := range limitHellos() {
 		dl.check(t)
@@ -439,6 +439,7 @@ func TestLimitsClientHello(t *testing.T) {
 				step = 5
 			}
 			for n := 0; n <= len(b); n += step {
+				dl.check(t)
 				if !checkHello(t, b[:n], used) {
 					t.Fatalf("hello %d", i)
 				}
@@ -572,7 +573,7 @@ func refRecordStart(b []byte) detect.Verdict {
 
 func TestLimitsTLSRecordMatcher(t *testing.T) {
 	defer boundTime(t)()
-	dl := newDeadline()
+	dl := newDeadline(t)
 	m := detect.TLSRecordMatcher()
 	check := func(b []byte) bool {
 		var r detect.Result

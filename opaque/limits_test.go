@@ -118,16 +118,14 @@ var edgePorts = []int{1, 2, 62, 63, 64, 65, 126, 127, 128, 129, 191, 192, 4095, 
 
 func TestLimitsPortSet(t *testing.T) {
 	defer boundTime(t)()
-	dl := time.Now().Add(30 * time.Second)
+	dl := newDeadline(t)
 	var sets []opaque.PortSet
 	var refs []*refSet
 	add := func(p opaque.PortSet, r *refSet) { sets, refs = append(sets, p), append(refs, r) }
 	add(opaque.PortSet{}, new(refSet))
 	for _, lo := range append([]int{0}, edgePorts...) {
 		for _, hi := range edgePorts {
-			if time.Now().After(dl) {
-				t.Fatal("time bound passed")
-			}
+			dl.check(t)
 			if lo > hi {
 				if p := opaque.PortRange(uint16(lo), uint16(hi)); !p.IsEmpty() || p.Len() != 0 || !p.Equal(opaque.PortSet{}) {
 					t.Fatalf("PortRange(%d, %d) is not empty", lo, hi)
@@ -174,9 +172,7 @@ func TestLimitsPortSet(t *testing.T) {
 	// Union, intersection and difference of every pair.
 	for i := range sets {
 		for j := range sets {
-			if time.Now().After(dl) {
-				t.Fatal("time bound passed")
-			}
+			dl.check(t)
 			if (i*len(sets)+j)%29 != 0 && i != 0 && j != 0 && i != len(sets)-1 && j != len(sets)-1 {
 				continue // a sample: each pair costs three scans of 65,536 ports
 			}
@@ -801,3 +797,29 @@ func boundTime(t *testing.T) (stop func()) {
 	tm := time.AfterFunc(d, func() { panic(fmt.Sprintf("%s ran past %v: a parser loops", t.Name(), d)) })
 	return func() { tm.Stop() }
 }
+
+// deadline bounds each step of a test's loops: check must be called at
+// least every few seconds (a step takes milliseconds), or the test binary
+// fails at once with every goroutine's stack. A planted bug that makes a
+// parser loop inside one call then fails the run seconds after the call,
+// well within three times the package's test time, instead of hanging it.
+type deadline struct {
+	tm *time.Timer
+	d  time.Duration
+}
+
+func newDeadline(t *testing.T) *deadline {
+	d := 3 * time.Second
+	if raceEnabled {
+		d *= 6
+	}
+	name := t.Name()
+	dl := &deadline{d: d}
+	dl.tm = time.AfterFunc(d, func() { panic(fmt.Sprintf("%s: a step ran past %v: a parser loops", name, d)) })
+	t.Cleanup(func() { dl.tm.Stop() })
+	return dl
+}
+
+func (d *deadline) check(*testing.T) { d.tm.Reset(d.d) }
+
+func (d *deadline) stop() { d.tm.Stop() }
