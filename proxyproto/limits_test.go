@@ -84,6 +84,8 @@ func TestLimitsParseV1(t *testing.T) {
 		{v1Line(108), proxyproto.ErrInvalid},
 		{v1Line(108)[:106], proxyproto.ErrTruncated},
 		{v1Line(108)[:107], proxyproto.ErrInvalid},
+		{"PROXY UNKNOWN " + strings.Repeat("u", 93), proxyproto.ErrInvalid}, // 107 bytes, no CR at all
+		{"PROXY UNKNOWN " + strings.Repeat("u", 92), proxyproto.ErrTruncated},
 		{"PRO", proxyproto.ErrTruncated},
 		{"PRX", proxyproto.ErrNoHeader},
 		{"", proxyproto.ErrTruncated},
@@ -101,6 +103,11 @@ func TestLimitsParseV1(t *testing.T) {
 		if tc.want == nil && (n != len(tc.in) || h.Version != proxyproto.V1) {
 			t.Errorf("%q: %d bytes, version %v", tc.in, n, h.Version)
 		}
+	}
+	// "PROXY " alone is a line whose protocol is empty.
+	var pe *proxyproto.Error
+	if _, _, err := proxyproto.Parse([]byte("PROXY \r\n")); !errors.As(err, &pe) || !strings.Contains(pe.Detail, "protocol") {
+		t.Errorf("%q: %v, want an invalid protocol", "PROXY \r\n", err)
 	}
 	// Every prefix of a valid line is truncated, and the header is all of it.
 	line := "PROXY TCP4 192.0.2.1 198.51.100.1 56324 443\r\n"
