@@ -219,6 +219,17 @@ func TestLimitsParseV2(t *testing.T) {
 	if err != nil || h.UnixSource != "/src" || h.UnixDestination != "@abstract" {
 		t.Errorf("unix paths: %+v %v", h, err)
 	}
+	// All-zero paths (an abstract name of nothing) are empty, not "@".
+	h, _, err = proxyproto.Parse(v2h(0x21, 0x31, make([]byte, 216)))
+	if err != nil || h.UnixSource != "" || h.UnixDestination != "" {
+		t.Errorf("zero unix paths: %+v %v", h, err)
+	}
+	one := make([]byte, 216)
+	one[1] = 'x'
+	h, _, err = proxyproto.Parse(v2h(0x21, 0x31, one))
+	if err != nil || h.UnixSource != "@x" || h.UnixDestination != "" {
+		t.Errorf("abstract unix path of one byte: %+v %v", h, err)
+	}
 	in := append([]byte(nil), inet...)
 	copy(in, []byte{192, 0, 2, 1, 198, 51, 100, 1, 0xdc, 0x04, 0x01, 0xbb})
 	h, _, err = proxyproto.Parse(v2h(0x21, 0x11, in))
