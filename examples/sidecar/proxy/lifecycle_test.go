@@ -139,3 +139,26 @@ func TestSilentClientsCostThePeerNothing(t *testing.T) {
 		assert.ErrorIs(t, err, os.ErrDeadlineExceeded, "a silent client is still open")
 	}
 }
+
+// TestClosingClientsCostThePeerNothing: clients that connect and close without a byte (the end of
+// a flood) are closed by A without dialling B: no handshake for nothing to carry.
+func TestClosingClientsCostThePeerNothing(t *testing.T) {
+	echo := lineEcho(t)
+	var ev events
+	a, _, regB := pair(t, echo, func(p *Proxy) {
+		p.OnEvent = ev.add
+		p.Race = &detect.RacePolicy{Grace: time.Second} // they close within it: no race either
+	})
+	const n = 20
+	for range n {
+		c, err := net.Dial("tcp", a.ForwardAddrs[0].String())
+		require.NoError(t, err)
+		require.NoError(t, c.Close())
+	}
+	for _, e := range ev.wait(t, n) {
+		assert.Equal(t, detect.ReasonClosed, e.Detect.Reason)
+		assert.NoError(t, e.Err)
+	}
+	assert.Zero(t, handshakes(regB), "no handshake to the peer")
+	assert.Zero(t, a.Proxy.RaceStats().Started)
+}

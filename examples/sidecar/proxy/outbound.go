@@ -263,6 +263,12 @@ func (p *Proxy) detectThenDial(ctx context.Context, ev *Event, det *detect.Detec
 		ev.Err = err
 		return
 	}
+	if res.Reason == detect.ReasonClosed && res.Bytes == 0 {
+		// The client went away without a byte: there is nothing to carry, and dialling the peer
+		// for it would let a flood of connections that connect and close cost a handshake each.
+		c.Close()
+		return
+	}
 	p.learn(dst.Port(), res)
 	if p.unfinished(res) {
 		if cc, ev.Err = p.checkUnfinished(cc, res, opaque.Outbound); ev.Err != nil {
