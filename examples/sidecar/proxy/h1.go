@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -57,6 +58,10 @@ type h1Scratch struct {
 	req  reqHead
 	resp respHead
 	out  []byte
+	// What the metrics middleware sees of the request (Host, Method) and
+	// the writer it wraps.
+	hreq http.Request
+	rw   h1Writer
 }
 
 var h1Scratches = sync.Pool{New: func() any { return &h1Scratch{out: make([]byte, 0, h1BufSize)} }}
@@ -131,20 +136,30 @@ type h1Server struct {
 	keep          bool       // the connection goes on after this request
 	firstErr      error      // the first upstream error, for the Event
 
-	req http.Request // what the middleware sees of a request (Host, Method)
-	rw  h1Writer
+	host string // the last request's Host, kept so that the next one with the same Host allocates none
 
 	mu      sync.Mutex
 	up      *upConn // the upstream connection in use
 	aborted bool
+
+	// Parking (park.go): the listener whose Waiter an idle connection waits
+	// in (nil: it never parks), and the connection's event while it is
+	// parked.
+	wait     *listener
+	parkedAt time.Time
+	// What net/http needs if the connection goes there.
+	target   netip.AddrPort
+	clientID spiffeid.ID
 }
 
 // h1Writer is the http.ResponseWriter the metrics middleware wraps: it only
 // records the status (the direct path writes the response itself) and holds
-// grpc-status for the middleware to read.
+// grpc-status for the middleware to read. It leads the middleware's shared
+// handler back to the request's connection.
 type h1Writer struct {
 	hdr    http.Header
 	status int
+	s      *h1Server
 }
 
 func (w *h1Writer) Header() http.Header {
@@ -156,22 +171,71 @@ func (w *h1Writer) Header() http.Header {
 func (w *h1Writer) Write(b []byte) (int, error) { return len(b), nil }
 func (w *h1Writer) WriteHeader(code int)        { w.status = code }
 
-// serveH1 carries c's HTTP/1.1 requests until c ends or a request needs
-// net/http; then it returns the bytes read and not used (to be put back in
-// front of c) and handoff true.
-func (p *Proxy) serveH1(ctx context.Context, ev *Event, c net.Conn, t *pooledTransport, dir opaque.Direction, clientID spiffeid.ID, mc metrics.Conn) (s *h1Server, rest []byte, handoff bool) {
-	s = &h1Server{ctx: ctx, p: p, c: c, t: t, dir: dir, mc: mc, ev: ev}
+// h1State is how a stretch of a connection on the direct path ended.
+type h1State uint8
+
+const (
+	h1Ended   h1State = iota // the connection is closed
+	h1Handoff                // a request must go to net/http: buf[r:w] goes back in front of c
+	h1Parked                 // idle past h1Linger: the connection is to wait in the Waiter
+)
+
+// h1Linger is how long an idle keep-alive connection keeps its goroutine
+// and read buffer, waiting for its next request, before it waits in the
+// listener's Waiter with neither (a connection whose client sends requests
+// back to back never pays the Waiter's system calls). A variable for the
+// tests.
+var h1Linger = time.Second
+
+// newH1Server prepares the direct path for c.
+func (p *Proxy) newH1Server(ctx context.Context, ev *Event, c net.Conn, t *pooledTransport, dir opaque.Direction, clientID spiffeid.ID, mc metrics.Conn) *h1Server {
+	s := &h1Server{ctx: ctx, p: p, c: c, t: t, dir: dir, mc: mc, ev: ev}
 	if dir == opaque.Inbound && !clientID.IsZero() {
 		s.idLine = clientIDKey + ": " + clientID.String() + "\r\n"
 	}
-	s.handler = p.Metrics.HTTPHandler(http.HandlerFunc(s.serveRequest), metrics.HTTPOptions{Direction: dir})
-	stop := context.AfterFunc(ctx, s.abort)
-	defer stop()
-	defer s.release()
-	if !s.run() {
-		return s, nil, false
+	if _, ok := c.(*net.TCPConn); ok {
+		// Only a plain TCP connection can wait in a Waiter: a TLS one may
+		// hold read bytes the socket no longer shows.
+		s.wait, _ = ctx.Value(listenerKey{}).(*listener)
 	}
-	return s, append([]byte(nil), s.buf[s.r:s.w]...), true
+	s.handler = p.h1Handler(dir)
+	return s
+}
+
+// h1Handler returns the proxy's direct-path handler for dir: the metrics
+// middleware around h1Serve, built once (its label caps are the proxy's,
+// not a connection's).
+func (p *Proxy) h1Handler(dir opaque.Direction) http.Handler {
+	i := 0
+	if dir == opaque.Outbound {
+		i = 1
+	}
+	p.http.h1Once[i].Do(func() {
+		p.http.h1Handlers[i] = p.Metrics.HTTPHandler(http.HandlerFunc(h1Serve), metrics.HTTPOptions{Direction: dir})
+	})
+	return p.http.h1Handlers[i]
+}
+
+// h1Serve is the direct path's handler: it finds the request's connection
+// through its writer (the middleware's wraps it) and carries the request.
+func h1Serve(w http.ResponseWriter, _ *http.Request) {
+	hw, ok := w.(*h1Writer)
+	if !ok {
+		hw = w.(interface{ Unwrap() http.ResponseWriter }).Unwrap().(*h1Writer)
+	}
+	hw.s.serveRequest(w)
+}
+
+// serve carries requests on the calling goroutine until the connection ends,
+// must go to net/http, or is idle past h1Linger (with a Waiter to wait in).
+func (s *h1Server) serve(first bool) h1State {
+	stop := context.AfterFunc(s.ctx, s.abort)
+	defer stop()
+	st := s.run(first)
+	if st != h1Handoff {
+		s.release()
+	}
+	return st
 }
 
 // abort ends the connection and the request in flight (the proxy is
@@ -192,40 +256,56 @@ func (s *h1Server) release() {
 		h1Bufs.Put(&b)
 	}
 	s.buf = nil
+	s.r, s.w = 0, 0
 }
 
-// run serves requests until the connection ends (false) or one must go to
-// net/http (true).
-func (s *h1Server) run() bool {
-	for first := true; ; first = false {
-		ok, handoff := s.readHead(first)
-		if !ok {
-			return handoff
+// rest returns the bytes read and not used, for net/http, and releases the
+// buffer.
+func (s *h1Server) rest() []byte {
+	b := append([]byte(nil), s.buf[s.r:s.w]...)
+	s.release()
+	return b
+}
+
+// run serves requests until the connection ends, one must go to net/http,
+// or the connection is idle past h1Linger.
+func (s *h1Server) run(first bool) h1State {
+	for ; ; first = false {
+		if st := s.readHead(first); st != h1Running {
+			return st
 		}
 		s.sc = h1Scratches.Get().(*h1Scratch)
 		h := &s.sc.req
 		b := s.buf[s.r : s.r+s.headLen]
 		if !parseRequest(b, h, s.dir == opaque.Inbound) {
 			s.putScratch()
-			return true
+			return h1Handoff
 		}
 		s.head = string(h.method.of(b)) == http.MethodHead
-		s.req.Method = method(h.method.of(b))
-		if host := h.host.of(b); string(host) != s.req.Host {
-			s.req.Host = string(host)
+		if host := h.host.of(b); string(host) != s.host {
+			s.host = string(host)
 		}
-		s.rw.status = 0
-		clear(s.rw.hdr)
+		sc := s.sc
+		sc.hreq.Method, sc.hreq.Host = method(h.method.of(b)), s.host
+		sc.rw.status, sc.rw.s = 0, s
+		clear(sc.rw.hdr)
 		s.keep = !h.close
 		s.p.http.direct.Add(1)
-		s.handler.ServeHTTP(&s.rw, &s.req)
+		s.handler.ServeHTTP(&sc.rw, &sc.hreq)
+		sc.rw.s, sc.hreq.Host = nil, ""
 		s.putScratch()
 		if !s.keep {
 			s.closeClient()
-			return false
+			return h1Ended
+		}
+		if s.r == s.w {
+			s.r, s.w = 0, 0
 		}
 	}
 }
+
+// h1Running: readHead found a whole request head.
+const h1Running h1State = 255
 
 func (s *h1Server) putScratch() {
 	s.sc.out = s.sc.out[:0]
@@ -245,16 +325,20 @@ func method(b []byte) string {
 	return string(b)
 }
 
-// readHead reads until buf[r:] holds a whole request head and sets headLen.
-// It returns ok false when the connection ends (handoff false: closed, or
-// answered 408) or must go to net/http (handoff true).
-func (s *h1Server) readHead(first bool) (ok, handoff bool) {
+// readHead reads until buf[r:] holds a whole request head and sets headLen
+// (h1Running). Otherwise the connection has ended (closed, or answered 408),
+// must go to net/http, or has been idle past h1Linger with a Waiter to wait
+// in (parked: nothing read, buffer released).
+func (s *h1Server) readHead(first bool) h1State {
 	headerTimeout := cmp.Or(s.p.HeaderTimeout, 30*time.Second)
 	var start time.Time
-	if s.w > s.r || first {
+	switch {
+	case s.w > s.r || first:
 		start = time.Now()
 		s.c.SetReadDeadline(start.Add(headerTimeout))
-	} else {
+	case s.wait != nil:
+		s.c.SetReadDeadline(time.Now().Add(h1Linger))
+	default:
 		s.c.SetReadDeadline(time.Now().Add(httpIdleTimeout))
 	}
 	for {
@@ -262,9 +346,9 @@ func (s *h1Server) readHead(first bool) (ok, handoff bool) {
 			switch n := headEnd(s.buf[s.r:s.w]); {
 			case n > 0:
 				s.headLen = n
-				return true, false
+				return h1Running
 			case n < 0:
-				return false, true
+				return h1Handoff
 			}
 		}
 		if s.buf == nil {
@@ -276,13 +360,12 @@ func (s *h1Server) readHead(first bool) (ok, handoff bool) {
 				s.r = 0
 			} else {
 				if len(s.buf) >= h1MaxHead {
-					return false, true // net/http answers 431
+					return h1Handoff // net/http answers 431
 				}
 				nb := make([]byte, 2*len(s.buf))
-				s.w = copy(nb, s.buf[s.r:s.w])
-				s.r = 0
+				n := copy(nb, s.buf[s.r:s.w])
 				s.release()
-				s.buf = nb
+				s.buf, s.w = nb, n
 			}
 		}
 		n, err := s.c.Read(s.buf[s.w:])
@@ -290,22 +373,28 @@ func (s *h1Server) readHead(first bool) (ok, handoff bool) {
 		s.count(n)
 		if n > 0 && start.IsZero() {
 			start = time.Now()
-			s.c.SetReadDeadline(start.Add(headerTimeout))
+			if headEnd(s.buf[s.r:s.w]) == 0 {
+				s.c.SetReadDeadline(start.Add(headerTimeout))
+			}
 		}
 		if err != nil {
-			if s.w > s.r && errors.Is(err, os.ErrDeadlineExceeded) && !start.IsZero() {
+			timeout := errors.Is(err, os.ErrDeadlineExceeded)
+			switch {
+			case s.w > s.r && timeout && !start.IsZero():
 				// A request begun whose head did not arrive in time: the
 				// answer net/http owes and does not write (see serverErrors).
 				s.write([]byte(requestTimeout))
 				s.p.Metrics.ObserveHTTPError(s.dir, http.StatusRequestTimeout, time.Since(start))
 				s.closeClient()
-				return false, false
-			}
-			if s.w > s.r && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
-				return false, true // part of a request, then an end: net/http answers it
+				return h1Ended
+			case s.w > s.r && !timeout && !errors.Is(err, net.ErrClosed):
+				return h1Handoff // part of a request, then an end: net/http answers it
+			case s.w == s.r && timeout && s.wait != nil && s.ctx.Err() == nil:
+				s.c.SetReadDeadline(time.Time{})
+				return h1Parked
 			}
 			s.c.Close()
-			return false, false
+			return h1Ended
 		}
 	}
 }
@@ -342,7 +431,7 @@ func (s *h1Server) closeClient() {
 // serveRequest carries the parsed request at buf[r:] (the metrics
 // middleware's handler). It consumes the head and the body from buf, and
 // clears keep when the connection must end after it.
-func (s *h1Server) serveRequest(w http.ResponseWriter, _ *http.Request) {
+func (s *h1Server) serveRequest(w http.ResponseWriter) {
 	h := &s.sc.req
 	b := s.buf[s.r : s.r+s.headLen]
 	out := s.sc.out[:0]
@@ -445,8 +534,13 @@ func (s *h1Server) drop(uc *upConn) {
 // client to uc. clientErr tells a failed client read (the client's error)
 // from a failed upstream write.
 func (s *h1Server) copyBody(uc *upConn, left int64) (clientErr bool, err error) {
+	deadline := false
 	for left > 0 {
 		if s.w == s.r {
+			if !deadline { // the head's deadline was for the head
+				s.c.SetReadDeadline(time.Now().Add(httpIdleTimeout))
+				deadline = true
+			}
 			s.r, s.w = 0, 0
 			n, err := s.c.Read(s.buf)
 			s.w = n

@@ -365,3 +365,103 @@ func TestDirectUpstreamErrors(t *testing.T) {
 	require.Equal(t, 1.0, s.Value("response_total", "direction", "outbound", "status_code", "502", "classification", "failure"))
 	require.Equal(t, 3.0, s.Value("request_total", "direction", "outbound"))
 }
+
+// TestDirectParked: a keep-alive connection idle past h1Linger waits in
+// its listener's Waiter without a goroutine; its next request is served as
+// any other, its one event comes when it ends, with every byte of its life;
+// closing the sidecar ends a connection still parked.
+func TestDirectParked(t *testing.T) {
+	restore := h1Linger
+	t.Cleanup(func() { h1Linger = restore }) // after the sidecars have closed
+	h1Linger = 100 * time.Millisecond
+	var evA, evB events
+	addr, pA, _ := h1Pair(t, h1Backend(t), &evA, &evB)
+	hc := dialH1(t, addr)
+	resp, _ := hc.do("GET /1 HTTP/1.1\r\nHost: app\r\n\r\n")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Eventually(t, func() bool { return pA.http.parks.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	evA.mu.Lock()
+	require.Empty(t, evA.evs, "no event while the connection lives")
+	evA.mu.Unlock()
+	resp, body := hc.do("POST /2 HTTP/1.1\r\nHost: app\r\nContent-Length: 4\r\n\r\nbody")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Contains(t, body, "POST /2 host=app len=4")
+	require.Eventually(t, func() bool { return pA.http.parks.Load() == 2 }, 5*time.Second, 10*time.Millisecond, "parked again")
+	hc.send("GET /ws HTTP/1.1\r\nHost: app\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://app\r\n\r\n")
+	resp, err := http.ReadResponse(hc.br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode, "net/http after a park")
+	hc.c.Close()
+	evs := evA.wait(t, 1)
+	require.Len(t, evs, 1)
+	ev := evs[0]
+	require.Equal(t, hc.sent, ev.ClientBytes)
+	require.Equal(t, hc.recvd, ev.ServerBytes)
+	require.GreaterOrEqual(t, ev.Duration, 2*h1Linger, "the whole life of the connection")
+	require.Equal(t, detect.HTTP1, ev.Protocol)
+	require.Equal(t, "spiffe://h1.test/sa/server", ev.PeerID.String())
+	require.Nil(t, ev.parked)
+	s := pA.Metrics.Snapshot()
+	require.Equal(t, 3.0, s.Value("request_total", "direction", "outbound"))
+	require.Eventually(t, func() bool {
+		return pA.Metrics.Snapshot().Value("tcp_open_connections", "direction", "outbound") == 0
+	}, 5*time.Second, 10*time.Millisecond, "the connection's metrics ended once")
+	require.Equal(t, float64(hc.sent), s.Value("tcp_read_bytes_total", "direction", "outbound"))
+}
+
+// TestParkedClosedBySidecar: closing the sidecar ends the connections
+// parked in its Waiter, each with its event, and leaves no goroutine
+// (goleak).
+func TestParkedClosedBySidecar(t *testing.T) {
+	restore := h1Linger
+	t.Cleanup(func() { h1Linger = restore })
+	h1Linger = 50 * time.Millisecond
+	backend := h1Backend(t)
+	ca := mtlstest.MustNew("h1.test")
+	src := ca.Source("/sa/client")
+	var ev events
+	pA := &Proxy{TLS: &mtls.Config{SVID: src, Bundle: src}, OnEvent: ev.add,
+		Peers: func(netip.AddrPort) (Peer, error) { return Peer{}, nil }} // not meshed: plain to the backend
+	sA, err := Start(context.Background(), pA, Listeners{Forwards: []Forward{{Listen: "127.0.0.1:0", Dst: backend}}})
+	require.NoError(t, err)
+	var hcs []*h1Client
+	for range 3 {
+		hc := dialH1(t, sA.ForwardAddrs[0].String())
+		resp, _ := hc.do("GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+		require.Equal(t, 200, resp.StatusCode)
+		hcs = append(hcs, hc)
+	}
+	require.Eventually(t, func() bool { return pA.http.parks.Load() == 3 }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, sA.Close())
+	evs := ev.wait(t, 3)
+	for i, hc := range hcs {
+		_, err := hc.br.ReadByte()
+		require.ErrorIs(t, err, io.EOF, "closed")
+		hc.c.Close()
+		require.Positive(t, evs[i].ClientBytes)
+	}
+}
+
+// TestDirectLargeHead: a request head larger than the read buffer grows it
+// (up to h1MaxHead) and is carried; a larger one goes to net/http, which
+// answers 431 as it always has.
+func TestDirectLargeHead(t *testing.T) {
+	var evA, evB events
+	addr, pA, _ := h1Pair(t, h1Backend(t), &evA, &evB)
+	hc := dialH1(t, addr)
+	resp, body := hc.do("GET /big-head HTTP/1.1\r\nHost: app\r\nX-Kept: " + strings.Repeat("k", 20<<10) + "\r\n\r\n")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Contains(t, body, `kept="kkkk`)
+	require.Equal(t, uint64(1), pA.http.direct.Load())
+	resp, _ = hc.do("GET / HTTP/1.1\r\nHost: app\r\nX-Big: " + strings.Repeat("a", 100<<10) + "\r\n\r\n")
+	require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
+	require.Equal(t, uint64(1), pA.http.handoffs.Load())
+	hc.c.Close()
+	ev := evA.wait(t, 1)[0]
+	// net/http stops reading a head past its limit: not every byte sent
+	// was read, and none read is counted twice.
+	require.LessOrEqual(t, ev.ClientBytes, hc.sent)
+	require.Greater(t, ev.ClientBytes, int64(20<<10+h1MaxHead))
+}

@@ -110,8 +110,13 @@ type httpState struct {
 	// through net/http and ReverseProxy (for the benchmarks that compare).
 	netHTTPOnly bool
 	// direct counts the requests the direct path carried, handoffs the
-	// connections it handed to net/http.
-	direct, handoffs atomic.Uint64
+	// connections it handed to net/http, parks the times an idle
+	// connection went to wait in a Waiter (park.go).
+	direct, handoffs, parks atomic.Uint64
+	// h1Handlers are the direct path's handlers, inbound and outbound
+	// (h1Handler).
+	h1Once     [2]sync.Once
+	h1Handlers [2]http.Handler
 }
 
 // outboundTransport returns the pool of connections to the peer in front of
@@ -199,30 +204,53 @@ func (p *Proxy) CloseIdleConnections() {
 }
 
 // serveHTTP serves the HTTP connection c until it closes (or is hijacked and
-// the tunnel ends): every request is proxied through rt to target.
-// Bytes are counted on mc as they move.
+// the tunnel ends): every request is proxied through t to target. Bytes are
+// counted on mc as they move; serveHTTP ends mc when the connection ends.
+//
+// HTTP/1.1 goes on the direct path (h1.go) until a request needs net/http.
+// An idle HTTP/1.1 keep-alive connection may outlive the call: serveHTTP then
+// returns with ev.parked set, and the connection waits in its listener's
+// Waiter; emit hands the event back to it, and it is emitted when the
+// connection ends (park.go).
 func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target netip.AddrPort, t *pooledTransport, dir opaque.Direction, clientID spiffeid.ID, mc metrics.Conn) {
-	defer func() {
-		if id := t.peer.Load(); id != nil && ev.PeerID.IsZero() {
-			ev.PeerID = *id
-		}
-	}()
-	var skip int // bytes put back in front of c that the direct path has counted
-	if t.sp == opaque.SessionHTTP1 && !p.http.netHTTPOnly {
-		s, rest, handoff := p.serveH1(ctx, ev, c, t, dir, clientID, mc)
-		ev.ClientBytes, ev.ServerBytes = s.read, s.written
-		if s.firstErr != nil && ev.Err == nil {
-			ev.Err = s.firstErr
-		}
-		if !handoff {
-			c.Close()
-			return
-		}
-		p.http.handoffs.Add(1)
-		if skip = len(rest); skip > 0 {
-			c = detect.NewReplayConn(c, rest)
-		}
+	if t.sp != opaque.SessionHTTP1 || p.http.netHTTPOnly {
+		ev.ClientBytes, ev.ServerBytes = p.serveNetHTTP(ctx, c, nil, target, t, dir, clientID, mc)
+		p.endHTTP(ev, t, mc, nil)
+		return
 	}
+	s := p.newH1Server(ctx, ev, c, t, dir, clientID, mc)
+	s.target, s.clientID = target, clientID
+	switch s.serve(true) {
+	case h1Parked:
+		ev.ClientBytes, ev.ServerBytes = s.read, s.written
+		ev.parked = s
+		return
+	case h1Handoff:
+		s.handoff()
+	}
+	ev.ClientBytes, ev.ServerBytes = s.read, s.written
+	p.endHTTP(ev, t, mc, s.firstErr)
+}
+
+// endHTTP ends an HTTP connection's metrics and completes its event.
+func (p *Proxy) endHTTP(ev *Event, t *pooledTransport, mc metrics.Conn, err error) {
+	mc.End(splice.Stats{})
+	if id := t.peer.Load(); id != nil && ev.PeerID.IsZero() {
+		ev.PeerID = *id
+	}
+	if err != nil && ev.Err == nil {
+		ev.Err = err
+	}
+}
+
+// serveNetHTTP serves c through net/http until it closes; rest are bytes
+// read from c before (they are read again first, and not counted again).
+// It returns the bytes read from c and written to it.
+func (p *Proxy) serveNetHTTP(ctx context.Context, c net.Conn, rest []byte, target netip.AddrPort, t *pooledTransport, dir opaque.Direction, clientID spiffeid.ID, mc metrics.Conn) (read, written int64) {
+	if len(rest) > 0 {
+		c = detect.NewReplayConn(c, rest)
+	}
+	skip := len(rest)
 	errs := newServerErrors(func(status int, lat time.Duration) { p.Metrics.ObserveHTTPError(dir, status, lat) })
 	cc := &countingConn{Conn: c, mc: mc, errs: errs, closed: make(chan struct{}), skip: skip}
 	rewrite := p.rewriter(target, dir, clientID)
@@ -271,9 +299,8 @@ func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target net
 	l.Close()
 	<-served
 	cc.io.Lock() // the conn is closed: calls still running return at once
-	ev.ClientBytes += cc.read.Load()
-	ev.ServerBytes += cc.written.Load()
-	cc.io.Unlock()
+	defer cc.io.Unlock()
+	return cc.read.Load(), cc.written.Load()
 }
 
 // forwardedHeaders are the headers ReverseProxy's Rewrite mode removes from

@@ -25,7 +25,9 @@ type listener struct {
 }
 
 func (p *Proxy) newListener(connCtx context.Context) *listener {
-	return &listener{p: p, connCtx: connCtx, wait: detect.Waiter{Max: p.MaxWaiting}}
+	s := &listener{p: p, wait: detect.Waiter{Max: p.MaxWaiting}}
+	s.connCtx = context.WithValue(connCtx, listenerKey{}, s) // an idle HTTP/1.1 connection parks in s.wait (park.go)
+	return s
 }
 
 // serve accepts from l until acceptCtx ends (descriptor exhaustion and the like are waited
