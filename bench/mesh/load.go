@@ -220,6 +220,11 @@ func (c *rateConn) get() error {
 // idle is what the path's proxies hold per idle keep-alive connection.
 type idle struct {
 	kibPerConn, fdsPerConn float64
+	// kibSettled is the RSS growth per connection -idle-settle later: the
+	// memory the proxies keep for idle connections, once what they freed
+	// after setting them up has gone back (a Go process returns freed
+	// memory in the background; the sidecar's memreturn every 5 s).
+	kibSettled float64
 }
 
 // holdIdle opens n keep-alive connections through the path (64 at a time),
@@ -266,9 +271,12 @@ func holdIdle(p *path, n int) (idle, error) {
 	}
 	time.Sleep(2 * time.Second)
 	rss1, fd1 := rssKiB(pids), fds(pids)
+	time.Sleep(*idleSettle)
+	rss2 := rssKiB(pids)
 	return idle{
 		kibPerConn: float64(rss1-rss0) / float64(n),
 		fdsPerConn: float64(fd1-fd0) / float64(n),
+		kibSettled: float64(rss2-rss0) / float64(n),
 	}, nil
 }
 

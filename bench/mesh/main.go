@@ -26,7 +26,8 @@
 // fresh for the path:
 //
 //	idle        -idle keep-alive connections, one request each, held open:
-//	            the growth of the proxies' RSS and descriptors per connection
+//	            the growth of the proxies' RSS and descriptors per connection,
+//	            2 s after the last one opened and -idle-settle later
 //	keep-alive  wrk -t2 -c32, HTTP/1.1 keep-alive
 //	close       wrk -t2 -c32 -H 'Connection: close': a new connection per request
 //	h2c         h2load, HTTP/2 with prior knowledge, several streams per connection
@@ -66,6 +67,7 @@ var (
 	rateDuration = flag.Duration("rate-duration", 10*time.Second, "duration of the fixed-rate load")
 	rateConns    = flag.Int("rate-conns", 32, "keep-alive connections of the fixed-rate client")
 	idleConns    = flag.Int("idle", 2000, "idle keep-alive connections held through each path")
+	idleSettle   = flag.Duration("idle-settle", 10*time.Second, "how much longer the idle connections are held before the proxies' RSS is read again")
 	profileDir   = flag.String("profile", "", "after the rounds, record each sidecar process with perf during one more keep-alive run and write the reports here")
 	serveBack    = flag.Bool("serve-backend", false, "internal: run as the backend process")
 )
@@ -210,7 +212,7 @@ func logResult(round int, name string, r result) {
 		fmt.Fprintf(&b, " rate p50/p99/p99.9 %v/%v/%v (%d errors, %.0f/s)", r.lat.p50, r.lat.p99, r.lat.p999, r.lat.errs, r.lat.achieved)
 	}
 	if r.idle.kibPerConn != 0 {
-		fmt.Fprintf(&b, " idle %.1f KiB %.2f fds per conn", r.idle.kibPerConn, r.idle.fdsPerConn)
+		fmt.Fprintf(&b, " idle %.1f KiB (settled %.1f) %.2f fds per conn", r.idle.kibPerConn, r.idle.kibSettled, r.idle.fdsPerConn)
 	}
 	fmt.Fprintln(os.Stderr, b.String())
 }
