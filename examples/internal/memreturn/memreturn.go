@@ -19,7 +19,7 @@ import (
 )
 
 // Floor is the free heap, in bytes, below which Run never forces a return.
-const Floor = 8 << 20
+const Floor = 4 << 20
 
 // Run checks every interval until ctx is done; it returns the number of returns it forced.
 func Run(ctx context.Context, interval time.Duration) int {
