@@ -284,7 +284,7 @@ func profile(s *starter) {
 				if l == "" || strings.HasPrefix(l, "#") {
 					continue
 				}
-				fmt.Println("    " + l)
+				fmt.Println("    " + strings.Join(strings.Fields(strings.TrimSuffix(strings.TrimRight(l, " "), "-      -")), " "))
 				if n++; n == 25 {
 					break
 				}
