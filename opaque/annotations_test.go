@@ -9,6 +9,7 @@ import (
 )
 
 func TestLayerFromAnnotations(t *testing.T) {
+	bound(t)
 	l, err := LayerFromAnnotations(map[string]string{
 		AnnotationOpaquePorts:            "3306, 4567-4568",
 		AnnotationSkipInboundPorts:       "22",
@@ -37,6 +38,7 @@ func TestLayerFromAnnotations(t *testing.T) {
 }
 
 func TestLayerFromAnnotationsErrors(t *testing.T) {
+	bound(t)
 	cases := []struct {
 		key, value string
 		kind       error
@@ -67,6 +69,7 @@ func TestLayerFromAnnotationsErrors(t *testing.T) {
 }
 
 func TestLayerFromAnnotationsReportsEveryBadKey(t *testing.T) {
+	bound(t)
 	l, err := LayerFromAnnotations(map[string]string{
 		AnnotationOpaquePorts:            "3306",
 		AnnotationSkipInboundPorts:       "x",
@@ -88,6 +91,7 @@ func TestLayerFromAnnotationsReportsEveryBadKey(t *testing.T) {
 // TestAnnotationLayersReplaceNotMerge: a namespace annotates opaque ports, a
 // workload annotates others; the workload's list is the whole list.
 func TestAnnotationLayersReplaceNotMerge(t *testing.T) {
+	bound(t)
 	ns, err := LayerFromAnnotations(map[string]string{
 		AnnotationOpaquePorts:       "5000",
 		AnnotationSkipOutboundPorts: "4000",

@@ -22,6 +22,7 @@ func oneLine(t *testing.T, err error) {
 // TestPolicyErrorsOneLine: every way Compile refuses a policy prints one line with one prefix and
 // still matches its kind with errors.Is and its type with errors.As.
 func TestPolicyErrorsOneLine(t *testing.T) {
+	bound(t)
 	cases := []struct {
 		name string
 		p    Policy
@@ -57,6 +58,7 @@ func TestPolicyErrorsOneLine(t *testing.T) {
 // prefix (the port list error inside an annotation error loses its own), and errors.As and
 // errors.Is reach each of them and their kinds.
 func TestAnnotationErrorsOneLine(t *testing.T) {
+	bound(t)
 	_, err := LayerFromAnnotations(map[string]string{
 		AnnotationOpaquePorts:            "3306,0",
 		AnnotationEnableExternalProfiles: "maybe",
@@ -84,6 +86,7 @@ func TestAnnotationErrorsOneLine(t *testing.T) {
 
 // TestHeaderErrorOneLine: a header error wrapping an error of this package prints one prefix.
 func TestHeaderErrorOneLine(t *testing.T) {
+	bound(t)
 	err := &HeaderError{Reason: RejectBadName, Err: &PortListError{Item: "x", Index: 1, Err: errJunk}}
 	oneLine(t, err)
 	err = &HeaderError{Reason: RejectShort, Detail: "3 bytes", Err: errors.New("unexpected EOF")}

@@ -35,6 +35,7 @@ func mustHex(t testing.TB, s string) []byte {
 // TestHeaderGolden checks the exact bytes against the format worked out by
 // hand from Linkerd's header.proto.
 func TestHeaderGolden(t *testing.T) {
+	bound(t)
 	cases := []struct {
 		name string
 		h    Header
@@ -108,6 +109,7 @@ func headerDescriptor(t testing.TB) protoreflect.MessageDescriptor {
 }
 
 func TestHeaderAgainstProtobufRuntime(t *testing.T) {
+	bound(t)
 	md := headerDescriptor(t)
 	spd := md.Fields().ByName("session_protocol").Message()
 	for _, h := range []Header{
@@ -148,6 +150,7 @@ func TestHeaderAgainstProtobufRuntime(t *testing.T) {
 }
 
 func TestHeaderRoundTripReaders(t *testing.T) {
+	bound(t)
 	app := []byte("application bytes that follow the header")
 	for _, h := range []Header{
 		{Port: 3306},
@@ -182,6 +185,7 @@ func TestHeaderRoundTripReaders(t *testing.T) {
 }
 
 func TestHeaderWriteErrors(t *testing.T) {
+	bound(t)
 	cases := []struct {
 		h    Header
 		kind error
@@ -217,6 +221,7 @@ func encodeRaw(msg []byte) []byte {
 }
 
 func TestReadHeaderErrors(t *testing.T) {
+	bound(t)
 	good, err := Header{Port: 3306, Name: "db.example.com"}.MarshalBinary()
 	require.NoError(t, err)
 	varint := func(v uint64) []byte { return protowire.AppendVarint([]byte{0x08}, v) }
@@ -292,6 +297,7 @@ func TestReadHeaderErrors(t *testing.T) {
 }
 
 func TestReadHeaderEmptyEOF(t *testing.T) {
+	bound(t)
 	_, err := ReadHeader(bytes.NewReader(nil))
 	assert.ErrorIs(t, err, ErrShortHeader)
 	assert.ErrorIs(t, err, io.EOF, "nothing at all read: the EOF is io.EOF")
@@ -300,6 +306,7 @@ func TestReadHeaderEmptyEOF(t *testing.T) {
 // TestReadHeaderMaxLen checks that the limit is configurable and that a
 // header longer than the default pool buffer still reads.
 func TestReadHeaderMaxLen(t *testing.T) {
+	bound(t)
 	msg := protowire.AppendVarint([]byte{0x08}, 80)
 	msg = protowire.AppendTag(msg, 99, protowire.BytesType) // an unknown field, skipped
 	msg = protowire.AppendBytes(msg, make([]byte, 3000))
@@ -316,6 +323,7 @@ func TestReadHeaderMaxLen(t *testing.T) {
 // TestReadHeaderNoPrefaceIsPrompt shows that a peer that is not sending a
 // header is turned away at its first wrong byte, not after a timeout.
 func TestReadHeaderNoPrefaceIsPrompt(t *testing.T) {
+	bound(t)
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
@@ -334,6 +342,7 @@ func TestReadHeaderNoPrefaceIsPrompt(t *testing.T) {
 }
 
 func TestReadHeaderContextTimeoutAndCancel(t *testing.T) {
+	bound(t)
 	t.Run("context deadline", func(t *testing.T) {
 		a, b := net.Pipe()
 		defer a.Close()
@@ -406,6 +415,7 @@ func TestReadHeaderContextTimeoutAndCancel(t *testing.T) {
 // *net.TCPConn itself (nothing wraps it, so splice still applies) and then
 // every application byte arrives intact.
 func TestHeaderLoopbackTCP(t *testing.T) {
+	bound(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
@@ -460,6 +470,7 @@ func TestHeaderLoopbackTCP(t *testing.T) {
 }
 
 func TestHeaderObserverWritten(t *testing.T) {
+	bound(t)
 	obs := &countingObserver{}
 	c := HeaderCodec{Observer: obs}
 	var buf bytes.Buffer
@@ -473,6 +484,7 @@ func TestHeaderObserverWritten(t *testing.T) {
 }
 
 func TestRejectReasonStrings(t *testing.T) {
+	bound(t)
 	seen := map[string]bool{}
 	for r := RejectNoPreface; r <= RejectIO; r++ {
 		s := r.String()
@@ -488,6 +500,7 @@ func TestRejectReasonStrings(t *testing.T) {
 }
 
 func TestIsDNSName(t *testing.T) {
+	bound(t)
 	good := []string{"a", "a.b", "web.default.svc.cluster.local", "web.default.svc.cluster.local.", "x_y.example", "A-1.B-2", "1.2.3.4"}
 	bad := []string{"", ".", "a..b", ".a", "-a", "a-", "a-.b", "a b", "a/b", "ü.com", strings.Repeat("a", 64), strings.Repeat("a.", 127) + "b"}
 	for _, s := range good {
@@ -528,14 +541,25 @@ func (o *countingObserver) HeaderRejected(r RejectReason) {
 	o.rejected[r]++
 }
 
-type zeroReader struct{}
+// zeroReader reads 0 bytes and no error, 1,000 times, then fails: the codec
+// gives up after 100 such reads, and one that read on (a planted bug) then
+// fails the test at once instead of looping.
+type zeroReader struct{ n int }
 
-func (zeroReader) Read([]byte) (int, error) { return 0, nil }
+var errReadOn = errors.New("zeroReader: 1,000 reads of 0 bytes")
+
+func (z *zeroReader) Read([]byte) (int, error) {
+	if z.n++; z.n > 1000 {
+		return 0, errReadOn
+	}
+	return 0, nil
+}
 
 func TestReadHeaderNoProgress(t *testing.T) {
-	_, err := ReadHeader(zeroReader{})
+	bound(t)
+	_, err := ReadHeader(&zeroReader{})
 	assert.ErrorIs(t, err, io.ErrNoProgress)
 	// The message part goes through io.ReadFull, which also gives up.
-	_, err = ReadHeader(io.MultiReader(strings.NewReader(headerPreface+"\x00\x00\x00\x03"), zeroReader{}))
+	_, err = ReadHeader(io.MultiReader(strings.NewReader(headerPreface+"\x00\x00\x00\x03"), &zeroReader{}))
 	assert.ErrorIs(t, err, io.ErrNoProgress)
 }

@@ -712,7 +712,19 @@ func TestLimitsCompile(t *testing.T) {
 		_, err = opaque.Compile(many(254, dir))
 		var pe *opaque.PolicyError
 		if !errors.As(err, &pe) || !errors.Is(err, opaque.ErrInvalidPolicy) {
-			t.Errorf("254 timeouts %v: %v", dir, err)
+			t.Fatalf("254 timeouts %v: %v", dir, err)
+		}
+		// No one entry is at fault: Index -1, and Port is one of the
+		// entries that did not fit, as given.
+		if p := pe.Port; pe.Index != -1 || p.Direction != dir || p.Port < 1000 || p.Port > 1253 ||
+			p.Decision != (opaque.Decision{Action: opaque.ActionDetect, DetectTimeout: time.Duration(p.Port-999) * time.Millisecond}) {
+			t.Errorf("254 timeouts %v: index %d, port %+v", dir, pe.Index, p)
+		}
+	}
+	// The built-in policy detects for 10 s, as Linkerd does.
+	for _, tb := range []*opaque.Table{opaque.DefaultTable(), nil} {
+		if d := tb.Resolve(opaque.Outbound, 80); opaque.DefaultDetectTimeout != 10*time.Second || d.DetectTimeout != 10*time.Second {
+			t.Errorf("DefaultDetectTimeout %v, port 80 %v", opaque.DefaultDetectTimeout, d)
 		}
 	}
 	// Directions past Outbound are refused in a policy and detect in Resolve.

@@ -15,6 +15,7 @@ import (
 )
 
 func TestHeaderMatcherVerdicts(t *testing.T) {
+	bound(t)
 	m := HeaderMatcher()
 	assert.Equal(t, TransportHeader, m.Protocol())
 	enc, err := Header{Port: 80}.MarshalBinary()
@@ -36,6 +37,7 @@ func TestHeaderMatcherVerdicts(t *testing.T) {
 // consuming a byte, and ReadHeader then reads the header from the connection
 // Detect handed back, leaving the application bytes.
 func TestHeaderMatcherWithDetector(t *testing.T) {
+	bound(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()

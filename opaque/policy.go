@@ -225,7 +225,7 @@ type Policy struct {
 // PolicyError reports a PortPolicy that Compile cannot use. It wraps ErrInvalidPolicy, ErrConflict
 // or ErrUnknownName.
 type PolicyError struct {
-	Index int // index in Policy.Ports
+	Index int // index in Policy.Ports; -1 when no one entry is at fault (Port is then one that did not fit)
 	Port  PortPolicy
 	Err   error
 }
@@ -309,7 +309,9 @@ func (t *Table) ExternalProfiles() bool { return t.compiled().external }
 // DetectTimeout returns the effective detection timeout.
 func (t *Table) DetectTimeout() time.Duration { return t.compiled().timeout }
 
-// Compile checks p and builds its Table. Errors are *PolicyError values.
+// Compile checks p and builds its Table. Errors are *PolicyError values. A Table holds at most 256
+// distinct decisions per direction (detect with the default timeout, skip and opaque among them);
+// a policy with more, such as 254 ports each with a timeout of its own, is refused with Index -1.
 func Compile(p Policy) (*Table, error) {
 	t := &Table{opaqueIn: DefaultOpaquePorts(), opaqueOut: DefaultOpaquePorts(), timeout: DefaultDetectTimeout}
 	dst := p.Destination

@@ -24,6 +24,7 @@ var (
 func declared(p detect.Protocol) Decision { return Decision{Action: ActionDeclared, Protocol: p} }
 
 func TestZeroResolverUsesBuiltInDefaults(t *testing.T) {
+	bound(t)
 	var r Resolver
 	for _, dir := range []Direction{Inbound, Outbound} {
 		for port := range DefaultOpaquePorts().All() {
@@ -42,6 +43,7 @@ func TestZeroResolverUsesBuiltInDefaults(t *testing.T) {
 // TestLayering checks that each layer overrides the one below, field by
 // field, and that a set value replaces the lower one instead of merging.
 func TestLayering(t *testing.T) {
+	bound(t)
 	set := func(s string) *PortSet { p := MustParsePortSet(s); return &p }
 	yes, no := true, false
 
@@ -200,6 +202,7 @@ func TestLayering(t *testing.T) {
 }
 
 func TestNamedPorts(t *testing.T) {
+	bound(t)
 	ports := map[string]uint16{"http": 8080, "admin-http": 9990, "mysql": 3307}
 	lookup := func(n string) (uint16, bool) { p, ok := ports[n]; return p, ok }
 
@@ -244,6 +247,7 @@ func TestNamedPorts(t *testing.T) {
 }
 
 func TestCompileErrors(t *testing.T) {
+	bound(t)
 	cases := []struct {
 		name string
 		pp   []PortPolicy
@@ -278,6 +282,7 @@ func TestCompileErrors(t *testing.T) {
 }
 
 func TestCompileManyDistinctDecisions(t *testing.T) {
+	bound(t)
 	var pp []PortPolicy
 	for i := range 253 { // + detect, skip, opaque = 256 classes
 		pp = append(pp, PortPolicy{Port: uint16(1000 + i), Decision: Decision{Action: ActionDetect, DetectTimeout: time.Duration(i+1) * time.Millisecond}})
@@ -291,6 +296,7 @@ func TestCompileManyDistinctDecisions(t *testing.T) {
 }
 
 func TestParseProxyProtocol(t *testing.T) {
+	bound(t)
 	cases := map[string]Decision{
 		"unknown": {Action: ActionDetect},
 		"HTTP/1":  declared(detect.HTTP1),
@@ -322,6 +328,7 @@ func TestParseProxyProtocol(t *testing.T) {
 }
 
 func TestParseAppProtocol(t *testing.T) {
+	bound(t)
 	cases := map[string]Decision{
 		"http":              declared(detect.HTTP1),
 		"HTTP":              declared(detect.HTTP1),
@@ -342,6 +349,7 @@ func TestParseAppProtocol(t *testing.T) {
 }
 
 func TestStrings(t *testing.T) {
+	bound(t)
 	assert.Equal(t, "inbound", Inbound.String())
 	assert.Equal(t, "outbound", Outbound.String())
 	assert.Equal(t, "Direction(5)", Direction(5).String())
@@ -357,6 +365,7 @@ func TestStrings(t *testing.T) {
 // B are read from one snapshot, and the two policies disagree on both, so a
 // torn read would show as a mixed pair.
 func TestResolverHotSwap(t *testing.T) {
+	bound(t)
 	tA, err := Compile(Policy{Workload: Layer{OpaquePorts: new(NewPortSet(1000)), SkipInboundPorts: new(NewPortSet(2000))}})
 	require.NoError(t, err)
 	tB, err := Compile(Policy{Workload: Layer{OpaquePorts: new(NewPortSet(2000)), SkipInboundPorts: new(NewPortSet(1000))}})
@@ -436,6 +445,7 @@ func TestResolverHotSwap(t *testing.T) {
 }
 
 func TestResolveDoesNotAllocate(t *testing.T) {
+	bound(t)
 	r := NewResolver(nil)
 	var zero Resolver
 	n := testing.AllocsPerRun(1000, func() {
@@ -447,6 +457,7 @@ func TestResolveDoesNotAllocate(t *testing.T) {
 }
 
 func TestTableAccessors(t *testing.T) {
+	bound(t)
 	tb, err := Compile(Policy{Cluster: Layer{SkipInboundPorts: new(MustParsePortSet("22")), SkipOutboundPorts: new(MustParsePortSet("25"))}})
 	require.NoError(t, err)
 	assert.Equal(t, "22", tb.SkipPorts(Inbound).String())
@@ -456,6 +467,7 @@ func TestTableAccessors(t *testing.T) {
 }
 
 func TestZeroAndNilTable(t *testing.T) {
+	bound(t)
 	var zero Table
 	var nilT *Table
 	for _, tb := range []*Table{&zero, nilT} {
@@ -474,6 +486,7 @@ func TestZeroAndNilTable(t *testing.T) {
 // TestCompileMatchesReference compiles random policies and checks every port
 // in both directions against a direct reading of the rules.
 func TestCompileMatchesReference(t *testing.T) {
+	bound(t)
 	r := rand.New(rand.NewPCG(5, 6))
 	randSet := func() *PortSet {
 		if r.IntN(4) == 0 {

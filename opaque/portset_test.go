@@ -12,6 +12,7 @@ import (
 )
 
 func TestParsePortSetValid(t *testing.T) {
+	bound(t)
 	cases := []struct {
 		in    string
 		canon string
@@ -47,6 +48,7 @@ func TestParsePortSetValid(t *testing.T) {
 }
 
 func TestParsePortSetErrors(t *testing.T) {
+	bound(t)
 	cases := []struct {
 		in     string
 		kind   error
@@ -103,6 +105,7 @@ func TestParsePortSetErrors(t *testing.T) {
 }
 
 func TestParsePortSetNamedPorts(t *testing.T) {
+	bound(t)
 	ports := map[string]uint16{"mysql": 3306, "http-admin": 9990, "8x0": 8000, "zero": 0}
 	lookup := func(name string) (uint16, bool) { p, ok := ports[name]; return p, ok }
 
@@ -132,6 +135,7 @@ func TestParsePortSetNamedPorts(t *testing.T) {
 }
 
 func TestPortSetContains(t *testing.T) {
+	bound(t)
 	var zero PortSet
 	for _, port := range []uint16{0, 1, 80, 65535} {
 		assert.False(t, zero.Contains(port))
@@ -149,6 +153,7 @@ func TestPortSetContains(t *testing.T) {
 }
 
 func TestDefaultOpaquePorts(t *testing.T) {
+	bound(t)
 	d := DefaultOpaquePorts()
 	assert.Equal(t, "25,587,3306,4444,5432,6379,9300,11211", d.String())
 	ext := d.Union(MustParsePortSet("4567-4568"))
@@ -160,6 +165,7 @@ func TestDefaultOpaquePorts(t *testing.T) {
 }
 
 func TestPortSetAlgebraRandom(t *testing.T) {
+	bound(t)
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 50 {
 		a, b := map[uint16]bool{}, map[uint16]bool{}
@@ -196,6 +202,7 @@ func TestPortSetAlgebraRandom(t *testing.T) {
 }
 
 func TestPortSetEqualAndEmpty(t *testing.T) {
+	bound(t)
 	var zero PortSet
 	empty := MustParsePortSet("80").Minus(MustParsePortSet("80"))
 	assert.True(t, zero.Equal(empty))
@@ -208,6 +215,7 @@ func TestPortSetEqualAndEmpty(t *testing.T) {
 }
 
 func TestPortSetText(t *testing.T) {
+	bound(t)
 	type cfg struct {
 		Opaque PortSet `json:"opaque"`
 	}
@@ -222,6 +230,7 @@ func TestPortSetText(t *testing.T) {
 }
 
 func TestPortSetRangesStopEarly(t *testing.T) {
+	bound(t)
 	p := MustParsePortSet("1-3,10,20-30")
 	var got [][2]uint16
 	for lo, hi := range p.Ranges() {
@@ -242,6 +251,7 @@ func TestPortSetRangesStopEarly(t *testing.T) {
 }
 
 func TestPortListErrorMessage(t *testing.T) {
+	bound(t)
 	_, err := ParsePortSet("80, 443, 70000")
 	require.Error(t, err)
 	assert.Equal(t, `opaque: port list item 3 "70000" (byte 9): port is greater than 65535`, err.Error())

@@ -47,6 +47,7 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 // bytes. The inbound side checks the ALPN, reads exactly the header from the
 // *tls.Conn and then gets every application byte.
 func TestHeaderOverTLS(t *testing.T) {
+	bound(t)
 	cert, pool := selfSigned(t)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
 		Certificates: []tls.Certificate{cert},
