@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -141,4 +145,189 @@ func TestDrainGraceEnds(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// TestDrainHTTPKeepAlive: on SIGTERM, as net/http's Shutdown does, an HTTP/1.1 keep-alive
+// connection with a request in flight gets its answer with Connection: close and is then closed,
+// an idle keep-alive connection is closed, and the sidecar exits as soon as they are, long before
+// its drain grace.
+func TestDrainHTTPKeepAlive(t *testing.T) {
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	inFlight := make(chan struct{}, 1)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			inFlight <- struct{}{}
+			select {
+			case <-release:
+			case <-time.After(30 * time.Second):
+			}
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(backend.Close)
+	t.Cleanup(unblock)
+	dst := netip.MustParseAddrPort(backend.Listener.Addr().String())
+	cf, sf := identities(t)
+	srv, _ := startSidecar(t, append(sf, "-inbound", "127.0.0.1:0", "-allow", clientID, "-opaque-ports", "1")...)
+	// The port is not opaque (only port 1 is): its HTTP goes through both sidecars' HTTP layer.
+	addr, sigterm, exited := startDraining(t, dst, srv, cf, "-opaque-ports", "1", "-drain-grace", "20s")
+
+	type client struct {
+		c net.Conn
+		r *bufio.Reader
+	}
+	dial := func() client {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		require.NoError(t, c.SetDeadline(time.Now().Add(30*time.Second)))
+		return client{c, bufio.NewReader(c)}
+	}
+	send := func(cl client, path string) {
+		_, err := io.WriteString(cl.c, "GET "+path+" HTTP/1.1\r\nHost: backend\r\n\r\n")
+		require.NoError(t, err)
+	}
+	answer := func(cl client) *http.Response {
+		resp, err := http.ReadResponse(cl.r, nil)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, "ok", string(body))
+		return resp
+	}
+	busy, idle := dial(), dial()
+	for _, cl := range []client{busy, idle} {
+		send(cl, "/")
+		require.False(t, answer(cl).Close, "kept alive before the drain")
+	}
+	send(busy, "/slow")
+	select {
+	case <-inFlight:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request did not reach the backend")
+	}
+
+	start := time.Now()
+	sigterm()
+	require.Eventually(t, func() bool {
+		d, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			d.Close()
+		}
+		return err != nil
+	}, 10*time.Second, 5*time.Millisecond, "the listener stops accepting")
+
+	// The idle connection is closed without an answer (it asked nothing).
+	rest, err := io.ReadAll(idle.r)
+	require.NoError(t, err, "closed, not timed out")
+	assert.Empty(t, rest)
+	select {
+	case err := <-exited:
+		t.Fatalf("the sidecar exited (%v) with a request in flight", err)
+	default:
+	}
+
+	unblock()
+	resp := answer(busy)
+	assert.True(t, resp.Close, "the answer in flight says Connection: close")
+	rest, err = io.ReadAll(busy.r)
+	require.NoError(t, err, "then the connection is closed")
+	assert.Empty(t, rest)
+	select {
+	case err := <-exited:
+		assert.NoError(t, err, "exit status 0")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sidecar did not exit once its connections ended")
+	}
+	assert.Less(t, time.Since(start), 15*time.Second, "well within the 20 s grace")
+}
+
+// TestDrainH2C: on SIGTERM an h2c connection (carried by net/http) gets a GOAWAY: its stream in
+// flight is answered, then the connection is closed and the sidecar exits, long before its drain
+// grace, though the client would have kept the connection open.
+func TestDrainH2C(t *testing.T) {
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	inFlight := make(chan struct{}, 1)
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			inFlight <- struct{}{}
+			select {
+			case <-release:
+			case <-time.After(30 * time.Second):
+			}
+		}
+		io.WriteString(w, r.Proto)
+	}))
+	backend.Config.Protocols = &protos
+	backend.Start()
+	t.Cleanup(backend.Close)
+	t.Cleanup(unblock)
+	dst := netip.MustParseAddrPort(backend.Listener.Addr().String())
+	cf, sf := identities(t)
+	srv, _ := startSidecar(t, append(sf, "-inbound", "127.0.0.1:0", "-allow", clientID, "-opaque-ports", "1")...)
+	addr, sigterm, exited := startDraining(t, dst, srv, cf, "-opaque-ports", "1", "-drain-grace", "20s")
+
+	var cp http.Protocols
+	cp.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &cp}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	resp, err := client.Get("http://" + addr + "/")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, "HTTP/2.0", resp.Proto)
+	require.Equal(t, "HTTP/2.0", string(body), "h2c end to end")
+
+	type result struct {
+		body string
+		err  error
+	}
+	slow := make(chan result, 1)
+	go func() {
+		resp, err := client.Get("http://" + addr + "/slow")
+		if err != nil {
+			slow <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		slow <- result{string(b), err}
+	}()
+	select {
+	case <-inFlight:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request did not reach the backend")
+	}
+	start := time.Now()
+	sigterm()
+	require.Eventually(t, func() bool {
+		d, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			d.Close()
+		}
+		return err != nil
+	}, 10*time.Second, 5*time.Millisecond, "the listener stops accepting")
+	unblock()
+	select {
+	case r := <-slow:
+		require.NoError(t, r.err)
+		assert.Equal(t, "HTTP/2.0", r.body, "the stream in flight is answered")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream in flight was not answered")
+	}
+	select {
+	case err := <-exited:
+		assert.NoError(t, err, "exit status 0")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sidecar did not exit: the h2c connection was not shut down")
+	}
+	assert.Less(t, time.Since(start), 15*time.Second, "well within the 20 s grace")
 }

@@ -289,7 +289,7 @@ func (s *h1Server) run(first bool) h1State {
 		sc.hreq.Method, sc.hreq.Host = method(h.method.of(b)), s.host
 		sc.rw.status, sc.rw.s = 0, s
 		clear(sc.rw.hdr)
-		s.keep = !h.close
+		s.keep = !h.close && !s.draining()
 		s.p.http.direct.Add(1)
 		s.handler.ServeHTTP(&sc.rw, &sc.hreq)
 		sc.rw.s, sc.hreq.Host = nil, ""
@@ -303,6 +303,10 @@ func (s *h1Server) run(first bool) h1State {
 		}
 	}
 }
+
+// draining reports whether the connection's listener has stopped accepting: then the answer in
+// flight says Connection: close and the connection ends after it, as with net/http's Shutdown.
+func (s *h1Server) draining() bool { return s.wait != nil && s.wait.draining.Load() }
 
 // h1Running: readHead found a whole request head.
 const h1Running h1State = 255
@@ -685,6 +689,9 @@ func (s *h1Server) responseHeadOut(b []byte, hd *respHead) []byte {
 		}
 	}
 	untilClose := hd.status >= 200 && !bodiless(s.head, hd.status) && hd.contentLength < 0 && !hd.chunked
+	if hd.status >= 200 && s.draining() {
+		s.keep = false
+	}
 	if hd.status >= 200 && (!s.keep || untilClose) {
 		out = append(out, "Connection: close\r\n"...)
 	}
@@ -826,7 +833,7 @@ func (s *h1Server) fail(w http.ResponseWriter, err error, left int64) {
 // answer writes an error response as http.Error does and counts it; the
 // connection ends after it unless keep.
 func (s *h1Server) answer(w http.ResponseWriter, code int, keep bool) {
-	s.keep = keep
+	s.keep = keep && !s.draining()
 	w.WriteHeader(code)
 	text := http.StatusText(code) + "\n"
 	out := append(s.sc.out[:0], "HTTP/1.1 "...)

@@ -290,11 +290,31 @@ func (p *Proxy) serveNetHTTP(ctx context.Context, c net.Conn, rest []byte, targe
 		defer close(served)
 		srv.Serve(l)
 	}()
-	select {
-	case <-cc.closed:
-	case <-ctx.Done():
+	// A draining listener shuts the server down gracefully: HTTP/1.1 answers say Connection:
+	// close and an idle connection is closed, HTTP/2 gets a GOAWAY and its streams in flight end.
+	var drained <-chan struct{}
+	if ls, ok := ctx.Value(listenerKey{}).(*listener); ok {
+		drained = ls.drained
+	}
+	var shutdown chan struct{}
+	for ended := false; !ended; {
+		select {
+		case <-cc.closed:
+			ended = true
+		case <-ctx.Done():
+			ended = true
+		case <-drained:
+			drained, shutdown = nil, make(chan struct{})
+			go func() {
+				defer close(shutdown)
+				srv.Shutdown(ctx)
+			}()
+		}
 	}
 	srv.Close()
+	if shutdown != nil {
+		<-shutdown // returns once Close has removed the connection
+	}
 	cc.Close() // also when hijacked: the tunnel ends with it
 	l.Close()
 	<-served

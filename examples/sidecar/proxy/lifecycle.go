@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sniffsplice/sniff/accept"
@@ -22,23 +23,29 @@ type listener struct {
 	connCtx  context.Context // ends every connection of the listener
 	wait     detect.Waiter
 	handlers sync.WaitGroup
+	draining atomic.Bool   // accepting has ended: HTTP/1.1 answers say Connection: close
+	drained  chan struct{} // closed when draining is set: net/http's servers shut down
 }
 
 func (p *Proxy) newListener(connCtx context.Context) *listener {
-	s := &listener{p: p, wait: detect.Waiter{Max: p.MaxWaiting}}
+	s := &listener{p: p, wait: detect.Waiter{Max: p.MaxWaiting}, drained: make(chan struct{})}
 	s.connCtx = context.WithValue(connCtx, listenerKey{}, s) // an idle HTTP/1.1 connection parks in s.wait (park.go)
 	return s
 }
 
 // serve accepts from l until acceptCtx ends (descriptor exhaustion and the like are waited
 // out: accept.Loop's rule), passing every connection to admit on the accept goroutine; admit
-// must not block. Then it closes the Waiter (the connections still silent are closed) and waits
+// must not block. Then it closes the Waiter (the connections still silent, and the HTTP/1.1
+// connections parked between requests, are closed), tells the HTTP/1.1 connections still running
+// to end after their request in flight (Connection: close, as net/http's Shutdown does) and waits
 // for every handler; connCtx ends them. It returns nil once acceptCtx has ended.
 func (s *listener) serve(acceptCtx context.Context, l net.Listener, admit func(net.Conn)) error {
 	err := accept.Serve(acceptCtx, l, admit)
 	if acceptCtx.Err() != nil {
 		err = nil
 	}
+	s.draining.Store(true)
+	close(s.drained)
 	s.wait.Close()
 	s.handlers.Wait()
 	return err

@@ -215,8 +215,10 @@ func Start(ctx context.Context, p *Proxy, ls Listeners) (*Sidecar, error) {
 // Shutdown stops the sidecar the way a pod's termination expects: /ready
 // answers 503 at once; the outbound, forward and inbound listeners stop
 // accepting; connections that have not said anything yet are closed; the
-// others run to their end (a spliced connection until both sides close, an
-// HTTP connection until its client closes it). When they all have, or when ctx
+// others run to their end (a spliced connection until both sides close; an
+// HTTP connection until the request in flight is answered, with Connection:
+// close for HTTP/1.1 and a GOAWAY for HTTP/2, as net/http's Shutdown does; an
+// idle keep-alive connection is closed). When they all have, or when ctx
 // ends, Close ends whatever is left. It returns ctx's error if ctx ended first,
 // else what Close returns.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
