@@ -412,6 +412,17 @@ func limitHellos() []helloSpec {
 		{exts: [][]byte{tlsExt(43, versionsData(append([]uint16{0x0a0a}, sixteen[:16]...)...))}},
 		{exts: [][]byte{tlsExt(43, versionsData(0x0304)), tlsExt(43, versionsData(0x0304))}},
 		{exts: [][]byte{tlsExt(43, []byte{3, 3, 4, 3})}},
+		// server_name, ALPN and supported_versions as the last extension
+		// with data too short for their length field (0 and 1 bytes): a
+		// prefix cut at the field is NoMatch (it would run past the hello),
+		// not NeedMore, in both parsers.
+		{exts: [][]byte{tlsExt(0, nil)}},
+		{exts: [][]byte{tlsExt(0, []byte{0})}},
+		{exts: [][]byte{tlsExt(0xff01, []byte{0}), tlsExt(0, []byte{0})}},
+		{exts: [][]byte{tlsExt(16, nil)}},
+		{exts: [][]byte{tlsExt(16, []byte{0})}},
+		{exts: [][]byte{tlsExt(43, nil)}},
+		{exts: [][]byte{tlsExt(0, sniData(sniEntry(0, "x"))), tlsExt(43, nil)}},
 		{exts: [][]byte{
 			tlsExt(0xfafa, nil), tlsExt(0, sniData(sniEntry(0, "all.example"))), tlsExt(10, []byte{0, 2, 0, 29}),
 			tlsExt(16, alpnData("h2", "http/1.1")), tlsExt(43, versionsData(0x3a3a, 0x0304, 0x0303)), tlsExt(0xff01, []byte{0}),
