@@ -40,6 +40,35 @@ func TestZeroResolverUsesBuiltInDefaults(t *testing.T) {
 	assert.Equal(t, Decision{Action: ActionDetect, DetectTimeout: DefaultDetectTimeout}, r.Resolve(Direction(7), 80))
 }
 
+// TestZeroResolverFirstUse: a zero Resolver's first Load returns DefaultTable
+// (never nil), and its first Resolve installs DefaultTable, so that later calls
+// take the one-load path instead of falling back through a nil Table on every
+// call; a Store before either wins over the default.
+func TestZeroResolverFirstUse(t *testing.T) {
+	bound(t)
+	var r1 Resolver
+	assert.Same(t, DefaultTable(), r1.Load())
+	assert.Same(t, DefaultTable(), r1.t.Load(), "Load installs the default")
+
+	var r2 Resolver
+	assert.Nil(t, r2.t.Load())
+	assert.Equal(t, opaqueD, r2.Resolve(Inbound, 3306))
+	assert.Same(t, DefaultTable(), r2.t.Load(), "Resolve installs the default")
+	assert.Equal(t, detect10s, r2.Resolve(Outbound, 80))
+
+	tb, err := Compile(Policy{Workload: Layer{OpaquePorts: new(NewPortSet(80))}})
+	require.NoError(t, err)
+	var r3 Resolver
+	r3.Store(tb)
+	assert.Same(t, tb, r3.Load())
+	assert.Equal(t, opaqueD, r3.Resolve(Inbound, 80))
+	assert.Equal(t, detect10s, r3.Resolve(Inbound, 3306))
+	r3.Store(nil)
+	assert.Same(t, DefaultTable(), r3.Load())
+	assert.Same(t, DefaultTable(), NewResolver(nil).Load())
+	assert.Same(t, tb, NewResolver(tb).Load())
+}
+
 // TestLayering checks that each layer overrides the one below, field by
 // field, and that a set value replaces the lower one instead of merging.
 func TestLayering(t *testing.T) {
