@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // An Authorizer decides whether a verified peer may connect. It is called only after the peer's
@@ -15,17 +15,17 @@ import (
 //
 // An Authorizer must be safe for concurrent use; it runs on every handshake, including resumed
 // ones.
-type Authorizer func(id spiffeid.ID, verifiedChains [][]*x509.Certificate) error
+type Authorizer func(id spiffe.ID, verifiedChains [][]*x509.Certificate) error
 
 // AuthorizeAny accepts any peer whose chain verified, from any trust domain the bundle source
 // knows.
 func AuthorizeAny() Authorizer {
-	return func(spiffeid.ID, [][]*x509.Certificate) error { return nil }
+	return func(spiffe.ID, [][]*x509.Certificate) error { return nil }
 }
 
 // AuthorizeID accepts exactly the given identity.
-func AuthorizeID(id spiffeid.ID) Authorizer {
-	return func(peer spiffeid.ID, _ [][]*x509.Certificate) error {
+func AuthorizeID(id spiffe.ID) Authorizer {
+	return func(peer spiffe.ID, _ [][]*x509.Certificate) error {
 		if peer != id {
 			return fmt.Errorf("peer %q is not %q", peer, id)
 		}
@@ -34,12 +34,12 @@ func AuthorizeID(id spiffeid.ID) Authorizer {
 }
 
 // AuthorizeOneOf accepts any of the given identities.
-func AuthorizeOneOf(ids ...spiffeid.ID) Authorizer {
-	set := make(map[spiffeid.ID]struct{}, len(ids))
+func AuthorizeOneOf(ids ...spiffe.ID) Authorizer {
+	set := make(map[spiffe.ID]struct{}, len(ids))
 	for _, id := range ids {
 		set[id] = struct{}{}
 	}
-	return func(peer spiffeid.ID, _ [][]*x509.Certificate) error {
+	return func(peer spiffe.ID, _ [][]*x509.Certificate) error {
 		if _, ok := set[peer]; !ok {
 			return fmt.Errorf("peer %q is not one of the %d allowed identities", peer, len(set))
 		}
@@ -48,8 +48,8 @@ func AuthorizeOneOf(ids ...spiffeid.ID) Authorizer {
 }
 
 // AuthorizeMemberOf accepts any identity of the trust domain td.
-func AuthorizeMemberOf(td spiffeid.TrustDomain) Authorizer {
-	return func(peer spiffeid.ID, _ [][]*x509.Certificate) error {
+func AuthorizeMemberOf(td spiffe.TrustDomain) Authorizer {
+	return func(peer spiffe.ID, _ [][]*x509.Certificate) error {
 		if !peer.MemberOf(td) {
 			return fmt.Errorf("peer %q is not a member of trust domain %q", peer, td)
 		}
@@ -61,9 +61,9 @@ func AuthorizeMemberOf(td spiffeid.TrustDomain) Authorizer {
 // lies below it, segment-wise: spiffe://td/ns/prod accepts spiffe://td/ns/prod and
 // spiffe://td/ns/prod/sa/web but not spiffe://td/ns/production. A prefix with an empty path accepts
 // the whole trust domain.
-func AuthorizePrefix(prefix spiffeid.ID) Authorizer {
+func AuthorizePrefix(prefix spiffe.ID) Authorizer {
 	td, p := prefix.TrustDomain(), strings.TrimSuffix(prefix.Path(), "/")
-	return func(peer spiffeid.ID, _ [][]*x509.Certificate) error {
+	return func(peer spiffe.ID, _ [][]*x509.Certificate) error {
 		if peer.TrustDomain() == td {
 			pp := peer.Path()
 			if p == "" || pp == p || (strings.HasPrefix(pp, p) && pp[len(p)] == '/') {
@@ -75,8 +75,8 @@ func AuthorizePrefix(prefix spiffeid.ID) Authorizer {
 }
 
 // AuthorizeFunc adapts a predicate on the peer identity to an Authorizer.
-func AuthorizeFunc(allow func(spiffeid.ID) bool) Authorizer {
-	return func(peer spiffeid.ID, _ [][]*x509.Certificate) error {
+func AuthorizeFunc(allow func(spiffe.ID) bool) Authorizer {
+	return func(peer spiffe.ID, _ [][]*x509.Certificate) error {
 		if allow == nil || !allow(peer) {
 			return fmt.Errorf("peer %q refused", peer)
 		}

@@ -10,19 +10,19 @@ import (
 	"os"
 	"testing"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 
 	"github.com/sniffsplice/sniff/mtls"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 func TestAuthorizers(t *testing.T) {
-	id := spiffeid.RequireFromString
+	id := spiffe.MustParseID
 	web := id("spiffe://example.org/ns/prod/sa/web")
 	cases := []struct {
 		name string
 		a    mtls.Authorizer
-		peer spiffeid.ID
+		peer spiffe.ID
 		ok   bool
 	}{
 		{"any", mtls.AuthorizeAny(), web, true},
@@ -32,16 +32,16 @@ func TestAuthorizers(t *testing.T) {
 		{"one of", mtls.AuthorizeOneOf(id("spiffe://example.org/a"), web), web, true},
 		{"none of", mtls.AuthorizeOneOf(id("spiffe://example.org/a")), web, false},
 		{"empty set", mtls.AuthorizeOneOf(), web, false},
-		{"member", mtls.AuthorizeMemberOf(spiffeid.RequireTrustDomainFromString("example.org")), web, true},
-		{"not member", mtls.AuthorizeMemberOf(spiffeid.RequireTrustDomainFromString("example.com")), web, false},
+		{"member", mtls.AuthorizeMemberOf(spiffe.MustParseTrustDomain("example.org")), web, true},
+		{"not member", mtls.AuthorizeMemberOf(spiffe.MustParseTrustDomain("example.com")), web, false},
 		{"prefix exact", mtls.AuthorizePrefix(id("spiffe://example.org/ns/prod/sa/web")), web, true},
 		{"prefix parent", mtls.AuthorizePrefix(id("spiffe://example.org/ns/prod")), web, true},
 		{"prefix partial segment", mtls.AuthorizePrefix(id("spiffe://example.org/ns/pro")), web, false},
 		{"prefix td root", mtls.AuthorizePrefix(id("spiffe://example.org")), web, true},
 		{"prefix other td", mtls.AuthorizePrefix(id("spiffe://other.org/ns/prod")), web, false},
 		{"prefix deeper", mtls.AuthorizePrefix(id("spiffe://example.org/ns/prod/sa/web/x")), web, false},
-		{"func yes", mtls.AuthorizeFunc(func(p spiffeid.ID) bool { return p == web }), web, true},
-		{"func no", mtls.AuthorizeFunc(func(spiffeid.ID) bool { return false }), web, false},
+		{"func yes", mtls.AuthorizeFunc(func(p spiffe.ID) bool { return p == web }), web, true},
+		{"func no", mtls.AuthorizeFunc(func(spiffe.ID) bool { return false }), web, false},
 		{"func nil", mtls.AuthorizeFunc(nil), web, false},
 	}
 	for _, c := range cases {
@@ -85,7 +85,7 @@ func TestClassify(t *testing.T) {
 	for _, c := range cases {
 		assert.Equal(t, c.want, mtls.Classify(c.err), "%v", c.err)
 	}
-	ve := &mtls.VerifyError{Reason: mtls.ReasonNotYetValid, PeerID: spiffeid.RequireFromString("spiffe://a/b"), Err: errors.New("cause")}
+	ve := &mtls.VerifyError{Reason: mtls.ReasonNotYetValid, PeerID: spiffe.MustParseID("spiffe://a/b"), Err: errors.New("cause")}
 	assert.ErrorIs(t, ve, mtls.ErrNotYetValid)
 	assert.NotErrorIs(t, ve, mtls.ErrExpired)
 	assert.Contains(t, ve.Error(), "spiffe://a/b")

@@ -11,10 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // benchConfigs returns server and client configurations of the three
@@ -56,7 +55,7 @@ func benchConfigs(b *testing.B) map[string][2]*tls.Config {
 		}
 		return cert
 	}
-	checkID := func(want spiffeid.ID) func(tls.ConnectionState) error {
+	checkID := func(want spiffe.ID) func(tls.ConnectionState) error {
 		return func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 || len(cs.PeerCertificates[0].URIs) != 1 ||
 				cs.PeerCertificates[0].URIs[0].String() != want.String() {

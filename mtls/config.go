@@ -9,9 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // ErrNotTLS13 is reported (to [Config.OnHandshake]) when a client's hello does not offer TLS 1.3;
@@ -23,9 +21,9 @@ var ErrNotTLS13 = errors.New("mtls: peer does not offer TLS 1.3")
 // rebuild. A Config must not be modified after a *tls.Config has been built from it.
 type Config struct {
 	// SVID gives this workload's certificate chain and key. Required.
-	SVID x509svid.Source
+	SVID spiffe.SVIDSource
 	// Bundle gives the trust anchors of each trust domain a peer may come from. Required.
-	Bundle x509bundle.Source
+	Bundle spiffe.BundleSource
 	// Authorize decides which verified peers may connect. nil: any member of this workload's own
 	// trust domain (the trust domain of the current SVID).
 	Authorize Authorizer
@@ -60,9 +58,9 @@ type HandshakeEvent struct {
 	// proxy direction: an inbound proxy is usually the server, but a proxy may originate TLS on
 	// either side.
 	Server bool
-	PeerID spiffeid.ID // the peer's identity; zero when it could not be read
-	Reason Reason      // ReasonOK or why the peer was refused
-	Err    error       // nil when Reason is ReasonOK
+	PeerID spiffe.ID // the peer's identity; zero when it could not be read
+	Reason Reason    // ReasonOK or why the peer was refused
+	Err    error     // nil when Reason is ReasonOK
 	// Duration is the time from the ClientHello's arrival to the end of peer verification on the
 	// server side. On the client side it is zero: crypto/tls gives a client configuration no
 	// callback at handshake start; time the Handshake call instead.
@@ -152,17 +150,17 @@ func (c *Config) ClientTLS() (*tls.Config, error) {
 // certSource turns the SVID source's current SVID into a *tls.Certificate, converting again only
 // when the source hands out a different SVID.
 type certSource struct {
-	src  x509svid.Source
+	src  spiffe.SVIDSource
 	last atomic.Pointer[certEntry]
 }
 
 type certEntry struct {
-	svid *x509svid.SVID
+	svid *spiffe.SVID
 	cert *tls.Certificate
 }
 
 func (s *certSource) get() (*tls.Certificate, error) {
-	svid, err := s.src.GetX509SVID()
+	svid, err := s.src.SVID()
 	if err != nil {
 		return nil, &causeError{ErrNoSVID, err}
 	}
@@ -184,8 +182,8 @@ func (s *certSource) get() (*tls.Certificate, error) {
 // verifier checks a peer's chain and identity.
 type verifier struct {
 	server    bool
-	svid      x509svid.Source
-	bundle    x509bundle.Source
+	svid      spiffe.SVIDSource
+	bundle    spiffe.BundleSource
 	authorize Authorizer
 	mode      IdentityMode
 	now       func() time.Time
@@ -238,14 +236,14 @@ func (v *verifier) verifyConnection(cs tls.ConnectionState, start time.Time) err
 
 // verify checks the peer chain certs (leaf first) and returns the peer's identity. Errors are
 // *VerifyError.
-func (v *verifier) verify(certs []*x509.Certificate) (spiffeid.ID, error) {
+func (v *verifier) verify(certs []*x509.Certificate) (spiffe.ID, error) {
 	if len(certs) == 0 {
-		return spiffeid.ID{}, &VerifyError{Reason: ReasonNoCertificate}
+		return spiffe.ID{}, &VerifyError{Reason: ReasonNoCertificate}
 	}
 	leaf := certs[0]
 	id, err := idFromLeaf(leaf, v.mode)
 	if err != nil {
-		return spiffeid.ID{}, &VerifyError{Reason: ReasonBadCertificate, Err: err}
+		return spiffe.ID{}, &VerifyError{Reason: ReasonBadCertificate, Err: err}
 	}
 	switch {
 	case leaf.IsCA:
@@ -253,7 +251,7 @@ func (v *verifier) verify(certs []*x509.Certificate) (spiffeid.ID, error) {
 	case leaf.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0:
 		return id, &VerifyError{Reason: ReasonBadCertificate, PeerID: id, Err: errors.New("leaf certificate may sign certificates or CRLs")}
 	}
-	bundle, err := v.bundle.GetX509BundleForTrustDomain(id.TrustDomain())
+	bundle, err := v.bundle.BundleFor(id.TrustDomain())
 	if err != nil || bundle == nil {
 		if err == nil {
 			err = errors.New("nil bundle")
@@ -261,7 +259,7 @@ func (v *verifier) verify(certs []*x509.Certificate) (spiffeid.ID, error) {
 		return id, &VerifyError{Reason: ReasonUnknownTrustDomain, PeerID: id, Err: err}
 	}
 	roots := x509.NewCertPool()
-	for _, a := range bundle.X509Authorities() {
+	for _, a := range bundle.Authorities() {
 		roots.AddCert(a)
 	}
 	opts := x509.VerifyOptions{
@@ -307,13 +305,13 @@ func chainReason(err error, certs []*x509.Certificate, now time.Time) Reason {
 }
 
 // ownTrustDomain is the trust domain of the current SVID.
-func (v *verifier) ownTrustDomain() (spiffeid.TrustDomain, error) {
-	svid, err := v.svid.GetX509SVID()
+func (v *verifier) ownTrustDomain() (spiffe.TrustDomain, error) {
+	svid, err := v.svid.SVID()
 	if err != nil {
-		return spiffeid.TrustDomain{}, &causeError{ErrNoSVID, err}
+		return spiffe.TrustDomain{}, &causeError{ErrNoSVID, err}
 	}
 	if svid == nil {
-		return spiffeid.TrustDomain{}, ErrNoSVID
+		return spiffe.TrustDomain{}, ErrNoSVID
 	}
 	if !svid.ID.IsZero() {
 		return svid.ID.TrustDomain(), nil
@@ -323,5 +321,5 @@ func (v *verifier) ownTrustDomain() (spiffeid.TrustDomain, error) {
 			return id.TrustDomain(), nil
 		}
 	}
-	return spiffeid.TrustDomain{}, fmt.Errorf("%w: own SVID has no identity", ErrNoSVID)
+	return spiffe.TrustDomain{}, fmt.Errorf("%w: own SVID has no identity", ErrNoSVID)
 }

@@ -1,11 +1,13 @@
 // Package mtls builds mutual-TLS configurations for connections between proxies, with SPIFFE
 // identities.
 //
-// A [Config] takes the workload's own X.509-SVID from an [x509svid.Source] and the trust anchors
-// from an [x509bundle.Source]. Any implementation fits: a [StaticSource] (rotatable by hand), a
-// [FileSource] (reloads a Kubernetes secret mount), the in-memory CA of package mtlstest, or
-// go-spiffe's workloadapi.X509Source for a SPIRE agent — this package imports only go-spiffe's
-// spiffeid, x509svid and x509bundle packages, never the workload API (and so not gRPC).
+// A [Config] takes the workload's own X.509-SVID from a [spiffe.SVIDSource] and the trust anchors
+// from a [spiffe.BundleSource]. Any implementation fits: a [StaticSource] (rotatable by hand), a
+// [FileSource] (reloads a Kubernetes secret mount), the in-memory CA of package mtlstest, or a SPIRE
+// agent's Workload API through go-spiffe, adapted by the separate module
+// github.com/sniffsplice/sniff/spiffe/gospiffe. The SPIFFE types come from sniff's own package
+// spiffe, which needs only the standard library, so this package brings neither go-spiffe nor gRPC
+// into a user's module graph.
 //
 // The *tls.Config values built by [Config.ServerTLS] and [Config.ClientTLS]:
 //

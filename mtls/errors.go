@@ -9,7 +9,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // Sentinel errors. A [*VerifyError] matches the one of its [Reason] with [errors.Is].
@@ -126,9 +126,9 @@ func Reasons() []Reason {
 // this side. It matches the sentinel error of its Reason with errors.Is, and its cause (for example
 // an x509.CertificateInvalidError or the Authorizer's error) with errors.As.
 type VerifyError struct {
-	Reason Reason      // why the peer was refused; never ReasonOK
-	PeerID spiffeid.ID // the peer's claimed identity, when it could be read
-	Err    error       // the cause, may be nil
+	Reason Reason    // why the peer was refused; never ReasonOK
+	PeerID spiffe.ID // the peer's claimed identity, when it could be read
+	Err    error     // the cause, may be nil
 }
 
 // Error implements error.

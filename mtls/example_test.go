@@ -10,10 +10,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // A server that accepts only the "web" workload, and a client that expects
@@ -141,14 +140,14 @@ func ExampleConfig_ClientTLS() {
 
 // AuthorizePrefix matches whole path segments.
 func ExampleAuthorizePrefix() {
-	auth := mtls.AuthorizePrefix(spiffeid.RequireFromString("spiffe://example.org/ns/prod"))
+	auth := mtls.AuthorizePrefix(spiffe.MustParseID("spiffe://example.org/ns/prod"))
 	for _, s := range []string{
 		"spiffe://example.org/ns/prod",
 		"spiffe://example.org/ns/prod/sa/web",
 		"spiffe://example.org/ns/production",
 		"spiffe://other.org/ns/prod/sa/web",
 	} {
-		fmt.Println(s, auth(spiffeid.RequireFromString(s), nil) == nil)
+		fmt.Println(s, auth(spiffe.MustParseID(s), nil) == nil)
 	}
 	// Output:
 	// spiffe://example.org/ns/prod true
@@ -189,19 +188,19 @@ func ExampleNewFileSource() {
 		return
 	}
 	defer src.Close()
-	svid, _ := src.GetX509SVID()
+	svid, _ := src.SVID()
 	fmt.Println("serving", svid.ID)
 
 	// A half-written certificate is refused; the old one stays.
 	_ = os.WriteFile(files.Cert, []byte("-----BEGIN CERTIFICATE-----\nMIIB"), 0o600)
 	err = src.Reload()
-	svid, _ = src.GetX509SVID()
+	svid, _ = src.SVID()
 	fmt.Println("refused:", err != nil, "serving", svid.ID)
 
 	// Complete new files are taken.
 	_, _ = mtlstest.WritePEM(dir, "tls", ca.Issue("/web-v2"), ca.Bundle())
 	err = src.Reload()
-	svid, _ = src.GetX509SVID()
+	svid, _ = src.SVID()
 	fmt.Println("reloaded:", err, "serving", svid.ID)
 	// Output:
 	// serving spiffe://example.org/web

@@ -1,25 +1,16 @@
 package mtls
 
 import (
-	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/sniffsplice/sniff/internal/pemfile"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // DefaultPollInterval is how often a FileSource looks at its files when FileConfig.Interval is
@@ -32,7 +23,7 @@ type FileConfig struct {
 	KeyFile    string // PEM private key: PKCS#8, SEC 1 (EC) or PKCS#1 (RSA)
 	BundleFile string // PEM trust anchors of TrustDomain
 	// TrustDomain is the trust domain of the bundle; zero: the trust domain of the SVID.
-	TrustDomain spiffeid.TrustDomain
+	TrustDomain spiffe.TrustDomain
 	// Identity selects how the certificate's identity is read, as Config.Identity does;
 	// IdentityLinkerdDNS accepts certificates whose identity is a Linkerd DNS SAN.
 	Identity IdentityMode
@@ -65,7 +56,7 @@ func (e *ReloadError) Error() string {
 // Unwrap returns the cause.
 func (e *ReloadError) Unwrap() error { return e.Err }
 
-// FileSource is an [x509svid.Source] and [x509bundle.Source] backed by a certificate, a key and a
+// FileSource is an [spiffe.SVIDSource] and [spiffe.BundleSource] backed by a certificate, a key and a
 // bundle file — what a Kubernetes secret mount or a cert-manager volume gives — that picks up new
 // files without a restart.
 //
@@ -93,8 +84,8 @@ type FileSource struct {
 }
 
 type fileState struct {
-	svid   *x509svid.SVID
-	bundle *x509bundle.Bundle
+	svid   *spiffe.SVID
+	bundle *spiffe.Bundle
 }
 
 type errBox struct{ err error }
@@ -151,13 +142,13 @@ func (s *FileSource) Close() error {
 	return nil
 }
 
-// GetX509SVID implements x509svid.Source.
-func (s *FileSource) GetX509SVID() (*x509svid.SVID, error) {
+// SVID implements spiffe.SVIDSource.
+func (s *FileSource) SVID() (*spiffe.SVID, error) {
 	return s.current.Load().svid, nil
 }
 
-// GetX509BundleForTrustDomain implements x509bundle.Source.
-func (s *FileSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+// BundleFor implements spiffe.BundleSource.
+func (s *FileSource) BundleFor(td spiffe.TrustDomain) (*spiffe.Bundle, error) {
 	b := s.current.Load().bundle
 	if b.TrustDomain() != td {
 		return nil, fmt.Errorf("mtls: no bundle for trust domain %q (files hold %q)", td, b.TrustDomain())
@@ -228,15 +219,15 @@ func (s *FileSource) read() ([3][]byte, [sha256.Size]byte, error) {
 }
 
 func (s *FileSource) parse(data [3][]byte) (*fileState, error) {
-	certs, err := parsePEMCerts(data[0])
+	certs, err := pemfile.Certificates(data[0])
 	if err != nil {
 		return nil, &ReloadError{Path: s.cfg.CertFile, Err: err}
 	}
-	key, err := parsePEMKey(data[1])
+	key, err := pemfile.PrivateKey(data[1])
 	if err != nil {
 		return nil, &ReloadError{Path: s.cfg.KeyFile, Err: err}
 	}
-	if !keyMatches(key, certs[0].PublicKey) {
+	if !pemfile.KeyMatches(key, certs[0].PublicKey) {
 		return nil, &ReloadError{Err: ErrKeyMismatch}
 	}
 	id, err := idFromLeaf(certs[0], s.cfg.Identity)
@@ -247,12 +238,12 @@ func (s *FileSource) parse(data [3][]byte) (*fileState, error) {
 	if td.IsZero() {
 		td = id.TrustDomain()
 	}
-	anchors, err := parsePEMCerts(data[2])
+	anchors, err := pemfile.Certificates(data[2])
 	if err != nil {
 		return nil, &ReloadError{Path: s.cfg.BundleFile, Err: err}
 	}
-	bundle := x509bundle.FromX509Authorities(td, anchors)
-	svid := &x509svid.SVID{ID: id, Certificates: certs, PrivateKey: key}
+	bundle := spiffe.NewBundle(td, anchors...)
+	svid := &spiffe.SVID{ID: id, Certificates: certs, PrivateKey: key}
 	if td == id.TrustDomain() {
 		v := &verifier{bundle: bundle, mode: s.cfg.Identity, now: time.Now, authorize: AuthorizeAny()}
 		if _, err := v.verify(certs); err != nil {
@@ -260,70 +251,4 @@ func (s *FileSource) parse(data [3][]byte) (*fileState, error) {
 		}
 	}
 	return &fileState{svid: svid, bundle: bundle}, nil
-}
-
-// parsePEMCerts parses every block of b, all of which must be certificates.
-func parsePEMCerts(b []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("unexpected PEM block %q", block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, c)
-	}
-	if len(bytes.TrimSpace(b)) != 0 {
-		return nil, errors.New("trailing data that is not a complete PEM block (file truncated or being written?)")
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no certificate (empty file: being written?)")
-	}
-	return certs, nil
-}
-
-func parsePEMKey(b []byte) (crypto.Signer, error) {
-	block, rest := pem.Decode(b)
-	if block == nil {
-		return nil, errors.New("no PEM block (file truncated or being written?)")
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("data after the key")
-	}
-	var k any
-	var err error
-	switch block.Type {
-	case "PRIVATE KEY":
-		k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(block.Bytes)
-	case "RSA PRIVATE KEY":
-		k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("unexpected PEM block %q", block.Type)
-	}
-	if err != nil {
-		return nil, err
-	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("unsupported key type %T", k)
-	}
-	return signer, nil
-}
-
-func keyMatches(k crypto.Signer, pub any) bool {
-	type equaler interface{ Equal(crypto.PublicKey) bool }
-	switch p := k.Public().(type) {
-	case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
-		return p.(equaler).Equal(pub)
-	}
-	return false
 }

@@ -3,7 +3,6 @@ package mtls_test
 import (
 	"context"
 	"errors"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,13 +14,14 @@ import (
 
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 func serial(t *testing.T, src interface {
-	GetX509SVID() (*x509svid.SVID, error)
+	SVID() (*spiffe.SVID, error)
 }) string {
 	t.Helper()
-	s, err := src.GetX509SVID()
+	s, err := src.SVID()
 	require.NoError(t, err)
 	return s.Certificates[0].SerialNumber.String()
 }
@@ -171,7 +171,7 @@ func TestFileSourceRefusesInconsistentFiles(t *testing.T) {
 	assert.Equal(t, second.Certificates[0].SerialNumber.String(), serial(t, fs))
 
 	// Bundle for another trust domain is not served.
-	b, err := fs.GetX509BundleForTrustDomain(mtlstest.MustNew("other.org").TrustDomain())
+	b, err := fs.BundleFor(mtlstest.MustNew("other.org").TrustDomain())
 	require.Error(t, err)
 	assert.Nil(t, b)
 	assert.Contains(t, err.Error(), `"other.org"`)
@@ -211,7 +211,7 @@ func TestFileSourceLinkerdIdentity(t *testing.T) {
 	})
 	require.NoError(t, err)
 	defer fs.Close()
-	s, err := fs.GetX509SVID()
+	s, err := fs.SVID()
 	require.NoError(t, err)
 	assert.Equal(t, "spiffe://cluster.local/ns/default/sa/web", s.ID.String())
 }

@@ -64,7 +64,7 @@ func FuzzFileSourceReload(f *testing.F) {
 			t.Fatal(err)
 		}
 		rerr := fs.Reload()
-		got, _ := fs.GetX509SVID()
+		got, _ := fs.SVID()
 		if rerr != nil {
 			if got.Certificates[0].SerialNumber.Cmp(svid.Certificates[0].SerialNumber) != 0 {
 				t.Fatal("refused files replaced the SVID")
@@ -75,8 +75,8 @@ func FuzzFileSourceReload(f *testing.F) {
 			return
 		}
 		// Accepted: the served SVID verifies against the served bundle.
-		b, err := fs.GetX509BundleForTrustDomain(got.ID.TrustDomain())
-		if err != nil || len(b.X509Authorities()) == 0 {
+		b, err := fs.BundleFor(got.ID.TrustDomain())
+		if err != nil || len(b.Authorities()) == 0 {
 			t.Fatalf("accepted files without a usable bundle: %v", err)
 		}
 	})

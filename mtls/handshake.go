@@ -5,8 +5,7 @@ import (
 	"crypto/tls"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // DefaultHandshakeTimeout bounds [Handshake] when its context has no deadline.
@@ -24,14 +23,14 @@ const DefaultHandshakeTimeout = 10 * time.Second
 //
 // Calling Handshake on a connection that has already completed its handshake just returns the
 // peer's identity.
-func Handshake(ctx context.Context, c *tls.Conn) (spiffeid.ID, error) {
+func Handshake(ctx context.Context, c *tls.Conn) (spiffe.ID, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultHandshakeTimeout)
 		defer cancel()
 	}
 	if err := c.HandshakeContext(ctx); err != nil {
-		return spiffeid.ID{}, err
+		return spiffe.ID{}, err
 	}
 	return PeerID(c.ConnectionState())
 }
@@ -41,9 +40,9 @@ func Handshake(ctx context.Context, c *tls.Conn) (spiffeid.ID, error) {
 // certificate; trust in it comes from the verification that configurations of this package perform
 // during the handshake, so use it only on connections built from them. It returns ErrNoPeerID
 // before the handshake or when the peer sent no certificate.
-func PeerID(cs tls.ConnectionState) (spiffeid.ID, error) {
+func PeerID(cs tls.ConnectionState) (spiffe.ID, error) {
 	if !cs.HandshakeComplete || len(cs.PeerCertificates) == 0 {
-		return spiffeid.ID{}, ErrNoPeerID
+		return spiffe.ID{}, ErrNoPeerID
 	}
 	leaf := cs.PeerCertificates[0]
 	if len(leaf.URIs) == 0 {
@@ -51,9 +50,9 @@ func PeerID(cs tls.ConnectionState) (spiffeid.ID, error) {
 			return id, nil
 		}
 	}
-	id, err := x509svid.IDFromCert(leaf)
+	id, err := spiffe.IDFromCert(leaf)
 	if err != nil {
-		return spiffeid.ID{}, &VerifyError{Reason: ReasonBadCertificate, Err: err}
+		return spiffe.ID{}, &VerifyError{Reason: ReasonBadCertificate, Err: err}
 	}
 	return id, nil
 }

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/sniffsplice/sniff/mtls"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -22,7 +22,7 @@ const patience = 20 * time.Second
 
 // outcome is what both ends of one loopback connection saw.
 type outcome struct {
-	srvID, cliID     spiffeid.ID
+	srvID, cliID     spiffe.ID
 	srvErr, cliErr   error // from mtls.Handshake
 	cliReadErr       error // client's first Read after its handshake
 	srvState         tls.ConnectionState
@@ -33,11 +33,11 @@ type outcome struct {
 // exchange accepts one connection with srv and dials it with the client
 // function, over real loopback TCP. After a successful handshake the server
 // writes "ok\n" and closes; the client reads it (or the refusal alert).
-func exchange(t *testing.T, srv *tls.Config, dial func(ctx context.Context, c net.Conn) (spiffeid.ID, *tls.Conn, error)) outcome {
+func exchange(t *testing.T, srv *tls.Config, dial func(ctx context.Context, c net.Conn) (spiffe.ID, *tls.Conn, error)) outcome {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	addr, wait := serveOne(t, ctx, srv, func(spiffeid.ID) string { return "ok\n" })
+	addr, wait := serveOne(t, ctx, srv, func(spiffe.ID) string { return "ok\n" })
 
 	var o outcome
 	raw, err := net.Dial("tcp", addr)
@@ -63,14 +63,14 @@ func exchange(t *testing.T, srv *tls.Config, dial func(ctx context.Context, c ne
 // the test ends), runs mtls.Handshake over it with srv and, once the peer is
 // verified, writes greet(peer) and closes. wait blocks until the server is
 // done and returns what it saw.
-func serveOne(t *testing.T, ctx context.Context, srv *tls.Config, greet func(peer spiffeid.ID) string) (addr string, wait func() (spiffeid.ID, tls.ConnectionState, error)) {
+func serveOne(t *testing.T, ctx context.Context, srv *tls.Config, greet func(peer spiffe.ID) string) (addr string, wait func() (spiffe.ID, tls.ConnectionState, error)) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
 
 	var (
-		id    spiffeid.ID
+		id    spiffe.ID
 		state tls.ConnectionState
 	)
 	done := make(chan struct{})
@@ -89,15 +89,15 @@ func serveOne(t *testing.T, ctx context.Context, srv *tls.Config, greet func(pee
 			_, _ = tc.Write([]byte(greet(id)))
 		}
 	}()
-	return ln.Addr().String(), func() (spiffeid.ID, tls.ConnectionState, error) {
+	return ln.Addr().String(), func() (spiffe.ID, tls.ConnectionState, error) {
 		<-done
 		return id, state, err
 	}
 }
 
 // tlsClient dials with a *tls.Config through mtls.Handshake.
-func tlsClient(cfg *tls.Config) func(ctx context.Context, c net.Conn) (spiffeid.ID, *tls.Conn, error) {
-	return func(ctx context.Context, c net.Conn) (spiffeid.ID, *tls.Conn, error) {
+func tlsClient(cfg *tls.Config) func(ctx context.Context, c net.Conn) (spiffe.ID, *tls.Conn, error) {
+	return func(ctx context.Context, c net.Conn) (spiffe.ID, *tls.Conn, error) {
 		tc := tls.Client(c, cfg)
 		id, err := mtls.Handshake(ctx, tc)
 		return id, tc, err

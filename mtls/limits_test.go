@@ -19,12 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // verifyBoth runs the server's and the client's VerifyConnection on a peer
@@ -133,14 +130,14 @@ func TestLimitsVerify(t *testing.T) {
 
 	// The authorizer's own error is reachable through the VerifyError.
 	mine := errors.New("not today")
-	c1 := cfg(now, func(spiffeid.ID, [][]*x509.Certificate) error { return mine })
+	c1 := cfg(now, func(spiffe.ID, [][]*x509.Certificate) error { return mine })
 	srv, _ := c1.ServerTLS()
 	if err := srv.VerifyConnection(tls.ConnectionState{PeerCertificates: ca.Issue("/a").Certificates}); !errors.Is(err, mine) {
 		t.Errorf("authorizer's error: %v", err)
 	}
 	// The authorizer sees the verified chains, leaf first, ending at the root.
 	var seen [][]*x509.Certificate
-	c2 := cfg(now, func(_ spiffeid.ID, chains [][]*x509.Certificate) error { seen = chains; return nil })
+	c2 := cfg(now, func(_ spiffe.ID, chains [][]*x509.Certificate) error { seen = chains; return nil })
 	srv, _ = c2.ServerTLS()
 	if err := srv.VerifyConnection(tls.ConnectionState{PeerCertificates: viaInter.Certificates}); err != nil ||
 		len(seen) == 0 || len(seen[0]) != 3 || !seen[0][0].Equal(viaInter.Certificates[0]) || !seen[0][2].Equal(ca.Root()) {
@@ -165,10 +162,10 @@ func TestLimitsOwnTrustDomain(t *testing.T) {
 	peer := ca.Issue("/p").Certificates
 	svid := ca.Issue("/me")
 	noID := *svid
-	noID.ID = spiffeid.ID{}
+	noID.ID = spiffe.ID{}
 	for _, tc := range []struct {
 		name string
-		svid *x509svid.SVID
+		svid *spiffe.SVID
 		want mtls.Reason
 	}{
 		{"with its ID", svid, mtls.ReasonOK},
@@ -183,7 +180,7 @@ func TestLimitsOwnTrustDomain(t *testing.T) {
 
 func TestLimitsAuthorizePrefix(t *testing.T) {
 	defer boundTime(t)()
-	id := spiffeid.RequireFromString
+	id := spiffe.MustParseID
 	for _, tc := range []struct {
 		prefix, peer string
 		ok           bool
@@ -212,10 +209,10 @@ func TestLimitsAuthorizePrefix(t *testing.T) {
 	if err := mtls.AuthorizeFunc(nil)(web, nil); err == nil {
 		t.Error("AuthorizeFunc(nil) accepted")
 	}
-	if err := mtls.AuthorizeFunc(func(p spiffeid.ID) bool { return p == web })(web, nil); err != nil {
+	if err := mtls.AuthorizeFunc(func(p spiffe.ID) bool { return p == web })(web, nil); err != nil {
 		t.Error(err)
 	}
-	if err := mtls.AuthorizeFunc(func(p spiffeid.ID) bool { return p == web })(id("spiffe://a.test/x"), nil); err == nil {
+	if err := mtls.AuthorizeFunc(func(p spiffe.ID) bool { return p == web })(id("spiffe://a.test/x"), nil); err == nil {
 		t.Error("AuthorizeFunc accepted what its predicate refused")
 	}
 	if err := mtls.AuthorizeOneOf(web, web)(web, nil); err != nil {
@@ -293,16 +290,16 @@ func boundTime(t *testing.T) (stop func()) {
 }
 
 // svidSource and bundleSource answer with what they hold.
-type svidSource struct{ svid *x509svid.SVID }
+type svidSource struct{ svid *spiffe.SVID }
 
-func (s svidSource) GetX509SVID() (*x509svid.SVID, error) { return s.svid, nil }
+func (s svidSource) SVID() (*spiffe.SVID, error) { return s.svid, nil }
 
 type bundleSource struct {
-	b   *x509bundle.Bundle
+	b   *spiffe.Bundle
 	err error
 }
 
-func (s bundleSource) GetX509BundleForTrustDomain(spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+func (s bundleSource) BundleFor(spiffe.TrustDomain) (*spiffe.Bundle, error) {
 	return s.b, s.err
 }
 
@@ -354,7 +351,7 @@ func TestLimitsSources(t *testing.T) {
 
 	// Without an Authorizer, an own SVID with neither ID nor certificate
 	// refuses the peer (it does not panic).
-	c := mtls.Config{SVID: svidSource{&x509svid.SVID{}}, Bundle: src}
+	c := mtls.Config{SVID: svidSource{&spiffe.SVID{}}, Bundle: src}
 	srv, err := c.ServerTLS()
 	if err != nil {
 		t.Fatal(err)

@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // IdentityMode selects where a peer's identity is read from.
@@ -31,27 +30,27 @@ const linkerdInfix = ".serviceaccount.identity.linkerd."
 // ParseLinkerdDNS maps a Linkerd DNS identity
 // (web.default.serviceaccount.identity.linkerd.cluster.local) to the SPIFFE ID this package uses
 // for it (spiffe://cluster.local/ns/default/sa/web).
-func ParseLinkerdDNS(name string) (spiffeid.ID, error) {
+func ParseLinkerdDNS(name string) (spiffe.ID, error) {
 	name = strings.TrimSuffix(name, ".")
 	i := strings.Index(name, linkerdInfix)
 	if i <= 0 {
-		return spiffeid.ID{}, fmt.Errorf("%w: %q", ErrNotLinkerdIdentity, name)
+		return spiffe.ID{}, fmt.Errorf("%w: %q", ErrNotLinkerdIdentity, name)
 	}
 	tdName := name[i+len(linkerdInfix):]
 	sa, ns, ok := strings.Cut(name[:i], ".")
 	if !ok || sa == "" || ns == "" || strings.Contains(ns, ".") {
-		return spiffeid.ID{}, fmt.Errorf("%w: %q", ErrNotLinkerdIdentity, name)
+		return spiffe.ID{}, fmt.Errorf("%w: %q", ErrNotLinkerdIdentity, name)
 	}
-	td, err := spiffeid.TrustDomainFromString(tdName)
+	td, err := spiffe.ParseTrustDomain(tdName)
 	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("%w: %q: %w", ErrNotLinkerdIdentity, name, err)
+		return spiffe.ID{}, fmt.Errorf("%w: %q: %w", ErrNotLinkerdIdentity, name, err)
 	}
-	return spiffeid.FromSegments(td, "ns", ns, "sa", sa)
+	return spiffe.IDFromSegments(td, "ns", ns, "sa", sa)
 }
 
 // LinkerdDNS is the inverse of [ParseLinkerdDNS]: it maps spiffe://td/ns/<ns>/sa/<sa> to
 // <sa>.<ns>.serviceaccount.identity.linkerd.td.
-func LinkerdDNS(id spiffeid.ID) (string, error) {
+func LinkerdDNS(id spiffe.ID) (string, error) {
 	seg := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
 	if id.IsZero() || len(seg) != 4 || seg[0] != "ns" || seg[2] != "sa" ||
 		strings.Contains(seg[1], ".") || strings.Contains(seg[3], ".") {
@@ -61,16 +60,16 @@ func LinkerdDNS(id spiffeid.ID) (string, error) {
 }
 
 // idFromLeaf reads the identity of a leaf in the given mode.
-func idFromLeaf(leaf *x509.Certificate, mode IdentityMode) (spiffeid.ID, error) {
+func idFromLeaf(leaf *x509.Certificate, mode IdentityMode) (spiffe.ID, error) {
 	if mode == IdentityLinkerdDNS && len(leaf.URIs) == 0 {
 		return linkerdIDFromCert(leaf)
 	}
-	return x509svid.IDFromCert(leaf)
+	return spiffe.IDFromCert(leaf)
 }
 
 // linkerdIDFromCert returns the identity of the single Linkerd DNS SAN of cert.
-func linkerdIDFromCert(cert *x509.Certificate) (spiffeid.ID, error) {
-	var found spiffeid.ID
+func linkerdIDFromCert(cert *x509.Certificate) (spiffe.ID, error) {
+	var found spiffe.ID
 	n := 0
 	for _, name := range cert.DNSNames {
 		id, err := ParseLinkerdDNS(name)
@@ -82,10 +81,10 @@ func linkerdIDFromCert(cert *x509.Certificate) (spiffeid.ID, error) {
 	}
 	switch n {
 	case 0:
-		return spiffeid.ID{}, fmt.Errorf("certificate has no Linkerd DNS identity")
+		return spiffe.ID{}, fmt.Errorf("certificate has no Linkerd DNS identity")
 	case 1:
 		return found, nil
 	default:
-		return spiffeid.ID{}, fmt.Errorf("certificate has %d Linkerd DNS identities", n)
+		return spiffe.ID{}, fmt.Errorf("certificate has %d Linkerd DNS identities", n)
 	}
 }

@@ -3,20 +3,20 @@ package mtls_test
 import (
 	"testing"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 func TestLinkerdDNSIdentities(t *testing.T) {
 	ca := mtlstest.MustNew("cluster.local")
 	srvSrc := mtls.NewStaticSource(ca.IssueLinkerd("db.prod.serviceaccount.identity.linkerd.cluster.local"), ca.Bundle())
 	cliSrc := mtls.NewStaticSource(ca.IssueLinkerd("web.prod.serviceaccount.identity.linkerd.cluster.local"), ca.Bundle())
-	web := spiffeid.RequireFromString("spiffe://cluster.local/ns/prod/sa/web")
-	db := spiffeid.RequireFromString("spiffe://cluster.local/ns/prod/sa/db")
+	web := spiffe.MustParseID("spiffe://cluster.local/ns/prod/sa/web")
+	db := spiffe.MustParseID("spiffe://cluster.local/ns/prod/sa/db")
 
 	srv := mustServer(t, &mtls.Config{SVID: srvSrc, Bundle: srvSrc, Identity: mtls.IdentityLinkerdDNS, Authorize: mtls.AuthorizeID(web)})
 	o := exchange(t, srv, tlsClient(mustClient(t, &mtls.Config{SVID: cliSrc, Bundle: cliSrc, Identity: mtls.IdentityLinkerdDNS, Authorize: mtls.AuthorizeID(db)})))
@@ -82,7 +82,7 @@ func TestParseLinkerdDNS(t *testing.T) {
 		assert.ErrorIs(t, err, mtls.ErrNotLinkerdIdentity, bad)
 	}
 	for _, bad := range []string{"spiffe://td/ns/a", "spiffe://td/ns/a/sa/b/c", "spiffe://td/x/a/sa/b", "spiffe://td/ns/a.b/sa/c"} {
-		_, err := mtls.LinkerdDNS(spiffeid.RequireFromString(bad))
+		_, err := mtls.LinkerdDNS(spiffe.MustParseID(bad))
 		assert.ErrorIs(t, err, mtls.ErrNotLinkerdIdentity, bad)
 	}
 }

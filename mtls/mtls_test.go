@@ -10,14 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 const transportALPN = "transport.l5d.io/v1" // opaque.ALPN
@@ -117,7 +115,7 @@ func TestServerRefusesClient(t *testing.T) {
 
 	cases := []struct {
 		name      string
-		svid      *x509svid.SVID // nil: no client certificate at all
+		svid      *spiffe.SVID // nil: no client certificate at all
 		authorize mtls.Authorizer
 		federate  bool // server also trusts other.org
 		want      error
@@ -126,7 +124,7 @@ func TestServerRefusesClient(t *testing.T) {
 		{"wrong ID", good, mtls.AuthorizeID(ca.ID("/someone-else")), false, mtls.ErrUnauthorized, mtls.ReasonUnauthorized},
 		{"not in set", good, mtls.AuthorizeOneOf(ca.ID("/a"), ca.ID("/b")), false, mtls.ErrUnauthorized, mtls.ReasonUnauthorized},
 		{"outside prefix", ca.Issue("/ns/production/x"), mtls.AuthorizePrefix(ca.ID("/ns/prod")), false, mtls.ErrUnauthorized, mtls.ReasonUnauthorized},
-		{"custom func", good, mtls.AuthorizeFunc(func(spiffeid.ID) bool { return false }), false, mtls.ErrUnauthorized, mtls.ReasonUnauthorized},
+		{"custom func", good, mtls.AuthorizeFunc(func(spiffe.ID) bool { return false }), false, mtls.ErrUnauthorized, mtls.ReasonUnauthorized},
 		{"wrong trust domain, no bundle", other.Issue("/client"), nil, false, mtls.ErrUnknownTrustDomain, mtls.ReasonUnknownTrustDomain},
 		{"wrong trust domain, federated but not member", other.Issue("/client"), nil, true, mtls.ErrUnauthorized, mtls.ReasonUnauthorized},
 		{"ID of other trust domain signed by our CA", ca.Issue("spiffe://other.org/client"), nil, true, mtls.ErrUntrusted, mtls.ReasonUntrusted},
@@ -140,7 +138,7 @@ func TestServerRefusesClient(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			bundles := []*x509bundle.Bundle{ca.Bundle()}
+			bundles := []*spiffe.Bundle{ca.Bundle()}
 			if tc.federate {
 				bundles = append(bundles, other.Bundle())
 			}
@@ -193,7 +191,7 @@ func TestClientRefusesServer(t *testing.T) {
 	other := mtlstest.MustNew("other.org")
 	cases := []struct {
 		name      string
-		srvSVID   *x509svid.SVID
+		srvSVID   *spiffe.SVID
 		authorize mtls.Authorizer
 		want      error
 	}{
@@ -229,9 +227,9 @@ func TestPlaintextClientRefused(t *testing.T) {
 	src := ca.Source("/server")
 	var ev events
 	srv := mustServer(t, &mtls.Config{SVID: src, Bundle: src, OnHandshake: ev.hook})
-	o := exchange(t, srv, func(ctx context.Context, c net.Conn) (spiffeid.ID, *tls.Conn, error) {
+	o := exchange(t, srv, func(ctx context.Context, c net.Conn) (spiffe.ID, *tls.Conn, error) {
 		_, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-		return spiffeid.ID{}, nil, err
+		return spiffe.ID{}, nil, err
 	})
 	require.Error(t, o.srvErr)
 	_, ok := errors.AsType[tls.RecordHeaderError](o.srvErr)

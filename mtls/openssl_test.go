@@ -9,12 +9,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // needProgram returns the path of a program from a Debian package, skipping
@@ -34,7 +34,7 @@ func needProgram(t *testing.T, prog, pkg string) string {
 
 type opensslResult struct {
 	stdout, stderr string
-	peer           spiffeid.ID
+	peer           spiffe.ID
 	srvErr         error
 }
 
@@ -44,7 +44,7 @@ func runSClient(t *testing.T, openssl string, srv *tls.Config, args ...string) o
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	addr, wait := serveOne(t, ctx, srv, func(peer spiffeid.ID) string { return "hello " + peer.String() + "\n" })
+	addr, wait := serveOne(t, ctx, srv, func(peer spiffe.ID) string { return "hello " + peer.String() + "\n" })
 
 	cmdArgs := append([]string{"s_client", "-connect", addr, "-tls1_3", "-quiet"}, args...)
 	cmd := exec.CommandContext(ctx, openssl, cmdArgs...)

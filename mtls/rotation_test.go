@@ -12,22 +12,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // echoServer serves srv on loopback: each connection is handshaken with
 // mtls.Handshake, then echoes lines until the client closes. Connections
 // that fail the handshake are closed. It stops when the test ends.
-func echoServer(t *testing.T, srv *tls.Config) (addr string, peers <-chan spiffeid.ID) {
+func echoServer(t *testing.T, srv *tls.Config) (addr string, peers <-chan spiffe.ID) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	ids := make(chan spiffeid.ID, 16)
+	ids := make(chan spiffe.ID, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
 		wg    sync.WaitGroup
@@ -108,7 +108,7 @@ func TestRotation(t *testing.T) {
 	cli := mustClient(t, &mtls.Config{SVID: cliSrc, Bundle: cliSrc})
 	addr, peers := echoServer(t, srv)
 
-	first, _ := srvSrc.GetX509SVID()
+	first, _ := srvSrc.SVID()
 	c1 := dialTLS(t, addr, cli)
 	echo(t, c1, "before rotation")
 	assert.Equal(t, first.Certificates[0].SerialNumber, c1.ConnectionState().PeerCertificates[0].SerialNumber)
@@ -166,7 +166,7 @@ func testResumedSessionStillAuthorized(t *testing.T, withHook bool) {
 	}
 	srv := mustServer(t, &mtls.Config{
 		SVID: srvSrc, Bundle: srvSrc, SessionTickets: true, OnHandshake: hook,
-		Authorize: func(id spiffeid.ID, chains [][]*x509.Certificate) error {
+		Authorize: func(id spiffe.ID, chains [][]*x509.Certificate) error {
 			if deny.Load() {
 				return errDenied
 			}

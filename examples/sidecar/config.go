@@ -13,16 +13,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/examples/sidecar/internal/policyfile"
 	"github.com/sniffsplice/sniff/examples/sidecar/proxy"
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/spiffe"
 	"github.com/sniffsplice/sniff/splice"
 )
 
@@ -33,7 +30,7 @@ type config struct {
 	proxy     *proxy.Proxy
 	listeners proxy.Listeners
 	drain     time.Duration // SIGTERM's grace
-	id        spiffeid.ID
+	id        spiffe.ID
 	warnings  []string
 }
 
@@ -144,23 +141,23 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	if *certFile == "" || *keyFile == "" || *bundleFile == "" {
 		return nil, usageErr("-cert, -key and -bundle are required (the sidecar's SVID and trust bundle)")
 	}
-	svid, err := x509svid.Load(*certFile, *keyFile)
+	svid, err := spiffe.LoadSVID(*certFile, *keyFile)
 	if err != nil {
 		return nil, usageErr("-cert/-key: %v", err)
 	}
 	c.id = svid.ID
-	bundle, err := x509bundle.Load(svid.ID.TrustDomain(), *bundleFile)
+	bundle, err := spiffe.LoadBundle(svid.ID.TrustDomain(), *bundleFile)
 	if err != nil {
 		return nil, usageErr("-bundle: %v", err)
 	}
 	src := mtls.NewStaticSource(svid, bundle)
 	tlsCfg := &mtls.Config{SVID: src, Bundle: src}
 	if len(allow) > 0 {
-		var exact []spiffeid.ID
+		var exact []spiffe.ID
 		var auths []mtls.Authorizer
 		for _, a := range allow {
 			prefix, isPrefix := strings.CutSuffix(a, "/*")
-			id, err := spiffeid.FromString(prefix)
+			id, err := spiffe.ParseID(prefix)
 			if err != nil {
 				return nil, usageErr("-allow %q: %v", a, err)
 			}
@@ -175,9 +172,9 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		}
 		tlsCfg.Authorize = anyOf(auths)
 	}
-	var wantPeer spiffeid.ID
+	var wantPeer spiffe.ID
 	if *peerID != "" {
-		if wantPeer, err = spiffeid.FromString(*peerID); err != nil {
+		if wantPeer, err = spiffe.ParseID(*peerID); err != nil {
 			return nil, usageErr("-peer-id %q: %v", *peerID, err)
 		}
 	}
@@ -309,7 +306,7 @@ func anyOf(auths []mtls.Authorizer) mtls.Authorizer {
 	if len(auths) == 1 {
 		return auths[0]
 	}
-	return func(id spiffeid.ID, chains [][]*x509.Certificate) error {
+	return func(id spiffe.ID, chains [][]*x509.Certificate) error {
 		var errs []error
 		for _, a := range auths {
 			err := a(id, chains)

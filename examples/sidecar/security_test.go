@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
 
@@ -28,6 +27,7 @@ import (
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
 	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // Issue 16, played from outside as an attacker would. The rule: the
@@ -71,7 +71,7 @@ func (m meshCA) pair(t testing.TB, dst netip.AddrPort, srvExtra []string, extra 
 // dialInbound is an attacker holding svid: mutual TLS to a sidecar's inbound
 // address, offering transport.l5d.io/v1, then the transport header h. config
 // may change the TLS client's configuration.
-func dialInbound(t testing.TB, addr string, svid *x509svid.SVID, h opaque.Header, config func(*tls.Config)) (*tls.Conn, error) {
+func dialInbound(t testing.TB, addr string, svid *spiffe.SVID, h opaque.Header, config func(*tls.Config)) (*tls.Conn, error) {
 	t.Helper()
 	cfg := &tls.Config{
 		InsecureSkipVerify: true, // the attacker does not care who the server is
@@ -565,7 +565,7 @@ func TestRefusedCertificates(t *testing.T) {
 
 	for _, tc := range []struct {
 		name   string
-		svid   *x509svid.SVID
+		svid   *spiffe.SVID
 		config func(*tls.Config)
 		want   error // what B's event error matches
 	}{

@@ -4,13 +4,13 @@
 // A [CA] (ECDSA P-256) issues X.509-SVIDs with any SPIFFE ID and lifetime, issues intermediate CAs,
 // and on request issues deliberately bad certificates — expired, not yet valid, from another trust
 // domain, with two URI SANs, with the CA flag set — so that verification failures can be tested
-// against real handshakes. [CA.Source] returns an [mtls.StaticSource] (both an x509svid.Source and
-// an x509bundle.Source) ready for an [mtls.Config]; [WritePEM] writes the files openssl and
+// against real handshakes. [CA.Source] returns an [mtls.StaticSource] (both a [spiffe.SVIDSource] and
+// a [spiffe.BundleSource]) ready for an [mtls.Config]; [WritePEM] writes the files openssl and
 // [mtls.FileSource] read.
 //
 // [New] returns an error for an invalid trust domain and [MustNew] panics, by the Go naming
 // convention. The methods Issue, IssueLinkerd, ID, Intermediate and Source panic on an invalid
-// SPIFFE ID, like spiffeid's Require functions, because they are meant for tests; [CA.TryIssue]
+// SPIFFE ID, like spiffe's Must functions, because they are meant for tests; [CA.TryIssue]
 // returns the error instead.
 package mtlstest
 
@@ -28,11 +28,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-
 	"github.com/sniffsplice/sniff/mtls"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // DefaultLifetime is the lifetime of an SVID issued without WithLifetime or WithValidity.
@@ -41,7 +38,7 @@ const DefaultLifetime = time.Hour
 // CA is an in-memory certificate authority of one trust domain, either a root (from New or MustNew)
 // or an intermediate (from CA.Intermediate). It is safe for concurrent use.
 type CA struct {
-	td    spiffeid.TrustDomain
+	td    spiffe.TrustDomain
 	cert  *x509.Certificate
 	key   *ecdsa.PrivateKey
 	chain []*x509.Certificate // this CA and its parents up to, excluding, the root
@@ -50,7 +47,7 @@ type CA struct {
 
 // New returns a new root CA for the trust domain td ("example.org" or "spiffe://example.org").
 func New(td string) (*CA, error) {
-	trust, err := spiffeid.TrustDomainFromString(td)
+	trust, err := spiffe.ParseTrustDomain(td)
 	if err != nil {
 		return nil, fmt.Errorf("mtlstest: %w", err)
 	}
@@ -66,7 +63,7 @@ func MustNew(td string) *CA {
 	return ca
 }
 
-func newRoot(td spiffeid.TrustDomain) (*CA, error) {
+func newRoot(td spiffe.TrustDomain) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -94,7 +91,7 @@ func newRoot(td spiffeid.TrustDomain) (*CA, error) {
 }
 
 // TrustDomain returns the CA's trust domain.
-func (ca *CA) TrustDomain() spiffeid.TrustDomain { return ca.td }
+func (ca *CA) TrustDomain() spiffe.TrustDomain { return ca.td }
 
 // Certificate returns the CA's own certificate.
 func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
@@ -103,8 +100,8 @@ func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
 func (ca *CA) Root() *x509.Certificate { return ca.root }
 
 // Bundle returns a new bundle of the CA's trust domain holding its root.
-func (ca *CA) Bundle() *x509bundle.Bundle {
-	return x509bundle.FromX509Authorities(ca.td, []*x509.Certificate{ca.root})
+func (ca *CA) Bundle() *spiffe.Bundle {
+	return spiffe.NewBundle(ca.td, ca.root)
 }
 
 // BundlePEM returns the root certificate in PEM, as openssl's -CAfile wants it.
@@ -115,7 +112,7 @@ func (ca *CA) BundlePEM() []byte {
 
 // ID returns the SPIFFE ID for a path ("/ns/default/sa/web") or a full ID
 // ("spiffe://example.org/x") given as a string; it panics when invalid.
-func (ca *CA) ID(id string) spiffeid.ID {
+func (ca *CA) ID(id string) spiffe.ID {
 	v, err := ca.parseID(id)
 	if err != nil {
 		panic(err)
@@ -123,11 +120,11 @@ func (ca *CA) ID(id string) spiffeid.ID {
 	return v
 }
 
-func (ca *CA) parseID(id string) (spiffeid.ID, error) {
+func (ca *CA) parseID(id string) (spiffe.ID, error) {
 	if strings.HasPrefix(id, "spiffe://") {
-		return spiffeid.FromString(id)
+		return spiffe.ParseID(id)
 	}
-	return spiffeid.FromPath(ca.td, id)
+	return spiffe.IDFromPath(ca.td, id)
 }
 
 // Intermediate returns a new intermediate CA of the same trust domain, signed by ca. SVIDs it
@@ -225,7 +222,7 @@ func AsCA() Option {
 // Issue issues an SVID for id (a path in the CA's trust domain, or a full SPIFFE ID of any trust
 // domain — an ID of another trust domain makes a "wrong trust domain" certificate). It panics on an
 // invalid ID.
-func (ca *CA) Issue(id string, opts ...Option) *x509svid.SVID {
+func (ca *CA) Issue(id string, opts ...Option) *spiffe.SVID {
 	s, err := ca.TryIssue(id, opts...)
 	if err != nil {
 		panic(err)
@@ -235,7 +232,7 @@ func (ca *CA) Issue(id string, opts ...Option) *x509svid.SVID {
 
 // TryIssue is Issue returning errors instead of panicking. The SVID's chain is the leaf followed by
 // the intermediates, if any; the root is not included.
-func (ca *CA) TryIssue(id string, opts ...Option) (*x509svid.SVID, error) {
+func (ca *CA) TryIssue(id string, opts ...Option) (*spiffe.SVID, error) {
 	sid, err := ca.parseID(id)
 	if err != nil {
 		return nil, err
@@ -262,7 +259,7 @@ func (ca *CA) TryIssue(id string, opts ...Option) (*x509svid.SVID, error) {
 // IssueLinkerd issues a certificate whose only identity is the Linkerd DNS SAN name
 // (web.default.serviceaccount.identity.linkerd.cluster.local), for mtls.IdentityLinkerdDNS. The
 // SVID's ID is the mtls.ParseLinkerdDNS form of name when it has one.
-func (ca *CA) IssueLinkerd(name string, opts ...Option) *x509svid.SVID {
+func (ca *CA) IssueLinkerd(name string, opts ...Option) *spiffe.SVID {
 	o := issueOptions{lifetime: DefaultLifetime, dnsNames: []string{name}}
 	for _, opt := range opts {
 		opt(&o)
@@ -277,7 +274,7 @@ func (ca *CA) IssueLinkerd(name string, opts ...Option) *x509svid.SVID {
 	return svid
 }
 
-func (ca *CA) issue(o issueOptions, uris []*url.URL) (*x509svid.SVID, error) {
+func (ca *CA) issue(o issueOptions, uris []*url.URL) (*spiffe.SVID, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -310,7 +307,7 @@ func (ca *CA) issue(o issueOptions, uris []*url.URL) (*x509svid.SVID, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &x509svid.SVID{
+	return &spiffe.SVID{
 		Certificates: append([]*x509.Certificate{leaf}, ca.chain...),
 		PrivateKey:   key,
 	}, nil
@@ -319,7 +316,7 @@ func (ca *CA) issue(o issueOptions, uris []*url.URL) (*x509svid.SVID, error) {
 // Source returns a rotatable source holding a new SVID for id and the CA's bundle, plus the bundles
 // of the extra CAs (for federation).
 func (ca *CA) Source(id string, federated ...*CA) *mtls.StaticSource {
-	bundles := []*x509bundle.Bundle{ca.Bundle()}
+	bundles := []*spiffe.Bundle{ca.Bundle()}
 	for _, f := range federated {
 		bundles = append(bundles, f.Bundle())
 	}
@@ -336,7 +333,7 @@ type Files struct {
 // WritePEM writes svid's chain and key and bundle's authorities as PEM files named prefix.crt,
 // prefix.key and prefix-bundle.crt in dir, with mode 0600. Each file is written in place (not
 // renamed), as a test wants for provoking a reload.
-func WritePEM(dir, prefix string, svid *x509svid.SVID, bundle *x509bundle.Bundle) (Files, error) {
+func WritePEM(dir, prefix string, svid *spiffe.SVID, bundle *spiffe.Bundle) (Files, error) {
 	certPEM, keyPEM, err := svid.Marshal()
 	if err != nil {
 		return Files{}, err

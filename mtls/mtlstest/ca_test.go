@@ -7,12 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 func TestIssueValidSVID(t *testing.T) {
@@ -23,13 +22,13 @@ func TestIssueValidSVID(t *testing.T) {
 	assert.WithinDuration(t, time.Now().Add(10*time.Minute), leaf.NotAfter, 2*time.Minute)
 	assert.False(t, leaf.IsCA)
 
-	// go-spiffe's own parser and verifier accept it.
+	// Package spiffe's parser and verifier accept it.
 	certPEM, keyPEM, err := svid.Marshal()
 	require.NoError(t, err)
-	parsed, err := x509svid.Parse(certPEM, keyPEM)
+	parsed, err := spiffe.ParseSVID(certPEM, keyPEM)
 	require.NoError(t, err)
 	assert.Equal(t, svid.ID, parsed.ID)
-	id, chains, err := x509svid.Verify(svid.Certificates, ca.Bundle())
+	id, chains, err := spiffe.VerifySVID(svid.Certificates, ca.Bundle(), time.Time{})
 	require.NoError(t, err)
 	assert.Equal(t, svid.ID, id)
 	assert.Len(t, chains[0], 2)
@@ -41,11 +40,11 @@ func TestIntermediateChain(t *testing.T) {
 	svid := i2.Issue("/deep")
 	require.Len(t, svid.Certificates, 3)
 	assert.Equal(t, ca.Root(), i2.Root())
-	_, chains, err := x509svid.Verify(svid.Certificates, i2.Bundle())
+	_, chains, err := spiffe.VerifySVID(svid.Certificates, i2.Bundle(), time.Time{})
 	require.NoError(t, err)
 	assert.Len(t, chains[0], 4)
 	// Without the intermediates the leaf does not verify.
-	_, _, err = x509svid.Verify(svid.Certificates[:1], ca.Bundle())
+	_, _, err = spiffe.VerifySVID(svid.Certificates[:1], ca.Bundle(), time.Time{})
 	var unknown x509.UnknownAuthorityError
 	assert.ErrorAs(t, err, &unknown)
 }
@@ -53,34 +52,38 @@ func TestIntermediateChain(t *testing.T) {
 func TestBadCertificates(t *testing.T) {
 	ca := mtlstest.MustNew("example.org")
 	other := mtlstest.MustNew("other.org")
-	set := x509bundle.NewSet(ca.Bundle(), other.Bundle())
-	// go-spiffe has no sentinel errors: the x509 ones are matched by type,
-	// its own by text.
+	set := spiffe.NewBundleSet(ca.Bundle(), other.Bundle())
+	// The sentinel errors of package spiffe, and the x509 causes by type.
 	expired := func(t *testing.T, err error) {
+		assert.ErrorIs(t, err, spiffe.ErrUntrusted)
 		var invalid x509.CertificateInvalidError
 		if assert.ErrorAs(t, err, &invalid) {
 			assert.Equal(t, x509.Expired, invalid.Reason)
 		}
 	}
 	text := func(want string) func(*testing.T, error) {
-		return func(t *testing.T, err error) { assert.ErrorContains(t, err, want) }
+		return func(t *testing.T, err error) {
+			assert.ErrorIs(t, err, spiffe.ErrInvalidSVID)
+			assert.ErrorContains(t, err, want)
+		}
 	}
 	for name, c := range map[string]struct {
-		svid  *x509svid.SVID
+		svid  *spiffe.SVID
 		check func(*testing.T, error)
 	}{
 		"expired":       {ca.Issue("/x", mtlstest.Expired()), expired},
 		"not yet valid": {ca.Issue("/x", mtlstest.NotYetValid()), expired},
 		"wrong td": {ca.Issue("spiffe://other.org/x"), func(t *testing.T, err error) {
+			assert.ErrorIs(t, err, spiffe.ErrUntrusted)
 			var unknown x509.UnknownAuthorityError
 			assert.ErrorAs(t, err, &unknown)
 		}},
 		"two URIs": {ca.Issue("/x", mtlstest.WithExtraURI("spiffe://example.org/y")), text("more than one URI SAN")},
-		"CA leaf":  {ca.Issue("/x", mtlstest.AsCA()), text("CA flag set to true")},
+		"CA leaf":  {ca.Issue("/x", mtlstest.AsCA()), text("leaf certificate is a CA")},
 		"no URI":   {ca.Issue("/x", mtlstest.WithoutURI()), text("no URI SAN")},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, _, err := x509svid.Verify(c.svid.Certificates, set)
+			_, _, err := spiffe.VerifySVID(c.svid.Certificates, set, time.Time{})
 			c.check(t, err)
 		})
 	}
@@ -89,7 +92,8 @@ func TestBadCertificates(t *testing.T) {
 	assert.True(t, s.Certificates[0].NotBefore.Equal(nb.Truncate(time.Second)))
 	assert.True(t, s.Certificates[0].NotAfter.Equal(na.Truncate(time.Second)))
 	_, err := ca.TryIssue("not a path")
-	assert.ErrorContains(t, err, "leading slash")
+	assert.ErrorIs(t, err, spiffe.ErrInvalidID)
+	assert.ErrorContains(t, err, "path does not start with '/'")
 	assert.Panics(t, func() { ca.Issue("not a path") })
 	assert.Panics(t, func() { mtlstest.MustNew("Not A Domain!") })
 }
@@ -109,13 +113,13 @@ func TestWritePEM(t *testing.T) {
 	f, err := mtlstest.WritePEM(dir, "web", svid, ca.Bundle())
 	require.NoError(t, err)
 	assert.Equal(t, filepath.Join(dir, "web.crt"), f.Cert)
-	loaded, err := x509svid.Load(f.Cert, f.Key)
+	loaded, err := spiffe.LoadSVID(f.Cert, f.Key)
 	require.NoError(t, err)
 	assert.Equal(t, svid.ID, loaded.ID)
 	assert.Len(t, loaded.Certificates, 2)
-	b, err := x509bundle.Load(ca.TrustDomain(), f.Bundle)
+	b, err := spiffe.LoadBundle(ca.TrustDomain(), f.Bundle)
 	require.NoError(t, err)
-	assert.True(t, b.Equal(ca.Bundle()))
+	assert.Equal(t, ca.Bundle().Authorities(), b.Authorities())
 	raw, err := os.ReadFile(f.Bundle)
 	require.NoError(t, err)
 	assert.Equal(t, ca.BundlePEM(), raw)
@@ -127,13 +131,13 @@ func TestSourceRotates(t *testing.T) {
 	ca := mtlstest.MustNew("example.org")
 	other := mtlstest.MustNew("other.org")
 	src := ca.Source("/a", other)
-	s1, err := src.GetX509SVID()
+	s1, err := src.SVID()
 	require.NoError(t, err)
 	assert.Equal(t, "spiffe://example.org/a", s1.ID.String())
-	_, err = src.GetX509BundleForTrustDomain(other.TrustDomain())
+	_, err = src.BundleFor(other.TrustDomain())
 	require.NoError(t, err)
 	src.SetSVID(ca.Issue("/b"))
-	s2, err := src.GetX509SVID()
+	s2, err := src.SVID()
 	require.NoError(t, err)
 	assert.Equal(t, "spiffe://example.org/b", s2.ID.String())
 }

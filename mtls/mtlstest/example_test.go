@@ -3,11 +3,11 @@ package mtlstest_test
 import (
 	"fmt"
 	"os"
-
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"time"
 
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // A CA issues SVIDs, and a Source wraps one with the CA's bundle for an
@@ -17,7 +17,7 @@ func ExampleMustNew() {
 	svid := ca.Issue("/ns/default/sa/web")
 	fmt.Println(svid.ID)
 
-	id, _, err := x509svid.Verify(svid.Certificates, ca.Bundle())
+	id, _, err := spiffe.VerifySVID(svid.Certificates, ca.Bundle(), time.Time{})
 	fmt.Println("verifies:", id, err)
 
 	src := ca.Source("/ns/default/sa/db")
@@ -35,7 +35,7 @@ func ExampleCA_Issue() {
 	ca := mtlstest.MustNew("example.org")
 	bad := []struct {
 		name string
-		svid *x509svid.SVID
+		svid *spiffe.SVID
 	}{
 		{"expired", ca.Issue("/web", mtlstest.Expired())},
 		{"not yet valid", ca.Issue("/web", mtlstest.NotYetValid())},
@@ -44,7 +44,7 @@ func ExampleCA_Issue() {
 		{"untrusted", mtlstest.MustNew("example.org").Issue("/web")},
 	}
 	for _, b := range bad {
-		_, _, err := x509svid.Verify(b.svid.Certificates, ca.Bundle())
+		_, _, err := spiffe.VerifySVID(b.svid.Certificates, ca.Bundle(), time.Time{})
 		fmt.Println(b.name, "refused:", err != nil)
 	}
 	deep := ca.Intermediate().Issue("/web")
@@ -65,7 +65,7 @@ func ExampleWritePEM() {
 	ca := mtlstest.MustNew("example.org")
 	files, err := mtlstest.WritePEM(dir, "web", ca.Issue("/web"), ca.Bundle())
 	fmt.Println(err)
-	svid, err := x509svid.Load(files.Cert, files.Key)
+	svid, err := spiffe.LoadSVID(files.Cert, files.Key)
 	fmt.Println(svid.ID, err)
 	// Output:
 	// <nil>

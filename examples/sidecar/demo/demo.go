@@ -15,8 +15,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/examples/sidecar/internal/policyfile"
 	"github.com/sniffsplice/sniff/examples/sidecar/proxy"
@@ -24,6 +22,7 @@ import (
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
 	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // options are the demo's knobs (flags in main).
@@ -253,7 +252,7 @@ func run(ctx context.Context, w io.Writer, o options) (rows []*row, err error) {
 }
 
 // drive runs one row's client and checks everything the table shows.
-func drive(ctx context.Context, r *row, ev *events, pA, pB *proxy.Proxy, clientID, serverID spiffeid.ID) error {
+func drive(ctx context.Context, r *row, ev *events, pA, pB *proxy.Proxy, clientID, serverID spiffe.ID) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var m meter

@@ -14,10 +14,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // The direct HTTP/1.1 path (issue 17). net/http's server and
@@ -149,7 +148,7 @@ type h1Server struct {
 	parkedAt time.Time
 	// What net/http needs if the connection goes there.
 	target   netip.AddrPort
-	clientID spiffeid.ID
+	clientID spiffe.ID
 }
 
 // h1Writer is the http.ResponseWriter the metrics middleware wraps: it only
@@ -188,7 +187,7 @@ const (
 var h1Linger = time.Second
 
 // newH1Server prepares the direct path for c.
-func (p *Proxy) newH1Server(ctx context.Context, ev *Event, c net.Conn, t *pooledTransport, dir opaque.Direction, clientID spiffeid.ID, mc metrics.Conn) *h1Server {
+func (p *Proxy) newH1Server(ctx context.Context, ev *Event, c net.Conn, t *pooledTransport, dir opaque.Direction, clientID spiffe.ID, mc metrics.Conn) *h1Server {
 	s := &h1Server{ctx: ctx, p: p, c: c, t: t, dir: dir, mc: mc, ev: ev}
 	if dir == opaque.Inbound && !clientID.IsZero() {
 		s.idLine = clientIDKey + ": " + clientID.String() + "\r\n"

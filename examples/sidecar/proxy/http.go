@@ -19,12 +19,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/spiffe"
 	"github.com/sniffsplice/sniff/splice"
 )
 
@@ -86,7 +86,7 @@ type pooledTransport struct {
 	sp   opaque.SessionProtocol // what the upstream speaks
 	dial func(context.Context) (net.Conn, error)
 	h1   h1Pool
-	peer atomic.Pointer[spiffeid.ID]
+	peer atomic.Pointer[spiffe.ID]
 }
 
 func newPooledTransport(sp opaque.SessionProtocol, timeout time.Duration, dial func(context.Context) (net.Conn, error)) *pooledTransport {
@@ -212,7 +212,7 @@ func (p *Proxy) CloseIdleConnections() {
 // returns with ev.parked set, and the connection waits in its listener's
 // Waiter; emit hands the event back to it, and it is emitted when the
 // connection ends (park.go).
-func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target netip.AddrPort, t *pooledTransport, dir opaque.Direction, clientID spiffeid.ID, mc metrics.Conn) {
+func (p *Proxy) serveHTTP(ctx context.Context, ev *Event, c net.Conn, target netip.AddrPort, t *pooledTransport, dir opaque.Direction, clientID spiffe.ID, mc metrics.Conn) {
 	if t.sp != opaque.SessionHTTP1 || p.http.netHTTPOnly {
 		ev.ClientBytes, ev.ServerBytes = p.serveNetHTTP(ctx, c, nil, target, t, dir, clientID, mc)
 		p.endHTTP(ev, t, mc, nil)
@@ -246,7 +246,7 @@ func (p *Proxy) endHTTP(ev *Event, t *pooledTransport, mc metrics.Conn, err erro
 // serveNetHTTP serves c through net/http until it closes; rest are bytes
 // read from c before (they are read again first, and not counted again).
 // It returns the bytes read from c and written to it.
-func (p *Proxy) serveNetHTTP(ctx context.Context, c net.Conn, rest []byte, target netip.AddrPort, t *pooledTransport, dir opaque.Direction, clientID spiffeid.ID, mc metrics.Conn) (read, written int64) {
+func (p *Proxy) serveNetHTTP(ctx context.Context, c net.Conn, rest []byte, target netip.AddrPort, t *pooledTransport, dir opaque.Direction, clientID spiffe.ID, mc metrics.Conn) (read, written int64) {
 	if len(rest) > 0 {
 		c = detect.NewReplayConn(c, rest)
 	}
@@ -335,7 +335,7 @@ var forwardedHeaders = [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-
 // the identity this sidecar verified in l5d-client-id, or no l5d-client-id
 // at all for an unmeshed client: whatever the client wrote there, in the
 // header or in the trailer, is dropped.
-func (p *Proxy) rewriter(target netip.AddrPort, dir opaque.Direction, clientID spiffeid.ID) func(*httputil.ProxyRequest) {
+func (p *Proxy) rewriter(target netip.AddrPort, dir opaque.Direction, clientID spiffe.ID) func(*httputil.ProxyRequest) {
 	host := target.String()
 	var id []string
 	if !clientID.IsZero() {

@@ -8,11 +8,10 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // ServeInbound accepts connections on the inbound port l until ctx ends. With
@@ -263,7 +262,7 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 		ev.Path = PathDetect
 	}
 	if ev.Path == PathDeclared && isHTTP(ev.Protocol) && !p.NoHTTP {
-		p.serveInboundHTTP(ctx, &ev, c, sessionFor(ev.Protocol), spiffeid.ID{})
+		p.serveInboundHTTP(ctx, &ev, c, sessionFor(ev.Protocol), spiffe.ID{})
 		return
 	}
 	app, err := p.dialPlain(ctx, ev.Dst.String())
@@ -287,7 +286,7 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 	}
 	if ev.Path == PathDetect && isHTTP(res.Protocol) && !p.NoHTTP {
 		ac.Close()
-		p.serveInboundHTTP(ctx, &ev, cc, sessionFor(res.Protocol), spiffeid.ID{})
+		p.serveInboundHTTP(ctx, &ev, cc, sessionFor(res.Protocol), spiffe.ID{})
 		return
 	}
 	p.finish(ctx, &ev, cc, ac)
@@ -296,7 +295,7 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 // serveInboundHTTP serves c at the HTTP layer for the application at ev.Dst,
 // counting it as one inbound connection; clientID is the meshed peer (zero
 // for a local client).
-func (p *Proxy) serveInboundHTTP(ctx context.Context, ev *Event, c net.Conn, sp opaque.SessionProtocol, clientID spiffeid.ID) {
+func (p *Proxy) serveInboundHTTP(ctx context.Context, ev *Event, c net.Conn, sp opaque.SessionProtocol, clientID spiffe.ID) {
 	t := p.inboundTransport(ev.Dst.Port(), sp)
 	mc := p.Metrics.OpenConn(connLabels(ev))
 	p.serveHTTP(ctx, ev, c, ev.Dst, t, opaque.Inbound, clientID, mc) // ends mc

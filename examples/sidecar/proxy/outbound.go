@@ -7,11 +7,10 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // ServeOutbound accepts the application's outgoing connections on l until ctx
@@ -241,7 +240,7 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		// The client speaks HTTP: the early upstream (opaque) is not needed;
 		// requests go through the pool to the peer.
 		uc.Close()
-		ev.PeerID = spiffeid.ID{}
+		ev.PeerID = spiffe.ID{}
 		p.serveOutboundHTTP(ctx, &ev, cc, dst)
 		return
 	}
@@ -293,20 +292,20 @@ func (p *Proxy) serveOutboundHTTP(ctx context.Context, ev *Event, c net.Conn, ds
 		l.TLS = metrics.TLSTrue // requests leave in mutual TLS
 	}
 	mc := p.Metrics.OpenConn(l)
-	p.serveHTTP(ctx, ev, c, dst, t, opaque.Outbound, spiffeid.ID{}, mc) // ends mc
+	p.serveHTTP(ctx, ev, c, dst, t, opaque.Outbound, spiffe.ID{}, mc) // ends mc
 	return true
 }
 
 // dialUpstream connects to the peer sidecar in front of dst (mutual TLS and a
 // transport header naming dst's port), or straight to dst when it is not meshed.
-func (p *Proxy) dialUpstream(ctx context.Context, dst netip.AddrPort, sp opaque.SessionProtocol) (net.Conn, spiffeid.ID, error) {
+func (p *Proxy) dialUpstream(ctx context.Context, dst netip.AddrPort, sp opaque.SessionProtocol) (net.Conn, spiffe.ID, error) {
 	peer, err := p.peer(dst)
 	if err != nil {
-		return nil, spiffeid.ID{}, err
+		return nil, spiffe.ID{}, err
 	}
 	if peer.Addr == "" {
 		c, err := p.dialPlain(ctx, dst.String())
-		return c, spiffeid.ID{}, err
+		return c, spiffe.ID{}, err
 	}
 	tc, id, err := p.dialMesh(ctx, peer, opaque.Header{Port: dst.Port(), SessionProtocol: sp})
 	if err != nil {

@@ -33,13 +33,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/examples/internal/promtext"
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/spiffe"
 	"github.com/sniffsplice/sniff/splice"
 )
 
@@ -93,7 +92,7 @@ type Peer struct {
 	// connection goes straight to the destination without mutual TLS.
 	Addr string
 	// ID, when set, is the only identity the peer may present.
-	ID spiffeid.ID
+	ID spiffe.ID
 }
 
 // Event describes one proxied connection when it ends.
@@ -104,7 +103,7 @@ type Event struct {
 	Path      Path
 	Detect    detect.Result // the detection result when Path is detect or server-first
 	// PeerID is the identity the other sidecar presented (zero when no mTLS).
-	PeerID spiffeid.ID
+	PeerID spiffe.ID
 	// ClientBytes and ServerBytes count the bytes read from the accepted
 	// connection and written to it.
 	ClientBytes, ServerBytes int64
@@ -342,25 +341,25 @@ func (p *Proxy) emit(ev Event) {
 
 // dialMesh opens mutual TLS to the peer sidecar, checks its identity and
 // writes the transport header. It returns the TLS conn and the peer's identity.
-func (p *Proxy) dialMesh(ctx context.Context, peer Peer, h opaque.Header) (*tls.Conn, spiffeid.ID, error) {
+func (p *Proxy) dialMesh(ctx context.Context, peer Peer, h opaque.Header) (*tls.Conn, spiffe.ID, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.dialTimeout())
 	defer cancel()
 	release, err := p.handshakeSlot(ctx)
 	if err != nil {
-		return nil, spiffeid.ID{}, fmt.Errorf("sidecar: waiting for a handshake slot to %s: %w", peer.Addr, err)
+		return nil, spiffe.ID{}, fmt.Errorf("sidecar: waiting for a handshake slot to %s: %w", peer.Addr, err)
 	}
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", peer.Addr)
 	if err != nil {
 		release()
-		return nil, spiffeid.ID{}, err
+		return nil, spiffe.ID{}, err
 	}
 	tc := tls.Client(raw, p.clientTLS)
 	id, err := mtls.Handshake(ctx, tc)
 	release()
 	if err != nil {
 		tc.Close()
-		return nil, spiffeid.ID{}, err
+		return nil, spiffe.ID{}, err
 	}
 	if !peer.ID.IsZero() && id != peer.ID {
 		tc.Close()
