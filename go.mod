@@ -3,7 +3,6 @@ module github.com/sniffsplice/sniff
 go 1.26.0
 
 require (
-	github.com/spiffe/go-spiffe/v2 v2.9.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
 	golang.org/x/net v0.62.0
