@@ -12,6 +12,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/sniffsplice/sniff v0.0.0-00010101000000-000000000000
 	github.com/sniffsplice/sniff/metrics/prometheus v0.0.0-00010101000000-000000000000
+	github.com/spiffe/go-spiffe/v2 v2.9.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
 	google.golang.org/grpc v1.85.0
