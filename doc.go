@@ -16,6 +16,7 @@
 //	opaque    port sets, per-port policy, Linkerd annotations and the opaque transport header
 //	splice    bidirectional forwarding: splice(2) where the kernel allows, half-close, timeouts, byte counts;
 //	          Loop, an epoll event loop in which an idle connection holds no goroutine, buffer or pipe
+//	spiffe    SPIFFE IDs, X.509-SVIDs and trust bundles; the module spiffe/gospiffe adapts go-spiffe (SPIRE)
 //	mtls      mutual TLS with SPIFFE identities, certificate rotation and authorization
 //	metrics   counters for all of the above; metrics/prometheus exposes them to Prometheus
 //	examples  runnable programs: a one-port multiplexer, a two-sidecar mesh, an SNI router
