@@ -49,11 +49,14 @@ var (
 )
 
 // prefix starts the message of every error of this package, once: an error that wraps another error
-// of the package prints the inner message without it.
+// of the package, or one of package spiffe, prints the inner message without its prefix.
 const prefix = "mtls: "
 
-// unprefixed returns the message of err without the package prefix, for an error wrapping it.
-func unprefixed(err error) string { return strings.TrimPrefix(err.Error(), prefix) }
+// unprefixed returns the message of err without the prefix of this package or of package spiffe,
+// for an error wrapping it.
+func unprefixed(err error) string {
+	return strings.TrimPrefix(strings.TrimPrefix(err.Error(), prefix), "spiffe: ")
+}
 
 // causeError is a kind (a sentinel error of this package) and its cause, printed on one line under
 // one prefix; errors.Is and errors.As see both.

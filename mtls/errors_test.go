@@ -14,6 +14,7 @@ import (
 
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
 // onePrefix checks the message convention: one line, "mtls: " exactly once, at the start.
@@ -39,6 +40,14 @@ func TestErrorsOnePrefix(t *testing.T) {
 	onePrefix(t, ve)
 	assert.ErrorIs(t, ve, mtls.ErrBadCertificate)
 	assert.ErrorIs(t, ve, mtls.ErrNotLinkerdIdentity)
+
+	// A cause from package spiffe loses its prefix too.
+	_, err := spiffe.IDFromCert(mtlstest.MustNew("example.org").Issue("/x", mtlstest.WithoutURI()).Certificates[0])
+	ve = &mtls.VerifyError{Reason: mtls.ReasonBadCertificate, Err: err}
+	onePrefix(t, ve)
+	assert.NotContains(t, ve.Error(), "spiffe: ")
+	assert.Equal(t, "mtls: peer refused (bad_certificate): invalid X.509-SVID: certificate has no URI SAN", ve.Error())
+	assert.ErrorIs(t, ve, spiffe.ErrInvalidSVID)
 }
 
 // TestNoSVIDOnePrefix: a client whose source holds no SVID fails its handshake (it cannot learn its
