@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/sniffsplice/sniff/spiffe"
@@ -64,6 +65,23 @@ type causeError struct{ kind, cause error }
 
 func (e *causeError) Error() string   { return e.kind.Error() + ": " + unprefixed(e.cause) }
 func (e *causeError) Unwrap() []error { return []error{e.kind, e.cause} }
+
+// noBundleError is returned by the bundle sources of this package for a trust domain they have no
+// bundle for; it matches spiffe.ErrNoBundle, as the spiffe.BundleSource contract says.
+type noBundleError struct {
+	td   spiffe.TrustDomain
+	held spiffe.TrustDomain // a FileSource's own trust domain, zero for a StaticSource
+}
+
+func (e *noBundleError) Error() string {
+	s := prefix + "no bundle for trust domain " + strconv.Quote(e.td.Name())
+	if !e.held.IsZero() {
+		s += " (files hold " + strconv.Quote(e.held.Name()) + ")"
+	}
+	return s
+}
+
+func (e *noBundleError) Unwrap() error { return spiffe.ErrNoBundle }
 
 // Reason classifies the outcome of a handshake. The set is small and fixed, so it can be used as a
 // metric label.

@@ -48,6 +48,12 @@ func TestErrorsOnePrefix(t *testing.T) {
 	assert.NotContains(t, ve.Error(), "spiffe: ")
 	assert.Equal(t, "mtls: peer refused (bad_certificate): invalid X.509-SVID: certificate has no URI SAN", ve.Error())
 	assert.ErrorIs(t, ve, spiffe.ErrInvalidSVID)
+
+	// The sources' "no bundle" matches spiffe.ErrNoBundle, as spiffe.BundleSource says.
+	_, err = mtls.NewStaticSource(nil).BundleFor(spiffe.MustParseTrustDomain("example.org"))
+	onePrefix(t, err)
+	assert.Equal(t, `mtls: no bundle for trust domain "example.org"`, err.Error())
+	assert.ErrorIs(t, err, spiffe.ErrNoBundle)
 }
 
 // TestNoSVIDOnePrefix: a client whose source holds no SVID fails its handshake (it cannot learn its

@@ -151,7 +151,7 @@ func (s *FileSource) SVID() (*spiffe.SVID, error) {
 func (s *FileSource) BundleFor(td spiffe.TrustDomain) (*spiffe.Bundle, error) {
 	b := s.current.Load().bundle
 	if b.TrustDomain() != td {
-		return nil, fmt.Errorf("mtls: no bundle for trust domain %q (files hold %q)", td, b.TrustDomain())
+		return nil, &noBundleError{td: td, held: b.TrustDomain()}
 	}
 	return b, nil
 }

@@ -174,7 +174,8 @@ func TestFileSourceRefusesInconsistentFiles(t *testing.T) {
 	b, err := fs.BundleFor(mtlstest.MustNew("other.org").TrustDomain())
 	require.Error(t, err)
 	assert.Nil(t, b)
-	assert.Contains(t, err.Error(), `"other.org"`)
+	assert.Equal(t, `mtls: no bundle for trust domain "other.org" (files hold "example.org")`, err.Error())
+	assert.ErrorIs(t, err, spiffe.ErrNoBundle)
 }
 
 func TestFileSourceInitialLoadFails(t *testing.T) {

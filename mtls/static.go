@@ -2,7 +2,6 @@ package mtls
 
 import (
 	"errors"
-	"fmt"
 	"sync/atomic"
 
 	"github.com/sniffsplice/sniff/spiffe"
@@ -50,5 +49,5 @@ func (s *StaticSource) BundleFor(td spiffe.TrustDomain) (*spiffe.Bundle, error) 
 			return b, nil
 		}
 	}
-	return nil, fmt.Errorf("mtls: no bundle for trust domain %q", td)
+	return nil, &noBundleError{td: td}
 }
