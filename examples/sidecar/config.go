@@ -328,7 +328,12 @@ func logEvent(w io.Writer, ev proxy.Event) {
 	if ev.Err != nil {
 		errs = " err=" + strconv.Quote(ev.Err.Error())
 	}
-	fmt.Fprintf(w, "%s %s dst=%s protocol=%s path=%s peer=%s bytes=%d/%d duration=%s%s\n",
+	det := ""
+	if ev.Path == proxy.PathDetect || ev.Path == proxy.PathServerFirst || ev.Detect.Duration > 0 {
+		// What detection saw: why it ended, after how many bytes and how long.
+		det = fmt.Sprintf(" detect=%s/%d/%s", ev.Detect.Reason, ev.Detect.Bytes, ev.Detect.Duration.Round(time.Microsecond))
+	}
+	fmt.Fprintf(w, "%s %s dst=%s protocol=%s path=%s peer=%s bytes=%d/%d duration=%s%s%s\n",
 		time.Now().UTC().Format(time.RFC3339Nano), dir, ev.Dst, ev.Protocol, ev.Path, ev.PeerID,
-		ev.ClientBytes, ev.ServerBytes, ev.Duration.Round(time.Microsecond), errs)
+		ev.ClientBytes, ev.ServerBytes, ev.Duration.Round(time.Microsecond), det, errs)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -83,13 +84,54 @@ func startSidecar(t testing.TB, args ...string) (*proxy.Sidecar, *exampletest.Bu
 // pair starts a server-side sidecar (inbound) and a client-side one with an
 // explicit outbound listener for dst; it returns the address the client
 // connects to and both sidecars. extra flags go to both.
+//
+// Both log every connection (-v); when the test fails, what each saw is
+// printed once they have stopped: their events (path, detection, bytes,
+// error) and their metrics, so that a failure names its cause.
 func pair(t testing.TB, dst netip.AddrPort, extra ...string) (string, *proxy.Sidecar, *proxy.Sidecar) {
 	t.Helper()
 	cf, sf := identities(t)
-	srv, _ := startSidecar(t, append(append(sf, "-inbound", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-allow", clientID), extra...)...)
-	cli, _ := startSidecar(t, append(append(cf, "-forward", "127.0.0.1:0="+dst.String(), "-admin", "127.0.0.1:0",
+	var sides []sidecarLog
+	// Registered before the sidecars start, so it runs after they have
+	// stopped (cleanups run last first) and every connection's event is in.
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, s := range sides {
+				t.Logf("sidecar %s saw:\n%s\n%s", s.name, s.out.String(), metricLines(s.s))
+			}
+		}
+	})
+	srv, srvOut := startSidecar(t, append(append(sf, "-v", "-inbound", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-allow", clientID), extra...)...)
+	sides = append(sides, sidecarLog{"B (inbound)", srv, srvOut})
+	cli, cliOut := startSidecar(t, append(append(cf, "-v", "-forward", "127.0.0.1:0="+dst.String(), "-admin", "127.0.0.1:0",
 		"-peer", srv.InboundAddr.String(), "-peer-id", serverID), extra...)...)
+	sides = append(sides, sidecarLog{"A (outbound)", cli, cliOut})
 	return cli.ForwardAddrs[0].String(), cli, srv
+}
+
+// sidecarLog is one sidecar of a pair with its output (its -v events).
+type sidecarLog struct {
+	name string
+	s    *proxy.Sidecar
+	out  *exampletest.Buffer
+}
+
+// metricLines returns what a sidecar counted, read from its registry (its
+// admin listener may be closed): its own metrics that are not 0, without
+// comments, histogram buckets or the runtime's and process's.
+func metricLines(s *proxy.Sidecar) string {
+	rec := httptest.NewRecorder()
+	proxy.MetricsHandler(s.Proxy.Metrics).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	var b strings.Builder
+	for _, l := range strings.Split(rec.Body.String(), "\n") {
+		if l == "" || strings.HasPrefix(l, "#") || strings.HasSuffix(l, " 0") || strings.Contains(l, "_bucket{") ||
+			strings.HasPrefix(l, "go_") || strings.HasPrefix(l, "process_") {
+			continue
+		}
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
 func TestFlagsRefused(t *testing.T) {
