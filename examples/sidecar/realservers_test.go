@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,40 +51,120 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// daemon starts a server process that is killed when the test ends, and
-// waits until it accepts TCP connections on port.
-func daemon(t *testing.T, port int, name string, args ...string) {
+// daemon starts a server, killed when the test ends, on a free port of
+// loopback, and returns the port once the server answers there: ready(pid,
+// port) sends it a request of its own protocol and checks that the answer
+// names this instance (its pid, socket or data directory).
+//
+// A TCP connect is no proof. The port was free when freePort picked it, but
+// any process (other test binaries run beside this one) may bind it before
+// the server does: the server then exits ("Address already in use") and the
+// connect reaches the other process's listener. And a server listens before
+// it is initialised. A server that exits because its port was taken is
+// started again on another port, at most 5 times in all.
+func daemon(t *testing.T, name string, args func(port int) []string, ready func(pid, port int) error) int {
 	t.Helper()
-	var out exampletest.Buffer
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	// Its own process group, so the kill reaches children (runuser -> postgres).
-	cmd.SysProcAttr = ownProcessGroup()
-	cmd.WaitDelay = 5 * time.Second
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		killGroup(cmd)
-		<-exited
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("%s exited: %v\n%s", name, err, out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not listen on %d\n%s", name, port, out.String())
+	return daemonOn(t, func() int { return freePort(t) }, name, args, ready)
+}
+
+// daemonOn is daemon with the ports to try drawn from next.
+func daemonOn(t *testing.T, next func() int, name string, args func(port int) []string, ready func(pid, port int) error) int {
+	t.Helper()
+	const attempts = 5
+start:
+	for attempt := 1; ; attempt++ {
+		port := next()
+		argv := args(port)
+		var out exampletest.Buffer
+		cmd := exec.Command(name, argv...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		// Its own process group, so the kill reaches children (runuser -> postgres).
+		cmd.SysProcAttr = ownProcessGroup()
+		cmd.WaitDelay = 5 * time.Second
+		require.NoError(t, cmd.Start())
+		var werr error
+		exited := make(chan struct{})
+		go func() { werr = cmd.Wait(); close(exited) }()
+		// Its group is killed once: at the end of the test, or as soon as
+		// the server is seen to exit (its children with it, while the group's
+		// id cannot have been reused).
+		stop := sync.OnceFunc(func() {
+			killGroup(cmd)
+			<-exited
+		})
+		t.Cleanup(func() {
+			stop()
+			if t.Failed() {
+				t.Logf("%s %q output:\n%s", name, argv, out.String())
+			}
+		})
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			err := ready(cmd.Process.Pid, port)
+			if err == nil {
+				return port
+			}
+			select {
+			case <-exited:
+				stop()
+				if attempt < attempts && strings.Contains(out.String(), "already in use") {
+					t.Logf("%s: port %d was taken after it was picked (%v); another port", name, port, werr)
+					continue start
+				}
+				t.Fatalf("%s exited (%v) before it answered on port %d: %v (its output is logged below)", name, werr, port, err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not answer on port %d within 60 s: %v (its output is logged below)", name, port, err)
+			}
 		}
 	}
+}
+
+// probe runs a client once, for at most 10 s, and returns what it printed.
+func probe(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %q: %w: %s", filepath.Base(name), args, err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
+}
+
+// answers checks that a probe's output has the line want: the server that
+// answered is the one started.
+func answers(out string, err error, want string) error {
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.TrimSpace(l) == want {
+			return nil
+		}
+	}
+	return fmt.Errorf("answered by another server: no line %q in %q", want, out)
+}
+
+// memcachedStats checks that memcached process pid answers "stats" on port.
+func memcachedStats(pid, port int) error {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "stats\r\n"); err != nil {
+		return err
+	}
+	var seen strings.Builder
+	sc := bufio.NewScanner(c)
+	for sc.Scan() && sc.Text() != "END" {
+		seen.WriteString(sc.Text() + "\n")
+	}
+	return answers(seen.String(), sc.Err(), fmt.Sprintf("STAT pid %d", pid))
 }
 
 func runClient(t *testing.T, timeout time.Duration, name string, args ...string) string {
@@ -113,9 +196,14 @@ func opaquePolicy(t *testing.T, port int) string {
 func TestRedisServer(t *testing.T) {
 	srv := program(t, "redis-server", "redis-server")
 	cli := program(t, "redis-cli", "redis-tools")
-	port := freePort(t)
-	daemon(t, port, srv, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--protected-mode", "no")
+	dir := t.TempDir()
+	port := daemon(t, srv, func(port int) []string {
+		return []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--dir", dir, "--protected-mode", "no"}
+	}, func(pid, port int) error {
+		out, err := probe(cli, "-h", "127.0.0.1", "-p", fmt.Sprint(port), "INFO", "server")
+		return answers(out, err, fmt.Sprintf("process_id:%d", pid))
+	})
 	addr, _, _ := pair(t, addrPort(port), "-policy", opaquePolicy(t, port))
 	h, p := splitAddr(t, addr)
 	require.Equal(t, "OK\n", runClient(t, 20*time.Second, cli, "-h", h, "-p", p, "SET", "mesh:key", "through two sidecars"))
@@ -126,8 +214,9 @@ func TestRedisServer(t *testing.T) {
 
 func TestMemcached(t *testing.T) {
 	srv := program(t, "memcached", "memcached")
-	port := freePort(t)
-	daemon(t, port, srv, "-l", "127.0.0.1", "-p", fmt.Sprint(port), "-U", "0", "-u", "root", "-m", "16")
+	port := daemon(t, srv, func(port int) []string {
+		return []string{"-l", "127.0.0.1", "-p", fmt.Sprint(port), "-U", "0", "-u", "root", "-m", "16"}
+	}, memcachedStats)
 	addr, _, _ := pair(t, addrPort(port), "-policy", opaquePolicy(t, port))
 	c, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
@@ -161,9 +250,14 @@ func TestPostgreSQL(t *testing.T) {
 	runClient(t, 30*time.Second, "chown", "postgres:postgres", dir)
 	data := filepath.Join(dir, "data")
 	runClient(t, 120*time.Second, runuser, "-u", "postgres", "--", initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
-	port := freePort(t)
-	daemon(t, port, runuser, "-u", "postgres", "--", postgres, "-D", data, "-p", fmt.Sprint(port), "-k", dir,
-		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off")
+	port := daemon(t, runuser, func(port int) []string {
+		return []string{"-u", "postgres", "--", postgres, "-D", data, "-p", fmt.Sprint(port), "-k", dir,
+			"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"}
+	}, func(_, port int) error {
+		out, err := probe(psql, "-h", "127.0.0.1", "-p", fmt.Sprint(port), "-U", "postgres", "-d", "postgres", "-At",
+			"-c", "show data_directory")
+		return answers(out, err, data)
+	})
 	// Port not declared: the client speaks first (SSLRequest), detection says
 	// "unknown" at its first byte and the connection is opaque.
 	addr, _, _ := pair(t, addrPort(port))
@@ -175,20 +269,76 @@ func TestPostgreSQL(t *testing.T) {
 	require.Equal(t, "42\n", out)
 }
 
-// mariadb starts a MariaDB server in a temporary directory and returns its port.
+// mariadb starts a MariaDB server in a temporary directory and returns its
+// port, once the server answers a query there itself.
 func mariadb(t *testing.T) int {
+	t.Helper()
+	return mariadbOn(t, func() int { return freePort(t) })
+}
+
+// mariadbOn is mariadb with the ports to try drawn from next.
+func mariadbOn(t *testing.T, next func() int) int {
 	t.Helper()
 	install := program(t, "mariadb-install-db", "mariadb-server")
 	server := program(t, "mariadbd", "mariadb-server")
+	client := program(t, "mariadb", "mariadb-client")
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
+	sock := filepath.Join(dir, "mysqld.sock")
 	runClient(t, 120*time.Second, install, "--no-defaults", "--datadir="+data, "--user=root",
 		"--auth-root-authentication-method=normal", "--skip-test-db")
-	port := freePort(t)
-	daemon(t, port, server, "--no-defaults", "--datadir="+data, "--socket="+filepath.Join(dir, "mysqld.sock"),
-		"--port="+fmt.Sprint(port), "--bind-address=127.0.0.1", "--user=root", "--skip-grant-tables",
-		"--pid-file="+filepath.Join(dir, "mysqld.pid"), "--skip-log-bin", "--innodb-buffer-pool-size=16M")
-	return port
+	return daemonOn(t, next, server, func(port int) []string {
+		return []string{"--no-defaults", "--datadir=" + data, "--socket=" + sock,
+			"--port=" + fmt.Sprint(port), "--bind-address=127.0.0.1", "--user=root", "--skip-grant-tables",
+			"--pid-file=" + filepath.Join(dir, "mysqld.pid"), "--skip-log-bin", "--innodb-buffer-pool-size=16M"}
+	}, func(_, port int) error {
+		// Over TCP, the way the sidecar reaches it; the socket path names this instance.
+		out, err := probe(client, "--no-defaults", "--protocol=TCP", "-h", "127.0.0.1", "-P", fmt.Sprint(port),
+			"-u", "root", "-N", "-B", "-e", "select @@socket")
+		return answers(out, err, sock)
+	})
+}
+
+// TestServerPortTaken: another process binds the port picked for a server
+// before the server does (in CI, one of the test binaries running beside
+// this one), here a listener that accepts and closes. The server exits
+// ("Address already in use"); the fixture must not take the other listener
+// for it, or the client behind the sidecars is closed without a greeting
+// ("Lost connection to server at 'handshake: reading initial communication
+// packet'", as TestMariaDBWithoutRace once failed in CI). It starts the
+// server on another port, where it answers itself.
+func TestServerPortTaken(t *testing.T) {
+	client := program(t, "mariadb", "mariadb-client")
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	accepting := make(chan struct{})
+	go func() {
+		defer close(accepting)
+		for {
+			c, err := other.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	defer func() {
+		other.Close()
+		<-accepting
+	}()
+	taken := other.Addr().(*net.TCPAddr).Port
+	picked := 0
+	port := mariadbOn(t, func() int {
+		if picked++; picked == 1 {
+			return taken
+		}
+		return freePort(t)
+	})
+	require.NotEqual(t, taken, port, "the fixture took another process's listener for the server")
+	require.Equal(t, 2, picked)
+	out := runClient(t, 30*time.Second, client, "--no-defaults", "--protocol=TCP", "-h", "127.0.0.1", "-P", fmt.Sprint(port),
+		"-u", "root", "-N", "-B", "-e", "select 1")
+	require.Equal(t, "1\n", out)
 }
 
 func TestMariaDB(t *testing.T) {
