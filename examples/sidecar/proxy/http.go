@@ -402,16 +402,26 @@ func outRequest(in *http.Request, rewrite func(*httputil.ProxyRequest)) *http.Re
 	return out
 }
 
+// statusClientClosed is the status counted for a request whose client went
+// away before its answer (nginx's 499): no one reads it, and it is not the
+// upstream's failure.
+const statusClientClosed = 499
+
 // proxyError answers a failed upstream round trip: 400 when the client's
 // request body could not be read (an invalid chunk, a body cut short: the
-// client's error, not the upstream's), 504 for a timeout, 502 for anything
-// else.
+// client's error, not the upstream's), 499 when the client's connection
+// closed first (the round trip was cancelled with it), 504 for a timeout, 502
+// for anything else.
 func proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	code := http.StatusBadGateway
 	var ne net.Error
 	switch {
 	case errors.As(err, new(clientBodyError)):
 		code = http.StatusBadRequest
+	case errors.Is(r.Context().Err(), context.Canceled):
+		// net/http cancels a request's context when its connection closes: which of the
+		// body's read error and the cancelled round trip the Transport reports first is a race.
+		code = statusClientClosed
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
 		code = http.StatusGatewayTimeout
 	}
