@@ -225,6 +225,9 @@ type idle struct {
 	// after setting them up has gone back (a Go process returns freed
 	// memory in the background; the sidecar's memreturn every 5 s).
 	kibSettled float64
+	// fdsSettled is the descriptor growth per connection -idle-settle
+	// later: the upstream connections a burst opened that are still held.
+	fdsSettled float64
 }
 
 // holdIdle opens n keep-alive connections through the path (64 at a time),
@@ -272,11 +275,12 @@ func holdIdle(p *path, n int) (idle, error) {
 	time.Sleep(2 * time.Second)
 	rss1, fd1 := rssKiB(pids), fds(pids)
 	time.Sleep(*idleSettle)
-	rss2 := rssKiB(pids)
+	rss2, fd2 := rssKiB(pids), fds(pids)
 	return idle{
 		kibPerConn: float64(rss1-rss0) / float64(n),
 		fdsPerConn: float64(fd1-fd0) / float64(n),
 		kibSettled: float64(rss2-rss0) / float64(n),
+		fdsSettled: float64(fd2-fd0) / float64(n),
 	}, nil
 }
 

@@ -54,7 +54,7 @@ func report(paths []string, results map[string][]result, load0, load1 string) {
 		"idle: %d keep-alive connections, one request each, held open, growth of both proxies' RSS (2 s after the last one opened, and %s later) and descriptors. "+
 		"Ratios in brackets: req/s ÷ the compared pair's; CPU and memory: its ÷ the compared pair's (lower is better).\n\n",
 		*conns, *duration, *h2Conns, *h2Streams, *duration, *idleConns, *idleSettle)
-	fmt.Printf("| path | keep-alive req/s | proxies' CPU µs/req | new connection per request, req/s | proxies' CPU µs/req | h2c req/s | proxies' CPU µs/req | RSS per idle keep-alive connection, KiB, after 2 s | after %s more | descriptors per idle connection |\n", *idleSettle)
+	fmt.Printf("| path | keep-alive req/s | proxies' CPU µs/req | new connection per request, req/s | proxies' CPU µs/req | h2c req/s | proxies' CPU µs/req | RSS per idle keep-alive connection, KiB, after 2 s | after %s more | descriptors per idle connection, after 2 s → after %s more |\n", *idleSettle, *idleSettle)
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, name := range paths {
 		rs, vs := results[name], results[versus(name)]
@@ -79,8 +79,9 @@ func report(paths []string, results map[string][]result, load0, load1 string) {
 		k := med(rs, func(r result) float64 { return r.idle.kibPerConn })
 		ks := med(rs, func(r result) float64 { return r.idle.kibSettled })
 		f := med(rs, func(r result) float64 { return r.idle.fdsPerConn })
-		fmt.Printf(" %.1f%s | %.1f%s | %.2f |\n", k, bracket(k, med(vs, func(r result) float64 { return r.idle.kibPerConn }), vs),
-			ks, bracket(ks, med(vs, func(r result) float64 { return r.idle.kibSettled }), vs), f)
+		fs := med(rs, func(r result) float64 { return r.idle.fdsSettled })
+		fmt.Printf(" %.1f%s | %.1f%s | %.2f → %.2f |\n", k, bracket(k, med(vs, func(r result) float64 { return r.idle.kibPerConn }), vs),
+			ks, bracket(ks, med(vs, func(r result) float64 { return r.idle.kibSettled }), vs), f, fs)
 	}
 	fmt.Println()
 

@@ -46,7 +46,17 @@ const (
 	h1MaxHead   = 64 << 10 // the largest request head carried (the buffer grows to it); past it net/http answers 431
 	h1BodyInOne = 16 << 10 // a body at most this long, already read, goes out with its head in one write
 	h1IdleConns = 256      // idle upstream connections kept per pool
-	h1IdleTime  = 90 * time.Second
+	h1MinIdle   = 4        // idle upstream connections the purge leaves (until h1IdleTime)
+)
+
+// h1IdleTime is how long an upstream connection may stay idle in its pool, and h1PurgeDelay
+// how often the pool closes half of those idle for at least that long, least recently used
+// first, down to h1MinIdle (as HAProxy's pool-purge-delay does): a burst that opened many
+// connections to the peer does not keep them, and the peer's state for each, once it is over.
+// Variables for the tests.
+var (
+	h1IdleTime   = 90 * time.Second
+	h1PurgeDelay = 5 * time.Second
 )
 
 var h1Bufs = sync.Pool{New: func() any { b := make([]byte, h1BufSize); return &b }}
@@ -75,8 +85,9 @@ type upConn struct {
 // h1Pool holds the idle upstream connections of one pooledTransport for the
 // direct path, most recently used first out.
 type h1Pool struct {
-	mu   sync.Mutex
-	idle []*upConn
+	mu    sync.Mutex
+	idle  []*upConn   // least recently used first
+	purge *time.Timer // armed while there are idle connections
 }
 
 func (p *h1Pool) get() *upConn {
@@ -103,6 +114,43 @@ func (p *h1Pool) put(uc *upConn) {
 		p.idle = append(p.idle[:0], p.idle[1:]...)
 	}
 	p.idle = append(p.idle, uc)
+	if p.purge == nil {
+		p.purge = time.AfterFunc(h1PurgeDelay, p.purgeIdle)
+	}
+}
+
+// purgeIdle closes the connections idle past h1IdleTime, and half of those idle for at least
+// h1PurgeDelay while more than h1MinIdle are left; it runs again every h1PurgeDelay while
+// connections are idle.
+func (p *h1Pool) purgeIdle() {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.purge == nil { // closeIdle ran
+		return
+	}
+	expired, old := 0, 0
+	for _, uc := range p.idle {
+		switch d := now.Sub(uc.idle); {
+		case d >= h1IdleTime:
+			expired++
+			old++
+		case d >= h1PurgeDelay:
+			old++
+		}
+	}
+	n := max(expired, min((old+1)/2, len(p.idle)-h1MinIdle))
+	for i, uc := range p.idle[:n] {
+		uc.Close()
+		p.idle[i] = nil
+	}
+	p.idle = append(p.idle[:0], p.idle[n:]...)
+	clear(p.idle[len(p.idle):cap(p.idle)])
+	if len(p.idle) == 0 {
+		p.purge = nil
+		return
+	}
+	p.purge.Reset(h1PurgeDelay)
 }
 
 func (p *h1Pool) closeIdle() {
@@ -112,6 +160,10 @@ func (p *h1Pool) closeIdle() {
 		uc.Close()
 	}
 	p.idle = nil
+	if p.purge != nil {
+		p.purge.Stop()
+		p.purge = nil
+	}
 }
 
 // h1Server carries the HTTP/1.1 requests of one client connection.

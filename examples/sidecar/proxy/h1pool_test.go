@@ -1,0 +1,84 @@
+package proxy
+
+import (
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// closeCounter is an upstream connection that counts its Close calls.
+type closeCounter struct {
+	net.Conn
+	closed atomic.Int32
+}
+
+func (c *closeCounter) Close() error { c.closed.Add(1); return nil }
+
+// TestH1PoolPurge: the direct path's pool closes half of the connections idle for h1PurgeDelay
+// every h1PurgeDelay, least recently used first, down to h1MinIdle; those it leaves are closed
+// once idle for h1IdleTime; a connection reused in between is not touched; the purge stops
+// with the pool's last idle connection and with closeIdle.
+func TestH1PoolPurge(t *testing.T) {
+	oldDelay, oldIdle := h1PurgeDelay, h1IdleTime
+	h1PurgeDelay, h1IdleTime = 50*time.Millisecond, 600*time.Millisecond
+	t.Cleanup(func() { h1PurgeDelay, h1IdleTime = oldDelay, oldIdle })
+
+	var p h1Pool
+	conns := make([]*closeCounter, 20)
+	for i := range conns {
+		conns[i] = &closeCounter{}
+		p.put(&upConn{Conn: conns[i]})
+	}
+	count := func() (open, closed int) {
+		for _, c := range conns {
+			switch c.closed.Load() {
+			case 0:
+				open++
+			case 1:
+				closed++
+			default:
+				t.Fatalf("a connection closed %d times", c.closed.Load())
+			}
+		}
+		return
+	}
+	idle := func() int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.idle)
+	}
+	// Half at each purge: 20 → 10 → 5 → 4 (h1MinIdle), the oldest first.
+	require.Eventually(t, func() bool { return idle() == h1MinIdle }, 5*time.Second, time.Millisecond)
+	open, closed := count()
+	require.Equal(t, h1MinIdle, open)
+	require.Equal(t, 20-h1MinIdle, closed)
+	for i, c := range conns {
+		require.Equal(t, i < 20-h1MinIdle, c.closed.Load() == 1, "connection %d: least recently used first", i)
+	}
+	// A connection taken and put back is the most recently used: it outlives the others.
+	uc := p.get()
+	require.Same(t, conns[19], uc.Conn)
+	time.Sleep(h1IdleTime / 2)
+	p.put(uc)
+	require.Eventually(t, func() bool { return idle() == 1 }, 5*time.Second, time.Millisecond, "idle past h1IdleTime: closed below h1MinIdle")
+	require.Zero(t, conns[19].closed.Load(), "the reused connection is still idle")
+	require.Eventually(t, func() bool { return idle() == 0 }, 5*time.Second, time.Millisecond)
+	open, closed = count()
+	require.Equal(t, 0, open)
+	require.Equal(t, 20, closed)
+	p.mu.Lock()
+	require.Nil(t, p.purge, "no purge without idle connections")
+	p.mu.Unlock()
+
+	// closeIdle closes what is idle and stops the purge.
+	last := &closeCounter{}
+	p.put(&upConn{Conn: last})
+	p.closeIdle()
+	require.Equal(t, int32(1), last.closed.Load())
+	p.mu.Lock()
+	require.Nil(t, p.purge)
+	p.mu.Unlock()
+}
