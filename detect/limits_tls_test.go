@@ -403,6 +403,10 @@ func limitHellos() []helloSpec {
 		{exts: [][]byte{tlsExt(16, alpnData(strings.Repeat("x", 252), "abc"))}},
 		{exts: [][]byte{tlsExt(16, alpnData("h2")), tlsExt(16, alpnData("h2"))}},
 		{exts: [][]byte{tlsExt(16, alpnData(""))}},
+		// The smallest ALPN list (one name of one byte: 2 bytes) and one
+		// byte less.
+		{exts: [][]byte{tlsExt(16, alpnData("x"))}},
+		{exts: [][]byte{tlsExt(16, []byte{0, 1, 0})}},
 		{exts: [][]byte{tlsExt(43, versionsData(0x0304, 0x0303))}},
 		{exts: [][]byte{tlsExt(43, versionsData(append(grease, 0x0304)...))}},
 		{exts: [][]byte{tlsExt(43, versionsData(nearGrease...))}},
