@@ -40,6 +40,11 @@ func TestCheck(t *testing.T) {
 		// Both: the sooner next check, and the lifetime wins when both are due.
 		{age: 8 * s, idleFor: 1 * s, idle: 5 * s, lifetime: 10 * s, next: 2 * s},
 		{age: 2 * s, idleFor: 1 * s, idle: 5 * s, lifetime: 10 * s, next: 4 * s},
+		// The idle deadline is sooner than the lifetime's although idle +
+		// idleFor is not (the wait is idle - idleFor, compared as such).
+		{age: 2 * s, idleFor: 4 * s, idle: 5 * s, lifetime: 10 * s, next: 1 * s},
+		// Both due at the same time: the same wait either way.
+		{age: 6 * s, idleFor: 1 * s, idle: 5 * s, lifetime: 10 * s, next: 4 * s},
 		{age: 10 * s, idleFor: 5 * s, idle: 5 * s, lifetime: 10 * s, end: EndLifetime, err: ErrLifetime},
 		{age: 20 * s, idleFor: 20 * s, idle: 0, lifetime: 0, next: 0},
 	} {
