@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -495,6 +496,14 @@ func TestRejectReasonStrings(t *testing.T) {
 		assert.NotEmpty(t, err.Error())
 	}
 	assert.Equal(t, "RejectReason(0)", RejectReason(0).String())
+	// Past the last reason (the first value past the names table, and the
+	// largest): a number, and the error text of an I/O error.
+	for _, r := range []RejectReason{RejectIO + 1, 255} {
+		assert.Equal(t, "RejectReason("+strconv.Itoa(int(r))+")", r.String())
+		assert.Equal(t, (&HeaderError{Reason: RejectIO}).Error(), (&HeaderError{Reason: r}).Error())
+	}
+	assert.Equal(t, (&HeaderError{Reason: RejectIO}).Error(), (&HeaderError{}).Error())
+	assert.NotEqual(t, (&HeaderError{Reason: RejectIO}).Error(), (&HeaderError{Reason: RejectCanceled}).Error())
 	assert.Equal(t, "none", SessionNone.String())
 	assert.Equal(t, "HTTP/2", SessionHTTP2.String())
 }
