@@ -572,3 +572,22 @@ func TestReadHeaderNoProgress(t *testing.T) {
 	_, err = ReadHeader(io.MultiReader(strings.NewReader(headerPreface+"\x00\x00\x00\x03"), &zeroReader{}))
 	assert.ErrorIs(t, err, io.ErrNoProgress)
 }
+
+// TestUnmarshalBinaryTrailing: bytes after the message that the length field
+// announces are refused as bad protobuf, and the error says how many.
+func TestUnmarshalBinaryTrailing(t *testing.T) {
+	bound(t)
+	full, err := Header{Port: 80}.MarshalBinary()
+	require.NoError(t, err)
+	for _, extra := range []int{1, 3} {
+		var h Header
+		err := h.UnmarshalBinary(append(append([]byte(nil), full...), make([]byte, extra)...))
+		var he *HeaderError
+		require.ErrorAs(t, err, &he)
+		assert.Equal(t, RejectBadProtobuf, he.Reason)
+		assert.Equal(t, strconv.Itoa(extra)+" bytes after the message", he.Detail)
+	}
+	var h Header
+	require.NoError(t, h.UnmarshalBinary(full))
+	assert.Equal(t, uint16(80), h.Port)
+}
