@@ -511,7 +511,9 @@ func TestRejectReasonStrings(t *testing.T) {
 func TestIsDNSName(t *testing.T) {
 	bound(t)
 	good := []string{"a", "a.b", "web.default.svc.cluster.local", "web.default.svc.cluster.local.", "x_y.example", "A-1.B-2", "1.2.3.4"}
-	bad := []string{"", ".", "a..b", ".a", "-a", "a-", "a-.b", "a b", "a/b", "ü.com", strings.Repeat("a", 64), strings.Repeat("a.", 127) + "b"}
+	bad := []string{"", ".", "a..b", ".a", "-a", "a-", "a-.b", "a b", "a/b", "ü.com", strings.Repeat("a", 64), strings.Repeat("a.", 127) + "b",
+		"a" + strings.Repeat("-", 62) + "b", "x.a" + strings.Repeat("-", 62) + "b"} // dashes count toward a label's 63
+	good = append(good, "a"+strings.Repeat("-", 61)+"b", "x.a"+strings.Repeat("-", 61)+"b")
 	for _, s := range good {
 		assert.True(t, isDNSName(s), s)
 	}
