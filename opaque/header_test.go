@@ -593,3 +593,86 @@ func TestUnmarshalBinaryTrailing(t *testing.T) {
 	require.NoError(t, h.UnmarshalBinary(full))
 	assert.Equal(t, uint16(80), h.Port)
 }
+
+// lyingCountReader fills the buffer it is given on its second call and then
+// says it read one byte more.
+type lyingCountReader struct {
+	b     []byte
+	calls int
+}
+
+func (r *lyingCountReader) Read(p []byte) (int, error) {
+	r.calls++
+	switch r.calls {
+	case 1:
+		return copy(p, r.b[:2]), nil
+	case 2:
+		copy(p, r.b[2:])
+		return len(p) + 1, nil
+	}
+	return 0, io.EOF
+}
+
+// TestReadHeaderInvalidCountAfterProgress: a Read count past the end of the
+// buffer is refused after some bytes came in too, not only on the first read.
+func TestReadHeaderInvalidCountAfterProgress(t *testing.T) {
+	bound(t)
+	full, err := Header{Port: 80}.MarshalBinary()
+	require.NoError(t, err)
+	var c HeaderCodec
+	_, _, err = c.Read(&lyingCountReader{b: full})
+	var he *HeaderError
+	require.ErrorAs(t, err, &he)
+	assert.Equal(t, RejectIO, he.Reason)
+	assert.ErrorContains(t, err, "invalid Read count")
+}
+
+// ctxEndingConn ends its context inside Read, waits for ReadContext's
+// wake-up deadline to land, then returns bytes that are no preface. It
+// records the read deadlines set on it.
+type ctxEndingConn struct {
+	net.Conn
+	cancel    context.CancelFunc
+	woken     chan struct{}
+	deadlines []time.Time
+}
+
+func (c *ctxEndingConn) SetReadDeadline(d time.Time) error {
+	c.deadlines = append(c.deadlines, d)
+	if d.Equal(aLongTimeAgo) {
+		close(c.woken)
+	}
+	return nil
+}
+
+func (c *ctxEndingConn) Read(p []byte) (int, error) {
+	c.cancel()
+	select {
+	case <-c.woken:
+	case <-time.After(2 * time.Second):
+		return 0, errors.New("the context's wake-up never came")
+	}
+	return copy(p, "GET / HTTP/1.1\r\n"), nil
+}
+
+// TestReadContextEndsWithOtherReason: when the context ends while Read
+// fails for a reason of its own (here bytes that are no preface), that
+// reason is kept (only a timeout, I/O or short error is the context's
+// doing); and the wake-up deadline is cleared before ReadContext returns
+// although the context had no deadline.
+func TestReadContextEndsWithOtherReason(t *testing.T) {
+	bound(t)
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn := &ctxEndingConn{Conn: a, cancel: cancel, woken: make(chan struct{})}
+	var c HeaderCodec
+	_, _, err := c.ReadContext(ctx, conn)
+	var he *HeaderError
+	require.ErrorAs(t, err, &he)
+	assert.Equal(t, RejectNoPreface, he.Reason, "%v", err)
+	require.NotEmpty(t, conn.deadlines)
+	assert.True(t, conn.deadlines[len(conn.deadlines)-1].IsZero(), "deadlines set: %v", conn.deadlines)
+}
