@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -118,7 +117,7 @@ func checkSet(t *testing.T, what string, p opaque.PortSet, want *refSet) {
 var edgePorts = []int{1, 2, 62, 63, 64, 65, 126, 127, 128, 129, 191, 192, 4095, 4096, 65471, 65472, 65473, 65534, 65535}
 
 func TestLimitsPortSet(t *testing.T) {
-	defer boundTime(t)()
+	opaque.Bound(t)
 	dl := newDeadline(t)
 	var sets []opaque.PortSet
 	var refs []*refSet
@@ -136,7 +135,7 @@ func TestLimitsPortSet(t *testing.T) {
 				}
 				continue
 			}
-			if raceEnabled && (lo+hi)%4 != 0 {
+			if opaque.RaceEnabled && (lo+hi)%4 != 0 {
 				continue // the race detector slows this tenfold and finds nothing in one goroutine
 			}
 			r := new(refSet)
@@ -315,7 +314,7 @@ func isName(s string) bool {
 }
 
 func TestLimitsParsePortSet(t *testing.T) {
-	defer boundTime(t)()
+	opaque.Bound(t)
 	names := map[string]uint16{
 		"mysql": 3306, "a": 1, "z": 65535, "0a": 10, "9z": 90, "a0": 100, "a-b": 200, "abcdefghijklmno": 15,
 		"abcdefghijklmnop": 16, "zero": 0, "80x": 8080, "http-admin": 9990,
@@ -368,7 +367,7 @@ func TestLimitsParsePortSet(t *testing.T) {
 }
 
 func TestLimitsAnnotations(t *testing.T) {
-	defer boundTime(t)()
+	opaque.Bound(t)
 	for _, tc := range []struct {
 		v    string
 		want *bool
@@ -463,7 +462,7 @@ func headerReason(err error) opaque.RejectReason {
 }
 
 func TestLimitsHeaderNames(t *testing.T) {
-	defer boundTime(t)()
+	opaque.Bound(t)
 	label63 := strings.Repeat("a", 63)
 	// 253 characters: four labels.
 	n253 := label63 + "." + label63 + "." + label63 + "." + strings.Repeat("b", 61)
@@ -503,7 +502,7 @@ func TestLimitsHeaderNames(t *testing.T) {
 }
 
 func TestLimitsHeaderFields(t *testing.T) {
-	defer boundTime(t)()
+	opaque.Bound(t)
 	neg := varint(uint64(1<<64 - 1)) // int32 -1 as protobuf encodes it: ten bytes
 	cases := []struct {
 		name   string
@@ -576,7 +575,7 @@ func TestLimitsHeaderFields(t *testing.T) {
 }
 
 func TestLimitsHeaderLength(t *testing.T) {
-	defer boundTime(t)()
+	opaque.Bound(t)
 	msg := func(n int) []byte { // a valid message of exactly n bytes (n >= 2)
 		m := []byte{0x08, 1}
 		if n == 3 {
@@ -664,7 +663,7 @@ type lyingReader struct{ n int }
 func (l lyingReader) Read(p []byte) (int, error) { return len(p) + l.n, nil }
 
 func TestLimitsHeaderReads(t *testing.T) {
-	defer boundTime(t)()
+	opaque.Bound(t)
 	full := encodeHeader([]byte{0x08, 80, 0x12, 1, 'a'})
 	for _, k := range []int{1, 2, 23, 24, 27, 28} {
 		for _, zeros := range []int{0, 99} {
@@ -688,7 +687,7 @@ func TestLimitsHeaderReads(t *testing.T) {
 }
 
 func TestLimitsCompile(t *testing.T) {
-	defer boundTime(t)()
+	opaque.Bound(t)
 	// 256 distinct decisions per direction fit (detect with the default
 	// timeout, skip and opaque are three of them); one more does not.
 	many := func(n int, dir opaque.Direction) opaque.Policy {
@@ -799,24 +798,6 @@ func TestLimitsCompile(t *testing.T) {
 	}
 }
 
-// boundTime makes the test binary fail at once, with every goroutine's
-// stack, when a test runs past its bound: a planted bug that makes a parser
-// loop then fails in seconds instead of hanging until the run's timeout.
-// The bound is the package's (bound in main_test.go): 3 s, 18 s under -race,
-// for tests that take under one (TestLimitsPortSet, the longest, 0.7 s).
-func boundTime(t *testing.T) (stop func()) {
-	d := 3 * time.Second
-	if raceEnabled {
-		d *= 6
-	}
-	name := t.Name()
-	tm := time.AfterFunc(d, func() {
-		debug.SetTraceback("all") // the looping test's stack, not only this timer's
-		panic(fmt.Sprintf("%s ran past %v: a parser loops", name, d))
-	})
-	return func() { tm.Stop() }
-}
-
 // deadline bounds each step of a test's loops: check must be called at
 // least every few seconds (a step takes milliseconds), or the test binary
 // fails at once with every goroutine's stack. A planted bug that makes a
@@ -829,7 +810,7 @@ type deadline struct {
 
 func newDeadline(t *testing.T) *deadline {
 	d := 3 * time.Second
-	if raceEnabled {
+	if opaque.RaceEnabled {
 		d *= 6
 	}
 	name := t.Name()

@@ -9,7 +9,7 @@ import (
 // TestUnmarshalBinaryShortAfterPreface: a header cut inside its 4-byte
 // length field (the whole preface there) is short, not "no preface".
 func TestUnmarshalBinaryShortAfterPreface(t *testing.T) {
-	defer boundTime(t)()
+	opaque.Bound(t)
 	full, err := opaque.Header{Port: 80}.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
