@@ -87,13 +87,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	require.NoError(t, err)
 
 	sigterm()
-	require.Eventually(t, func() bool {
-		d, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			d.Close()
-		}
-		return err != nil
-	}, 10*time.Second, 5*time.Millisecond, "the listener stops accepting")
+	requireStopsAccepting(t, addr)
 	select {
 	case err := <-exited:
 		t.Fatalf("the sidecar exited (%v) with a transfer in flight", err)
@@ -152,23 +146,7 @@ func isTimeout(err error) bool {
 // an idle keep-alive connection is closed, and the sidecar exits as soon as they are, long before
 // its drain grace.
 func TestDrainHTTPKeepAlive(t *testing.T) {
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	unblock := func() { releaseOnce.Do(func() { close(release) }) }
-	inFlight := make(chan struct{}, 1)
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			inFlight <- struct{}{}
-			select {
-			case <-release:
-			case <-time.After(30 * time.Second):
-			}
-		}
-		io.WriteString(w, "ok")
-	}))
-	t.Cleanup(backend.Close)
-	t.Cleanup(unblock)
-	dst := netip.MustParseAddrPort(backend.Listener.Addr().String())
+	dst, inFlight, unblock := slowBackend(t, nil, func(*http.Request) string { return "ok" })
 	cf, sf := identities(t)
 	srv, _ := startSidecar(t, append(sf, "-inbound", "127.0.0.1:0", "-allow", clientID, "-opaque-ports", "1")...)
 	// The port is not opaque (only port 1 is): its HTTP goes through both sidecars' HTTP layer.
@@ -203,21 +181,11 @@ func TestDrainHTTPKeepAlive(t *testing.T) {
 		require.False(t, answer(cl).Close, "kept alive before the drain")
 	}
 	send(busy, "/slow")
-	select {
-	case <-inFlight:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the slow request did not reach the backend")
-	}
+	requireArrives(t, inFlight, "the slow request reached the backend")
 
 	start := time.Now()
 	sigterm()
-	require.Eventually(t, func() bool {
-		d, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			d.Close()
-		}
-		return err != nil
-	}, 10*time.Second, 5*time.Millisecond, "the listener stops accepting")
+	requireStopsAccepting(t, addr)
 
 	// The idle connection is closed without an answer (it asked nothing).
 	rest, err := io.ReadAll(idle.r)
@@ -248,28 +216,10 @@ func TestDrainHTTPKeepAlive(t *testing.T) {
 // flight is answered, then the connection is closed and the sidecar exits, long before its drain
 // grace, though the client would have kept the connection open.
 func TestDrainH2C(t *testing.T) {
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	unblock := func() { releaseOnce.Do(func() { close(release) }) }
-	inFlight := make(chan struct{}, 1)
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
-	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			inFlight <- struct{}{}
-			select {
-			case <-release:
-			case <-time.After(30 * time.Second):
-			}
-		}
-		io.WriteString(w, r.Proto)
-	}))
-	backend.Config.Protocols = &protos
-	backend.Start()
-	t.Cleanup(backend.Close)
-	t.Cleanup(unblock)
-	dst := netip.MustParseAddrPort(backend.Listener.Addr().String())
+	dst, inFlight, unblock := slowBackend(t, &protos, func(r *http.Request) string { return r.Proto })
 	cf, sf := identities(t)
 	srv, _ := startSidecar(t, append(sf, "-inbound", "127.0.0.1:0", "-allow", clientID, "-opaque-ports", "1")...)
 	addr, sigterm, exited := startDraining(t, dst, srv, cf, "-opaque-ports", "1", "-drain-grace", "20s")
@@ -301,20 +251,10 @@ func TestDrainH2C(t *testing.T) {
 		b, err := io.ReadAll(resp.Body)
 		slow <- result{string(b), err}
 	}()
-	select {
-	case <-inFlight:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the slow request did not reach the backend")
-	}
+	requireArrives(t, inFlight, "the slow request reached the backend")
 	start := time.Now()
 	sigterm()
-	require.Eventually(t, func() bool {
-		d, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			d.Close()
-		}
-		return err != nil
-	}, 10*time.Second, 5*time.Millisecond, "the listener stops accepting")
+	requireStopsAccepting(t, addr)
 	unblock()
 	select {
 	case r := <-slow:
@@ -330,4 +270,51 @@ func TestDrainH2C(t *testing.T) {
 		t.Fatal("the sidecar did not exit: the h2c connection was not shut down")
 	}
 	assert.Less(t, time.Since(start), 15*time.Second, "well within the 20 s grace")
+}
+
+// slowBackend serves HTTP (with protos, nil for HTTP/1.1 only) and answers each request with
+// answer(r); a request for /slow is announced on inFlight and held until unblock is called (or
+// 30 s pass).
+func slowBackend(t *testing.T, protos *http.Protocols, answer func(*http.Request) string) (dst netip.AddrPort, inFlight <-chan struct{}, unblock func()) {
+	release := make(chan struct{})
+	var once sync.Once
+	unblock = func() { once.Do(func() { close(release) }) }
+	arrived := make(chan struct{}, 1)
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			select {
+			case <-release:
+			case <-time.After(30 * time.Second):
+			}
+		}
+		io.WriteString(w, answer(r))
+	}))
+	backend.Config.Protocols = protos
+	backend.Start()
+	t.Cleanup(backend.Close)
+	t.Cleanup(unblock)
+	return netip.MustParseAddrPort(backend.Listener.Addr().String()), arrived, unblock
+}
+
+// requireStopsAccepting waits until nothing accepts on addr any more.
+func requireStopsAccepting(t *testing.T, addr string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		d, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			d.Close()
+		}
+		return err != nil
+	}, 10*time.Second, 5*time.Millisecond, "the listener stops accepting")
+}
+
+// requireArrives waits (10 s at most) for one value on c.
+func requireArrives(t *testing.T, c <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-c:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting: %s", what)
+	}
 }
