@@ -866,19 +866,14 @@ func (s *h1Server) relayChunked(uc *upConn, out []byte) (werr, rerr error) {
 	}
 }
 
-// fail answers a request whose upstream failed: 504 for a timeout, 502
-// otherwise (proxyError's choice). left is the request body not read: the
-// connection cannot go on past it.
+// fail answers a request whose upstream failed with upstreamStatus's code
+// (the net/http path's). left is the request body not read: the connection
+// cannot go on past it.
 func (s *h1Server) fail(w http.ResponseWriter, err error, left int64) {
 	if s.firstErr == nil {
 		s.firstErr = err
 	}
-	code := http.StatusBadGateway
-	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		code = http.StatusGatewayTimeout
-	}
-	s.answer(w, code, left == 0 && s.keep)
+	s.answer(w, upstreamStatus(s.ctx, err), left == 0 && s.keep)
 }
 
 // answer writes an error response as http.Error does and counts it; the

@@ -407,25 +407,29 @@ func outRequest(in *http.Request, rewrite func(*httputil.ProxyRequest)) *http.Re
 // upstream's failure.
 const statusClientClosed = 499
 
-// proxyError answers a failed upstream round trip: 400 when the client's
-// request body could not be read (an invalid chunk, a body cut short: the
-// client's error, not the upstream's), 499 when the client's connection
-// closed first (the round trip was cancelled with it), 504 for a timeout, 502
-// for anything else.
+// proxyError answers a failed upstream round trip with upstreamStatus's code.
 func proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	code := http.StatusBadGateway
+	code := upstreamStatus(r.Context(), err)
+	http.Error(w, http.StatusText(code), code)
+}
+
+// upstreamStatus is the answer to a request whose round trip failed with err, on both HTTP paths:
+// 400 when the client's request body could not be read (an invalid chunk, a body cut short: the
+// client's error, not the upstream's), 499 when the client's connection closed first (ctx, the
+// request's, was cancelled with it), 504 for a timeout, 502 for anything else.
+func upstreamStatus(ctx context.Context, err error) int {
 	var ne net.Error
 	switch {
 	case errors.As(err, new(clientBodyError)):
-		code = http.StatusBadRequest
-	case errors.Is(r.Context().Err(), context.Canceled):
+		return http.StatusBadRequest
+	case errors.Is(ctx.Err(), context.Canceled):
 		// net/http cancels a request's context when its connection closes: which of the
 		// body's read error and the cancelled round trip the Transport reports first is a race.
-		code = statusClientClosed
+		return statusClientClosed
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-		code = http.StatusGatewayTimeout
+		return http.StatusGatewayTimeout
 	}
-	http.Error(w, http.StatusText(code), code)
+	return http.StatusBadGateway
 }
 
 // watchBody marks the errors of reading each request's body as the client's
