@@ -684,9 +684,11 @@ func TestMuxShutdownDrains(t *testing.T) {
 	// The silent client is closed; nobody new is accepted.
 	_, err = bounded(silent).Read(make([]byte, 1))
 	assert.ErrorIs(t, err, io.EOF, "a client that said nothing is closed")
+	probes := 0 // probe connections that got in before the listener closed: Shutdown may count them
 	require.Eventually(t, func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
+			probes++
 			c.Close()
 		}
 		return err != nil
@@ -710,7 +712,9 @@ func TestMuxShutdownDrains(t *testing.T) {
 	waitGroup(t, &wg, "the HTTP server")
 	st := m.Stats()
 	assert.Equal(t, uint64(1), st.Routed)
-	assert.Equal(t, uint64(1), st.Shutdown)
+	// The silent client, and any probe the mux accepted before its listener closed.
+	assert.GreaterOrEqual(t, st.Shutdown, uint64(1))
+	assert.LessOrEqual(t, st.Shutdown, uint64(1+probes))
 	assert.Zero(t, st.InFlight)
 }
 
