@@ -228,6 +228,9 @@ type idle struct {
 	// fdsSettled is the descriptor growth per connection -idle-settle
 	// later: the upstream connections a burst opened that are still held.
 	fdsSettled float64
+	// perProc is kibSettled for each of the path's processes, in the order
+	// the path starts them (the sidecars: B, the server side, then A).
+	perProc []float64
 }
 
 // holdIdle opens n keep-alive connections through the path (64 at a time),
@@ -237,6 +240,10 @@ func holdIdle(p *path, n int) (idle, error) {
 	pids := p.pids()
 	time.Sleep(500 * time.Millisecond)
 	rss0, fd0 := rssKiB(pids), fds(pids)
+	each0 := make([]int64, len(pids))
+	for i, pid := range pids {
+		each0[i] = rssKiB([]int{pid})
+	}
 	cs := make([]*rateConn, n)
 	defer func() {
 		for _, c := range cs {
@@ -276,7 +283,12 @@ func holdIdle(p *path, n int) (idle, error) {
 	rss1, fd1 := rssKiB(pids), fds(pids)
 	time.Sleep(*idleSettle)
 	rss2, fd2 := rssKiB(pids), fds(pids)
+	perProc := make([]float64, len(pids))
+	for i, pid := range pids {
+		perProc[i] = float64(rssKiB([]int{pid})-each0[i]) / float64(n)
+	}
 	return idle{
+		perProc:    perProc,
 		kibPerConn: float64(rss1-rss0) / float64(n),
 		fdsPerConn: float64(fd1-fd0) / float64(n),
 		kibSettled: float64(rss2-rss0) / float64(n),

@@ -212,7 +212,7 @@ func logResult(round int, name string, r result) {
 		fmt.Fprintf(&b, " rate p50/p99/p99.9 %v/%v/%v (%d errors, %.0f/s)", r.lat.p50, r.lat.p99, r.lat.p999, r.lat.errs, r.lat.achieved)
 	}
 	if r.idle.kibPerConn != 0 {
-		fmt.Fprintf(&b, " idle %.1f KiB (settled %.1f) %.2f fds per conn (settled %.2f)", r.idle.kibPerConn, r.idle.kibSettled, r.idle.fdsPerConn, r.idle.fdsSettled)
+		fmt.Fprintf(&b, " idle %.1f KiB (settled %.1f, by process %.1f) %.2f fds per conn (settled %.2f)", r.idle.kibPerConn, r.idle.kibSettled, r.idle.perProc, r.idle.fdsPerConn, r.idle.fdsSettled)
 	}
 	fmt.Fprintln(os.Stderr, b.String())
 }

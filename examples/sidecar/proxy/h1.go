@@ -166,41 +166,47 @@ func (p *h1Pool) closeIdle() {
 	}
 }
 
+// h1Conn is what the direct path keeps of a client connection for its whole
+// life: in its h1Server while requests are carried, and in its parkedConn
+// while it waits in the Waiter between them.
+type h1Conn struct {
+	ctx    context.Context
+	p      *Proxy
+	c      net.Conn
+	t      *pooledTransport
+	dir    opaque.Direction
+	idLine string // inbound: the l5d-client-id line to add; "" for none
+	mc     metrics.Conn
+
+	read, written int64
+	firstErr      error  // the first upstream error, for the Event
+	host          string // the last request's Host, kept so that the next one with the same Host allocates none
+
+	// wait is the listener whose Waiter an idle connection waits in (nil:
+	// it never parks; park.go).
+	wait *listener
+	// What net/http needs if the connection goes there.
+	target   netip.AddrPort
+	clientID spiffe.ID
+}
+
 // h1Server carries the HTTP/1.1 requests of one client connection.
 type h1Server struct {
-	ctx     context.Context
-	p       *Proxy
-	c       net.Conn
-	t       *pooledTransport
-	dir     opaque.Direction
-	idLine  string // inbound: the l5d-client-id line to add; "" for none
-	mc      metrics.Conn
-	ev      *Event
+	h1Conn
+	ev      *Event       // the handler's event; nil once the connection has parked (pk holds it)
 	handler http.Handler // the metrics middleware around serveRequest
 
-	buf           []byte // read buffer: buf[r:w] is read and not yet used
-	r, w          int
-	read, written int64
-	sc            *h1Scratch // while a request is carried
-	headLen       int        // of the current request head, at buf[r:]
-	head          bool       // the current request is a HEAD
-	keep          bool       // the connection goes on after this request
-	firstErr      error      // the first upstream error, for the Event
-
-	host string // the last request's Host, kept so that the next one with the same Host allocates none
+	buf      []byte // read buffer: buf[r:w] is read and not yet used
+	r, w     int
+	sc       *h1Scratch // while a request is carried
+	headLen  int        // of the current request head, at buf[r:]
+	head     bool       // the current request is a HEAD
+	keep     bool       // the connection goes on after this request
+	lingered bool       // counted in the proxy's lingering connections (readHead)
 
 	mu      sync.Mutex
 	up      *upConn // the upstream connection in use
 	aborted bool
-
-	// Parking (park.go): the listener whose Waiter an idle connection waits
-	// in (nil: it never parks), and the connection's event while it is
-	// parked.
-	wait     *listener
-	parkedAt time.Time
-	// What net/http needs if the connection goes there.
-	target   netip.AddrPort
-	clientID spiffe.ID
 }
 
 // h1Writer is the http.ResponseWriter the metrics middleware wraps: it only
@@ -234,13 +240,20 @@ const (
 // h1Linger is how long an idle keep-alive connection keeps its goroutine
 // and read buffer, waiting for its next request, before it waits in the
 // listener's Waiter with neither (a connection whose client sends requests
-// back to back never pays the Waiter's system calls). A variable for the
-// tests.
-var h1Linger = time.Second
+// back to back never pays the Waiter's system calls). At most
+// h1MaxLingering connections of a proxy linger at once; beyond, an idle
+// connection parks as soon as its answer is written, so that a burst of
+// connections that go idle does not leave a goroutine each behind (Go keeps
+// every goroutine's descriptor once it has existed, about 0.5 KiB, and the
+// stacks of a burst take a while to go back). Variables for the tests.
+var (
+	h1Linger       = time.Second
+	h1MaxLingering = int64(256)
+)
 
 // newH1Server prepares the direct path for c.
 func (p *Proxy) newH1Server(ctx context.Context, ev *Event, c net.Conn, t *pooledTransport, dir opaque.Direction, clientID spiffe.ID, mc metrics.Conn) *h1Server {
-	s := &h1Server{ctx: ctx, p: p, c: c, t: t, dir: dir, mc: mc, ev: ev}
+	s := &h1Server{h1Conn: h1Conn{ctx: ctx, p: p, c: c, t: t, dir: dir, mc: mc}, ev: ev}
 	if dir == opaque.Inbound && !clientID.IsZero() {
 		s.idLine = clientIDKey + ": " + clientID.String() + "\r\n"
 	}
@@ -279,6 +292,8 @@ func h1Serve(w http.ResponseWriter, _ *http.Request) {
 
 // serve carries requests on the calling goroutine until the connection ends,
 // must go to net/http, or is idle past h1Linger (with a Waiter to wait in).
+// first: a request is expected now (the connection's first, or the Waiter
+// found it readable), so its head is timed from the start.
 func (s *h1Server) serve(first bool) h1State {
 	stop := context.AfterFunc(s.ctx, s.abort)
 	defer stop()
@@ -392,6 +407,12 @@ func (s *h1Server) readHead(first bool) h1State {
 		start = time.Now()
 		s.c.SetReadDeadline(start.Add(headerTimeout))
 	case s.wait != nil:
+		if s.p.http.lingering.Add(1) > h1MaxLingering {
+			s.p.http.lingering.Add(-1)
+			return s.parkNow()
+		}
+		s.lingered = true
+		defer s.endLinger()
 		s.c.SetReadDeadline(time.Now().Add(h1Linger))
 	default:
 		s.c.SetReadDeadline(time.Now().Add(httpIdleTimeout))
@@ -426,6 +447,9 @@ func (s *h1Server) readHead(first bool) h1State {
 		n, err := s.c.Read(s.buf[s.w:])
 		s.w += n
 		s.count(n)
+		if n > 0 {
+			s.endLinger()
+		}
 		if n > 0 && start.IsZero() {
 			start = time.Now()
 			if headEnd(s.buf[s.r:s.w]) == 0 {
@@ -452,6 +476,24 @@ func (s *h1Server) readHead(first bool) h1State {
 			return h1Ended
 		}
 	}
+}
+
+// endLinger leaves the proxy's count of lingering connections.
+func (s *h1Server) endLinger() {
+	if s.lingered {
+		s.lingered = false
+		s.p.http.lingering.Add(-1)
+	}
+}
+
+// parkNow parks an idle connection at once: too many linger already, or the
+// Waiter would find it ready at once anyway.
+func (s *h1Server) parkNow() h1State {
+	if s.ctx.Err() != nil {
+		s.c.Close()
+		return h1Ended
+	}
+	return h1Parked
 }
 
 // httpIdleTimeout closes a keep-alive client connection idle this long.

@@ -403,12 +403,65 @@ func TestDirectParked(t *testing.T) {
 	require.Equal(t, detect.HTTP1, ev.Protocol)
 	require.Equal(t, "spiffe://h1.test/sa/server", ev.PeerID.String())
 	require.Nil(t, ev.parked)
+	// What the event said before the connection parked, kept compactly while it was parked.
+	require.Equal(t, opaque.Outbound, ev.Direction)
+	require.Equal(t, PathDetect, ev.Path)
+	require.True(t, ev.Dst.IsValid())
+	require.Equal(t, detect.HTTP1, ev.Detect.Protocol)
+	require.Equal(t, detect.ReasonMatched, ev.Detect.Reason)
+	require.Positive(t, ev.Detect.Bytes)
+	require.Positive(t, ev.Detect.Duration)
+	require.Equal(t, "GET", ev.Detect.HTTP.Method)
+	require.Equal(t, "app", ev.Detect.HTTP.Host())
+	require.NoError(t, ev.Err)
 	s := pA.Metrics.Snapshot()
 	require.Equal(t, 3.0, s.Value("request_total", "direction", "outbound"))
 	require.Eventually(t, func() bool {
 		return pA.Metrics.Snapshot().Value("tcp_open_connections", "direction", "outbound") == 0
 	}, 5*time.Second, 10*time.Millisecond, "the connection's metrics ended once")
 	require.Equal(t, float64(hc.sent), s.Value("tcp_read_bytes_total", "direction", "outbound"))
+}
+
+// TestLingerCap: beyond h1MaxLingering idle connections, the next one
+// parks as soon as its answer is written, not after h1Linger; a connection
+// parked that way is served again when it sends its next request (the
+// Waiter's report is read, not parked again unread), and each connection's
+// one event counts every byte.
+func TestLingerCap(t *testing.T) {
+	restoreLinger, restoreMax := h1Linger, h1MaxLingering
+	t.Cleanup(func() { h1Linger, h1MaxLingering = restoreLinger, restoreMax })
+	h1Linger, h1MaxLingering = time.Minute, 1
+	var evA, evB events
+	addr, pA, _ := h1Pair(t, h1Backend(t), &evA, &evB)
+	var hcs []*h1Client
+	for i := range 3 {
+		hc := dialH1(t, addr)
+		resp, _ := hc.do("GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+		require.Equal(t, 200, resp.StatusCode)
+		hcs = append(hcs, hc)
+		require.Eventually(t, func() bool { return pA.http.parks.Load() == uint64(i) }, 5*time.Second, time.Millisecond,
+			"the first lingers, the others park at once")
+	}
+	require.Equal(t, int64(1), pA.http.lingering.Load())
+	for i, hc := range hcs {
+		resp, body := hc.do(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: app\r\n\r\n", i))
+		require.Equal(t, 200, resp.StatusCode)
+		require.Contains(t, body, fmt.Sprintf("GET /%d", i))
+	}
+	require.Eventually(t, func() bool { return pA.http.parks.Load() == 4 }, 5*time.Second, time.Millisecond,
+		"the parked two parked again at once")
+	require.Equal(t, int64(1), pA.http.lingering.Load())
+	for _, hc := range hcs {
+		hc.c.Close()
+	}
+	evs := evA.wait(t, 3)
+	var sent, got int64
+	for i, hc := range hcs {
+		sent += hc.sent
+		got += evs[i].ClientBytes
+	}
+	require.Equal(t, sent, got)
+	require.Eventually(t, func() bool { return pA.http.lingering.Load() == 0 }, 5*time.Second, time.Millisecond)
 }
 
 // TestParkedClosedBySidecar: closing the sidecar ends the connections

@@ -113,6 +113,9 @@ type httpState struct {
 	// connections it handed to net/http, parks the times an idle
 	// connection went to wait in a Waiter (park.go).
 	direct, handoffs, parks atomic.Uint64
+	// lingering counts the idle keep-alive connections waiting for their
+	// next request on their goroutine (h1Linger, h1MaxLingering).
+	lingering atomic.Int64
 	// h1Handlers are the direct path's handlers, inbound and outbound
 	// (h1Handler).
 	h1Once     [2]sync.Once

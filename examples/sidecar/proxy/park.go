@@ -2,64 +2,131 @@ package proxy
 
 import (
 	"net"
+	"net/netip"
 	"time"
+
+	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/opaque"
+	"github.com/sniffsplice/sniff/spiffe"
 )
 
-// Parking: an HTTP/1.1 keep-alive connection idle past h1Linger waits for
-// its next request in its listener's detect.Waiter, without a goroutine or a
-// read buffer, so that an idle client costs its socket and a few hundred
-// bytes (issue 17). It needs the listener (ServeOutbound, ServeInbound: the
-// connection came through the proxy's lifecycle) and a plain TCP connection;
-// otherwise the connection waits on its goroutine, as before.
+// Parking: an HTTP/1.1 keep-alive connection idle past h1Linger (or at once,
+// when h1MaxLingering connections linger already) waits for its next request
+// in its listener's detect.Waiter, without a goroutine or a read buffer, so
+// that an idle client costs its socket and one small object (issue 17). It
+// needs the listener (ServeOutbound, ServeInbound: the connection came
+// through the proxy's lifecycle) and a plain TCP connection; otherwise the
+// connection waits on its goroutine, as before.
 //
 // serveHTTP returns with Event.parked set when the connection parks; the
 // handler that called it returns as for any connection, and its emit hands
-// the event to parkEvent instead of OnEvent. From then on the connection is
-// carried by the Waiter's ready callbacks, counted among the listener's
-// handlers (a drain waits for a request in flight; the Waiter's close at the
-// end of the listener ends the connections still parked), and its event is
-// emitted when it ends, with the bytes and the time of its whole life.
+// the event to parkEvent instead of OnEvent. parkEvent moves what the
+// connection needs into one new parkedConn (its h1Conn and its event, without
+// the detection result's empty TLS part), so that the h1Server and the
+// 1-KiB Event of the handler, allocated among the request's temporaries, go
+// back to the heap. From then on the connection is carried by the Waiter's
+// ready callbacks, each on an h1Server of its own built from the parkedConn,
+// counted among the listener's handlers (a drain waits for a request in
+// flight; the Waiter's close at the end of the listener ends the connections
+// still parked), and its event is emitted when it ends, with the bytes and
+// the time of its whole life.
 
 // listenerKey is the context key under which a listener's connections find
 // it (newListener).
 type listenerKey struct{}
 
+// parkedConn is a parked connection: all that it keeps between requests.
+type parkedConn struct {
+	h1Conn
+	ev parkedEvent
+}
+
+// parkedEvent is an Event kept compactly while its connection is parked:
+// every field but ClientBytes and ServerBytes (the h1Conn counts them), its
+// Duration as the connection's start, and of its detection result the parts
+// an HTTP/1 connection has (full holds the whole Event in the rare case that
+// the result's TLS part is set).
+type parkedEvent struct {
+	start     time.Time
+	dst       netip.AddrPort
+	peerID    spiffe.ID
+	err       error
+	full      *Event
+	http      detect.HTTPInfo
+	detBytes  int
+	detDur    time.Duration
+	dir       opaque.Direction
+	path      Path
+	proto     detect.Protocol
+	detProto  detect.Protocol
+	detReason detect.Reason
+	proxyV    uint8
+}
+
+func compactEvent(ev *Event, now time.Time) parkedEvent {
+	pe := parkedEvent{start: now.Add(-ev.Duration)}
+	if ev.Detect.TLS != (detect.TLSInfo{}) {
+		full := *ev
+		pe.full = &full
+		return pe
+	}
+	d := &ev.Detect
+	pe.dst, pe.peerID, pe.err = ev.Dst, ev.PeerID, ev.Err
+	pe.http, pe.detBytes, pe.detDur = d.HTTP, d.Bytes, d.Duration
+	pe.dir, pe.path, pe.proto = ev.Direction, ev.Path, ev.Protocol
+	pe.detProto, pe.detReason, pe.proxyV = d.Protocol, d.Reason, d.PROXYVersion
+	return pe
+}
+
+// event is the Event again, its Duration up to now.
+func (pe *parkedEvent) event(now time.Time) Event {
+	var ev Event
+	if pe.full != nil {
+		ev = *pe.full
+	} else {
+		ev = Event{Direction: pe.dir, Dst: pe.dst, Protocol: pe.proto, Path: pe.path, PeerID: pe.peerID, Err: pe.err}
+		ev.Detect = detect.Result{Protocol: pe.detProto, Reason: pe.detReason, Bytes: pe.detBytes, Duration: pe.detDur, HTTP: pe.http, PROXYVersion: pe.proxyV}
+	}
+	ev.Duration = now.Sub(pe.start)
+	return ev
+}
+
 // parkEvent takes the event of a connection that has parked (from emit), and
 // hands the connection to the Waiter.
 func (s *h1Server) parkEvent(ev Event) {
-	// s.ev is the handler's own Event (it escaped to the heap when
-	// serveHTTP took its address), which no one touches once the handler
-	// has emitted it: the connection keeps it, with the Duration so far.
 	ev.parked = nil
-	*s.ev = ev
-	s.parkedAt = time.Now()
-	s.park()
+	pk := &parkedConn{h1Conn: s.h1Conn, ev: compactEvent(&ev, time.Now())}
+	s.ev = nil
+	pk.park()
 }
 
-func (s *h1Server) park() {
-	s.p.http.parks.Add(1)
-	s.wait.handlers.Add(1)
-	s.wait.wait.Wait(s.c, httpIdleTimeout-h1Linger, s.resume)
+func (pk *parkedConn) park() {
+	pk.p.http.parks.Add(1)
+	pk.wait.handlers.Add(1)
+	pk.wait.wait.Wait(pk.c, httpIdleTimeout-h1Linger, pk.resume)
 }
 
 // resume carries the connection again, on the Waiter's goroutine for it:
 // when it has something to read, from its next request on; otherwise (idle
 // timeout, shed, the listener closing) it ends.
-func (s *h1Server) resume(c net.Conn, err error) {
-	defer s.wait.handlers.Done()
+func (pk *parkedConn) resume(c net.Conn, err error) {
+	defer pk.wait.handlers.Done()
 	if err != nil {
 		c.Close()
-		s.end()
+		pk.end()
 		return
 	}
-	switch s.serve(false) {
-	case h1Parked:
-		s.park()
-		return
-	case h1Handoff:
+	s := &h1Server{h1Conn: pk.h1Conn, handler: pk.p.h1Handler(pk.dir)}
+	st := s.serve(true)
+	if st == h1Handoff {
 		s.handoff()
 	}
-	s.end()
+	pk.h1Conn = s.h1Conn
+	if st == h1Parked {
+		pk.park()
+		return
+	}
+	pk.end()
 }
 
 // handoff serves the rest of the connection through net/http.
@@ -71,10 +138,9 @@ func (s *h1Server) handoff() {
 }
 
 // end completes and emits the event of a connection that had parked.
-func (s *h1Server) end() {
-	ev := s.ev
-	ev.ClientBytes, ev.ServerBytes = s.read, s.written
-	ev.Duration += time.Since(s.parkedAt)
-	s.p.endHTTP(ev, s.t, s.mc, s.firstErr)
-	s.p.emit(*ev)
+func (pk *parkedConn) end() {
+	ev := pk.ev.event(time.Now())
+	ev.ClientBytes, ev.ServerBytes = pk.read, pk.written
+	pk.p.endHTTP(&ev, pk.t, pk.mc, pk.firstErr)
+	pk.p.emit(ev)
 }
