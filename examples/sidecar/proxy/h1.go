@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -257,13 +258,24 @@ func (p *Proxy) newH1Server(ctx context.Context, ev *Event, c net.Conn, t *poole
 	if dir == opaque.Inbound && !clientID.IsZero() {
 		s.idLine = clientIDKey + ": " + clientID.String() + "\r\n"
 	}
-	if _, ok := c.(*net.TCPConn); ok {
-		// Only a plain TCP connection can wait in a Waiter: a TLS one may
-		// hold read bytes the socket no longer shows.
+	if waitConn(c) != nil {
 		s.wait, _ = ctx.Value(listenerKey{}).(*listener)
 	}
 	s.handler = p.h1Handler(dir)
 	return s
+}
+
+// waitConn returns the socket that c waits on in a Waiter: c itself for a
+// plain TCP connection, the TCP connection under it for TLS (which parks
+// only after a read timed out with nothing read, so that crypto/tls holds
+// no whole record the socket no longer shows: readHead); nil when c cannot
+// park.
+func waitConn(c net.Conn) *net.TCPConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	tcp, _ := c.(*net.TCPConn)
+	return tcp
 }
 
 // h1Handler returns the proxy's direct-path handler for dir: the metrics
@@ -408,8 +420,12 @@ func (s *h1Server) readHead(first bool) h1State {
 		s.c.SetReadDeadline(start.Add(headerTimeout))
 	case s.wait != nil:
 		if s.p.http.lingering.Add(1) > h1MaxLingering {
+			// Too many linger: a read that times out at once (no system
+			// call) parks the connection, unless a TLS connection holds a
+			// record already read.
 			s.p.http.lingering.Add(-1)
-			return s.parkNow()
+			s.c.SetReadDeadline(time.Now())
+			break
 		}
 		s.lingered = true
 		defer s.endLinger()
@@ -484,16 +500,6 @@ func (s *h1Server) endLinger() {
 		s.lingered = false
 		s.p.http.lingering.Add(-1)
 	}
-}
-
-// parkNow parks an idle connection at once: too many linger already, or the
-// Waiter would find it ready at once anyway.
-func (s *h1Server) parkNow() h1State {
-	if s.ctx.Err() != nil {
-		s.c.Close()
-		return h1Ended
-	}
-	return h1Parked
 }
 
 // httpIdleTimeout closes a keep-alive client connection idle this long.

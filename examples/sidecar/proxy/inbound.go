@@ -49,7 +49,7 @@ func (p *Proxy) serveInbound(acceptCtx, connCtx context.Context, l net.Listener,
 			if orig, err := dst(c); err == nil && int(orig.Port()) != self {
 				// An unmeshed client of a local port: its server may speak first.
 				port := orig.Port()
-				s.goHandle(func() { p.HandleLocal(connCtx, c, port) })
+				s.goHandle(func() { p.HandleLocal(s.connCtx, c, port) })
 				return
 			}
 		}
@@ -62,7 +62,7 @@ func (p *Proxy) serveInbound(acceptCtx, connCtx context.Context, l net.Listener,
 					Err: fmt.Errorf("%w: %w", ErrNotMeshed, err)})
 				return
 			}
-			p.HandleInbound(connCtx, c)
+			p.HandleInbound(s.connCtx, c)
 		})
 	})
 }

@@ -15,7 +15,9 @@ import (
 // in its listener's detect.Waiter, without a goroutine or a read buffer, so
 // that an idle client costs its socket and one small object (issue 17). It
 // needs the listener (ServeOutbound, ServeInbound: the connection came
-// through the proxy's lifecycle) and a plain TCP connection; otherwise the
+// through the proxy's lifecycle) and a TCP connection, plain or under TLS
+// (an inbound connection from a peer's pool: a TLS connection parks only
+// after a read timed out with nothing read, see waitConn); otherwise the
 // connection waits on its goroutine, as before.
 //
 // serveHTTP returns with Event.parked set when the connection parks; the
@@ -103,16 +105,16 @@ func (s *h1Server) parkEvent(ev Event) {
 func (pk *parkedConn) park() {
 	pk.p.http.parks.Add(1)
 	pk.wait.handlers.Add(1)
-	pk.wait.wait.Wait(pk.c, httpIdleTimeout-h1Linger, pk.resume)
+	pk.wait.wait.Wait(waitConn(pk.c), httpIdleTimeout-h1Linger, pk.resume)
 }
 
 // resume carries the connection again, on the Waiter's goroutine for it:
 // when it has something to read, from its next request on; otherwise (idle
 // timeout, shed, the listener closing) it ends.
-func (pk *parkedConn) resume(c net.Conn, err error) {
+func (pk *parkedConn) resume(_ net.Conn, err error) {
 	defer pk.wait.handlers.Done()
 	if err != nil {
-		c.Close()
+		pk.c.Close()
 		pk.end()
 		return
 	}

@@ -1,0 +1,70 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sniffsplice/sniff/opaque"
+)
+
+// TestInboundTLSParks: sidecar B parks an idle connection from A's pool
+// (TLS) in its Waiter too, and serves it again when A reuses it; and a TLS
+// connection is parked only after a read found nothing, so that a request
+// crypto/tls has already read from the socket is served at once, not left
+// behind in its buffer: two requests arriving in one segment as two TLS
+// records are both answered.
+func TestInboundTLSParks(t *testing.T) {
+	restoreLinger, restoreMax := h1Linger, h1MaxLingering
+	t.Cleanup(func() { h1Linger, h1MaxLingering = restoreLinger, restoreMax })
+	// No room to linger: every idle connection parks at once, after a read
+	// that times out at once.
+	h1Linger, h1MaxLingering = time.Minute, 0
+	var evA, evB events
+	backend := h1Backend(t)
+	addr, pA, pB := h1Pair(t, backend, &evA, &evB)
+	hc := dialH1(t, addr)
+	resp, _ := hc.do("GET /1 HTTP/1.1\r\nHost: app\r\n\r\n")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Eventually(t, func() bool { return pB.http.parks.Load() == 1 }, 5*time.Second, 5*time.Millisecond, "B parks A's pooled connection")
+	resp, body := hc.do("GET /2 HTTP/1.1\r\nHost: app\r\n\r\n")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Contains(t, body, "GET /2")
+	require.Eventually(t, func() bool { return pB.http.parks.Load() == 2 }, 5*time.Second, 5*time.Millisecond, "resumed, then parked again")
+	evB.mu.Lock()
+	require.Empty(t, evB.evs, "the pooled connection was reused, not closed")
+	evB.mu.Unlock()
+
+	peer, err := pA.Peers(backend)
+	require.NoError(t, err)
+	tc, _, err := pA.dialMesh(context.Background(), peer, opaque.Header{Port: backend.Port(), SessionProtocol: opaque.SessionHTTP1})
+	require.NoError(t, err)
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	raw, err := tc.NetConn().(*net.TCPConn).SyscallConn()
+	require.NoError(t, err)
+	cork := func(on int) {
+		require.NoError(t, raw.Control(func(fd uintptr) {
+			require.NoError(t, syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, on))
+		}))
+	}
+	cork(1)
+	for _, p := range []string{"/a", "/b"} {
+		_, err := tc.Write([]byte("GET " + p + " HTTP/1.1\r\nHost: app\r\n\r\n")) // one TLS record each
+		require.NoError(t, err)
+	}
+	cork(0)
+	br := bufio.NewReader(tc)
+	for _, p := range []string{"/a", "/b"} {
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err, "the answer to %s", p)
+		require.Equal(t, 200, resp.StatusCode)
+		resp.Body.Close()
+	}
+}
