@@ -25,7 +25,12 @@ import (
 type throughput struct {
 	rps, requests float64
 	cpuPerReq     float64 // µs, all the path's proxy processes together; 0 for direct
-	notes         string
+	// userPerReq and sysPerReq split cpuPerReq into user and kernel time;
+	// boxPerReq and boxBusyPerReq are the whole machine's CPU time per
+	// request, all of it and its busy part (µs).
+	userPerReq, sysPerReq    float64
+	boxPerReq, boxBusyPerReq float64
+	notes                    string
 }
 
 var (
@@ -38,14 +43,21 @@ var (
 // withCPU runs load and divides the CPU the processes pids spent meanwhile
 // by the requests it completed.
 func withCPU(pids []int, load func() (throughput, error)) (throughput, error) {
-	cpu0 := cpuSeconds(pids)
+	u0, s0 := cpuSeconds(pids)
+	busy0, box0 := boxSeconds()
 	t, err := load()
 	if err != nil {
 		return t, err
 	}
+	busy1, box1 := boxSeconds()
+	if t.requests > 0 {
+		t.boxPerReq, t.boxBusyPerReq = (box1-box0)*1e6/t.requests, (busy1-busy0)*1e6/t.requests
+	}
 	if len(pids) > 0 && t.requests > 0 {
 		time.Sleep(200 * time.Millisecond) // the last closes
-		t.cpuPerReq = (cpuSeconds(pids) - cpu0) * 1e6 / t.requests
+		u1, s1 := cpuSeconds(pids)
+		t.userPerReq, t.sysPerReq = (u1-u0)*1e6/t.requests, (s1-s0)*1e6/t.requests
+		t.cpuPerReq = t.userPerReq + t.sysPerReq
 	}
 	return t, nil
 }

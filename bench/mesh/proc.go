@@ -29,19 +29,46 @@ func statFields(pid int) []string {
 	return strings.Fields(string(b[i+1:]))
 }
 
-// cpuSeconds is the user plus system CPU time of the processes pids.
-func cpuSeconds(pids []int) float64 {
-	var ticks int64
+// cpuSeconds is the user and the system CPU time of the processes pids.
+func cpuSeconds(pids []int) (user, sys float64) {
+	var u, k int64
 	for _, pid := range pids {
 		f := statFields(pid)
 		if len(f) < 13 {
 			continue
 		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + s
+		a, _ := strconv.ParseInt(f[11], 10, 64)
+		b, _ := strconv.ParseInt(f[12], 10, 64)
+		u += a
+		k += b
 	}
-	return float64(ticks) / clkTck
+	return float64(u) / clkTck, float64(k) / clkTck
+}
+
+// boxSeconds is the whole machine's CPU time from /proc/stat: busy (every
+// state but idle and iowait) and all of it.
+func boxSeconds() (busy, total float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0
+	}
+	var all, idle int64
+	for i, v := range f[1:] {
+		if i >= 8 { // guest time is counted in user already
+			break
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		all += n
+		if i == 3 || i == 4 { // idle, iowait
+			idle += n
+		}
+	}
+	return float64(all-idle) / clkTck, float64(all) / clkTck
 }
 
 // rssKiB is the sum of VmRSS of the processes pids.

@@ -125,7 +125,63 @@ func report(paths []string, results map[string][]result, load0, load1 string) {
 		}
 		fmt.Print("\n\n")
 	}
+	if has(*loadList, "keep-alive") {
+		ceilings(paths, results)
+	}
 	targets(results)
+}
+
+// ceilings prints, for keep-alive, where each path's CPU went and the req/s
+// the machine would reach if the path's proxies did all their kernel work
+// (the same system calls, TLS in user space included in user time) and no
+// user-space work at all: the machine's CPU time per request less the
+// proxies' user time, over all its CPUs (as measured, its idle time kept),
+// and again with no idle time either. A pair that makes the same system
+// calls as another cannot pass the other's ceiling, however little user CPU
+// it spends.
+func ceilings(paths []string, results map[string][]result) {
+	versus := func(name string) string { i, _ := infoOf(name); return i.versus }
+	title := func(name string) string { i, _ := infoOf(name); return i.title }
+	ncpu := float64(numCPU()) * 1e6
+	ceil := func(all bool) func(result) float64 {
+		return func(r result) float64 {
+			t := r.tp["keep-alive"]
+			box := t.boxBusyPerReq
+			if all {
+				box = t.boxPerReq
+			}
+			if box-t.userPerReq <= 0 {
+				return 0
+			}
+			return ncpu / (box - t.userPerReq)
+		}
+	}
+	fmt.Println("### Keep-alive: where the CPU went, and the ceiling with no user-space work")
+	fmt.Println()
+	fmt.Println("µs per request, medians; machine: all CPUs' time per request (busy / busy + idle, from /proc/stat). " +
+		"Ceiling: the req/s if the proxies spent their kernel time and no user time (idle kept; then no idle either). Ratios: ÷ the compared pair's measured req/s.")
+	fmt.Println()
+	fmt.Println("| path | req/s | proxies' user | proxies' kernel | machine busy / all | ceiling, no user CPU | ceiling, no user CPU, no idle |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	for _, name := range paths {
+		rs, vs := results[name], results[versus(name)]
+		if name == "direct" {
+			continue
+		}
+		r := med(rs, tpOf("keep-alive", rps))
+		base := r
+		if len(vs) > 0 {
+			base = med(vs, tpOf("keep-alive", rps))
+		}
+		c1, c2 := med(rs, ceil(true)), med(rs, ceil(false))
+		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.0f / %.0f | %.0f (%s) | %.0f (%s) |\n", title(name), r,
+			med(rs, tpOf("keep-alive", func(t throughput) float64 { return t.userPerReq })),
+			med(rs, tpOf("keep-alive", func(t throughput) float64 { return t.sysPerReq })),
+			med(rs, tpOf("keep-alive", func(t throughput) float64 { return t.boxBusyPerReq })),
+			med(rs, tpOf("keep-alive", func(t throughput) float64 { return t.boxPerReq })),
+			c1, ratio(c1, base), c2, ratio(c2, base))
+	}
+	fmt.Println()
 }
 
 // bracket is " (a÷b)" when the compared path was measured.
