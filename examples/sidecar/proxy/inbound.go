@@ -58,7 +58,7 @@ func (p *Proxy) serveInbound(acceptCtx, connCtx context.Context, l net.Listener,
 			if err != nil {
 				// No ClientHello within the handshake timeout (or shed to make room).
 				c.Close()
-				p.emit(Event{Protocol: detect.Unknown, Path: PathHeader, Duration: time.Since(start),
+				p.emit(&Event{Protocol: detect.Unknown, Path: PathHeader, Duration: time.Since(start),
 					Err: fmt.Errorf("%w: %w", ErrNotMeshed, err)})
 				return
 			}
@@ -84,7 +84,7 @@ func (p *Proxy) HandleInbound(ctx context.Context, c net.Conn) {
 	ev := Event{Protocol: detect.Unknown, Path: PathHeader}
 	defer func() {
 		ev.Duration = time.Since(start)
-		p.emit(ev)
+		p.emit(&ev)
 	}()
 	if err := p.init(); err != nil {
 		c.Close()
@@ -161,16 +161,15 @@ func (p *Proxy) HandleInbound(ctx context.Context, c net.Conn) {
 	}
 	// Always raced, NoRace or not: A has already waited for its client, and
 	// a server-first application must not wait a second detection timeout.
-	res, cc, ac, err := p.detectLocal(ctx, dec, tc, app, true)
-	ev.Detect = res
+	cc, ac, err := p.detectLocal(ctx, dec, tc, app, true, &ev.Detect)
 	if err != nil {
 		ev.Err = err
 		return
 	}
-	if isHTTP(res.Protocol) {
+	if isHTTP(ev.Detect.Protocol) {
 		ac.Close()
-		ev.Protocol = res.Protocol
-		p.serveInboundHTTP(ctx, &ev, cc, sessionFor(res.Protocol), id)
+		ev.Protocol = ev.Detect.Protocol
+		p.serveInboundHTTP(ctx, &ev, cc, sessionFor(ev.Protocol), id)
 		return
 	}
 	// Anything else stays labelled as the header said (opaque, mutual TLS);
@@ -212,32 +211,34 @@ func (p *Proxy) dialApp(ctx context.Context, ev *Event, c net.Conn) {
 
 // detectLocal detects the protocol of c, an inbound client of the
 // application connection app, raced against app's first bytes when race is
-// set; an unfinished HTTP request is refused (see checkUnfinished). On an
-// error both connections are closed.
-func (p *Proxy) detectLocal(ctx context.Context, dec opaque.Decision, c, app net.Conn, race bool) (detect.Result, net.Conn, net.Conn, error) {
+// set, and records the result in *res; an unfinished HTTP request is refused
+// (see checkUnfinished). On an error both connections are closed. (The
+// result goes to the caller's Event through res rather than as a value, to
+// keep its 864 bytes out of the frames that go on serving the connection:
+// see detectInto.)
+func (p *Proxy) detectLocal(ctx context.Context, dec opaque.Decision, c, app net.Conn, race bool, res *detect.Result) (net.Conn, net.Conn, error) {
 	det := p.detector(opaque.Inbound)
 	var (
-		res    detect.Result
 		cc, ac = c, app
 		err    error
 	)
 	if !race {
-		res, cc, err = det.Detect(ctx, c, timeoutOf(dec))
+		*res, cc, err = det.Detect(ctx, c, timeoutOf(dec))
 	} else {
-		res, cc, ac, err = det.DetectUpstream(ctx, c, app, timeoutOf(dec))
+		*res, cc, ac, err = det.DetectUpstream(ctx, c, app, timeoutOf(dec))
 	}
 	if err != nil {
 		c.Close()
 		app.Close()
-		return res, nil, nil, err
+		return nil, nil, err
 	}
 	if p.unfinished(res) {
 		if cc, err = p.checkUnfinished(cc, res, opaque.Inbound); err != nil {
 			ac.Close()
-			return res, nil, nil, err
+			return nil, nil, err
 		}
 	}
-	return res, cc, ac, nil
+	return cc, ac, nil
 }
 
 // HandleLocal serves one unmeshed connection for the local port: the inbound
@@ -248,7 +249,7 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 	ev := Event{Dst: netip.AddrPortFrom(p.appHost(), port), Protocol: detect.Unknown}
 	defer func() {
 		ev.Duration = time.Since(start)
-		p.emit(ev)
+		p.emit(&ev)
 	}()
 	dec := p.resolve(opaque.Inbound, port)
 	switch dec.Action {
@@ -275,18 +276,18 @@ func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 		p.finish(ctx, &ev, c, app)
 		return
 	}
-	res, cc, ac, err := p.detectLocal(ctx, dec, c, app, !p.NoRace)
-	ev.Detect, ev.Protocol = res, res.Protocol
-	if res.Reason == detect.ReasonServerFirst {
+	cc, ac, err := p.detectLocal(ctx, dec, c, app, !p.NoRace, &ev.Detect)
+	ev.Protocol = ev.Detect.Protocol
+	if ev.Detect.Reason == detect.ReasonServerFirst {
 		ev.Path = PathServerFirst
 	}
 	if err != nil {
 		ev.Err = err
 		return
 	}
-	if ev.Path == PathDetect && isHTTP(res.Protocol) && !p.NoHTTP {
+	if ev.Path == PathDetect && isHTTP(ev.Protocol) && !p.NoHTTP {
 		ac.Close()
-		p.serveInboundHTTP(ctx, &ev, cc, sessionFor(res.Protocol), spiffe.ID{})
+		p.serveInboundHTTP(ctx, &ev, cc, sessionFor(ev.Protocol), spiffe.ID{})
 		return
 	}
 	p.finish(ctx, &ev, cc, ac)

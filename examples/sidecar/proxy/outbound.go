@@ -43,7 +43,7 @@ func (p *Proxy) serveOutbound(acceptCtx, connCtx context.Context, l net.Listener
 		d, err := dst(c)
 		if err != nil {
 			c.Close()
-			p.emit(Event{Direction: opaque.Outbound, Err: err})
+			p.emit(&Event{Direction: opaque.Outbound, Err: err})
 			return
 		}
 		p.admitOutbound(s, c, d)
@@ -113,7 +113,7 @@ func (p *Proxy) admitOutbound(s *listener, c net.Conn, dst netip.AddrPort) {
 func (p *Proxy) outboundDecision(c net.Conn, dst netip.AddrPort, start time.Time) (opaque.Decision, bool) {
 	fail := func(err error) (opaque.Decision, bool) {
 		c.Close()
-		p.emit(Event{Direction: opaque.Outbound, Dst: dst, Protocol: detect.Unknown, Err: err, Duration: time.Since(start)})
+		p.emit(&Event{Direction: opaque.Outbound, Dst: dst, Protocol: detect.Unknown, Err: err, Duration: time.Since(start)})
 		return opaque.Decision{}, false
 	}
 	if err := p.init(); err != nil {
@@ -142,7 +142,7 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 	ev := Event{Direction: opaque.Outbound, Dst: dst, Protocol: detect.Unknown}
 	defer func() {
 		ev.Duration = time.Since(start)
-		p.emit(ev)
+		p.emit(&ev)
 	}()
 	switch dec.Action {
 	case opaque.ActionSkip:
@@ -180,12 +180,11 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 	if mode == modeTimedOut {
 		// Silent until its detection timeout (or shed to make room): opaque, as
 		// detection would have decided.
-		res := detect.Result{Protocol: detect.Unknown, Reason: detect.ReasonTimeout, Duration: time.Since(start)}
+		ev.Detect = detect.Result{Protocol: detect.Unknown, Reason: detect.ReasonTimeout, Duration: time.Since(start)}
 		if det.OnResult != nil {
-			det.OnResult(&res)
+			det.OnResult(&ev.Detect)
 		}
-		ev.Detect = res
-		p.learn(dst.Port(), res)
+		p.learn(dst.Port(), &ev.Detect)
 		p.dialAndFinish(ctx, &ev, c, dst, opaque.SessionNone)
 		return
 	}
@@ -201,10 +200,9 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		// No upstream to race: an HTTP client still gets an HTTP answer
 		// (502 from the pool's own dial), anything else is closed.
 		ev.Err = err
-		res, cc, derr := det.Detect(ctx, c, timeoutOf(dec))
-		ev.Detect, ev.Protocol = res, res.Protocol
-		if derr == nil && p.unfinished(res) {
-			if cc, derr = p.checkUnfinished(cc, res, opaque.Outbound); derr != nil {
+		cc, derr := detectInto(ctx, &ev, det, c, timeoutOf(dec))
+		if derr == nil && p.unfinished(&ev.Detect) {
+			if cc, derr = p.checkUnfinished(cc, &ev.Detect, opaque.Outbound); derr != nil {
 				ev.Err = derr // answered and closed
 				return
 			}
@@ -218,9 +216,8 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 	// client's preface) on this TLS upstream too, and from an upstream that closed without a byte
 	// (the peer could not reach the application): then the client decides, and an HTTP client
 	// gets a 502 rather than a silent close.
-	res, cc, uc, err := det.DetectUpstream(ctx, c, up, timeoutOf(dec))
-	ev.Detect, ev.Protocol = res, res.Protocol
-	if res.Reason == detect.ReasonServerFirst {
+	cc, uc, err := detectUpstreamInto(ctx, &ev, det, c, up, timeoutOf(dec))
+	if ev.Detect.Reason == detect.ReasonServerFirst {
 		ev.Path = PathServerFirst
 	}
 	if err != nil {
@@ -229,14 +226,14 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		ev.Err = err
 		return
 	}
-	p.learn(dst.Port(), res)
-	if p.unfinished(res) {
-		if cc, ev.Err = p.checkUnfinished(cc, res, opaque.Outbound); ev.Err != nil {
+	p.learn(dst.Port(), &ev.Detect)
+	if p.unfinished(&ev.Detect) {
+		if cc, ev.Err = p.checkUnfinished(cc, &ev.Detect, opaque.Outbound); ev.Err != nil {
 			uc.Close()
 			return
 		}
 	}
-	if ev.Path == PathDetect && isHTTP(res.Protocol) && !p.NoHTTP {
+	if ev.Path == PathDetect && isHTTP(ev.Protocol) && !p.NoHTTP {
 		// The client speaks HTTP: the early upstream (opaque) is not needed;
 		// requests go through the pool to the peer.
 		uc.Close()
@@ -255,29 +252,53 @@ func (p *Proxy) detectThenDial(ctx context.Context, ev *Event, det *detect.Detec
 	if timeout > 0 {
 		timeout = max(timeout-time.Since(start), time.Millisecond)
 	}
-	res, cc, err := det.Detect(ctx, c, detect.WithTimeout(timeout))
-	ev.Detect, ev.Protocol = res, res.Protocol
+	cc, err := detectInto(ctx, ev, det, c, detect.WithTimeout(timeout))
 	if err != nil {
 		c.Close()
 		ev.Err = err
 		return
 	}
-	if res.Reason == detect.ReasonClosed && res.Bytes == 0 {
+	if res := &ev.Detect; res.Reason == detect.ReasonClosed && res.Bytes == 0 {
 		// The client went away without a byte: there is nothing to carry, and dialling the peer
 		// for it would let a flood of connections that connect and close cost a handshake each.
 		c.Close()
 		return
 	}
-	p.learn(dst.Port(), res)
-	if p.unfinished(res) {
-		if cc, ev.Err = p.checkUnfinished(cc, res, opaque.Outbound); ev.Err != nil {
+	p.learn(dst.Port(), &ev.Detect)
+	if p.unfinished(&ev.Detect) {
+		if cc, ev.Err = p.checkUnfinished(cc, &ev.Detect, opaque.Outbound); ev.Err != nil {
 			return
 		}
 	}
 	if p.serveOutboundHTTP(ctx, ev, cc, dst) {
 		return
 	}
-	p.dialAndFinish(ctx, ev, cc, dst, sessionFor(res.Protocol))
+	p.dialAndFinish(ctx, ev, cc, dst, sessionFor(ev.Detect.Protocol))
+}
+
+// detectInto runs det.Detect on c and records its result in ev (Detect and
+// Protocol). It stays out of line, as detectUpstreamInto does: a
+// detect.Result is 864 bytes, and a copy of it in the frame of a function
+// that goes on to serve the connection would sit on the connection's
+// goroutine stack for as long as it is served; the stacks of those
+// goroutines are what Go sizes every new goroutine's stack by, and what
+// the runtime keeps cached when they exit.
+//
+//go:noinline
+func detectInto(ctx context.Context, ev *Event, det *detect.Detector, c net.Conn, opts ...detect.Option) (net.Conn, error) {
+	res, cc, err := det.Detect(ctx, c, opts...)
+	ev.Detect, ev.Protocol = res, res.Protocol
+	return cc, err
+}
+
+// detectUpstreamInto runs det.DetectUpstream and records its result in ev,
+// as detectInto does.
+//
+//go:noinline
+func detectUpstreamInto(ctx context.Context, ev *Event, det *detect.Detector, c, up net.Conn, opts ...detect.Option) (net.Conn, net.Conn, error) {
+	res, cc, uc, err := det.DetectUpstream(ctx, c, up, opts...)
+	ev.Detect, ev.Protocol = res, res.Protocol
+	return cc, uc, err
 }
 
 // serveOutboundHTTP serves c at the HTTP layer when its protocol is HTTP and

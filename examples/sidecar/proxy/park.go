@@ -95,9 +95,9 @@ func (pe *parkedEvent) event(now time.Time) Event {
 
 // parkEvent takes the event of a connection that has parked (from emit), and
 // hands the connection to the Waiter.
-func (s *h1Server) parkEvent(ev Event) {
+func (s *h1Server) parkEvent(ev *Event) {
 	ev.parked = nil
-	pk := &parkedConn{h1Conn: s.h1Conn, ev: compactEvent(&ev, time.Now())}
+	pk := &parkedConn{h1Conn: s.h1Conn, ev: compactEvent(ev, time.Now())}
 	s.ev = nil
 	pk.park()
 }
@@ -144,5 +144,5 @@ func (pk *parkedConn) end() {
 	ev := pk.ev.event(time.Now())
 	ev.ClientBytes, ev.ServerBytes = pk.read, pk.written
 	pk.p.endHTTP(&ev, pk.t, pk.mc, pk.firstErr)
-	pk.p.emit(ev)
+	pk.p.emit(&ev)
 }

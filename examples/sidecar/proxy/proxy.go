@@ -212,9 +212,13 @@ func (p *Proxy) isOwnPort(port uint16) bool {
 	return set != nil && set.Contains(port)
 }
 
-// learn feeds a detection result on port to the race policy's Learner.
-func (p *Proxy) learn(port uint16, res detect.Result) {
-	p.race.Learner.Observe(port, res)
+// learn feeds a detection result on port to the race policy's Learner. Out
+// of line, so that the copy of res that Observe takes is not in the frame of
+// a caller that goes on serving the connection (see detectInto).
+//
+//go:noinline
+func (p *Proxy) learn(port uint16, res *detect.Result) {
+	p.race.Learner.Observe(port, *res)
 }
 
 func (p *Proxy) init() error {
@@ -329,13 +333,13 @@ func (p *Proxy) join(ctx context.Context, a, b net.Conn, obs splice.Observer) (s
 	return j.Join(ctx, a, b, obs)
 }
 
-func (p *Proxy) emit(ev Event) {
+func (p *Proxy) emit(ev *Event) {
 	if ev.parked != nil {
 		ev.parked.parkEvent(ev)
 		return
 	}
 	if p.OnEvent != nil {
-		p.OnEvent(ev)
+		p.OnEvent(*ev)
 	}
 }
 

@@ -25,7 +25,7 @@ import (
 // been an HTTP request, on a proxy that serves HTTP at the HTTP layer (with
 // NoHTTP, HTTP is carried as bytes anyway and no identity header is
 // injected or stripped).
-func (p *Proxy) unfinished(res detect.Result) bool {
+func (p *Proxy) unfinished(res *detect.Result) bool {
 	return !p.NoHTTP && res.Protocol == detect.Unknown && res.Bytes > 0 &&
 		(res.Reason == detect.ReasonLimit || res.Reason == detect.ReasonTimeout)
 }
@@ -40,7 +40,7 @@ const refuseWait = 500 * time.Millisecond
 // 408, counts the answer on dir, closes c and returns an error matching
 // ErrUnfinishedHTTP. Otherwise it returns c with those bytes put back in
 // front, to be carried opaque. A read error closes c and is returned.
-func (p *Proxy) checkUnfinished(c net.Conn, res detect.Result, dir opaque.Direction) (net.Conn, error) {
+func (p *Proxy) checkUnfinished(c net.Conn, res *detect.Result, dir opaque.Direction) (net.Conn, error) {
 	b := make([]byte, res.Bytes)
 	c.SetReadDeadline(time.Now().Add(refuseWait))
 	_, err := io.ReadFull(c, b)

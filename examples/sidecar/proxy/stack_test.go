@@ -1,0 +1,96 @@
+package proxy
+
+import (
+	"net/http"
+	"runtime"
+	"runtime/metrics"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// stackBudget is the goroutine stack, in bytes, that one HTTP/1.1 request in
+// flight may hold across the pair and the backend together: sidecar A's
+// connection goroutine, sidecar B's goroutine for the pooled connection that
+// carries it, and net/http's handler goroutine in the backend, scanned by a
+// collection while the backend holds the request. It was 21.4 KiB when
+// handleOutbound, detectThenDial, HandleInbound and HandleLocal kept
+// detection results by value in their frames (those frames stay on the stack
+// while the connection is served), 11.3 KiB since; the runtime starts every
+// new goroutine with a stack sized by the average it scans, and keeps that
+// much per goroutine it caches after they exit (issue 17: idle memory).
+const stackBudget = 12 << 10
+
+// TestServingStackDepth holds requests in flight through the pair and
+// measures the stack they hold, from the runtime's count of the stack bytes a
+// collection scanned.
+func TestServingStackDepth(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector enlarges every frame; the budget is for normal builds")
+	}
+	const n = 32
+	var (
+		arrived sync.WaitGroup
+		release = make(chan struct{})
+	)
+	arrived.Add(n)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("/hold", func(w http.ResponseWriter, r *http.Request) {
+		arrived.Done()
+		<-release
+	})
+	dst := httpBackend(t, &http.Server{Handler: mux})
+	var evA, evB events
+	addr, _, _ := h1Pair(t, dst, &evA, &evB)
+	// Warm up: one request through, so that the pool, the handshake and the
+	// listeners' goroutines are there before the baseline.
+	warm := dialH1(t, addr)
+	resp, _ := warm.do("GET / HTTP/1.1\r\nHost: backend\r\n\r\n")
+	require.Equal(t, 200, resp.StatusCode)
+	base := scannedStack(t)
+	clients := make([]*h1Client, n)
+	for i := range clients {
+		clients[i] = dialH1(t, addr)
+		clients[i].send("GET /hold HTTP/1.1\r\nHost: backend\r\n\r\n")
+	}
+	waitGroup(t, &arrived, 10*time.Second)
+	held := scannedStack(t)
+	close(release)
+	for _, c := range clients {
+		resp, _ := c.read("GET")
+		require.Equal(t, 200, resp.StatusCode)
+		c.c.Close()
+	}
+	warm.c.Close()
+	per := (float64(held) - float64(base)) / n
+	t.Logf("stack per request in flight (A, B and the backend): %.0f bytes (budget %d)", per, stackBudget)
+	if per > stackBudget {
+		t.Errorf("a request in flight holds %.0f bytes of goroutine stack across the pair and the backend, over the budget of %d", per, stackBudget)
+	}
+}
+
+// scannedStack runs a collection and returns the stack bytes it scanned.
+func scannedStack(t *testing.T) uint64 {
+	t.Helper()
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/gc/scan/stack:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		t.Skip("this Go has no /gc/scan/stack:bytes")
+	}
+	return s[0].Value.Uint64()
+}
+
+func waitGroup(t *testing.T, wg *sync.WaitGroup, d time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("requests did not reach the backend within %v", d)
+	}
+}
