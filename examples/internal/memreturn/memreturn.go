@@ -13,8 +13,9 @@
 // goes quiet after a burst (it allocated Quiet or more in one interval and less than Quiet in the
 // next) holding more than Floor in its heap: what a burst left is mostly objects that were live
 // at the collection during it and are garbage now, which no reading can tell from live ones without
-// a collection. Under steady load neither holds, so it costs nothing there; once a burst is over,
-// the process's memory follows what it holds.
+// a collection. A process quiet for two checks in a row gives back what it frees as soon as that
+// passes QuietFloor. Under steady load none of these holds, so it costs nothing there; once a
+// burst is over, the process's memory follows what it holds.
 package memreturn
 
 import (
@@ -29,6 +30,12 @@ const Floor = 4 << 20
 
 // Quiet is the allocation, in bytes per check, below which a process counts as quiet.
 const Quiet = 1 << 20
+
+// QuietFloor is the reclaimable memory, in bytes, above which Run forces a return in a process
+// that stayed quiet for two checks in a row: nothing is allocating, so there is no churn to
+// avoid, and what a quiet process frees later (a pool closing the connections a burst opened)
+// goes back too.
+const QuietFloor = 1 << 20
 
 // Stats is what one check reads (bytes, except Goroutines).
 type Stats struct {
@@ -63,6 +70,9 @@ func (s Stats) ShouldReturn() bool {
 	r := s.Reclaimable()
 	if r > Floor && r > s.Live {
 		return true
+	}
+	if s.Allocated < Quiet && s.AllocatedBefore < Quiet {
+		return r > QuietFloor
 	}
 	wentQuiet := s.AllocatedBefore >= Quiet && s.Allocated < Quiet
 	return wentQuiet && s.Free+s.Objects > Floor
