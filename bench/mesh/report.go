@@ -45,8 +45,6 @@ func cpu(t throughput) float64 { return t.cpuPerReq }
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 func report(paths []string, results map[string][]result, load0, load1 string) {
-	title := func(name string) string { i, _ := infoOf(name); return i.title }
-	versus := func(name string) string { i, _ := infoOf(name); return i.versus }
 
 	fmt.Printf("### HTTP through a pair of proxies (median of %d interleaved rounds; load average %s before, %s after)\n\n", *rounds, load0, load1)
 	fmt.Printf("wrk -t2 -c%d -d%s (keep-alive; `Connection: close`: a new connection per request), h2load -t2 -c%d -m%d -D%s (h2c); "+
@@ -57,8 +55,8 @@ func report(paths []string, results map[string][]result, load0, load1 string) {
 	fmt.Printf("| path | keep-alive req/s | proxies' CPU µs/req | new connection per request, req/s | proxies' CPU µs/req | h2c req/s | proxies' CPU µs/req | RSS per idle keep-alive connection, KiB, after 2 s | after %s more | descriptors per idle connection, after 2 s → after %s more |\n", *idleSettle, *idleSettle)
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, name := range paths {
-		rs, vs := results[name], results[versus(name)]
-		fmt.Printf("| %s |", title(name))
+		rs, vs := results[name], results[versusOf(name)]
+		fmt.Printf("| %s |", titleOf(name))
 		for _, l := range []string{"keep-alive", "close", "h2c"} {
 			if !has(*loadList, l) {
 				fmt.Print(" — | — |")
@@ -96,8 +94,8 @@ func report(paths []string, results map[string][]result, load0, load1 string) {
 		fmt.Println("| path | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | errors | achieved req/s |")
 		fmt.Println("|---|---|---|---|---|---|---|---|---|")
 		for _, name := range paths {
-			rs, vs := results[name], results[versus(name)]
-			fmt.Printf("| %s | %.0f | %.0f | %.0f |", title(name), med(rs, p50), med(rs, p99), med(rs, p999))
+			rs, vs := results[name], results[versusOf(name)]
+			fmt.Printf("| %s | %.0f | %.0f | %.0f |", titleOf(name), med(rs, p50), med(rs, p99), med(rs, p999))
 			for _, q := range []func(result) float64{p50, p99, p999} {
 				if name == "direct" || len(direct) == 0 {
 					fmt.Print(" — |")
@@ -131,6 +129,12 @@ func report(paths []string, results map[string][]result, load0, load1 string) {
 	targets(results)
 }
 
+// titleOf is the path's title in the tables.
+func titleOf(name string) string { i, _ := infoOf(name); return i.title }
+
+// versusOf is the path the path called name is compared with.
+func versusOf(name string) string { i, _ := infoOf(name); return i.versus }
+
 // ceilings prints, for keep-alive, where each path's CPU went and the req/s
 // the machine would reach if the path's proxies did all their kernel work
 // (the same system calls, TLS in user space included in user time) and no
@@ -140,8 +144,6 @@ func report(paths []string, results map[string][]result, load0, load1 string) {
 // calls as another cannot pass the other's ceiling, however little user CPU
 // it spends.
 func ceilings(paths []string, results map[string][]result) {
-	versus := func(name string) string { i, _ := infoOf(name); return i.versus }
-	title := func(name string) string { i, _ := infoOf(name); return i.title }
 	ncpu := float64(numCPU()) * 1e6
 	ceil := func(all bool) func(result) float64 {
 		return func(r result) float64 {
@@ -164,7 +166,7 @@ func ceilings(paths []string, results map[string][]result) {
 	fmt.Println("| path | req/s | proxies' user | proxies' kernel | machine busy / all | ceiling, no user CPU | ceiling, no user CPU, no idle |")
 	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, name := range paths {
-		rs, vs := results[name], results[versus(name)]
+		rs, vs := results[name], results[versusOf(name)]
 		if name == "direct" {
 			continue
 		}
@@ -174,7 +176,7 @@ func ceilings(paths []string, results map[string][]result) {
 			base = med(vs, tpOf("keep-alive", rps))
 		}
 		c1, c2 := med(rs, ceil(true)), med(rs, ceil(false))
-		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.0f / %.0f | %.0f (%s) | %.0f (%s) |\n", title(name), r,
+		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.0f / %.0f | %.0f (%s) | %.0f (%s) |\n", titleOf(name), r,
 			med(rs, tpOf("keep-alive", func(t throughput) float64 { return t.userPerReq })),
 			med(rs, tpOf("keep-alive", func(t throughput) float64 { return t.sysPerReq })),
 			med(rs, tpOf("keep-alive", func(t throughput) float64 { return t.boxBusyPerReq })),

@@ -211,21 +211,17 @@ func (p *Proxy) dialApp(ctx context.Context, ev *Event, c net.Conn) {
 
 // detectLocal detects the protocol of c, an inbound client of the
 // application connection app, raced against app's first bytes when race is
-// set, and records the result in *res; an unfinished HTTP request is refused
-// (see checkUnfinished). On an error both connections are closed. (The
-// result goes to the caller's Event through res rather than as a value, to
-// keep its 864 bytes out of the frames that go on serving the connection:
-// see detectInto.)
+// set, and records the result in *res (the caller's Event: see detectInto);
+// an unfinished HTTP request is refused (see checkUnfinished). On an error
+// both connections are closed.
 func (p *Proxy) detectLocal(ctx context.Context, dec opaque.Decision, c, app net.Conn, race bool, res *detect.Result) (net.Conn, net.Conn, error) {
-	det := p.detector(opaque.Inbound)
-	var (
-		cc, ac = c, app
-		err    error
-	)
+	var up net.Conn
+	if race {
+		up = app
+	}
+	cc, ac, err := detectInto(ctx, res, p.detector(opaque.Inbound), c, up, timeoutOf(dec))
 	if !race {
-		*res, cc, err = det.Detect(ctx, c, timeoutOf(dec))
-	} else {
-		*res, cc, ac, err = det.DetectUpstream(ctx, c, app, timeoutOf(dec))
+		ac = app
 	}
 	if err != nil {
 		c.Close()

@@ -2,5 +2,5 @@
 
 package proxy
 
-// raceEnabled: the race detector is on.
+// raceEnabled reports whether the race detector is on.
 const raceEnabled = false

@@ -200,7 +200,8 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 		// No upstream to race: an HTTP client still gets an HTTP answer
 		// (502 from the pool's own dial), anything else is closed.
 		ev.Err = err
-		cc, derr := detectInto(ctx, &ev, det, c, timeoutOf(dec))
+		cc, _, derr := detectInto(ctx, &ev.Detect, det, c, nil, timeoutOf(dec))
+		ev.Protocol = ev.Detect.Protocol
 		if derr == nil && p.unfinished(&ev.Detect) {
 			if cc, derr = p.checkUnfinished(cc, &ev.Detect, opaque.Outbound); derr != nil {
 				ev.Err = derr // answered and closed
@@ -216,7 +217,8 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, dst netip.AddrPo
 	// client's preface) on this TLS upstream too, and from an upstream that closed without a byte
 	// (the peer could not reach the application): then the client decides, and an HTTP client
 	// gets a 502 rather than a silent close.
-	cc, uc, err := detectUpstreamInto(ctx, &ev, det, c, up, timeoutOf(dec))
+	cc, uc, err := detectInto(ctx, &ev.Detect, det, c, up, timeoutOf(dec))
+	ev.Protocol = ev.Detect.Protocol
 	if ev.Detect.Reason == detect.ReasonServerFirst {
 		ev.Path = PathServerFirst
 	}
@@ -252,7 +254,8 @@ func (p *Proxy) detectThenDial(ctx context.Context, ev *Event, det *detect.Detec
 	if timeout > 0 {
 		timeout = max(timeout-time.Since(start), time.Millisecond)
 	}
-	cc, err := detectInto(ctx, ev, det, c, detect.WithTimeout(timeout))
+	cc, _, err := detectInto(ctx, &ev.Detect, det, c, nil, detect.WithTimeout(timeout))
+	ev.Protocol = ev.Detect.Protocol
 	if err != nil {
 		c.Close()
 		ev.Err = err
@@ -276,28 +279,22 @@ func (p *Proxy) detectThenDial(ctx context.Context, ev *Event, det *detect.Detec
 	p.dialAndFinish(ctx, ev, cc, dst, sessionFor(ev.Detect.Protocol))
 }
 
-// detectInto runs det.Detect on c and records its result in ev (Detect and
-// Protocol). It stays out of line, as detectUpstreamInto does: a
+// detectInto detects c's protocol into *res: with det.Detect, or, when up is
+// not nil, with det.DetectUpstream raced against up's first bytes (uc is then
+// up as DetectUpstream hands it back; otherwise nil). It stays out of line: a
 // detect.Result is 864 bytes, and a copy of it in the frame of a function
 // that goes on to serve the connection would sit on the connection's
 // goroutine stack for as long as it is served; the stacks of those
-// goroutines are what Go sizes every new goroutine's stack by, and what
-// the runtime keeps cached when they exit.
+// goroutines are what Go sizes every new goroutine's stack by, and what the
+// runtime keeps cached when they exit (TestServingStackDepth).
 //
 //go:noinline
-func detectInto(ctx context.Context, ev *Event, det *detect.Detector, c net.Conn, opts ...detect.Option) (net.Conn, error) {
-	res, cc, err := det.Detect(ctx, c, opts...)
-	ev.Detect, ev.Protocol = res, res.Protocol
-	return cc, err
-}
-
-// detectUpstreamInto runs det.DetectUpstream and records its result in ev,
-// as detectInto does.
-//
-//go:noinline
-func detectUpstreamInto(ctx context.Context, ev *Event, det *detect.Detector, c, up net.Conn, opts ...detect.Option) (net.Conn, net.Conn, error) {
-	res, cc, uc, err := det.DetectUpstream(ctx, c, up, opts...)
-	ev.Detect, ev.Protocol = res, res.Protocol
+func detectInto(ctx context.Context, res *detect.Result, det *detect.Detector, c, up net.Conn, opts ...detect.Option) (cc, uc net.Conn, err error) {
+	if up == nil {
+		*res, cc, err = det.Detect(ctx, c, opts...)
+		return cc, nil, err
+	}
+	*res, cc, uc, err = det.DetectUpstream(ctx, c, up, opts...)
 	return cc, uc, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,17 +33,19 @@ func TestServingStackDepth(t *testing.T) {
 	}
 	const n = 32
 	var (
-		arrived sync.WaitGroup
-		release = make(chan struct{})
+		arrived     atomic.Int32
+		release     = make(chan struct{})
+		releaseOnce sync.Once
 	)
-	arrived.Add(n)
+	releaseAll := func() { releaseOnce.Do(func() { close(release) }) }
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {})
 	mux.HandleFunc("/hold", func(w http.ResponseWriter, r *http.Request) {
-		arrived.Done()
+		arrived.Add(1)
 		<-release
 	})
 	dst := httpBackend(t, &http.Server{Handler: mux})
+	t.Cleanup(releaseAll) // before the backend's cleanup: no handler left blocked
 	var evA, evB events
 	addr, _, _ := h1Pair(t, dst, &evA, &evB)
 	// Warm up: one request through, so that the pool, the handshake and the
@@ -56,9 +59,10 @@ func TestServingStackDepth(t *testing.T) {
 		clients[i] = dialH1(t, addr)
 		clients[i].send("GET /hold HTTP/1.1\r\nHost: backend\r\n\r\n")
 	}
-	waitGroup(t, &arrived, 10*time.Second)
+	require.Eventually(t, func() bool { return arrived.Load() == n }, 10*time.Second, time.Millisecond,
+		"requests did not all reach the backend")
 	held := scannedStack(t)
-	close(release)
+	releaseAll()
 	for _, c := range clients {
 		resp, _ := c.read("GET")
 		require.Equal(t, 200, resp.StatusCode)
@@ -82,15 +86,4 @@ func scannedStack(t *testing.T) uint64 {
 		t.Skip("this Go has no /gc/scan/stack:bytes")
 	}
 	return s[0].Value.Uint64()
-}
-
-func waitGroup(t *testing.T, wg *sync.WaitGroup, d time.Duration) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(d):
-		t.Fatalf("requests did not reach the backend within %v", d)
-	}
 }
