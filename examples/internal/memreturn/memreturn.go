@@ -8,8 +8,8 @@
 // which is what an operator's RSS graph and the OOM killer see. Run checks every interval how
 // much memory could go back: heap free and not yet returned, heap objects beyond those the last
 // collection found live (garbage not yet collected), and goroutine stack space beyond what the
-// goroutines alive now need. It calls debug.FreeOSMemory (one garbage collection, then every free
-// page returned at once) when that exceeds both Floor and the live heap, and once when the process
+// goroutines alive now need. It forces a return (Return: two garbage collections, then every free
+// page handed back at once) when that exceeds both Floor and the live heap, and once when the process
 // goes quiet after a burst (it allocated Quiet or more in one interval and less than Quiet in the
 // next) holding more than Floor in its heap: what a burst left is mostly objects that were live
 // at the collection during it and are garbage now, which no reading can tell from live ones without
@@ -20,6 +20,7 @@ package memreturn
 
 import (
 	"context"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
@@ -78,6 +79,15 @@ func (s Stats) ShouldReturn() bool {
 	return wentQuiet && s.Free+s.Objects > Floor
 }
 
+// Return collects garbage twice and hands every free page back to the operating system. The
+// second collection is what frees the objects parked in sync.Pools (a collection moves a pool's
+// contents to its victim cache, the next one drops them): the buffers a burst left there, and
+// whatever they still point to, would otherwise stay until traffic starts collections again.
+func Return() {
+	runtime.GC()
+	debug.FreeOSMemory()
+}
+
 // Run checks every interval until ctx is done; it returns the number of returns it forced.
 func Run(ctx context.Context, interval time.Duration) int {
 	samples := []metrics.Sample{
@@ -112,7 +122,7 @@ func Run(ctx context.Context, interval time.Duration) int {
 		}
 		allocs, before = samples[5].Value.Uint64(), s.Allocated
 		if s.ShouldReturn() {
-			debug.FreeOSMemory()
+			Return()
 			forced++
 			metrics.Read(samples)
 			allocs = samples[5].Value.Uint64()

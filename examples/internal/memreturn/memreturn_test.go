@@ -3,8 +3,10 @@ package memreturn
 import (
 	"context"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
+	"weak"
 
 	"go.uber.org/goleak"
 )
@@ -82,4 +84,23 @@ func TestRunReturnsAfterABurst(t *testing.T) {
 	if ms.HeapIdle-ms.HeapReleased >= Floor {
 		t.Fatalf("after Run, %d bytes of the heap are free and not returned", ms.HeapIdle-ms.HeapReleased)
 	}
+}
+
+// TestReturnEmptiesPools: what a burst left in a sync.Pool is freed by a return, with no
+// other collection in between (one collection only moves it to the pool's victim cache).
+func TestReturnEmptiesPools(t *testing.T) {
+	var (
+		pool sync.Pool
+		wp   weak.Pointer[byte]
+	)
+	func() {
+		b := make([]byte, 1<<20)
+		wp = weak.Make(&b[0])
+		pool.Put(&b)
+	}()
+	Return()
+	if wp.Value() != nil {
+		t.Fatal("a buffer put in a sync.Pool before Return is still reachable after it")
+	}
+	runtime.KeepAlive(&pool)
 }
