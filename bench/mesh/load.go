@@ -243,11 +243,18 @@ type idle struct {
 	// perProc is kibSettled for each of the path's processes, in the order
 	// the path starts them (the sidecars: B, the server side, then A).
 	perProc []float64
+	// kibMarginal is what n more connections, opened after the settled
+	// reading and settled in turn, added per connection: the cost of one
+	// more idle connection, without what the first connections through a
+	// fresh process pay once (a Go runtime's first collections set up
+	// its collector's metadata, about 1.7 MB per sidecar).
+	kibMarginal float64
 }
 
 // holdIdle opens n keep-alive connections through the path (64 at a time),
 // makes one request on each, and with all n open and idle reads how much
-// the proxies' RSS and descriptors grew per connection.
+// the proxies' RSS and descriptors grew per connection; then it opens n
+// more and reads what they added.
 func holdIdle(p *path, n int) (idle, error) {
 	pids := p.pids()
 	time.Sleep(500 * time.Millisecond)
@@ -256,7 +263,7 @@ func holdIdle(p *path, n int) (idle, error) {
 	for i, pid := range pids {
 		each0[i] = rssKiB([]int{pid})
 	}
-	cs := make([]*rateConn, n)
+	cs := make([]*rateConn, 2*n)
 	defer func() {
 		for _, c := range cs {
 			if c != nil {
@@ -264,6 +271,35 @@ func holdIdle(p *path, n int) (idle, error) {
 			}
 		}
 	}()
+	if err := openIdle(p.addr, cs[:n]); err != nil {
+		return idle{}, err
+	}
+	time.Sleep(2 * time.Second)
+	rss1, fd1 := rssKiB(pids), fds(pids)
+	time.Sleep(*idleSettle)
+	rss2, fd2 := rssKiB(pids), fds(pids)
+	perProc := make([]float64, len(pids))
+	for i, pid := range pids {
+		perProc[i] = float64(rssKiB([]int{pid})-each0[i]) / float64(n)
+	}
+	if err := openIdle(p.addr, cs[n:]); err != nil {
+		return idle{}, err
+	}
+	time.Sleep(2*time.Second + *idleSettle)
+	rss3 := rssKiB(pids)
+	return idle{
+		perProc:     perProc,
+		kibPerConn:  float64(rss1-rss0) / float64(n),
+		fdsPerConn:  float64(fd1-fd0) / float64(n),
+		kibSettled:  float64(rss2-rss0) / float64(n),
+		fdsSettled:  float64(fd2-fd0) / float64(n),
+		kibMarginal: float64(rss3-rss2) / float64(n),
+	}, nil
+}
+
+// openIdle fills cs with keep-alive connections to addr (64 at a time),
+// one request made on each.
+func openIdle(addr string, cs []*rateConn) error {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -276,7 +312,7 @@ func holdIdle(p *path, n int) (idle, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := dialRate(p.addr)
+			c, err := dialRate(addr)
 			if err != nil {
 				mu.Lock()
 				firstErr = cmpErr(firstErr, err)
@@ -289,23 +325,9 @@ func holdIdle(p *path, n int) (idle, error) {
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return idle{}, fmt.Errorf("idle connections: %w", firstErr)
+		return fmt.Errorf("idle connections: %w", firstErr)
 	}
-	time.Sleep(2 * time.Second)
-	rss1, fd1 := rssKiB(pids), fds(pids)
-	time.Sleep(*idleSettle)
-	rss2, fd2 := rssKiB(pids), fds(pids)
-	perProc := make([]float64, len(pids))
-	for i, pid := range pids {
-		perProc[i] = float64(rssKiB([]int{pid})-each0[i]) / float64(n)
-	}
-	return idle{
-		perProc:    perProc,
-		kibPerConn: float64(rss1-rss0) / float64(n),
-		fdsPerConn: float64(fd1-fd0) / float64(n),
-		kibSettled: float64(rss2-rss0) / float64(n),
-		fdsSettled: float64(fd2-fd0) / float64(n),
-	}, nil
+	return nil
 }
 
 func cmpErr(a, b error) error {

@@ -49,11 +49,12 @@ func report(paths []string, results map[string][]result, load0, load1 string) {
 	fmt.Printf("### HTTP through a pair of proxies (median of %d interleaved rounds; load average %s before, %s after)\n\n", *rounds, load0, load1)
 	fmt.Printf("wrk -t2 -c%d -d%s (keep-alive; `Connection: close`: a new connection per request), h2load -t2 -c%d -m%d -D%s (h2c); "+
 		"proxies' CPU: user + system time of both proxy processes from /proc/PID/stat, per request completed; "+
-		"idle: %d keep-alive connections, one request each, held open, growth of both proxies' RSS (2 s after the last one opened, and %s later) and descriptors. "+
+		"idle: %d keep-alive connections, one request each, held open, growth of both proxies' RSS (2 s after the last one opened, and %s later) and descriptors; "+
+		"then %d more opened, and what they added once settled (2 s + %s later): the marginal cost of one more idle connection. "+
 		"Ratios in brackets: req/s ÷ the compared pair's; CPU and memory: its ÷ the compared pair's (lower is better).\n\n",
-		*conns, *duration, *h2Conns, *h2Streams, *duration, *idleConns, *idleSettle)
-	fmt.Printf("| path | keep-alive req/s | proxies' CPU µs/req | new connection per request, req/s | proxies' CPU µs/req | h2c req/s | proxies' CPU µs/req | RSS per idle keep-alive connection, KiB, after 2 s | after %s more | descriptors per idle connection, after 2 s → after %s more |\n", *idleSettle, *idleSettle)
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+		*conns, *duration, *h2Conns, *h2Streams, *duration, *idleConns, *idleSettle, *idleConns, *idleSettle)
+	fmt.Printf("| path | keep-alive req/s | proxies' CPU µs/req | new connection per request, req/s | proxies' CPU µs/req | h2c req/s | proxies' CPU µs/req | RSS per idle keep-alive connection, KiB, after 2 s | after %s more | marginal, %d more | descriptors per idle connection, after 2 s → after %s more |\n", *idleSettle, *idleConns, *idleSettle)
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, name := range paths {
 		rs, vs := results[name], results[versusOf(name)]
 		fmt.Printf("| %s |", titleOf(name))
@@ -71,15 +72,17 @@ func report(paths []string, results map[string][]result, load0, load1 string) {
 			}
 		}
 		if !has(*loadList, "idle") || name == "direct" {
-			fmt.Println(" — | — | — |")
+			fmt.Println(" — | — | — | — |")
 			continue
 		}
 		k := med(rs, func(r result) float64 { return r.idle.kibPerConn })
 		ks := med(rs, func(r result) float64 { return r.idle.kibSettled })
 		f := med(rs, func(r result) float64 { return r.idle.fdsPerConn })
 		fs := med(rs, func(r result) float64 { return r.idle.fdsSettled })
-		fmt.Printf(" %.1f%s | %.1f%s | %.2f → %.2f |\n", k, bracket(k, med(vs, func(r result) float64 { return r.idle.kibPerConn }), vs),
-			ks, bracket(ks, med(vs, func(r result) float64 { return r.idle.kibSettled }), vs), f, fs)
+		km := med(rs, func(r result) float64 { return r.idle.kibMarginal })
+		fmt.Printf(" %.1f%s | %.1f%s | %.1f%s | %.2f → %.2f |\n", k, bracket(k, med(vs, func(r result) float64 { return r.idle.kibPerConn }), vs),
+			ks, bracket(ks, med(vs, func(r result) float64 { return r.idle.kibSettled }), vs),
+			km, bracket(km, med(vs, func(r result) float64 { return r.idle.kibMarginal }), vs), f, fs)
 	}
 	fmt.Println()
 
@@ -118,8 +121,9 @@ func report(paths []string, results map[string][]result, load0, load1 string) {
 			}
 		}
 		if has(*loadList, "idle") {
-			fmt.Printf(" idle RSS %s, settled %s;", ratio(med(aa, func(r result) float64 { return r.idle.kibPerConn }), med(h, func(r result) float64 { return r.idle.kibPerConn })),
-				ratio(med(aa, func(r result) float64 { return r.idle.kibSettled }), med(h, func(r result) float64 { return r.idle.kibSettled })))
+			fmt.Printf(" idle RSS %s, settled %s, marginal %s;", ratio(med(aa, func(r result) float64 { return r.idle.kibPerConn }), med(h, func(r result) float64 { return r.idle.kibPerConn })),
+				ratio(med(aa, func(r result) float64 { return r.idle.kibSettled }), med(h, func(r result) float64 { return r.idle.kibSettled })),
+				ratio(med(aa, func(r result) float64 { return r.idle.kibMarginal }), med(h, func(r result) float64 { return r.idle.kibMarginal })))
 		}
 		fmt.Print("\n\n")
 	}
@@ -242,7 +246,8 @@ func targets(results map[string][]result) {
 	if has(*loadList, "idle") {
 		ts = append(ts,
 			target{"RSS per idle keep-alive connection after 2 s, sidecars (HTTP) ÷ HAProxy http", r(sh, hh, func(r result) float64 { return r.idle.kibPerConn }), 0.5, false},
-			target{fmt.Sprintf("RSS per idle keep-alive connection after %s more, sidecars (HTTP) ÷ HAProxy http", *idleSettle), r(sh, hh, func(r result) float64 { return r.idle.kibSettled }), 0.5, false})
+			target{fmt.Sprintf("RSS per idle keep-alive connection after %s more, sidecars (HTTP) ÷ HAProxy http", *idleSettle), r(sh, hh, func(r result) float64 { return r.idle.kibSettled }), 0.5, false},
+			target{fmt.Sprintf("RSS per idle keep-alive connection, marginal (%d more, settled), sidecars (HTTP) ÷ HAProxy http", *idleConns), r(sh, hh, func(r result) float64 { return r.idle.kibMarginal }), 0.5, false})
 	}
 	fmt.Println("### Issue 17's targets")
 	fmt.Println()
