@@ -275,6 +275,9 @@ func TestLimitsHTTP1(t *testing.T) {
 			if r.HTTP.Host() != want {
 				t.Errorf("%d-byte host %q: got %d bytes", n, in, len(r.HTTP.Host()))
 			}
+			if b := detect.NewHTTPInfo("GET", h); b != r.HTTP {
+				t.Errorf("%d-byte host: NewHTTPInfo gives %q %d bytes, detection %q %d bytes", n, b.Method, len(b.Host()), r.HTTP.Method, len(r.HTTP.Host()))
+			}
 		}
 	}
 

@@ -116,6 +116,17 @@ type HTTPInfo struct {
 // longer than 255 bytes are not kept.
 func (h HTTPInfo) Host() string { return string(h.host[:h.hostLen]) }
 
+// NewHTTPInfo returns the HTTPInfo detection reports for a request with this method and Host
+// header value: for callers that keep a Result in a smaller form and rebuild it, and for tests of
+// code that consumes Results. A host longer than 255 bytes is not kept, as in detection.
+func NewHTTPInfo(method, host string) HTTPInfo {
+	h := HTTPInfo{Method: method}
+	if len(host) <= maxHost {
+		h.hostLen = uint8(copy(h.host[:], host))
+	}
+	return h
+}
+
 // Limits of what TLSInfo keeps inline.
 const (
 	maxSNI      = 255

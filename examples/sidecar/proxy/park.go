@@ -46,15 +46,17 @@ type parkedConn struct {
 // parkedEvent is an Event kept compactly while its connection is parked:
 // every field but ClientBytes and ServerBytes (the h1Conn counts them), its
 // Duration as the connection's start, and of its detection result the parts
-// an HTTP/1 connection has (full holds the whole Event in the rare case that
-// the result's TLS part is set).
+// an HTTP/1 connection has, the HTTPInfo as its two strings rather than its
+// 272 inline bytes (full holds the whole Event in the rare case that the
+// result's TLS part is set).
 type parkedEvent struct {
 	start     time.Time
 	dst       netip.AddrPort
 	peerID    spiffe.ID
 	err       error
 	full      *Event
-	http      detect.HTTPInfo
+	method    string
+	host      string
 	detBytes  int
 	detDur    time.Duration
 	dir       opaque.Direction
@@ -65,7 +67,10 @@ type parkedEvent struct {
 	proxyV    uint8
 }
 
-func compactEvent(ev *Event, now time.Time) parkedEvent {
+// compactEvent keeps ev as a parkedEvent. host is the Host of the
+// connection's last request: the detected Host shares its string when they
+// are the same, as they usually are (else it costs one small allocation).
+func compactEvent(ev *Event, now time.Time, host string) parkedEvent {
 	pe := parkedEvent{start: now.Add(-ev.Duration)}
 	if ev.Detect.TLS != (detect.TLSInfo{}) {
 		full := *ev
@@ -74,7 +79,11 @@ func compactEvent(ev *Event, now time.Time) parkedEvent {
 	}
 	d := &ev.Detect
 	pe.dst, pe.peerID, pe.err = ev.Dst, ev.PeerID, ev.Err
-	pe.http, pe.detBytes, pe.detDur = d.HTTP, d.Bytes, d.Duration
+	pe.method, pe.host = d.HTTP.Method, host
+	if d.HTTP != detect.NewHTTPInfo(d.HTTP.Method, host) { // compared on the stack: Host() of more than 32 bytes would allocate
+		pe.host = d.HTTP.Host()
+	}
+	pe.detBytes, pe.detDur = d.Bytes, d.Duration
 	pe.dir, pe.path, pe.proto = ev.Direction, ev.Path, ev.Protocol
 	pe.detProto, pe.detReason, pe.proxyV = d.Protocol, d.Reason, d.PROXYVersion
 	return pe
@@ -87,7 +96,7 @@ func (pe *parkedEvent) event(now time.Time) Event {
 		ev = *pe.full
 	} else {
 		ev = Event{Direction: pe.dir, Dst: pe.dst, Protocol: pe.proto, Path: pe.path, PeerID: pe.peerID, Err: pe.err}
-		ev.Detect = detect.Result{Protocol: pe.detProto, Reason: pe.detReason, Bytes: pe.detBytes, Duration: pe.detDur, HTTP: pe.http, PROXYVersion: pe.proxyV}
+		ev.Detect = detect.Result{Protocol: pe.detProto, Reason: pe.detReason, Bytes: pe.detBytes, Duration: pe.detDur, HTTP: detect.NewHTTPInfo(pe.method, pe.host), PROXYVersion: pe.proxyV}
 	}
 	ev.Duration = now.Sub(pe.start)
 	return ev
@@ -97,7 +106,7 @@ func (pe *parkedEvent) event(now time.Time) Event {
 // hands the connection to the Waiter.
 func (s *h1Server) parkEvent(ev *Event) {
 	ev.parked = nil
-	pk := &parkedConn{h1Conn: s.h1Conn, ev: compactEvent(ev, time.Now())}
+	pk := &parkedConn{h1Conn: s.h1Conn, ev: compactEvent(ev, time.Now(), s.host)}
 	s.ev = nil
 	pk.park()
 }
