@@ -243,12 +243,17 @@ type idle struct {
 	// perProc is kibSettled for each of the path's processes, in the order
 	// the path starts them (the sidecars: B, the server side, then A).
 	perProc []float64
-	// kibMarginal is what n more connections, opened after the settled
-	// reading and settled in turn, added per connection: the cost of one
-	// more idle connection, without what the first connections through a
-	// fresh process pay once (a Go runtime's first collections set up
-	// its collector's metadata, about 1.7 MB per sidecar).
+	// kibMarginal is what n more connections, opened 2 x -idle-settle
+	// after the settled reading and settled in turn, added per connection:
+	// the cost of one more idle connection, without what the first
+	// connections through a fresh process pay once (a Go runtime's first
+	// collections set up its collector's metadata, about 1.7 MB per
+	// sidecar). The wait lets the first opening's upstream connections
+	// close and their memory go back (pools halve every 5 s), so that it
+	// does not count against the second.
 	kibMarginal float64
+	// perProcMarginal is kibMarginal for each process, in perProc's order.
+	perProcMarginal []float64
 }
 
 // holdIdle opens n keep-alive connections through the path (64 at a time),
@@ -282,18 +287,30 @@ func holdIdle(p *path, n int) (idle, error) {
 	for i, pid := range pids {
 		perProc[i] = float64(rssKiB([]int{pid})-each0[i]) / float64(n)
 	}
+	time.Sleep(2 * *idleSettle)
+	each2 := make([]int64, len(pids))
+	for i, pid := range pids {
+		each2[i] = rssKiB([]int{pid})
+	}
+	rssMid := rssKiB(pids)
 	if err := openIdle(p.addr, cs[n:]); err != nil {
 		return idle{}, err
 	}
 	time.Sleep(2*time.Second + *idleSettle)
 	rss3 := rssKiB(pids)
+	perProcMarginal := make([]float64, len(pids))
+	for i, pid := range pids {
+		perProcMarginal[i] = float64(rssKiB([]int{pid})-each2[i]) / float64(n)
+	}
 	return idle{
 		perProc:     perProc,
 		kibPerConn:  float64(rss1-rss0) / float64(n),
 		fdsPerConn:  float64(fd1-fd0) / float64(n),
 		kibSettled:  float64(rss2-rss0) / float64(n),
 		fdsSettled:  float64(fd2-fd0) / float64(n),
-		kibMarginal: float64(rss3-rss2) / float64(n),
+		kibMarginal: float64(rss3-rssMid) / float64(n),
+
+		perProcMarginal: perProcMarginal,
 	}, nil
 }
 

@@ -27,9 +27,10 @@
 //
 //	idle        -idle keep-alive connections, one request each, held open:
 //	            the growth of the proxies' RSS and descriptors per connection,
-//	            2 s after the last one opened and -idle-settle later; then
-//	            as many more, and what each added once settled (the
-//	            marginal cost, without a fresh process's one-time costs)
+//	            2 s after the last one opened and -idle-settle later; then,
+//	            2 x -idle-settle later, as many more, and what each added
+//	            once settled (the marginal cost, without a fresh process's
+//	            one-time costs)
 //	keep-alive  wrk -t2 -c32, HTTP/1.1 keep-alive
 //	close       wrk -t2 -c32 -H 'Connection: close': a new connection per request
 //	h2c         h2load, HTTP/2 with prior knowledge, several streams per connection
@@ -214,7 +215,7 @@ func logResult(round int, name string, r result) {
 		fmt.Fprintf(&b, " rate p50/p99/p99.9 %v/%v/%v (%d errors, %.0f/s)", r.lat.p50, r.lat.p99, r.lat.p999, r.lat.errs, r.lat.achieved)
 	}
 	if r.idle.kibPerConn != 0 {
-		fmt.Fprintf(&b, " idle %.1f KiB (settled %.1f, by process %.1f, marginal %.1f) %.2f fds per conn (settled %.2f)", r.idle.kibPerConn, r.idle.kibSettled, r.idle.perProc, r.idle.kibMarginal, r.idle.fdsPerConn, r.idle.fdsSettled)
+		fmt.Fprintf(&b, " idle %.1f KiB (settled %.1f, by process %.1f, marginal %.1f, by process %.1f) %.2f fds per conn (settled %.2f)", r.idle.kibPerConn, r.idle.kibSettled, r.idle.perProc, r.idle.kibMarginal, r.idle.perProcMarginal, r.idle.fdsPerConn, r.idle.fdsSettled)
 	}
 	fmt.Fprintln(os.Stderr, b.String())
 }

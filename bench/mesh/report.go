@@ -50,9 +50,9 @@ func report(paths []string, results map[string][]result, load0, load1 string) {
 	fmt.Printf("wrk -t2 -c%d -d%s (keep-alive; `Connection: close`: a new connection per request), h2load -t2 -c%d -m%d -D%s (h2c); "+
 		"proxies' CPU: user + system time of both proxy processes from /proc/PID/stat, per request completed; "+
 		"idle: %d keep-alive connections, one request each, held open, growth of both proxies' RSS (2 s after the last one opened, and %s later) and descriptors; "+
-		"then %d more opened, and what they added once settled (2 s + %s later): the marginal cost of one more idle connection. "+
+		"then, %s later, %d more opened, and what they added once settled (2 s + %s later): the marginal cost of one more idle connection. "+
 		"Ratios in brackets: req/s ÷ the compared pair's; CPU and memory: its ÷ the compared pair's (lower is better).\n\n",
-		*conns, *duration, *h2Conns, *h2Streams, *duration, *idleConns, *idleSettle, *idleConns, *idleSettle)
+		*conns, *duration, *h2Conns, *h2Streams, *duration, *idleConns, *idleSettle, 2**idleSettle, *idleConns, *idleSettle)
 	fmt.Printf("| path | keep-alive req/s | proxies' CPU µs/req | new connection per request, req/s | proxies' CPU µs/req | h2c req/s | proxies' CPU µs/req | RSS per idle keep-alive connection, KiB, after 2 s | after %s more | marginal, %d more | descriptors per idle connection, after 2 s → after %s more |\n", *idleSettle, *idleConns, *idleSettle)
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, name := range paths {
