@@ -27,9 +27,13 @@
 // idle. An idle joined TCP connection therefore costs its two sockets and
 // two parked goroutines, nothing else.
 //
-// Any other connection (TLS, pipes, wrappers) is copied with one pooled
-// buffer of Joiner.BufferSize bytes per direction, taken for the life of the
-// direction; reads and writes allocate nothing. A connection that implements
+// Any other connection (TLS, pipes, wrappers) is copied through pooled
+// buffers; reads and writes allocate nothing. The only way to wait on such a
+// connection is a Read, which holds its buffer, so a direction that may wait
+// reads into Joiner.WaitBufferSize bytes (16 KiB: one TLS record, the most
+// crypto/tls returns per Read), moves to Joiner.BufferSize once a read fills
+// that, and back after a read that ends a shorter record: an idle joined TLS
+// connection holds 16 KiB per direction, not 32. A connection that implements
 // Unwrapper (the replaying connection returned by package detect) is first
 // drained through its Read until its replay buffer is empty and then
 // replaced by the connection it wraps, so a detected TCP connection still

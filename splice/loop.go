@@ -61,6 +61,9 @@ type Loop struct {
 	// BufferSize is Joiner.BufferSize for the joins that Loop hands to
 	// Joiner.Join (TLS, pipes). 0: DefaultBufferSize.
 	BufferSize int
+	// WaitBufferSize is Joiner.WaitBufferSize for those joins. 0:
+	// DefaultWaitBufferSize.
+	WaitBufferSize int
 	// DisableSplice keeps every byte in user space.
 	DisableSplice bool
 	// Workers is the number of event loops (each a goroutine with its own
@@ -102,6 +105,7 @@ func (l *Loop) start() error {
 		Lifetime:        l.Lifetime,
 		SpliceThreshold: l.SpliceThreshold,
 		BufferSize:      l.BufferSize,
+		WaitBufferSize:  l.WaitBufferSize,
 		DisableSplice:   l.DisableSplice,
 		hooks:           l.hooks,
 	}

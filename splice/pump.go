@@ -155,6 +155,8 @@ func (p *pump) putBuf(b *[]byte) { putPooled(p.s.cfg.hooks, b) }
 func getPooled(h *hooks, n int) *[]byte {
 	if h != nil {
 		h.buffersOut.Add(1)
+		h.bytesOut.Add(int64(n))
+		h.bufferGets.Add(1)
 	}
 	if b, ok := poolFor(n).Get().(*[]byte); ok {
 		return b
@@ -167,6 +169,7 @@ func getPooled(h *hooks, n int) *[]byte {
 func putPooled(h *hooks, b *[]byte) {
 	if h != nil {
 		h.buffersOut.Add(-1)
+		h.bytesOut.Add(-int64(len(*b)))
 	}
 	poolFor(len(*b)).Put(b)
 }
@@ -255,11 +258,24 @@ func (p *pump) addSmall(n int) {
 	}
 }
 
-// copyGeneric copies through one pooled buffer held for the life of the
-// direction (the only way to wait on an arbitrary net.Conn is to Read).
+// maxRecord is the most plaintext one TLS record carries: crypto/tls
+// returns at most one record per Read, so a read that ends a full record says
+// more is probably queued.
+const maxRecord = 16 << 10
+
+// copyGeneric copies through pooled buffers (the only way to wait on an
+// arbitrary net.Conn is to Read, with a buffer). A read that may wait uses a
+// buffer of Joiner.WaitBufferSize bytes; one that fills it switches the
+// direction to a buffer of Joiner.BufferSize, kept while reads fill it or
+// end a full TLS record, and given back after a read that ends a shorter
+// one (the message is over; the next read probably waits). A direction
+// whose last message ended on a full record or filled the wait buffer
+// exactly waits in the larger buffer until its next read.
 func (p *pump) copyGeneric(src net.Conn) result {
-	b := p.getBuf(p.s.big)
-	defer p.putBuf(b)
+	wait, big := p.s.wait, p.s.big
+	b := p.getBuf(wait)
+	defer func() { p.putBuf(b) }()
+	run := 0 // bytes of the reads since the last one that did not fill its buffer
 	for {
 		n, err := src.Read(*b)
 		if n > 0 {
@@ -272,5 +288,19 @@ func (p *pump) copyGeneric(src net.Conn) result {
 		if err != nil {
 			return p.readErr(err)
 		}
+		l := len(*b)
+		if n == l { // more is probably queued
+			run += n
+			if l < big {
+				p.putBuf(b)
+				b = p.getBuf(big)
+			}
+			continue
+		}
+		if ended := run + n; l > wait && ended%maxRecord != 0 {
+			p.putBuf(b)
+			b = p.getBuf(wait)
+		}
+		run = 0
 	}
 }

@@ -1,0 +1,174 @@
+package splice
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/sniffsplice/sniff/internal/testnet"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestTLSWaitBuffer: a TLS direction waits in a WaitBufferSize buffer: after
+// bulk both ways and a pause, the join holds one such buffer per direction,
+// not a BufferSize one; a stream does not switch buffers per record (a
+// handful of checkouts per megabyte); and with WaitBufferSize at BufferSize
+// the join holds one BufferSize buffer per direction for its life, as before
+// WaitBufferSize existed.
+func TestTLSWaitBuffer(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		j    Joiner
+		held int64 // bytes of buffers held per idle direction
+	}{
+		{"default", Joiner{}, DefaultWaitBufferSize},
+		{"4 KiB", Joiner{WaitBufferSize: 3000}, 4 << 10},
+		{"held for life", Joiner{WaitBufferSize: DefaultBufferSize}, DefaultBufferSize},
+		{"above BufferSize", Joiner{WaitBufferSize: 1 << 20, BufferSize: 64 << 10}, 64 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := tc.j
+			j.hooks = &hooks{}
+			e := newEnv(t, trTLS, &j, context.Background(), nil)
+			h := j.hooks
+			idleHeld := func() bool { return h.buffersOut.Load() == 2 && h.bytesOut.Load() == 2*tc.held }
+			require.Eventually(t, idleHeld, 10*time.Second, time.Millisecond,
+				"idle at the start: %d buffers, %d bytes held", h.buffersOut.Load(), h.bytesOut.Load())
+
+			// Bulk both ways (past crypto/tls's dynamic record sizing: from
+			// 128 KB on, its records are full).
+			const bulk = 4 << 20
+			stream := func(from, to io.ReadWriter) <-chan error {
+				done := make(chan error, 2)
+				go func() {
+					_, err := io.CopyN(io.Discard, to, bulk)
+					done <- err
+				}()
+				go func() {
+					msg := make([]byte, 64<<10)
+					for sent := 0; sent < bulk; sent += len(msg) {
+						if _, err := from.Write(msg); err != nil {
+							done <- err
+							return
+						}
+					}
+					done <- nil
+				}()
+				return done
+			}
+			both := func() int64 {
+				gets := h.bufferGets.Load()
+				up, down := stream(e.client, e.server), stream(e.server, e.client)
+				for range 2 {
+					require.NoError(t, <-up)
+					require.NoError(t, <-down)
+				}
+				return h.bufferGets.Load() - gets
+			}
+			// A relay that went back to the wait buffer after every record
+			// would check out two buffers per 16 KiB each way: 1,024 per
+			// 4 MiB. The first stream's records grow from about 1 KiB to
+			// 16 over its first 128 KB (crypto/tls's dynamic record
+			// sizing): some switches there; none once they are full.
+			assert.LessOrEqual(t, both(), int64(64), "buffer checkouts for the first 4 MiB each way")
+			assert.LessOrEqual(t, both(), int64(4), "buffer checkouts for the next 4 MiB each way")
+			// The streams ended on a full record: each direction may wait in
+			// its larger buffer until a shorter message goes through.
+			for _, c := range [][2]io.ReadWriter{{e.client, e.server}, {e.server, e.client}} {
+				_, err := c[0].Write([]byte{1})
+				require.NoError(t, err)
+				_, err = io.ReadFull(c[1], make([]byte, 1))
+				require.NoError(t, err)
+			}
+			require.Eventually(t, idleHeld, 10*time.Second, time.Millisecond,
+				"idle after the streams: %d buffers, %d bytes held", h.buffersOut.Load(), h.bytesOut.Load())
+
+			// Messages of every size around the buffers' edges, each after
+			// a pause, arrive whole, in order. One that ends a full record
+			// or fills the wait buffer exactly may leave the direction
+			// waiting in the larger buffer; the next message that does not
+			// gives it back.
+			for _, n := range []int{1, 4095, 4096, 4097, 8192, 16383, 16384, 16385, 32768, 40000, 100} {
+				out := make([]byte, n)
+				for i := range out {
+					out[i] = byte(i*7 + n)
+				}
+				_, err := e.server.Write(out)
+				require.NoError(t, err)
+				in := make([]byte, n)
+				_, err = io.ReadFull(e.client, in)
+				require.NoError(t, err)
+				require.Equal(t, out, in, "%d-byte message", n)
+				if edge := int64(n) == tc.held || n%maxRecord == 0; edge && tc.held < int64(size(j.BufferSize, DefaultBufferSize)) {
+					continue
+				}
+				require.Eventually(t, idleHeld, 10*time.Second, time.Millisecond,
+					"idle after a %d-byte message: %d buffers, %d bytes held", n, h.buffersOut.Load(), h.bytesOut.Load())
+			}
+
+			closeWrite(t, e.client)
+			closeWrite(t, e.server)
+			r := e.wait(t)
+			require.NoError(t, r.err)
+			assertIdle(t, h)
+		})
+	}
+}
+
+// BenchmarkTLSPingPong measures a request/response exchange of size bytes
+// each way through Join between two TLS connections, side by side: wait (the
+// default: a direction waits in a WaitBufferSize buffer, one TLS record),
+// wait4k (WaitBufferSize 4 KiB) and held (one BufferSize buffer for the life
+// of each direction, WaitBufferSize at BufferSize). A message larger than the
+// wait buffer costs a second write; what a smaller buffer buys is idle
+// memory (TestTLSWaitBuffer).
+func BenchmarkTLSPingPong(b *testing.B) {
+	for _, size := range []int{128, 2 << 10, 8 << 10, 16 << 10, 64 << 10} {
+		for _, mode := range []string{"wait", "wait4k", "held"} {
+			b.Run(fmt.Sprintf("%s/%d", mode, size), func(b *testing.B) {
+				var j Joiner
+				switch mode {
+				case "wait4k":
+					j.WaitBufferSize = 4 << 10
+				case "held":
+					j.WaitBufferSize = DefaultBufferSize
+				}
+				e := newEnv(b, trTLS, &j, context.Background(), nil)
+				go testnet.EchoMessages(e.server, size)
+				msg := make([]byte, size)
+				b.SetBytes(int64(2 * size))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					if _, err := e.client.Write(msg); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(e.client, msg); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				closeWrite(b, e.client)
+				closeWrite(b, e.server)
+				e.wait(b)
+			})
+		}
+	}
+}
+
+// TestLoopTLSWaitBuffer: the TLS joins a Loop hands to Joiner.Join wait in
+// the Loop's WaitBufferSize.
+func TestLoopTLSWaitBuffer(t *testing.T) {
+	l := &Loop{WaitBufferSize: 4 << 10, hooks: &hooks{}}
+	t.Cleanup(func() { l.Close() })
+	e := newEnvLoop(t, trTLS, l, context.Background(), nil)
+	h := l.hooks
+	require.Eventually(t, func() bool { return h.buffersOut.Load() == 2 && h.bytesOut.Load() == 2*4<<10 }, 10*time.Second, time.Millisecond,
+		"idle: %d buffers, %d bytes held", h.buffersOut.Load(), h.bytesOut.Load())
+	closeWrite(t, e.client)
+	closeWrite(t, e.server)
+	require.NoError(t, e.wait(t).err)
+}
