@@ -23,14 +23,25 @@ const DefaultHandshakeTimeout = 10 * time.Second
 //
 // Calling Handshake on a connection that has already completed its handshake just returns the
 // peer's identity.
+//
+// The handshake runs on a goroutine of its own, which Handshake waits for: the stack that
+// certificate parsing, verification and the key exchange grow (tens of KiB) is freed when it ends,
+// instead of staying with the caller's goroutine, which typically serves the connection for its
+// whole life and would keep it (Go shrinks a stack only at a collection, and only to half while a
+// quarter is used). Through two sidecars that keeps 6 KiB less per idle opaque connection; it costs
+// 1-3% of a handshake's time (BenchmarkHandshakeOwnGoroutine).
 func Handshake(ctx context.Context, c *tls.Conn) (spiffe.ID, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultHandshakeTimeout)
 		defer cancel()
 	}
-	if err := c.HandshakeContext(ctx); err != nil {
-		return spiffe.ID{}, err
+	if !c.ConnectionState().HandshakeComplete {
+		done := make(chan error, 1)
+		go func() { done <- c.HandshakeContext(ctx) }()
+		if err := <-done; err != nil {
+			return spiffe.ID{}, err
+		}
 	}
 	return PeerID(c.ConnectionState())
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -340,4 +341,44 @@ func TestEmptySourceFailsHandshake(t *testing.T) {
 	assert.ErrorIs(t, o.srvErr, mtls.ErrSourceEmpty)
 	assert.Equal(t, mtls.ReasonLocal, mtls.Classify(o.srvErr))
 	require.Error(t, o.cliErr)
+}
+
+// TestHandshakeOwnGoroutine: Handshake runs the handshake on a goroutine of
+// its own (the stack it grows is freed when it ends, not kept by the caller's
+// goroutine for the connection's life): the verification hook, called during
+// the handshake, does not find the caller on its stack. A completed
+// handshake is not run again.
+func TestHandshakeOwnGoroutine(t *testing.T) {
+	ca := mtlstest.MustNew("example.org")
+	srvSrc, cliSrc := ca.Source("/server"), ca.Source("/client")
+	stacks := make(chan string, 2)
+	hook := func(mtls.HandshakeEvent) {
+		buf := make([]byte, 64<<10)
+		stacks <- string(buf[:runtime.Stack(buf, false)])
+	}
+	srv := mustServer(t, &mtls.Config{SVID: srvSrc, Bundle: srvSrc, OnHandshake: hook})
+	cli := mustClient(t, &mtls.Config{SVID: cliSrc, Bundle: cliSrc, OnHandshake: hook})
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	errs := make(chan error, 1)
+	go func() { _, err := handshakeFromHere(tls.Client(b, cli)); errs <- err }()
+	stc := tls.Server(a, srv)
+	_, err := handshakeFromHere(stc)
+	require.NoError(t, err)
+	require.NoError(t, <-errs)
+	for range 2 {
+		s := <-stacks
+		assert.Contains(t, s, "crypto/tls.(*Conn).HandshakeContext")
+		assert.NotContains(t, s, "handshakeFromHere", "the handshake ran on the caller's goroutine")
+	}
+	id, err := handshakeFromHere(stc)
+	require.NoError(t, err)
+	assert.Equal(t, "spiffe://example.org/client", id.String())
+	assert.Empty(t, stacks, "a completed handshake ran again")
+}
+
+//go:noinline
+func handshakeFromHere(c *tls.Conn) (spiffe.ID, error) {
+	return mtls.Handshake(context.Background(), c)
 }
