@@ -27,7 +27,7 @@ import (
 
 // h1Pair starts sidecars B and A in front of dst, with metrics and events,
 // and returns A's listener for dst and both proxies.
-func h1Pair(tb testing.TB, dst netip.AddrPort, evA, evB *events) (addr string, pA, pB *Proxy) {
+func h1Pair(tb testing.TB, dst netip.AddrPort, evA, evB *events, configA ...func(*Proxy)) (addr string, pA, pB *Proxy) {
 	tb.Helper()
 	ca := mtlstest.MustNew("h1.test")
 	srcA, srcB := ca.Source("/sa/client"), ca.Source("/sa/server")
@@ -40,6 +40,9 @@ func h1Pair(tb testing.TB, dst netip.AddrPort, evA, evB *events) (addr string, p
 		Peers: func(netip.AddrPort) (Peer, error) {
 			return Peer{Addr: sB.InboundAddr.String(), ID: ca.ID("/sa/server")}, nil
 		},
+	}
+	for _, f := range configA {
+		f(pA)
 	}
 	sA, err := Start(context.Background(), pA, Listeners{Forwards: []Forward{{Listen: "127.0.0.1:0", Dst: dst}}})
 	require.NoError(tb, err)

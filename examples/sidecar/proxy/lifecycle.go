@@ -21,21 +21,22 @@ const DefaultMaxHandshakes = 128
 type listener struct {
 	p        *Proxy
 	connCtx  context.Context // ends every connection of the listener
-	wait     detect.Waiter
+	wait     detect.Waiter   // accepted connections waiting for their first bytes
+	idle     detect.Waiter   // HTTP/1.1 keep-alive connections parked between requests (park.go)
 	handlers sync.WaitGroup
 	draining atomic.Bool   // accepting has ended: HTTP/1.1 answers say Connection: close
 	drained  chan struct{} // closed when draining is set: net/http's servers shut down
 }
 
 func (p *Proxy) newListener(connCtx context.Context) *listener {
-	s := &listener{p: p, wait: detect.Waiter{Max: p.MaxWaiting}, drained: make(chan struct{})}
-	s.connCtx = context.WithValue(connCtx, listenerKey{}, s) // an idle HTTP/1.1 connection parks in s.wait (park.go)
+	s := &listener{p: p, wait: detect.Waiter{Max: p.MaxWaiting}, idle: detect.Waiter{Max: p.MaxIdle}, drained: make(chan struct{})}
+	s.connCtx = context.WithValue(connCtx, listenerKey{}, s) // an idle HTTP/1.1 connection parks in s.idle (park.go)
 	return s
 }
 
 // serve accepts from l until acceptCtx ends (descriptor exhaustion and the like are waited
 // out: accept.Loop's rule), passing every connection to admit on the accept goroutine; admit
-// must not block. Then it closes the Waiter (the connections still silent, and the HTTP/1.1
+// must not block. Then it closes the Waiters (the connections still silent, and the HTTP/1.1
 // connections parked between requests, are closed), tells the HTTP/1.1 connections still running
 // to end after their request in flight (Connection: close, as net/http's Shutdown does) and waits
 // for every handler; connCtx ends them. It returns nil once acceptCtx has ended.
@@ -47,6 +48,7 @@ func (s *listener) serve(acceptCtx context.Context, l net.Listener, admit func(n
 	s.draining.Store(true)
 	close(s.drained)
 	s.wait.Close()
+	s.idle.Close()
 	s.handlers.Wait()
 	return err
 }

@@ -114,7 +114,7 @@ func (s *h1Server) parkEvent(ev *Event) {
 func (pk *parkedConn) park() {
 	pk.p.http.parks.Add(1)
 	pk.wait.handlers.Add(1)
-	pk.wait.wait.Wait(waitConn(pk.c), httpIdleTimeout-h1Linger, pk.resume)
+	pk.wait.idle.Wait(waitConn(pk.c), httpIdleTimeout-h1Linger, pk.resume)
 }
 
 // resume carries the connection again, on the Waiter's goroutine for it:

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"syscall"
@@ -66,5 +67,39 @@ func TestInboundTLSParks(t *testing.T) {
 		require.NoError(t, err, "the answer to %s", p)
 		require.Equal(t, 200, resp.StatusCode)
 		resp.Body.Close()
+	}
+}
+
+// TestParkedApartFromSilent: idle keep-alive connections wait apart from the
+// connections waiting for their first bytes: a flood of silent connections
+// past MaxWaiting sheds silent ones, not a parked client, whose next request
+// on the same connection is answered.
+func TestParkedApartFromSilent(t *testing.T) {
+	restoreLinger, restoreMax := h1Linger, h1MaxLingering
+	t.Cleanup(func() { h1Linger, h1MaxLingering = restoreLinger, restoreMax })
+	h1Linger, h1MaxLingering = time.Minute, 0 // every idle connection parks at once
+	var evA, evB events
+	const maxWaiting = 4
+	addr, pA, _ := h1Pair(t, h1Backend(t), &evA, &evB, func(p *Proxy) { p.MaxWaiting, p.MaxIdle = maxWaiting, 64 })
+	var clients []*h1Client
+	for i := range maxWaiting {
+		hc := dialH1(t, addr)
+		resp, _ := hc.do(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: app\r\n\r\n", i))
+		require.Equal(t, 200, resp.StatusCode)
+		clients = append(clients, hc)
+	}
+	require.Eventually(t, func() bool { return pA.http.parks.Load() == maxWaiting }, 5*time.Second, 5*time.Millisecond, "every client parked")
+	// With one Waiter for both, the parked clients are the oldest waiting
+	// connections: the first silent one past MaxWaiting would shed one.
+	for range 2 * maxWaiting {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		defer c.Close()
+	}
+	time.Sleep(100 * time.Millisecond) // the flood is accepted and waits
+	for i, hc := range clients {
+		resp, body := hc.do(fmt.Sprintf("GET /again%d HTTP/1.1\r\nHost: app\r\n\r\n", i))
+		require.Equal(t, 200, resp.StatusCode, "parked client %d after the flood", i)
+		require.Contains(t, body, fmt.Sprintf("GET /again%d", i))
 	}
 }

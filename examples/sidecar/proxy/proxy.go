@@ -160,6 +160,12 @@ type Proxy struct {
 	// goroutine each); a full listener sheds the one that waited longest, decided as a detection
 	// timeout (0: detect.DefaultMaxWaiting).
 	MaxWaiting int
+	// MaxIdle bounds, per listener, the HTTP/1.1 keep-alive connections parked between requests
+	// (without a goroutine or a buffer each); a full listener closes the one idle longest, and
+	// above half of it their idle timeout shortens (0: detect.DefaultMaxWaiting). They are
+	// counted apart from MaxWaiting: idle clients neither shorten the detection timeout of new
+	// connections nor are shed by a flood of silent ones.
+	MaxIdle int
 	// NoHTTP carries detected HTTP as bytes instead of serving it at the
 	// HTTP layer (per-request proxying and metrics, upgrades, CONNECT).
 	NoHTTP bool
