@@ -264,10 +264,7 @@ func holdIdle(p *path, n int) (idle, error) {
 	pids := p.pids()
 	time.Sleep(500 * time.Millisecond)
 	rss0, fd0 := rssKiB(pids), fds(pids)
-	each0 := make([]int64, len(pids))
-	for i, pid := range pids {
-		each0[i] = rssKiB([]int{pid})
-	}
+	each0 := rssEach(pids)
 	cs := make([]*rateConn, 2*n)
 	defer func() {
 		for _, c := range cs {
@@ -283,25 +280,15 @@ func holdIdle(p *path, n int) (idle, error) {
 	rss1, fd1 := rssKiB(pids), fds(pids)
 	time.Sleep(*idleSettle)
 	rss2, fd2 := rssKiB(pids), fds(pids)
-	perProc := make([]float64, len(pids))
-	for i, pid := range pids {
-		perProc[i] = float64(rssKiB([]int{pid})-each0[i]) / float64(n)
-	}
+	perProc := grownPer(rssEach(pids), each0, n)
 	time.Sleep(2 * *idleSettle)
-	each2 := make([]int64, len(pids))
-	for i, pid := range pids {
-		each2[i] = rssKiB([]int{pid})
-	}
-	rssMid := rssKiB(pids)
+	rssMid, each2 := rssKiB(pids), rssEach(pids)
 	if err := openIdle(p.addr, cs[n:]); err != nil {
 		return idle{}, err
 	}
 	time.Sleep(2*time.Second + *idleSettle)
 	rss3 := rssKiB(pids)
-	perProcMarginal := make([]float64, len(pids))
-	for i, pid := range pids {
-		perProcMarginal[i] = float64(rssKiB([]int{pid})-each2[i]) / float64(n)
-	}
+	perProcMarginal := grownPer(rssEach(pids), each2, n)
 	return idle{
 		perProc:     perProc,
 		kibPerConn:  float64(rss1-rss0) / float64(n),
@@ -312,6 +299,25 @@ func holdIdle(p *path, n int) (idle, error) {
 
 		perProcMarginal: perProcMarginal,
 	}, nil
+}
+
+// rssEach is the RSS of each of pids, KiB.
+func rssEach(pids []int) []int64 {
+	kib := make([]int64, len(pids))
+	for i, pid := range pids {
+		kib[i] = rssKiB([]int{pid})
+	}
+	return kib
+}
+
+// grownPer is what each process grew from before to after, per connection
+// of n.
+func grownPer(after, before []int64, n int) []float64 {
+	per := make([]float64, len(after))
+	for i := range after {
+		per[i] = float64(after[i]-before[i]) / float64(n)
+	}
+	return per
 }
 
 // openIdle fills cs with keep-alive connections to addr (64 at a time),

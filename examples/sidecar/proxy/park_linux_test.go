@@ -96,7 +96,11 @@ func TestParkedApartFromSilent(t *testing.T) {
 		require.NoError(t, err)
 		defer c.Close()
 	}
-	time.Sleep(100 * time.Millisecond) // the flood is accepted and waits
+	// The listener hands connections to the Waiter in the order it accepts
+	// them: once a client dialled after the flood is answered, the whole
+	// flood is waiting.
+	resp, _ := dialH1(t, addr).do("GET /after-the-flood HTTP/1.1\r\nHost: app\r\n\r\n")
+	require.Equal(t, 200, resp.StatusCode)
 	for i, hc := range clients {
 		resp, body := hc.do(fmt.Sprintf("GET /again%d HTTP/1.1\r\nHost: app\r\n\r\n", i))
 		require.Equal(t, 200, resp.StatusCode, "parked client %d after the flood", i)
