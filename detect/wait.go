@@ -20,6 +20,9 @@ const (
 	DefaultReduceAt = 0.5
 	// DefaultMinTimeout is the shortest timeout a Waiter reduces a wait to.
 	DefaultMinTimeout = time.Second
+	// DefaultDetachAfter is how long a connection handed to [Waiter.Park] waits as a net.Conn
+	// before the Waiter keeps only its socket, when DetachAfter is 0.
+	DefaultDetachAfter = time.Second
 )
 
 // Errors a [Waiter] passes to a ready function.
@@ -52,6 +55,11 @@ var (
 //     to MinTimeout when the Waiter is full; a wait's timeout is never raised, and the timeouts of
 //     connections already waiting are kept.
 //
+// A connection handed to [Waiter.Park] rather than Wait costs less still once it has waited
+// DetachAfter: the Waiter keeps its socket's descriptor alone and lets Go's structures for it
+// go (about 0.9 KiB: the net.TCPConn, its netFD, addresses and poller entry), and hands back a
+// new *net.TCPConn on the same socket when it is ready.
+//
 // The zero value is ready to use; its fields must not change after the first Wait. A Waiter is
 // safe for concurrent use. [Waiter.Close] ends every wait.
 type Waiter struct {
@@ -62,16 +70,21 @@ type Waiter struct {
 	ReduceAt float64
 	// MinTimeout is the floor of a reduced timeout; 0 means DefaultMinTimeout.
 	MinTimeout time.Duration
+	// DetachAfter is how long a connection handed to Park waits before it is detached (the
+	// Waiter keeps only its descriptor); 0 means DefaultDetachAfter, a negative value detaches
+	// at once.
+	DetachAfter time.Duration
 
-	mu      sync.Mutex
-	closed  bool
-	started bool
-	ents    []waitEntry // slots; a free slot has conn == nil
-	free    []int32     // free slots
-	byAge   waitList    // waiting slots, oldest first
-	byDL    waitHeap    // waiting slots by deadline
-	poll    waitPoller  // the system's part (epoll on Linux)
-	epoch   time.Time
+	mu       sync.Mutex
+	closed   bool
+	started  bool
+	ents     []waitEntry // slots; a free slot has ready == nil
+	free     []int32     // free slots
+	byAge    waitList    // waiting slots, oldest first
+	attached waitList    // slots handed to Park and not detached yet, oldest first
+	byDL     waitHeap    // waiting slots by deadline
+	poll     waitPoller  // the system's part (epoll on Linux)
+	epoch    time.Time
 	// sleepUntil is the deadline the poller's goroutine sleeps until (-1: none), so that a wait
 	// with an earlier one wakes it.
 	sleepUntil int64
@@ -82,15 +95,27 @@ type Waiter struct {
 
 // waitEntry is one waiting connection.
 type waitEntry struct {
-	conn     net.Conn
+	conn     net.Conn // nil once detached
 	ready    func(net.Conn, error)
-	deadline int64  // nanoseconds since the Waiter's epoch
-	gen      uint32 // bumped when the slot is reused: stale events are ignored
-	hidx     int32  // index in byDL
-	prev     int32  // byAge links, -1 at the ends
-	next     int32
-	fd       int // the socket registered with the poller, -1 when none
+	deadline int64        // nanoseconds since the Waiter's epoch
+	detachAt int64        // when a Park's connection is detached (epoch nanoseconds)
+	fd       int          // the socket registered with the poller, -1 when none
+	gen      uint32       // bumped when the slot is reused: stale events are ignored
+	hidx     int32        // index in byDL
+	links    [2]waitLinks // in byAge and in attached
+	state    uint8        // waitPlain, waitAttached or waitDetached
 }
+
+// A waitEntry's state: handed to Wait, or to Park and not detached yet, or detached (the Waiter
+// holds the descriptor fd and nothing else of the connection).
+const (
+	waitPlain uint8 = iota
+	waitAttached
+	waitDetached
+)
+
+// waitLinks are a slot's links in one waitList, -1 at the ends.
+type waitLinks struct{ prev, next int32 }
 
 // WaitStats are a [Waiter]'s counts since it was created.
 type WaitStats struct {
@@ -100,6 +125,7 @@ type WaitStats struct {
 	Shed     uint64 // shed to make room (the Waiter was full)
 	Reduced  uint64 // waits whose timeout was shortened under pressure
 	Closed   uint64 // ended by Close
+	Detached uint64 // connections handed to Park that waited past DetachAfter
 }
 
 const (
@@ -108,6 +134,7 @@ const (
 	outShed
 	outReduced
 	outClosed
+	outDetached
 	waitOutcomes
 )
 
@@ -120,6 +147,7 @@ func (w *Waiter) Stats() WaitStats {
 		Shed:     w.counts[outShed].Load(),
 		Reduced:  w.counts[outReduced].Load(),
 		Closed:   w.counts[outClosed].Load(),
+		Detached: w.counts[outDetached].Load(),
 	}
 }
 
@@ -168,6 +196,35 @@ func (w *Waiter) reduce(timeout time.Duration, n int) time.Duration {
 // [ErrWaitTimeout], [ErrShed] or [ErrWaiterClosed]. Wait does not block: a server calls it from
 // its accept loop. Until ready is called, the Waiter owns c: do not read, write or close it.
 func (w *Waiter) Wait(c net.Conn, timeout time.Duration, ready func(net.Conn, error)) {
+	w.wait(c, timeout, ready, false)
+}
+
+// Park is Wait for a connection whose caller keeps no other hold on it (a *net.TCPConn that
+// nothing wraps, such as an HTTP/1.1 keep-alive connection between requests): once it has waited
+// DetachAfter, the Waiter keeps only its socket's descriptor and closes c, so that Go's
+// structures for it go back to the heap. What ready then gets differs from Wait's:
+//   - ready with nil: a new *net.TCPConn on the same socket (net.FileConn), nothing read from
+//     it; or nil and an error when it cannot be made (the socket is closed then: with no
+//     descriptor to spare, for one).
+//   - ready with an error: nil, the socket closed by the Waiter.
+//
+// Until it is detached, and for any other connection and on other systems than Linux, Park is
+// Wait. Making the new connection costs about fifteen system calls, once per detached wait.
+func (w *Waiter) Park(c net.Conn, timeout time.Duration, ready func(net.Conn, error)) {
+	w.wait(c, timeout, ready, true)
+}
+
+func (w *Waiter) detachAfter() time.Duration {
+	switch {
+	case w.DetachAfter > 0:
+		return w.DetachAfter
+	case w.DetachAfter < 0:
+		return 0
+	}
+	return DefaultDetachAfter
+}
+
+func (w *Waiter) wait(c net.Conn, timeout time.Duration, ready func(net.Conn, error), park bool) {
 	fd, ok := waitFD(c)
 	w.mu.Lock()
 	if w.closed {
@@ -185,6 +242,7 @@ func (w *Waiter) Wait(c net.Conn, timeout time.Duration, ready func(net.Conn, er
 	if !w.started {
 		w.epoch = time.Now()
 		w.byAge = waitList{head: -1, tail: -1}
+		w.attached = waitList{head: -1, tail: -1, k: 1}
 		w.sleepUntil = -1
 		if err := w.poll.start(w); err != nil {
 			// No poller: report ready at once, as on other systems.
@@ -210,27 +268,35 @@ func (w *Waiter) Wait(c net.Conn, timeout time.Duration, ready func(net.Conn, er
 	i := w.slotLocked()
 	e := &w.ents[i]
 	e.conn, e.ready, e.fd = c, ready, fd
+	now := int64(time.Since(w.epoch))
 	e.deadline = -1
 	if timeout > 0 {
-		e.deadline = int64(time.Since(w.epoch) + timeout)
+		e.deadline = now + int64(timeout)
 	}
 	w.byAge.pushBack(w.ents, i)
 	if e.deadline >= 0 {
 		w.heapPush(i)
 	}
+	wakeAt := e.deadline
+	if park {
+		e.state = waitAttached
+		e.detachAt = now + int64(w.detachAfter())
+		w.attached.pushBack(w.ents, i)
+		if wakeAt < 0 || e.detachAt < wakeAt {
+			wakeAt = e.detachAt
+		}
+	}
 	w.waiting.Add(1)
 	err := w.poll.add(fd, i, e.gen)
 	if err != nil {
 		w.removeLocked(i)
-	} else if e.deadline >= 0 && (w.sleepUntil < 0 || e.deadline < w.sleepUntil) {
-		w.sleepUntil = e.deadline
+	} else if wakeAt >= 0 && (w.sleepUntil < 0 || wakeAt < w.sleepUntil) {
+		w.sleepUntil = wakeAt
 		w.poll.wake()
 	}
 	w.mu.Unlock()
 	if shed != nil {
-		w.poll.remove(shed.fd)
-		w.counts[outShed].Add(1)
-		go shed.ready(shed.conn, ErrShed)
+		w.finish(shed, outShed, ErrShed)
 	}
 	if err != nil {
 		// The socket cannot be polled (not expected for a TCP socket): let the reader wait.
@@ -246,68 +312,128 @@ func (w *Waiter) slotLocked() int32 {
 		w.free = w.free[:n-1]
 		return i
 	}
-	w.ents = append(w.ents, waitEntry{hidx: -1, prev: -1, next: -1, fd: -1})
+	w.ents = append(w.ents, waitEntry{hidx: -1, links: [2]waitLinks{{-1, -1}, {-1, -1}}, fd: -1})
 	return int32(len(w.ents) - 1)
 }
 
-// removeLocked takes slot i out of the lists and frees it (w.mu held); the caller reports the
-// outcome with the entry it copied first, and takes the socket out of the poller.
+// removeLocked takes slot i out of the lists and frees it (w.mu held); the caller ends the wait
+// with the entry it copied first (finish).
 func (w *Waiter) removeLocked(i int32) {
 	e := &w.ents[i]
 	w.byAge.remove(w.ents, i)
+	if e.state == waitAttached {
+		w.attached.remove(w.ents, i)
+	}
 	if e.hidx >= 0 {
 		w.heapRemove(e.hidx)
 	}
 	e.conn, e.ready = nil, nil
 	e.fd = -1
+	e.state = waitPlain
 	e.gen++
 	w.free = append(w.free, i)
 	w.waiting.Add(-1)
+}
+
+// finish ends the wait of e, a removed entry: it takes the socket out of the poller, counts the
+// outcome and calls ready on a goroutine of its own (for a detached connection, with a new
+// net.Conn when it is ready, with nil and its socket closed otherwise).
+func (w *Waiter) finish(e *waitEntry, out int, err error) {
+	w.poll.remove(e.fd)
+	w.counts[out].Add(1)
+	ready := e.ready
+	if e.state != waitDetached {
+		go ready(e.conn, err)
+		return
+	}
+	fd := e.fd
+	if err != nil {
+		closeFD(fd)
+		go ready(nil, err)
+		return
+	}
+	go func() {
+		c, err := fdConn(fd)
+		if err != nil {
+			err = fmt.Errorf("detect: a parked connection cannot be taken back: %w", err)
+		}
+		ready(c, err)
+	}()
 }
 
 // fire ends the wait of slot i with generation gen, if it still waits, with err (nil: ready).
 // It is called by the poller.
 func (w *Waiter) fire(i int32, gen uint32, err error) {
 	w.mu.Lock()
-	if int(i) >= len(w.ents) || w.ents[i].gen != gen || w.ents[i].conn == nil {
+	if int(i) >= len(w.ents) || w.ents[i].gen != gen || w.ents[i].ready == nil {
 		w.mu.Unlock()
 		return
 	}
 	e := w.ents[i]
 	w.removeLocked(i)
 	w.mu.Unlock()
-	w.poll.remove(e.fd)
-	if err == nil {
-		w.counts[outReady].Add(1)
-	} else {
-		w.counts[outTimedOut].Add(1)
+	out := outReady
+	if err != nil {
+		out = outTimedOut
 	}
-	go e.ready(e.conn, err)
+	w.finish(&e, out, err)
 }
 
-// expire ends every wait whose deadline is at or before now (nanoseconds since the epoch) and
-// returns the next deadline, or -1 when none waits with one. It is called by the poller.
+// waitDetachBatch is the most connections the poller detaches before it looks at its events
+// again.
+const waitDetachBatch = 64
+
+// expire ends every wait whose deadline is at or before now (nanoseconds since the epoch),
+// detaches the Park connections due (at most waitDetachBatch), and returns when it is next
+// needed, or -1 when nothing is due later. It is called by the poller.
 func (w *Waiter) expire(now int64) int64 {
 	for {
 		w.mu.Lock()
-		if len(w.byDL) == 0 {
-			w.sleepUntil = -1
-			w.mu.Unlock()
-			return -1
+		next := int64(-1)
+		if len(w.byDL) > 0 {
+			i := w.byDL[0]
+			if e := w.ents[i]; e.deadline <= now {
+				w.removeLocked(i)
+				w.mu.Unlock()
+				w.finish(&e, outTimedOut, ErrWaitTimeout)
+				continue
+			}
+			next = w.ents[i].deadline
 		}
-		i := w.byDL[0]
-		e := w.ents[i]
-		if e.deadline > now {
-			w.sleepUntil = e.deadline
-			w.mu.Unlock()
-			return e.deadline
+		if at := w.detachDueLocked(now); at >= 0 && (next < 0 || at < next) {
+			next = at
 		}
-		w.removeLocked(i)
+		w.sleepUntil = next
 		w.mu.Unlock()
-		w.poll.remove(e.fd)
-		w.counts[outTimedOut].Add(1)
-		go e.ready(e.conn, ErrWaitTimeout)
+		return next
 	}
+}
+
+// detachDueLocked detaches the Park connections whose time has come, at most waitDetachBatch
+// of them, and returns when the next one is due (now when the batch ended early), or -1 (w.mu
+// held).
+func (w *Waiter) detachDueLocked(now int64) int64 {
+	for n := 0; w.attached.head >= 0; n++ {
+		i := w.attached.head
+		e := &w.ents[i]
+		if e.detachAt > now {
+			return e.detachAt
+		}
+		if n == waitDetachBatch {
+			return now
+		}
+		w.attached.remove(w.ents, i)
+		e.state = waitPlain
+		fd, err := w.poll.detach(e.fd, i, e.gen)
+		if err != nil {
+			continue // it keeps waiting as for Wait
+		}
+		// The socket stays open through fd: closing c lets Go forget it.
+		e.conn.Close()
+		e.conn, e.fd, e.state = nil, fd, waitDetached
+		w.counts[outDetached].Add(1)
+	}
+	return -1
 }
 
 // now is the poller's clock: nanoseconds since the Waiter's epoch.
@@ -331,10 +457,8 @@ func (w *Waiter) Close() error {
 		w.removeLocked(i)
 	}
 	w.mu.Unlock()
-	for _, e := range ended {
-		w.poll.remove(e.fd)
-		w.counts[outClosed].Add(1)
-		go e.ready(e.conn, ErrWaiterClosed)
+	for i := range ended {
+		w.finish(&ended[i], outClosed, ErrWaiterClosed)
 	}
 	if started {
 		return w.poll.close()
@@ -342,13 +466,16 @@ func (w *Waiter) Close() error {
 	return nil
 }
 
-// waitList is a doubly linked list of slots through waitEntry.prev/next; -1 ends it.
-type waitList struct{ head, tail int32 }
+// waitList is a doubly linked list of slots through their links[k]; -1 ends it.
+type waitList struct {
+	head, tail int32
+	k          uint8
+}
 
 func (l *waitList) pushBack(ents []waitEntry, i int32) {
-	ents[i].prev, ents[i].next = l.tail, -1
+	ents[i].links[l.k] = waitLinks{prev: l.tail, next: -1}
 	if l.tail >= 0 {
-		ents[l.tail].next = i
+		ents[l.tail].links[l.k].next = i
 	} else {
 		l.head = i
 	}
@@ -356,14 +483,14 @@ func (l *waitList) pushBack(ents []waitEntry, i int32) {
 }
 
 func (l *waitList) remove(ents []waitEntry, i int32) {
-	e := &ents[i]
+	e := &ents[i].links[l.k]
 	if e.prev >= 0 {
-		ents[e.prev].next = e.next
+		ents[e.prev].links[l.k].next = e.next
 	} else {
 		l.head = e.next
 	}
 	if e.next >= 0 {
-		ents[e.next].prev = e.prev
+		ents[e.next].links[l.k].prev = e.prev
 	} else {
 		l.tail = e.prev
 	}

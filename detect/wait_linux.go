@@ -82,6 +82,38 @@ func (p *waitPoller) remove(fd int) {
 	}
 }
 
+// detach moves a waiting socket's registration to a duplicate of fd, carrying slot and gen
+// still, and returns the duplicate: the caller may then close the connection that fd belongs to.
+func (p *waitPoller) detach(fd int, slot int32, gen uint32) (int, error) {
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	// epoll keys a registration by descriptor and open file: the duplicate needs its own, and
+	// the old one must go before fd is closed (it would outlive fd, through the duplicate).
+	p.remove(fd)
+	if err := p.add(nfd, slot, gen); err != nil {
+		unix.Close(nfd)
+		// Back as it was; should that fail too (not expected), the wait's timeout or the Waiter's
+		// close still ends it.
+		p.add(fd, slot, gen)
+		return -1, err
+	}
+	return nfd, nil
+}
+
+// closeFD closes a detached socket.
+func closeFD(fd int) { unix.Close(fd) }
+
+// fdConn makes a net.Conn of a detached socket again, and closes fd (net.FileConn works on a
+// duplicate of its own).
+func fdConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "")
+	c, err := net.FileConn(f)
+	f.Close()
+	return c, err
+}
+
 // wake makes the goroutine look at the deadlines again.
 func (p *waitPoller) wake() {
 	var one [8]byte

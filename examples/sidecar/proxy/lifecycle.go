@@ -31,8 +31,14 @@ type listener struct {
 func (p *Proxy) newListener(connCtx context.Context) *listener {
 	s := &listener{p: p, wait: detect.Waiter{Max: p.MaxWaiting}, idle: detect.Waiter{Max: p.MaxIdle}, drained: make(chan struct{})}
 	s.connCtx = context.WithValue(connCtx, listenerKey{}, s) // an idle HTTP/1.1 connection parks in s.idle (park.go)
+	if testListener != nil {
+		testListener(s)
+	}
 	return s
 }
+
+// testListener, when set (by tests), is shown every new listener.
+var testListener func(*listener)
 
 // serve accepts from l until acceptCtx ends (descriptor exhaustion and the like are waited
 // out: accept.Loop's rule), passing every connection to admit on the accept goroutine; admit

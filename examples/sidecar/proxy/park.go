@@ -111,19 +111,34 @@ func (s *h1Server) parkEvent(ev *Event) {
 	pk.park()
 }
 
+// A plain TCP connection is handed to the Waiter's Park: once it has waited
+// the Waiter's DetachAfter (a second), only its descriptor is kept, and it
+// comes back to resume as a new *net.TCPConn on the same socket. A TLS
+// connection keeps its net.Conn (its tls.Conn holds it).
 func (pk *parkedConn) park() {
 	pk.p.http.parks.Add(1)
 	pk.wait.handlers.Add(1)
+	if tc, ok := pk.c.(*net.TCPConn); ok {
+		pk.c = nil // the Waiter's alone until resume
+		pk.wait.idle.Park(tc, httpIdleTimeout-h1Linger, pk.resume)
+		return
+	}
 	pk.wait.idle.Wait(waitConn(pk.c), httpIdleTimeout-h1Linger, pk.resume)
 }
 
 // resume carries the connection again, on the Waiter's goroutine for it:
 // when it has something to read, from its next request on; otherwise (idle
-// timeout, shed, the listener closing) it ends.
-func (pk *parkedConn) resume(_ net.Conn, err error) {
+// timeout, shed, the listener closing, a detached connection that could not
+// be made again) it ends.
+func (pk *parkedConn) resume(c net.Conn, err error) {
 	defer pk.wait.handlers.Done()
+	if pk.c == nil {
+		pk.c = c // nil when the Waiter closed a detached connection
+	}
 	if err != nil {
-		pk.c.Close()
+		if pk.c != nil {
+			pk.c.Close()
+		}
 		pk.end()
 		return
 	}

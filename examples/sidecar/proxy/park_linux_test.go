@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,4 +107,47 @@ func TestParkedApartFromSilent(t *testing.T) {
 		require.Equal(t, 200, resp.StatusCode, "parked client %d after the flood", i)
 		require.Contains(t, body, fmt.Sprintf("GET /again%d", i))
 	}
+}
+
+// TestParkedDetached: a parked plain TCP client whose wait is detached (the
+// Waiter keeps its descriptor alone) is served again on the new connection
+// the Waiter makes of its socket, twice over, and its event counts every
+// byte of the connection's life.
+func TestParkedDetached(t *testing.T) {
+	restoreLinger, restoreMax := h1Linger, h1MaxLingering
+	var mu sync.Mutex
+	var ls []*listener
+	testListener = func(s *listener) {
+		s.idle.DetachAfter = -1 // at once
+		mu.Lock()
+		ls = append(ls, s)
+		mu.Unlock()
+	}
+	t.Cleanup(func() { h1Linger, h1MaxLingering, testListener = restoreLinger, restoreMax, nil })
+	h1Linger, h1MaxLingering = time.Minute, 0 // every idle connection parks at once
+	detached := func() (n uint64) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range ls {
+			n += s.idle.Stats().Detached
+		}
+		return n
+	}
+	var evA, evB events
+	addr, _, _ := h1Pair(t, h1Backend(t), &evA, &evB)
+	hc := dialH1(t, addr)
+	for i := range 3 {
+		resp, body := hc.do(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: app\r\n\r\n", i))
+		require.Equal(t, 200, resp.StatusCode)
+		require.Contains(t, body, fmt.Sprintf("GET /%d", i))
+		// A's client connection, and B's TLS one from A's pool (which is not
+		// detached: its tls.Conn holds it).
+		require.Eventually(t, func() bool { return detached() == uint64(i+1) }, 5*time.Second, 5*time.Millisecond, "A's client connection detached (%d)", i+1)
+	}
+	hc.c.Close()
+	ev := evA.wait(t, 1)[0]
+	require.NoError(t, ev.Err)
+	require.Equal(t, hc.sent, ev.ClientBytes, "bytes from the client, over three connections' lives")
+	require.Equal(t, hc.recvd, ev.ServerBytes, "bytes to the client")
+	require.Equal(t, uint64(3), detached(), "B's pooled TLS connection is never detached")
 }

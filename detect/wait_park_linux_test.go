@@ -1,0 +1,140 @@
+package detect_test
+
+import (
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+	"weak"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/sniffsplice/sniff/detect"
+)
+
+// waitDetached waits until w has detached n connections in all.
+func waitDetached(t *testing.T, w *detect.Waiter, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(testWait)
+	for w.Stats().Detached < n {
+		require.True(t, time.Now().Before(deadline), "%d connections detached in time (%d were)", n, w.Stats().Detached)
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// openFDs counts the process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	return len(ents)
+}
+
+// TestWaiterParkDetaches: a connection handed to Park is, once detached, held by its descriptor
+// alone (Go's objects for it are collected), and comes back ready as a new connection on the
+// same socket with nothing lost, in both directions.
+func TestWaiterParkDetaches(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	w := detect.Waiter{DetachAfter: -1}
+	defer w.Close()
+	client, server := tcpPair(t)
+	defer client.Close()
+	laddr, raddr := server.LocalAddr().String(), server.RemoteAddr().String()
+	gone := weak.Make(server)
+	ch := make(chan waited, 1)
+	w.Park(server, time.Hour, waitInto(ch))
+	server = nil
+	waitDetached(t, &w, 1)
+	for range 3 {
+		runtime.GC()
+	}
+	assert.Nil(t, gone.Value(), "the Waiter keeps no hold on a detached connection")
+	select {
+	case <-ch:
+		t.Fatal("ready before the client wrote")
+	default:
+	}
+	_, err := client.Write([]byte("hello"))
+	require.NoError(t, err)
+	got := recv(t, ch, "ready")
+	require.NoError(t, got.err)
+	c, ok := got.c.(*net.TCPConn)
+	require.True(t, ok, "a *net.TCPConn comes back, not %T", got.c)
+	defer c.Close()
+	assert.Equal(t, laddr, c.LocalAddr().String())
+	assert.Equal(t, raddr, c.RemoteAddr().String())
+	b := make([]byte, 5)
+	_, err = io.ReadFull(bounded(c), b)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(b))
+	_, err = c.Write([]byte("back"))
+	require.NoError(t, err)
+	_, err = io.ReadFull(bounded(client), b[:4])
+	require.NoError(t, err)
+	assert.Equal(t, "back", string(b[:4]))
+	assert.Equal(t, detect.WaitStats{Ready: 1, Detached: 1}, w.Stats())
+}
+
+// TestWaiterParkBeforeDetach: a connection ready before DetachAfter comes back as itself.
+func TestWaiterParkBeforeDetach(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	w := detect.Waiter{DetachAfter: time.Hour}
+	defer w.Close()
+	client, server := tcpPair(t)
+	defer client.Close()
+	ch := make(chan waited, 1)
+	w.Park(server, time.Hour, waitInto(ch))
+	_, err := client.Write([]byte{'x'})
+	require.NoError(t, err)
+	got := recv(t, ch, "ready")
+	require.NoError(t, err)
+	assert.Same(t, server, got.c.(*net.TCPConn))
+	got.c.Close()
+	assert.Equal(t, detect.WaitStats{Ready: 1}, w.Stats())
+}
+
+// TestWaiterParkEnds: a detached connection that times out, is shed or is still waiting at
+// Close is closed by the Waiter (its client sees the end) and its ready function gets nil; no
+// descriptor is left behind.
+func TestWaiterParkEnds(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	before := openFDs(t)
+	w := detect.Waiter{Max: 2, ReduceAt: 1, DetachAfter: -1}
+	var clients []*net.TCPConn
+	var chans []chan waited
+	park := func(timeout time.Duration) {
+		c, s := tcpPair(t)
+		clients = append(clients, c)
+		chans = append(chans, make(chan waited, 1))
+		w.Park(s, timeout, waitInto(chans[len(chans)-1]))
+	}
+	ended := func(i int, want error, what string) {
+		t.Helper()
+		got := recv(t, chans[i], what)
+		assert.ErrorIs(t, got.err, want, what)
+		assert.Nil(t, got.c, what)
+		_, err := bounded(clients[i]).Read(make([]byte, 1))
+		assert.ErrorIs(t, err, io.EOF, "%s: the client sees the end", what)
+	}
+	park(100 * time.Millisecond)
+	park(time.Hour)
+	waitDetached(t, &w, 2)
+	ended(0, detect.ErrWaitTimeout, "the timeout")
+	park(time.Hour) // 1 and 2 wait
+	waitDetached(t, &w, 3)
+	park(time.Hour) // sheds 1
+	ended(1, detect.ErrShed, "the shed")
+	waitDetached(t, &w, 4)
+	require.NoError(t, w.Close())
+	ended(2, detect.ErrWaiterClosed, "the close")
+	ended(3, detect.ErrWaiterClosed, "the close")
+	assert.Equal(t, detect.WaitStats{TimedOut: 1, Shed: 1, Closed: 2, Detached: 4}, w.Stats())
+	for _, c := range clients {
+		c.Close()
+	}
+	assert.Equal(t, before, openFDs(t), "descriptors open after")
+}
