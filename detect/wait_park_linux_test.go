@@ -91,7 +91,7 @@ func TestWaiterParkBeforeDetach(t *testing.T) {
 	_, err := client.Write([]byte{'x'})
 	require.NoError(t, err)
 	got := recv(t, ch, "ready")
-	require.NoError(t, err)
+	require.NoError(t, got.err)
 	assert.Same(t, server, got.c.(*net.TCPConn))
 	got.c.Close()
 	assert.Equal(t, detect.WaitStats{Ready: 1}, w.Stats())
