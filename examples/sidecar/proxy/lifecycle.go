@@ -29,16 +29,65 @@ type listener struct {
 }
 
 func (p *Proxy) newListener(connCtx context.Context) *listener {
-	s := &listener{p: p, wait: detect.Waiter{Max: p.MaxWaiting}, idle: detect.Waiter{Max: p.MaxIdle}, drained: make(chan struct{})}
-	s.connCtx = context.WithValue(connCtx, listenerKey{}, s) // an idle HTTP/1.1 connection parks in s.idle (park.go)
-	if testListener != nil {
-		testListener(s)
+	s := &listener{
+		p:       p,
+		wait:    detect.Waiter{Max: p.MaxWaiting},
+		idle:    detect.Waiter{Max: p.MaxIdle, DetachAfter: p.IdleDetachAfter},
+		drained: make(chan struct{}),
 	}
+	s.connCtx = context.WithValue(connCtx, listenerKey{}, s) // an idle HTTP/1.1 connection parks in s.idle (park.go)
+	p.waitMu.Lock()
+	if p.listeners == nil {
+		p.listeners = make(map[*listener]struct{})
+	}
+	p.listeners[s] = struct{}{}
+	p.waitMu.Unlock()
 	return s
 }
 
-// testListener, when set (by tests), is shown every new listener.
-var testListener func(*listener)
+// WaitStats are the counts of a Proxy's detect.Waiters, summed over its listeners (those
+// serving now and those that have ended).
+type WaitStats struct {
+	// FirstBytes: accepted connections waiting for their first bytes, without a goroutine
+	// each (Proxy.MaxWaiting per listener).
+	FirstBytes detect.WaitStats
+	// Idle: HTTP/1.1 keep-alive connections parked between requests (Proxy.MaxIdle per
+	// listener); Detached counts the waits that went on as a bare descriptor
+	// (Proxy.IdleDetachAfter).
+	Idle detect.WaitStats
+}
+
+// WaitStats returns the counts of the proxy's Waiters.
+func (p *Proxy) WaitStats() WaitStats {
+	p.waitMu.Lock()
+	defer p.waitMu.Unlock()
+	st := WaitStats{FirstBytes: p.waitEnded[0], Idle: p.waitEnded[1]}
+	for s := range p.listeners {
+		addWaitStats(&st.FirstBytes, s.wait.Stats())
+		addWaitStats(&st.Idle, s.idle.Stats())
+	}
+	return st
+}
+
+// ended folds the counts of a listener that has served its last connection into the proxy's.
+func (s *listener) ended() {
+	p := s.p
+	p.waitMu.Lock()
+	defer p.waitMu.Unlock()
+	delete(p.listeners, s)
+	addWaitStats(&p.waitEnded[0], s.wait.Stats())
+	addWaitStats(&p.waitEnded[1], s.idle.Stats())
+}
+
+func addWaitStats(to *detect.WaitStats, st detect.WaitStats) {
+	to.Waiting += st.Waiting
+	to.Ready += st.Ready
+	to.TimedOut += st.TimedOut
+	to.Shed += st.Shed
+	to.Reduced += st.Reduced
+	to.Closed += st.Closed
+	to.Detached += st.Detached
+}
 
 // serve accepts from l until acceptCtx ends (descriptor exhaustion and the like are waited
 // out: accept.Loop's rule), passing every connection to admit on the accept goroutine; admit
@@ -56,6 +105,7 @@ func (s *listener) serve(acceptCtx context.Context, l net.Listener, admit func(n
 	s.wait.Close()
 	s.idle.Close()
 	s.handlers.Wait()
+	s.ended()
 	return err
 }
 

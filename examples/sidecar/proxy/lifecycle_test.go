@@ -75,6 +75,11 @@ func TestHTTPClientsCauseNoHandshake(t *testing.T) {
 	assert.Zero(t, regB.Snapshot().Value("transport_header_read_total", "session_protocol", "none"),
 		"no early, unused connection reached B")
 	assert.LessOrEqual(t, handshakes(regB), 1.0, "B served the pool's connection only")
+	assert.Equal(t, uint64(5), a.Proxy.WaitStats().FirstBytes.Ready, "each client waited for its first bytes once")
+	require.NoError(t, a.Close())
+	st := a.Proxy.WaitStats()
+	assert.Equal(t, uint64(5), st.FirstBytes.Ready, "the counts of a listener that has ended are kept")
+	assert.Zero(t, st.FirstBytes.Waiting+st.Idle.Waiting)
 }
 
 // TestSilentClientsCostThePeerNothing: silent clients on an undeclared port wait in A's Waiter

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/opaque"
 )
 
@@ -115,39 +115,28 @@ func TestParkedApartFromSilent(t *testing.T) {
 // byte of the connection's life.
 func TestParkedDetached(t *testing.T) {
 	restoreLinger, restoreMax := h1Linger, h1MaxLingering
-	var mu sync.Mutex
-	var ls []*listener
-	testListener = func(s *listener) {
-		s.idle.DetachAfter = -1 // at once
-		mu.Lock()
-		ls = append(ls, s)
-		mu.Unlock()
-	}
-	t.Cleanup(func() { h1Linger, h1MaxLingering, testListener = restoreLinger, restoreMax, nil })
+	t.Cleanup(func() { h1Linger, h1MaxLingering = restoreLinger, restoreMax })
 	h1Linger, h1MaxLingering = time.Minute, 0 // every idle connection parks at once
-	detached := func() (n uint64) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, s := range ls {
-			n += s.idle.Stats().Detached
-		}
-		return n
-	}
 	var evA, evB events
-	addr, _, _ := h1Pair(t, h1Backend(t), &evA, &evB)
+	addr, pA, pB := h1Pair(t, h1Backend(t), &evA, &evB, func(p *Proxy) { p.IdleDetachAfter = -1 })
 	hc := dialH1(t, addr)
 	for i := range 3 {
 		resp, body := hc.do(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: app\r\n\r\n", i))
 		require.Equal(t, 200, resp.StatusCode)
 		require.Contains(t, body, fmt.Sprintf("GET /%d", i))
-		// A's client connection, and B's TLS one from A's pool (which is not
-		// detached: its tls.Conn holds it).
-		require.Eventually(t, func() bool { return detached() == uint64(i+1) }, 5*time.Second, 5*time.Millisecond, "A's client connection detached (%d)", i+1)
+		// Within less than the default DetachAfter: IdleDetachAfter is what detached it.
+		require.Eventually(t, func() bool { return pA.WaitStats().Idle.Detached == uint64(i+1) }, detect.DefaultDetachAfter/2, 5*time.Millisecond,
+			"A's client connection detached (%d)", i+1)
 	}
 	hc.c.Close()
 	ev := evA.wait(t, 1)[0]
 	require.NoError(t, ev.Err)
 	require.Equal(t, hc.sent, ev.ClientBytes, "bytes from the client, over three connections' lives")
 	require.Equal(t, hc.recvd, ev.ServerBytes, "bytes to the client")
-	require.Equal(t, uint64(3), detached(), "B's pooled TLS connection is never detached")
+	stA, stB := pA.WaitStats(), pB.WaitStats()
+	require.Equal(t, uint64(3), stA.Idle.Detached)
+	require.Equal(t, uint64(3), stA.Idle.Ready, "A's client woke three times: twice for a request, once for its EOF")
+	require.Positive(t, stB.Idle.Ready, "B's TLS connection from A's pool parked too")
+	require.Zero(t, stB.Idle.Detached, "B's pooled TLS connection is never detached (its tls.Conn holds it)")
+	require.Equal(t, uint64(1), stA.FirstBytes.Ready, "A's client connection waited for its first bytes once")
 }

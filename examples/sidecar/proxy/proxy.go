@@ -166,6 +166,11 @@ type Proxy struct {
 	// counted apart from MaxWaiting: idle clients neither shorten the detection timeout of new
 	// connections nor are shed by a flood of silent ones.
 	MaxIdle int
+	// IdleDetachAfter is how long a parked plain-TCP keep-alive connection waits as a net.Conn
+	// before the listener keeps only its descriptor (about 1 KiB less per idle client; a wake-up
+	// then costs a few system calls to make the net.Conn again): see detect.Waiter.DetachAfter
+	// (0: detect.DefaultDetachAfter; negative: at once).
+	IdleDetachAfter time.Duration
 	// NoHTTP carries detected HTTP as bytes instead of serving it at the
 	// HTTP layer (per-request proxying and metrics, upgrades, CONNECT).
 	NoHTTP bool
@@ -192,6 +197,9 @@ type Proxy struct {
 	hsWaits   atomic.Uint64
 	detOnce   sync.Once
 	detectors [2]*detect.Detector // one per direction (opaque.Inbound, opaque.Outbound), built once
+	waitMu    sync.Mutex
+	listeners map[*listener]struct{} // serving now
+	waitEnded [2]detect.WaitStats    // the first-bytes and idle Waiters' counts of listeners that have ended
 	ownMu     sync.Mutex
 	own       atomic.Pointer[opaque.PortSet] // ports of this proxy's listeners
 }
