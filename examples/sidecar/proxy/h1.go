@@ -168,8 +168,8 @@ func (p *h1Pool) closeIdle() {
 }
 
 // h1Conn is what the direct path keeps of a client connection for its whole
-// life: in its h1Server while requests are carried, and in its parkedConn
-// while it waits in the Waiter between them.
+// life: in its h1Server while requests are carried, and kept compactly in
+// its parkedConn while it waits in the Waiter between them.
 type h1Conn struct {
 	ctx    context.Context
 	p      *Proxy
