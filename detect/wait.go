@@ -74,6 +74,12 @@ type Waiter struct {
 	// Waiter keeps only its descriptor); 0 means DefaultDetachAfter, a negative value detaches
 	// at once.
 	DetachAfter time.Duration
+	// ParkKeeps: a connection handed to Park whose wait times out or is shed after it was
+	// detached comes back to ready made again, with ErrWaitTimeout or ErrShed, for the caller to
+	// go on with or close, instead of nil and its socket closed by the Waiter. Set it where the end
+	// of a wait does not end the connection (one waiting for its first bytes goes on undetected);
+	// [ErrWaiterClosed] still closes the socket.
+	ParkKeeps bool
 
 	mu       sync.Mutex
 	closed   bool
@@ -206,7 +212,9 @@ func (w *Waiter) Wait(c net.Conn, timeout time.Duration, ready func(net.Conn, er
 //   - ready with nil: a new *net.TCPConn on the same socket (net.FileConn), nothing read from
 //     it; or nil and an error when it cannot be made (the socket is closed then: with no
 //     descriptor to spare, for one).
-//   - ready with an error: nil, the socket closed by the Waiter.
+//   - ready with an error: nil, the socket closed by the Waiter; with [Waiter.ParkKeeps], for
+//     ErrWaitTimeout and ErrShed, the new connection as for nil (or nil and an error that wraps
+//     both when it cannot be made).
 //
 // Until it is detached, and for any other connection and on other systems than Linux, Park is
 // Wait. Making the new connection costs about fifteen system calls, once per detached wait.
@@ -347,15 +355,15 @@ func (w *Waiter) finish(e *waitEntry, out int, err error) {
 		return
 	}
 	fd := e.fd
-	if err != nil {
+	if err != nil && (!w.ParkKeeps || out == outClosed) {
 		closeFD(fd)
 		go ready(nil, err)
 		return
 	}
 	go func() {
-		c, err := fdConn(fd)
-		if err != nil {
-			err = fmt.Errorf("detect: a parked connection cannot be taken back: %w", err)
+		c, ferr := fdConn(fd)
+		if ferr != nil {
+			c, err = nil, errors.Join(fmt.Errorf("detect: a parked connection cannot be taken back: %w", ferr), err)
 		}
 		ready(c, err)
 	}()

@@ -138,3 +138,60 @@ func TestWaiterParkEnds(t *testing.T) {
 	}
 	assert.Equal(t, before, openFDs(t), "descriptors open after")
 }
+
+// TestWaiterParkKeeps: with ParkKeeps, a detached connection that times out or is shed comes
+// back to ready as a new connection on the same socket, with the error, and carries bytes both
+// ways; one still waiting at Close is closed as without it; no descriptor is left behind.
+func TestWaiterParkKeeps(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	before := openFDs(t)
+	w := detect.Waiter{Max: 2, ReduceAt: 1, DetachAfter: -1, ParkKeeps: true}
+	var clients []*net.TCPConn
+	var chans []chan waited
+	park := func(timeout time.Duration) {
+		c, s := tcpPair(t)
+		clients = append(clients, c)
+		chans = append(chans, make(chan waited, 1))
+		w.Park(s, timeout, waitInto(chans[len(chans)-1]))
+	}
+	kept := func(i int, want error, what string) {
+		t.Helper()
+		got := recv(t, chans[i], what)
+		assert.ErrorIs(t, got.err, want, what)
+		require.NotNil(t, got.c, "%s: the connection comes back", what)
+		defer got.c.Close()
+		_, err := clients[i].Write([]byte("late"))
+		require.NoError(t, err)
+		b := make([]byte, 4)
+		_, err = io.ReadFull(bounded(got.c), b)
+		require.NoError(t, err, what)
+		assert.Equal(t, "late", string(b), what)
+		_, err = got.c.Write([]byte("back"))
+		require.NoError(t, err)
+		_, err = io.ReadFull(bounded(clients[i]), b)
+		require.NoError(t, err, what)
+		assert.Equal(t, "back", string(b), what)
+	}
+	park(100 * time.Millisecond)
+	park(time.Hour)
+	waitDetached(t, &w, 2)
+	kept(0, detect.ErrWaitTimeout, "the timeout")
+	park(time.Hour) // 1 and 2 wait
+	waitDetached(t, &w, 3)
+	park(time.Hour) // sheds 1
+	kept(1, detect.ErrShed, "the shed")
+	waitDetached(t, &w, 4)
+	require.NoError(t, w.Close())
+	for _, i := range []int{2, 3} {
+		got := recv(t, chans[i], "the close")
+		assert.ErrorIs(t, got.err, detect.ErrWaiterClosed)
+		assert.Nil(t, got.c, "the close ends the connection")
+		_, err := bounded(clients[i]).Read(make([]byte, 1))
+		assert.ErrorIs(t, err, io.EOF, "the client sees the end")
+	}
+	assert.Equal(t, detect.WaitStats{TimedOut: 1, Shed: 1, Closed: 2, Detached: 4}, w.Stats())
+	for _, c := range clients {
+		c.Close()
+	}
+	assert.Equal(t, before, openFDs(t), "descriptors open after")
+}

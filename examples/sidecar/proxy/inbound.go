@@ -43,7 +43,7 @@ func (p *Proxy) serveInbound(acceptCtx, connCtx context.Context, l net.Listener,
 	if ta, ok := l.Addr().(*net.TCPAddr); ok {
 		self = ta.Port
 	}
-	s := p.newListener(connCtx)
+	s := p.newListener(connCtx, opaque.Inbound)
 	return s.serve(acceptCtx, l, func(c net.Conn) {
 		if dst != nil {
 			if orig, err := dst(c); err == nil && int(orig.Port()) != self {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sniffsplice/sniff/accept"
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/opaque"
 )
 
 // DefaultMaxHandshakes is the most mutual-TLS handshakes to peers a Proxy runs at once when
@@ -20,6 +21,7 @@ const DefaultMaxHandshakes = 128
 // connections wait in (no goroutine each) and the handlers it started.
 type listener struct {
 	p        *Proxy
+	dir      opaque.Direction
 	connCtx  context.Context // ends every connection of the listener
 	wait     detect.Waiter   // accepted connections waiting for their first bytes
 	idle     detect.Waiter   // HTTP/1.1 keep-alive connections parked between requests (park.go)
@@ -28,10 +30,11 @@ type listener struct {
 	drained  chan struct{} // closed when draining is set: net/http's servers shut down
 }
 
-func (p *Proxy) newListener(connCtx context.Context) *listener {
+func (p *Proxy) newListener(connCtx context.Context, dir opaque.Direction) *listener {
 	s := &listener{
 		p:       p,
-		wait:    detect.Waiter{Max: p.MaxWaiting},
+		dir:     dir,
+		wait:    detect.Waiter{Max: p.MaxWaiting, ParkKeeps: true}, // a silent connection goes on when its wait ends
 		idle:    detect.Waiter{Max: p.MaxIdle, DetachAfter: p.IdleDetachAfter},
 		drained: make(chan struct{}),
 	}
@@ -120,13 +123,23 @@ func (s *listener) goHandle(handle func()) {
 
 // waitThen hands c to the Waiter for at most timeout; then, on a goroutine of its own and
 // counted like a handler, then runs with what the Waiter said (nil: c has something to read).
-// A closed Waiter (the listener is stopping) closes c instead.
+// A closed Waiter (the listener is stopping) closes c instead. c is parked (detect.Waiter.Park):
+// past the Waiter's DetachAfter a silent client is held as its descriptor alone, and then gets
+// c made again; when that fails (no descriptor to spare), the Waiter has closed the socket and
+// the connection ends with an event.
 func (s *listener) waitThen(c net.Conn, timeout time.Duration, then func(net.Conn, error)) {
 	s.handlers.Add(1)
-	s.wait.Wait(c, timeout, func(c net.Conn, err error) {
+	start := time.Now()
+	s.wait.Park(c, timeout, func(c net.Conn, err error) {
 		defer s.handlers.Done()
 		if err != nil && (s.connCtx.Err() != nil || isWaiterClosed(err)) {
-			c.Close()
+			if c != nil {
+				c.Close()
+			}
+			return
+		}
+		if c == nil {
+			s.p.emit(&Event{Direction: s.dir, Protocol: detect.Unknown, Duration: time.Since(start), Err: err})
 			return
 		}
 		then(c, err)

@@ -38,7 +38,7 @@ func (p *Proxy) serveOutbound(acceptCtx, connCtx context.Context, l net.Listener
 		return fmt.Errorf("%w: ServeOutbound needs a DstFunc", ErrNoOriginalDst)
 	}
 	p.addOwnPort(l.Addr())
-	s := p.newListener(connCtx)
+	s := p.newListener(connCtx, opaque.Outbound)
 	return s.serve(acceptCtx, l, func(c net.Conn) {
 		d, err := dst(c)
 		if err != nil {

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/detect"
@@ -139,4 +141,53 @@ func TestParkedDetached(t *testing.T) {
 	require.Positive(t, stB.Idle.Ready, "B's TLS connection from A's pool parked too")
 	require.Zero(t, stB.Idle.Detached, "B's pooled TLS connection is never detached (its tls.Conn holds it)")
 	require.Equal(t, uint64(1), stA.FirstBytes.Ready, "A's client connection waited for its first bytes once")
+}
+
+// TestSilentDetached: a client silent past the first-bytes Waiter's DetachAfter is held as its
+// descriptor alone, and goes on whichever way its wait ends: one that speaks is detected and
+// carried, one still silent at the end of its race grace is raced and carried; both with every
+// byte.
+func TestSilentDetached(t *testing.T) {
+	echo := lineEcho(t)
+	const grace = 2 * detect.DefaultDetachAfter // detached first, then the grace ends
+	var ev events
+	a, _, _ := pair(t, echo, func(p *Proxy) {
+		p.OnEvent = ev.add
+		p.Race = &detect.RacePolicy{Grace: grace}
+	})
+	addr := a.ForwardAddrs[0].String()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		require.NoError(t, c.SetDeadline(time.Now().Add(20*time.Second)))
+		return c
+	}
+	exchange := func(c net.Conn, line string) {
+		t.Helper()
+		_, err := io.WriteString(c, line+"\n")
+		require.NoError(t, err)
+		got, err := bufio.NewReader(c).ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "echo: "+line+" from 127.0.0.1\n", got)
+	}
+	speaker, silent := dial(), dial()
+	require.Eventually(t, func() bool { return a.Proxy.WaitStats().FirstBytes.Detached == 2 }, grace*3/4, 5*time.Millisecond,
+		"both silent clients detached before the grace ends")
+	exchange(speaker, "spoke after the detach")
+	assert.Zero(t, a.Proxy.RaceStats().Started, "the speaker was not raced")
+	require.Eventually(t, func() bool { return a.Proxy.RaceStats().Started == 1 }, 2*grace, 5*time.Millisecond, "the silent one is raced")
+	exchange(silent, "silent past the grace")
+	st := a.Proxy.WaitStats().FirstBytes
+	assert.Equal(t, uint64(1), st.Ready)
+	assert.Equal(t, uint64(1), st.TimedOut)
+	speaker.Close()
+	silent.Close()
+	var got []int64
+	for _, e := range ev.wait(t, 2) {
+		require.NoError(t, e.Err)
+		got = append(got, e.ClientBytes)
+	}
+	assert.ElementsMatch(t, []int64{int64(len("spoke after the detach\n")), int64(len("silent past the grace\n"))}, got,
+		"each event counts its client's bytes")
 }
