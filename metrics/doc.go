@@ -59,6 +59,10 @@
 //	transport_header_read_total          counter    session_protocol                           opaque transport headers read and accepted
 //	transport_header_rejected_total      counter    reason                                     opaque transport headers rejected, by reason
 //	mux_connections_total                counter    outcome, protocol                          connections a detect.Mux handled; outcome routed, shed, unrouted, child_closed, detect_failed, shutdown
+//	waiter_waiting_connections           gauge      waiter                                     connections waiting in a detect.Waiter now (Registry.AddWaiter names it)
+//	waiter_connections_total             counter    waiter, outcome                            waits ended; outcome ready, timed_out, shed, closed
+//	waiter_detached_total                counter    waiter                                     waits that went on as a bare descriptor (detect.Waiter.Park)
+//	waiter_reduced_total                 counter    waiter                                     waits whose timeout was shortened under pressure
 //	request_total                        counter    direction, authority, route                HTTP requests
 //	response_total                       counter    direction, authority, route,               HTTP responses; classification success or failure (5xx,
 //	                                                classification, status_code, grpc_status   grpc-status != 0, no response or a broken stream)
@@ -69,7 +73,8 @@
 // Config.MaxLabelValues values each (errno at most 30); peer_identity Config.MaxPeerIdentities;
 // authority and route HTTPOptions.MaxAuthorities and MaxRoutes (or an allow-list of authorities);
 // status_code is a number from 100 to 999 or "" when there was no response; grpc_status is "0" to
-// "63", "other" or "".
+// "63", "other" or "". AddWaiter keeps at most Config.MaxLabelValues waiter names (later ones are
+// not counted).
 //
 // Histogram bounds are fixed by this package (Histogram.Bounds carries them in a snapshot);
 // response_latency_seconds uses Linkerd's response_latency_ms bounds, in seconds.

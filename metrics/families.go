@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/opaque"
 )
 
@@ -298,6 +299,33 @@ var families = [...]familyDecl{
 		read: func(r *Registry, w *familyWriter) {
 			r.mux.each(func(k muxKey, c *counter) { muxLabels.emit(w, k, float64(c.n.Load()), nil) })
 		},
+	},
+	{
+		name: "waiter_waiting_connections", kind: KindGauge, labels: []string{"waiter"},
+		help: "Number of connections waiting in a detect.Waiter now, without a goroutine each.",
+		read: waiterFamily(func(st detect.WaitStats) float64 { return float64(st.Waiting) }),
+	},
+	{
+		name: "waiter_connections_total", kind: KindCounter, labels: []string{"waiter", "outcome"},
+		help: "Total count of waits in a detect.Waiter ended, by outcome.",
+		read: func(r *Registry, w *familyWriter) {
+			r.eachWaiter(func(name string, st detect.WaitStats) {
+				for _, o := range waiterOutcomes {
+					w.buf = append(w.buf, name, o.name)
+					w.add(float64(o.count(st)), nil)
+				}
+			})
+		},
+	},
+	{
+		name: "waiter_detached_total", kind: KindCounter, labels: []string{"waiter"},
+		help: "Total count of waits in a detect.Waiter that went on as a bare descriptor.",
+		read: waiterFamily(func(st detect.WaitStats) float64 { return float64(st.Detached) }),
+	},
+	{
+		name: "waiter_reduced_total", kind: KindCounter, labels: []string{"waiter"},
+		help: "Total count of waits in a detect.Waiter whose timeout was shortened under pressure.",
+		read: waiterFamily(func(st detect.WaitStats) float64 { return float64(st.Reduced) }),
 	},
 	{
 		name: "request_total", kind: KindCounter, labels: requestLabels.names,

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sniffsplice/sniff/detect"
 	"github.com/sniffsplice/sniff/opaque"
 	"github.com/sniffsplice/sniff/splice"
 )
@@ -87,7 +88,7 @@ func TestDocTable(t *testing.T) {
 		want = append(want, Desc{Name: d.Name, Kind: d.Kind, Labels: d.Labels})
 	}
 	assert.Equal(t, want, doc)
-	require.Len(t, doc, 18)
+	require.Len(t, doc, 22)
 }
 
 // populated returns a registry with something counted in every family.
@@ -104,6 +105,7 @@ func populated() *Registry {
 	r.ObserveTransportHeader(HeaderRead, "none")
 	r.ObserveTransportHeader(HeaderRejected, "no_preface")
 	r.ObserveMux("routed", "HTTP/1")
+	r.AddWaiter("first_bytes", func() detect.WaitStats { return detect.WaitStats{Waiting: 2, Ready: 5, Detached: 1, Reduced: 3} })
 	r.ObserveHTTPError(opaque.Inbound, 400, time.Millisecond)
 	return r
 }

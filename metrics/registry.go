@@ -102,6 +102,9 @@ type Registry struct {
 	hdrValues cappedSet // transport header reasons and session protocols
 	muxOut    cappedSet // mux outcomes
 	peerIDs   cappedSet
+
+	waitMu  sync.Mutex
+	waiters []waiterSource // AddWaiter
 }
 
 // New returns a Registry with the given configuration.

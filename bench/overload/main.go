@@ -395,8 +395,15 @@ func (f *flood) close() {
 	f.wg.Wait()
 }
 
+// shedCount is what the target shed to make room: a multiplexer's shed connections, and the
+// connections a sidecar's first-bytes Waiters shed.
 func shedCount(t *target) float64 {
-	return scrape(t.metrics, "mux_connections_total", `outcome="shed"`)
+	mux := scrape(t.metrics, "mux_connections_total", `outcome="shed"`)
+	waiter := scrape(t.metrics, "waiter_connections_total", `outcome="shed",waiter="first_bytes"`)
+	if mux < 0 || waiter < 0 {
+		return -1
+	}
+	return mux + waiter
 }
 
 func silent(t *target, tname string, n int) (string, error) {

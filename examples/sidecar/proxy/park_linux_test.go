@@ -141,6 +141,9 @@ func TestParkedDetached(t *testing.T) {
 	require.Positive(t, stB.Idle.Ready, "B's TLS connection from A's pool parked too")
 	require.Zero(t, stB.Idle.Detached, "B's pooled TLS connection is never detached (its tls.Conn holds it)")
 	require.Equal(t, uint64(1), stA.FirstBytes.Ready, "A's client connection waited for its first bytes once")
+	mA := pA.Metrics.Snapshot()
+	require.Equal(t, 3.0, mA.Value("waiter_detached_total", "waiter", "idle"), "the counts reach the metrics")
+	require.Equal(t, 1.0, mA.Value("waiter_connections_total", "waiter", "first_bytes", "outcome", "ready"))
 }
 
 // TestSilentDetached: a client silent past the first-bytes Waiter's DetachAfter is held as its

@@ -183,7 +183,9 @@ type Proxy struct {
 	// connection with no request begun closes without an answer.
 	HeaderTimeout time.Duration
 	// Metrics counts connections, bytes, detections, policy decisions,
-	// handshakes and transport headers (nil: off). Serve it with MetricsHandler.
+	// handshakes and transport headers, and shows the Waiters' counts
+	// (waiter="first_bytes" and "idle": WaitStats) (nil: off). Serve it
+	// with MetricsHandler.
 	Metrics *metrics.Registry
 
 	once      sync.Once
@@ -243,6 +245,9 @@ func (p *Proxy) init() error {
 		}
 		c := *p.TLS
 		c.NextProtos = []string{opaque.ALPN}
+		// Read at each scrape: the first-bytes and idle Waiters of every listener (WaitStats).
+		p.Metrics.AddWaiter("first_bytes", func() detect.WaitStats { return p.WaitStats().FirstBytes })
+		p.Metrics.AddWaiter("idle", func() detect.WaitStats { return p.WaitStats().Idle })
 		if hook := p.Metrics.HandshakeHook(); hook != nil {
 			c.OnHandshake = chain(c.OnHandshake, hook)
 		}
