@@ -79,8 +79,35 @@ var h1Scratches = sync.Pool{New: func() any { return &h1Scratch{out: make([]byte
 // upConn is an upstream connection of the direct path.
 type upConn struct {
 	net.Conn
-	br   *bufio.Reader
-	idle time.Time // when it was put back
+	br   *bufio.Reader // nil while idle in its pool with nothing buffered (h1UpReaders)
+	idle time.Time     // when it was put back
+}
+
+// h1UpReaders are the read buffers of upstream connections in use: one put back in its pool with
+// nothing buffered gives its reader back, and takes one again when it is next used, so that an
+// idle pooled connection holds no buffer (issue 17: the pool's idle connections are a share of
+// every proxy's memory).
+var h1UpReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, h1BufSize) }}
+
+func newUpConn(c net.Conn) *upConn {
+	uc := &upConn{Conn: c}
+	uc.takeReader()
+	return uc
+}
+
+func (uc *upConn) takeReader() {
+	if uc.br == nil {
+		uc.br = h1UpReaders.Get().(*bufio.Reader)
+		uc.br.Reset(uc.Conn)
+	}
+}
+
+func (uc *upConn) giveReader() {
+	if uc.br != nil && uc.br.Buffered() == 0 {
+		uc.br.Reset(nil)
+		h1UpReaders.Put(uc.br)
+		uc.br = nil
+	}
 }
 
 // h1Pool holds the idle upstream connections of one pooledTransport for the
@@ -99,6 +126,7 @@ func (p *h1Pool) get() *upConn {
 		uc := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
 		if now.Sub(uc.idle) < h1IdleTime {
+			uc.takeReader()
 			return uc
 		}
 		uc.Close()
@@ -107,6 +135,7 @@ func (p *h1Pool) get() *upConn {
 }
 
 func (p *h1Pool) put(uc *upConn) {
+	uc.giveReader()
 	uc.idle = time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -606,7 +635,7 @@ func (s *h1Server) upstream() (uc *upConn, reused bool, err error) {
 		if err != nil {
 			return nil, false, err
 		}
-		uc = &upConn{Conn: c, br: bufio.NewReaderSize(c, h1BufSize)}
+		uc = newUpConn(c)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -81,4 +82,40 @@ func TestH1PoolPurge(t *testing.T) {
 	p.mu.Lock()
 	require.Nil(t, p.purge)
 	p.mu.Unlock()
+}
+
+// idleUpConns returns the idle upstream connections of every pool of p's direct path.
+func idleUpConns(p *Proxy) []*upConn {
+	p.http.mu.Lock()
+	defer p.http.mu.Unlock()
+	var out []*upConn
+	for _, m := range []map[transportKey]*pooledTransport{p.http.out, p.http.in} {
+		for _, t := range m {
+			t.h1.mu.Lock()
+			out = append(out, t.h1.idle...)
+			t.h1.mu.Unlock()
+		}
+	}
+	return out
+}
+
+// TestIdleUpConnHoldsNoBuffer: an upstream connection idle in its pool (A's to B, B's to the
+// application) holds no read buffer, and takes one again when it is reused: the requests after
+// it are carried whole, on the same connections.
+func TestIdleUpConnHoldsNoBuffer(t *testing.T) {
+	var evA, evB events
+	addr, pA, pB := h1Pair(t, h1Backend(t), &evA, &evB)
+	hc := dialH1(t, addr)
+	for i := range 3 {
+		resp, body := hc.do(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: app\r\n\r\n", i))
+		require.Equal(t, 200, resp.StatusCode)
+		require.Contains(t, body, fmt.Sprintf("GET /%d", i))
+		for _, p := range []*Proxy{pA, pB} {
+			var idle []*upConn
+			require.Eventually(t, func() bool { idle = idleUpConns(p); return len(idle) == 1 }, 5*time.Second, time.Millisecond,
+				"one idle upstream connection")
+			require.Nil(t, idle[0].br, "an idle pooled connection holds no read buffer")
+		}
+	}
+	require.Equal(t, uint64(3), pA.http.direct.Load(), "all three requests on the direct path")
 }
