@@ -134,6 +134,7 @@ type MuxStats struct {
 	ShedWaiting   uint64 // decided early while silent: MaxWaiting were waiting (also counted as routed, or not)
 	ShedDetecting uint64 // decided early while detecting: MaxDetections were detecting
 	AcceptErrors  uint64 // Accept failures that passed (EMFILE and the like), each waited out
+	Detached      uint64 // silent past a second: waited as their descriptor alone (Waiter.Park)
 	InFlight      int64  // connections held by the mux now (waiting, detecting or awaiting a child's Accept)
 	Waiting       int64  // of which silent, in the Waiter
 	Detecting     int64  // of which being detected
@@ -146,7 +147,7 @@ type MuxStats struct {
 // A connection goes through one lifecycle: accepted (by [accept.Loop]'s rule: running out of
 // descriptors or memory is waited out, never fatal), then it waits for its first bytes in a
 // [Waiter] (no goroutine, no buffer: a client that connects and says nothing delays no one and
-// costs its socket), then it is detected on a goroutine of its own, then handed to the child
+// costs its socket; after a second, [Waiter.Park], its descriptor alone), then it is detected on a goroutine of its own, then handed to the child
 // listener of its protocol. The limits are [MuxConfig]'s; a full mux sheds its oldest waiting or
 // detecting connection to the Default listener rather than stop accepting. Routing rules:
 //   - a protocol goes to the first child created by Match that names it;
@@ -213,6 +214,7 @@ func NewMux(l net.Listener, d *Detector, cfg ...MuxConfig) *Mux {
 		m.cfg = cfg[len(cfg)-1]
 	}
 	m.wait.Max = m.cfg.MaxWaiting
+	m.wait.ParkKeeps = true // a silent connection whose wait ends is decided as a timeout, not closed
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.acceptCtx, m.stopAccept = context.WithCancel(m.ctx)
 	return m
@@ -264,6 +266,7 @@ func (m *Mux) Stats() MuxStats {
 		ShedWaiting:   m.shedWaiting.Load(),
 		ShedDetecting: m.shedDetecting.Load(),
 		AcceptErrors:  m.acceptErrors.Load(),
+		Detached:      m.wait.Stats().Detached,
 		InFlight:      m.inFlight.Load(),
 		Waiting:       int64(m.wait.Len()),
 		Detecting:     m.detectingN.Load(),
@@ -313,12 +316,23 @@ func (m *Mux) admit(c net.Conn) {
 	m.inFlight.Add(1)
 	m.conns.Add(1)
 	start := time.Now()
-	m.wait.Wait(c, m.det.timeout(), func(c net.Conn, err error) { m.ready(c, start, err) })
+	m.wait.Park(c, m.det.timeout(), func(c net.Conn, err error) { m.ready(c, start, err) })
 }
 
 // ready runs on the connection's own goroutine when it has spoken (err nil), or its wait ended.
+// A connection silent for the Waiter's DetachAfter waits as its descriptor alone (Park) and is
+// made again when its wait ends; c is nil when that failed (no descriptor to spare), the socket
+// closed.
 func (m *Mux) ready(c net.Conn, start time.Time, err error) {
 	defer m.conns.Done()
+	if c == nil {
+		ev := MuxEvent{Outcome: MuxDetectFailed, Result: Result{Protocol: Unknown, Reason: ReasonClosed}, Err: err}
+		if errors.Is(err, ErrWaiterClosed) || m.ctx.Err() != nil {
+			ev.Outcome, ev.Err = MuxShutdown, nil
+		}
+		m.finish(ev)
+		return
+	}
 	remote := c.RemoteAddr()
 	switch {
 	case errors.Is(err, ErrWaiterClosed) || m.ctx.Err() != nil:

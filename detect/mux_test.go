@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"os/exec"
 	"strings"
 	"sync"
@@ -976,4 +977,41 @@ func assertPeerClosed(t *testing.T, err error, msg string) {
 	t.Helper()
 	assert.True(t, errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET),
 		"%s: got %v, want EOF or ECONNRESET", msg, err)
+}
+
+// TestMuxSilentDetached: clients silent past the Waiter's DetachAfter wait as their descriptors
+// alone, and go on either way: one that then speaks is detected and routed, one silent until the
+// detection timeout reaches Default, decided as a timeout; both with nothing lost.
+func TestMuxSilentDetached(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("detaching needs the Waiter's epoll set")
+	}
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var events muxEvents
+	timeout := 3 * detect.DefaultDetachAfter
+	m, serve := startMux(t, &detect.Detector{Timeout: timeout}, detect.MuxConfig{OnConn: events.add})
+	echoDefault(t, m)
+	serveErr := serve()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", m.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	speaker, silent := dial(), dial()
+	require.Eventually(t, func() bool { return m.Stats().Detached == 2 }, timeout*2/3, 5*time.Millisecond,
+		"both detached before the detection timeout")
+	roundTrip(t, speaker, "\x00spoke late", "\x00spoke late")
+	require.Eventually(t, func() bool { return events.count(detect.MuxRouted, detect.Unknown) == 2 }, 3*timeout, 5*time.Millisecond,
+		"the silent one decided at its timeout")
+	roundTrip(t, silent, "after the timeout", "after the timeout")
+	events.mu.Lock()
+	reasons := []detect.Reason{events.evs[0].Result.Reason, events.evs[1].Result.Reason}
+	events.mu.Unlock()
+	assert.ElementsMatch(t, []detect.Reason{detect.ReasonNoMatch, detect.ReasonTimeout}, reasons)
+	st := m.Stats()
+	assert.Equal(t, uint64(2), st.Routed)
+	assert.Zero(t, st.ShedWaiting+st.DetectFailed+st.Shutdown)
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
 }
