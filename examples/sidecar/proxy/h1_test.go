@@ -50,6 +50,11 @@ func h1Pair(tb testing.TB, dst netip.AddrPort, evA, evB *events, configA ...func
 	return sA.ForwardAddrs[0].String(), pA, pB
 }
 
+// noEarlyRace gives A's clients a race grace no client of a loaded test machine overruns
+// between its connect and its first write: a test that counts B's connections or A's
+// first-bytes outcomes must not see a race's early connection to B.
+func noEarlyRace(p *Proxy) { p.Race = &detect.RacePolicy{Grace: time.Second} }
+
 // h1Backend is an application for the direct path's tests.
 func h1Backend(tb testing.TB) netip.AddrPort {
 	tb.Helper()

@@ -104,7 +104,7 @@ func idleUpConns(p *Proxy) []*upConn {
 // it are carried whole, on the same connections.
 func TestIdleUpConnHoldsNoBuffer(t *testing.T) {
 	var evA, evB events
-	addr, pA, pB := h1Pair(t, h1Backend(t), &evA, &evB)
+	addr, pA, pB := h1Pair(t, h1Backend(t), &evA, &evB, noEarlyRace)
 	hc := dialH1(t, addr)
 	for i := range 3 {
 		resp, body := hc.do(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: app\r\n\r\n", i))
