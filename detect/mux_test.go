@@ -942,9 +942,10 @@ func TestMuxDetectFailedIsCounted(t *testing.T) {
 
 	require.Eventually(t, func() bool { return m.Stats().DetectFailed == 1 }, 10*time.Second, time.Millisecond)
 	events.mu.Lock()
-	require.Len(t, events.evs, 1)
-	ev := events.evs[0]
+	evs := append([]detect.MuxEvent(nil), events.evs...)
 	events.mu.Unlock()
+	require.Len(t, evs, 1)
+	ev := evs[0]
 	assert.Equal(t, detect.MuxDetectFailed, ev.Outcome)
 	assert.ErrorIs(t, ev.Err, boom)
 	_, err = b.Write([]byte("x"))
