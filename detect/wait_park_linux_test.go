@@ -1,6 +1,7 @@
 package detect_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -98,12 +99,20 @@ func TestWaiterParkBeforeDetach(t *testing.T) {
 }
 
 // TestWaiterParkEnds: a detached connection that times out, is shed or is still waiting at
-// Close is closed by the Waiter (its client sees the end) and its ready function gets nil; no
-// descriptor is left behind.
+// Close is closed by the Waiter (its client sees the end) and its ready function gets nil. With
+// ParkKeeps, one that times out or is shed comes back to ready instead, as a new connection on
+// the same socket with the error, and carries bytes both ways; Close still closes. No descriptor
+// is left behind either way.
 func TestWaiterParkEnds(t *testing.T) {
+	for _, keeps := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ParkKeeps=%v", keeps), func(t *testing.T) { testParkEnds(t, keeps) })
+	}
+}
+
+func testParkEnds(t *testing.T, keeps bool) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	before := openFDs(t)
-	w := detect.Waiter{Max: 2, ReduceAt: 1, DetachAfter: -1}
+	w := detect.Waiter{Max: 2, ReduceAt: 1, DetachAfter: -1, ParkKeeps: keeps}
 	var clients []*net.TCPConn
 	var chans []chan waited
 	park := func(timeout time.Duration) {
@@ -119,40 +128,6 @@ func TestWaiterParkEnds(t *testing.T) {
 		assert.Nil(t, got.c, what)
 		_, err := bounded(clients[i]).Read(make([]byte, 1))
 		assert.ErrorIs(t, err, io.EOF, "%s: the client sees the end", what)
-	}
-	park(100 * time.Millisecond)
-	park(time.Hour)
-	waitDetached(t, &w, 2)
-	ended(0, detect.ErrWaitTimeout, "the timeout")
-	park(time.Hour) // 1 and 2 wait
-	waitDetached(t, &w, 3)
-	park(time.Hour) // sheds 1
-	ended(1, detect.ErrShed, "the shed")
-	waitDetached(t, &w, 4)
-	require.NoError(t, w.Close())
-	ended(2, detect.ErrWaiterClosed, "the close")
-	ended(3, detect.ErrWaiterClosed, "the close")
-	assert.Equal(t, detect.WaitStats{TimedOut: 1, Shed: 1, Closed: 2, Detached: 4}, w.Stats())
-	for _, c := range clients {
-		c.Close()
-	}
-	assert.Equal(t, before, openFDs(t), "descriptors open after")
-}
-
-// TestWaiterParkKeeps: with ParkKeeps, a detached connection that times out or is shed comes
-// back to ready as a new connection on the same socket, with the error, and carries bytes both
-// ways; one still waiting at Close is closed as without it; no descriptor is left behind.
-func TestWaiterParkKeeps(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	before := openFDs(t)
-	w := detect.Waiter{Max: 2, ReduceAt: 1, DetachAfter: -1, ParkKeeps: true}
-	var clients []*net.TCPConn
-	var chans []chan waited
-	park := func(timeout time.Duration) {
-		c, s := tcpPair(t)
-		clients = append(clients, c)
-		chans = append(chans, make(chan waited, 1))
-		w.Park(s, timeout, waitInto(chans[len(chans)-1]))
 	}
 	kept := func(i int, want error, what string) {
 		t.Helper()
@@ -172,23 +147,22 @@ func TestWaiterParkKeeps(t *testing.T) {
 		require.NoError(t, err, what)
 		assert.Equal(t, "back", string(b), what)
 	}
+	timedOutOrShed := ended
+	if keeps {
+		timedOutOrShed = kept
+	}
 	park(100 * time.Millisecond)
 	park(time.Hour)
 	waitDetached(t, &w, 2)
-	kept(0, detect.ErrWaitTimeout, "the timeout")
+	timedOutOrShed(0, detect.ErrWaitTimeout, "the timeout")
 	park(time.Hour) // 1 and 2 wait
 	waitDetached(t, &w, 3)
 	park(time.Hour) // sheds 1
-	kept(1, detect.ErrShed, "the shed")
+	timedOutOrShed(1, detect.ErrShed, "the shed")
 	waitDetached(t, &w, 4)
 	require.NoError(t, w.Close())
-	for _, i := range []int{2, 3} {
-		got := recv(t, chans[i], "the close")
-		assert.ErrorIs(t, got.err, detect.ErrWaiterClosed)
-		assert.Nil(t, got.c, "the close ends the connection")
-		_, err := bounded(clients[i]).Read(make([]byte, 1))
-		assert.ErrorIs(t, err, io.EOF, "the client sees the end")
-	}
+	ended(2, detect.ErrWaiterClosed, "the close")
+	ended(3, detect.ErrWaiterClosed, "the close")
 	assert.Equal(t, detect.WaitStats{TimedOut: 1, Shed: 1, Closed: 2, Detached: 4}, w.Stats())
 	for _, c := range clients {
 		c.Close()
