@@ -147,8 +147,8 @@ type MuxStats struct {
 // A connection goes through one lifecycle: accepted (by [accept.Loop]'s rule: running out of
 // descriptors or memory is waited out, never fatal), then it waits for its first bytes in a
 // [Waiter] (no goroutine, no buffer: a client that connects and says nothing delays no one and
-// costs its socket; after a second, [Waiter.Park], its descriptor alone), then it is detected on a goroutine of its own, then handed to the child
-// listener of its protocol. The limits are [MuxConfig]'s; a full mux sheds its oldest waiting or
+// costs its socket; after a second, [Waiter.Park], its descriptor alone), then it is detected on
+// a goroutine of its own, then handed to the child listener of its protocol. The limits are [MuxConfig]'s; a full mux sheds its oldest waiting or
 // detecting connection to the Default listener rather than stop accepting. Routing rules:
 //   - a protocol goes to the first child created by Match that names it;
 //   - [GRPC] goes to the child for [HTTP2] when no child names GRPC (gRPC is HTTP/2);

@@ -94,6 +94,9 @@ type Waiter struct {
 	// sleepUntil is the deadline the poller's goroutine sleeps until (-1: none), so that a wait
 	// with an earlier one wakes it.
 	sleepUntil int64
+	// detachedConns are the connections detachDueLocked let go, closed by expire once w.mu is
+	// released (only the poller's goroutine uses it).
+	detachedConns []net.Conn
 
 	waiting atomic.Int64
 	counts  [waitOutcomes]atomic.Uint64
@@ -154,6 +157,19 @@ func (w *Waiter) Stats() WaitStats {
 		Reduced:  w.counts[outReduced].Load(),
 		Closed:   w.counts[outClosed].Load(),
 		Detached: w.counts[outDetached].Load(),
+	}
+}
+
+// Add returns the sum of s and o, field by field (the counts of several Waiters as one).
+func (s WaitStats) Add(o WaitStats) WaitStats {
+	return WaitStats{
+		Waiting:  s.Waiting + o.Waiting,
+		Ready:    s.Ready + o.Ready,
+		TimedOut: s.TimedOut + o.TimedOut,
+		Shed:     s.Shed + o.Shed,
+		Reduced:  s.Reduced + o.Reduced,
+		Closed:   s.Closed + o.Closed,
+		Detached: s.Detached + o.Detached,
 	}
 }
 
@@ -413,6 +429,13 @@ func (w *Waiter) expire(now int64) int64 {
 		}
 		w.sleepUntil = next
 		w.mu.Unlock()
+		// Closing a connection costs system calls of its own: not under w.mu, which the
+		// accept loop's next Wait needs.
+		for i, c := range w.detachedConns {
+			c.Close()
+			w.detachedConns[i] = nil
+		}
+		w.detachedConns = w.detachedConns[:0]
 		return next
 	}
 }
@@ -436,8 +459,9 @@ func (w *Waiter) detachDueLocked(now int64) int64 {
 		if err != nil {
 			continue // it keeps waiting as for Wait
 		}
-		// The socket stays open through fd: closing c lets Go forget it.
-		e.conn.Close()
+		// The socket stays open through fd: closing c (expire, once w.mu is released) lets Go
+		// forget it.
+		w.detachedConns = append(w.detachedConns, e.conn)
 		e.conn, e.fd, e.state = nil, fd, waitDetached
 		w.counts[outDetached].Add(1)
 	}

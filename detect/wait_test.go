@@ -232,3 +232,10 @@ func TestWaiterOtherConns(t *testing.T) {
 	got.c.Close()
 	assert.Zero(t, w.Len())
 }
+
+// TestWaitStatsAdd: Add sums every field (a field left out would read 1, not 3).
+func TestWaitStatsAdd(t *testing.T) {
+	one := detect.WaitStats{Waiting: 1, Ready: 1, TimedOut: 1, Shed: 1, Reduced: 1, Closed: 1, Detached: 1}
+	two := detect.WaitStats{Waiting: 2, Ready: 2, TimedOut: 2, Shed: 2, Reduced: 2, Closed: 2, Detached: 2}
+	assert.Equal(t, detect.WaitStats{Waiting: 3, Ready: 3, TimedOut: 3, Shed: 3, Reduced: 3, Closed: 3, Detached: 3}, one.Add(two))
+}

@@ -66,8 +66,8 @@ func (p *Proxy) WaitStats() WaitStats {
 	defer p.waitMu.Unlock()
 	st := WaitStats{FirstBytes: p.waitEnded[0], Idle: p.waitEnded[1]}
 	for s := range p.listeners {
-		addWaitStats(&st.FirstBytes, s.wait.Stats())
-		addWaitStats(&st.Idle, s.idle.Stats())
+		st.FirstBytes = st.FirstBytes.Add(s.wait.Stats())
+		st.Idle = st.Idle.Add(s.idle.Stats())
 	}
 	return st
 }
@@ -78,18 +78,8 @@ func (s *listener) ended() {
 	p.waitMu.Lock()
 	defer p.waitMu.Unlock()
 	delete(p.listeners, s)
-	addWaitStats(&p.waitEnded[0], s.wait.Stats())
-	addWaitStats(&p.waitEnded[1], s.idle.Stats())
-}
-
-func addWaitStats(to *detect.WaitStats, st detect.WaitStats) {
-	to.Waiting += st.Waiting
-	to.Ready += st.Ready
-	to.TimedOut += st.TimedOut
-	to.Shed += st.Shed
-	to.Reduced += st.Reduced
-	to.Closed += st.Closed
-	to.Detached += st.Detached
+	p.waitEnded[0] = p.waitEnded[0].Add(s.wait.Stats())
+	p.waitEnded[1] = p.waitEnded[1].Add(s.idle.Stats())
 }
 
 // serve accepts from l until acceptCtx ends (descriptor exhaustion and the like are waited
