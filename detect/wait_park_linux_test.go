@@ -1,11 +1,14 @@
 package detect_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"runtime"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 	"weak"
@@ -167,5 +170,92 @@ func testParkEnds(t *testing.T, keeps bool) {
 	for _, c := range clients {
 		c.Close()
 	}
+	assert.Equal(t, before, openFDs(t), "descriptors open after")
+}
+
+// exhaustFDs leaves the process no descriptor to spare until the returned function runs: the
+// soft RLIMIT_NOFILE lowered to a little above the open count, the rest filled with /dev/null.
+// No other test may run meanwhile (none here is parallel).
+func exhaustFDs(t *testing.T) (restore func()) {
+	t.Helper()
+	var old syscall.Rlimit
+	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old))
+	// The limit bounds descriptor numbers: above the highest open one, with room for the loop.
+	ents, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	highest := 0
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			highest = max(highest, n)
+		}
+	}
+	lim := old
+	lim.Cur = uint64(highest) + 16
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim))
+	var fill []*os.File
+	restore = func() {
+		for _, f := range fill {
+			f.Close()
+		}
+		require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old))
+	}
+	for range lim.Cur { // at most every number below the limit
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			require.ErrorIs(t, err, syscall.EMFILE)
+			return restore
+		}
+		fill = append(fill, f)
+	}
+	restore()
+	t.Fatalf("descriptors left above the limit %d", lim.Cur)
+	return nil
+}
+
+// TestWaiterParkNoDescriptor: a detached connection whose wait ends when the process has no
+// descriptor to spare cannot be made a net.Conn again: ready gets nil and an error that says
+// why (EMFILE, and the wait's own error with ParkKeeps), the socket is closed (the client sees
+// the end), and nothing is left open once the descriptors are back. (Each such end frees a
+// descriptor, the socket's: the cases run one at a time.)
+func TestWaiterParkNoDescriptor(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	before := openFDs(t)
+	w := detect.Waiter{DetachAfter: -1, ParkKeeps: true}
+	defer w.Close()
+	end := func(client *net.TCPConn, what string) {
+		t.Helper()
+		_, err := bounded(client).Read(make([]byte, 1))
+		if !errors.Is(err, syscall.ECONNRESET) { // the reset of a socket closed with bytes unread
+			assert.ErrorIs(t, err, io.EOF, "%s: the client sees the end", what)
+		}
+		client.Close()
+	}
+
+	client, server := tcpPair(t)
+	ch := make(chan waited, 1)
+	w.Park(server, time.Hour, waitInto(ch))
+	waitDetached(t, &w, 1)
+	restore := exhaustFDs(t)
+	_, err := client.Write([]byte("x"))
+	require.NoError(t, err)
+	got := recv(t, ch, "ready")
+	restore()
+	assert.Nil(t, got.c, "ready")
+	assert.ErrorIs(t, got.err, syscall.EMFILE, "ready: why it could not be taken back")
+	end(client, "ready")
+
+	client, server = tcpPair(t)
+	w.Park(server, 300*time.Millisecond, waitInto(ch))
+	waitDetached(t, &w, 2)
+	restore = exhaustFDs(t)
+	got = recv(t, ch, "timed out")
+	restore()
+	assert.Nil(t, got.c, "timed out")
+	assert.ErrorIs(t, got.err, syscall.EMFILE, "timed out, kept: why it could not be taken back")
+	assert.ErrorIs(t, got.err, detect.ErrWaitTimeout, "timed out, kept: the wait's own error")
+	end(client, "timed out")
+
+	assert.Equal(t, detect.WaitStats{Ready: 1, TimedOut: 1, Detached: 2}, w.Stats())
+	require.NoError(t, w.Close())
 	assert.Equal(t, before, openFDs(t), "descriptors open after")
 }
