@@ -618,7 +618,7 @@ func (s *h1Server) serveRequest(w http.ResponseWriter) {
 		s.drop(uc)
 		// A pooled connection the upstream had closed: once more on a new
 		// one, when the whole request is still at hand.
-		if reused && attempt == 0 && replayable && !errors.Is(err, os.ErrDeadlineExceeded) {
+		if reused && attempt == 0 && replayable && !errors.Is(err, os.ErrDeadlineExceeded) && err != errClientGone {
 			continue
 		}
 		s.fail(w, err, left)
@@ -699,12 +699,10 @@ var errNoResponse = errors.New("sidecar: malformed HTTP response from upstream")
 // writes it to the client. got reports whether any response bytes arrived
 // (so that the request cannot be tried again).
 func (s *h1Server) relayResponse(w http.ResponseWriter, uc *upConn) (got bool, err error) {
-	if rt := s.p.ResponseTimeout; rt > 0 {
-		uc.SetReadDeadline(time.Now().Add(rt))
-	}
+	hw := s.headWait()
 	hd := &s.sc.resp
 	for {
-		b, err := s.responseHead(uc)
+		b, err := s.waitHead(uc, &hw)
 		if len(b) > 0 || uc.br.Buffered() > 0 {
 			got = true
 		}
@@ -727,7 +725,7 @@ func (s *h1Server) relayResponse(w http.ResponseWriter, uc *upConn) (got bool, e
 			return true, nil
 		}
 	}
-	if s.p.ResponseTimeout > 0 {
+	if hw.set {
 		uc.SetReadDeadline(time.Time{})
 	}
 	w.WriteHeader(hd.status)
@@ -777,6 +775,62 @@ func (s *h1Server) relayResponse(w http.ResponseWriter, uc *upConn) (got bool, e
 		s.drop(uc)
 	}
 	return true, nil
+}
+
+// clientWatch is how often the direct path looks at its client while it
+// waits for a response head: a client that has gone (its connection closed
+// or reset, with no more bytes sent) ends the wait, and the upstream
+// connection is closed, so that the request ends upstream too (as
+// net/http's server cancels a request whose connection closes, and
+// ReverseProxy the upstream round trip with it). An attacker who sends
+// requests to a slow endpoint and leaves holds nothing for longer. A
+// variable for the tests.
+var clientWatch = time.Second
+
+// errClientGone: the client's connection closed while its request waited
+// for the upstream's answer (counted as statusClientClosed).
+var errClientGone = errors.New("sidecar: the client closed its connection before the answer")
+
+// headWait is the deadline of one request's wait for its response head.
+type headWait struct {
+	end   time.Time    // the proxy's ResponseTimeout; zero: none
+	watch *net.TCPConn // the client's socket to look at every clientWatch; nil: none
+	set   bool         // a read deadline is set on the upstream connection
+}
+
+func (s *h1Server) headWait() headWait {
+	hw := headWait{watch: waitConn(s.c)}
+	if rt := s.p.ResponseTimeout; rt > 0 {
+		hw.end = time.Now().Add(rt)
+	}
+	return hw
+}
+
+// waitHead returns the next response head at the front of uc.br as
+// responseHead does, under hw's deadlines: errClientGone when the client
+// has gone, os.ErrDeadlineExceeded past ResponseTimeout.
+func (s *h1Server) waitHead(uc *upConn, hw *headWait) ([]byte, error) {
+	for {
+		if hw.watch == nil && hw.end.IsZero() {
+			return s.responseHead(uc)
+		}
+		d := hw.end
+		if hw.watch != nil {
+			if next := time.Now().Add(clientWatch); d.IsZero() || next.Before(d) {
+				d = next
+			}
+		}
+		uc.SetReadDeadline(d)
+		hw.set = true
+		b, err := s.responseHead(uc)
+		if err == nil || hw.watch == nil || !errors.Is(err, os.ErrDeadlineExceeded) ||
+			(!hw.end.IsZero() && !time.Now().Before(hw.end)) {
+			return b, err
+		}
+		if s.w == s.r && clientGone(hw.watch, s.c != net.Conn(hw.watch)) {
+			return b, errClientGone
+		}
+	}
 }
 
 // responseHead returns the next response head at the front of uc.br.

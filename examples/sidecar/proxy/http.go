@@ -425,7 +425,7 @@ func upstreamStatus(ctx context.Context, err error) int {
 	switch {
 	case errors.As(err, new(clientBodyError)):
 		return http.StatusBadRequest
-	case errors.Is(ctx.Err(), context.Canceled):
+	case errors.Is(ctx.Err(), context.Canceled) || err == errClientGone:
 		// net/http cancels a request's context when its connection closes: which of the
 		// body's read error and the cancelled round trip the Transport reports first is a race.
 		return statusClientClosed
