@@ -8,6 +8,10 @@
 //	            RSS and goroutines per waiting connection; the RSS 60 s after they close
 //	slowloris   connections that send one byte of an HTTP request every few seconds
 //	burst       connections opened as fast as possible, each sending a request and closing
+//	abandon N   (sidecar) N clients each send a request the application answers only after a
+//	            minute, and close their connections once all N are at the application: how long
+//	            until the application's requests have ended (their contexts cancelled), and the
+//	            sidecars' descriptors before, with them in flight, and after
 //	fd          the target under a low RLIMIT_NOFILE, filled with idle connections past its limit:
 //	            it must keep running, and serve again within 1 s once they close
 //
@@ -197,6 +201,8 @@ func runScenario(tname, name string, size int) (string, error) {
 		return burst(t, tname, size)
 	case "fd":
 		return fdExhaustion(t, tname, size)
+	case "abandon":
+		return abandon(t, tname, size)
 	}
 	return "", fmt.Errorf("unknown scenario %q", name)
 }
@@ -540,6 +546,71 @@ func burst(t *target, tname string, n int) (string, error) {
 	}
 	return fmt.Sprintf("| %s | burst of %d requests, 512 at a time (%d ok, %d failed, %v) | %s | %s | %d | — | — | — | — | — | %s → %s |",
 		tname, n, ok.Load(), failed.Load(), took.Round(time.Millisecond), fmtLat(base), fmtLat(during), errs, mib(rss0), mib(rss1)), nil
+}
+
+// abandon sends n requests the application holds for a minute, each on a connection of its own,
+// and closes the connections once every request is at the application: a proxy that lets go of
+// a request whose client has gone ends the application's requests soon after; one that does not
+// holds them (and a connection to the peer and to the application each) until they are answered.
+func abandon(t *target, tname string, n int) (string, error) {
+	if t.peer == nil {
+		return fmt.Sprintf("| %s | abandon %d | — (the target has no application behind it) |||||||||", tname, n), nil
+	}
+	base, _ := measure(t.addr, 2*time.Second)
+	fdA0, fdB0 := fds(t.pid()), fds(t.peer.pid())
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.DialTimeout("tcp", t.addr, 5*time.Second)
+		if err != nil {
+			return "", err
+		}
+		conns = append(conns, c)
+		if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: overload\r\n\r\n"); err != nil {
+			return "", err
+		}
+	}
+	for start := time.Now(); slowInFlight.Load() < int64(n); time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > 20*time.Second {
+			return "", fmt.Errorf("%d of %d requests reached the application in 20 s", slowInFlight.Load(), n)
+		}
+	}
+	during, errs := measure(t.addr, 2*time.Second)
+	fdA1, fdB1 := fds(t.pid()), fds(t.peer.pid())
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	left := time.Now()
+	ended := "all ended" // at the application
+	for slowInFlight.Load() > 0 {
+		if time.Since(left) > 15*time.Second {
+			ended = fmt.Sprintf("%d of %d still running", slowInFlight.Load(), n)
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ended += " " + round(time.Since(left)) + " after their clients left"
+	time.Sleep(time.Second)
+	fdA2, fdB2 := fds(t.pid()), fds(t.peer.pid())
+	if t.exited.Load() {
+		return "", fmt.Errorf("the target exited\n%s", t.logs)
+	}
+	return fmt.Sprintf("| %s | abandon %d requests to a slow application: %s; descriptors A / B %d / %d → %d / %d in flight → %d / %d 1 s after | %s | %s | %d | — | — | — | — | — | — |",
+		tname, n, ended, fdA0, fdB0, fdA1, fdB1, fdA2, fdB2, fmtLat(base), fmtLat(during), errs), nil
+}
+
+// fds counts a process's open descriptors (-1 when they cannot be read).
+func fds(pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	return len(ents)
 }
 
 // fdExhaustion fills a target started with RLIMIT_NOFILE = limit with more idle connections than

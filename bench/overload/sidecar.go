@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
@@ -41,11 +42,23 @@ func backend() (string, error) {
 		return "", err
 	}
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" { // answers in a minute, unless the request ends first
+			slowInFlight.Add(1)
+			defer slowInFlight.Add(-1)
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(time.Minute):
+			}
+		}
 		io.WriteString(w, "ok\n")
 	}))
 	backendOnce = ln.Addr().String()
 	return backendOnce, nil
 }
+
+// slowInFlight counts the backend's /slow requests still running.
+var slowInFlight atomic.Int64
 
 // pairB is the running inbound sidecar of the last pair started (for its handshake count).
 var pairB *target
