@@ -618,12 +618,39 @@ func fds(pid int) int {
 // the real client is served again.
 func fdExhaustion(t *target, tname string, limit int) (string, error) {
 	base, _ := measure(t.addr, 2*time.Second)
+	// Keep-alive clients with a request answered, idle long enough to wait detached (the sidecar:
+	// parked after 1 s, its descriptor alone after 1 s more), speak again once the limit is hit.
+	var parked []*keepAlive
+	defer func() {
+		for _, k := range parked {
+			k.c.Close()
+		}
+	}()
+	for range parkedAtLimit {
+		k, err := dialKeepAlive(t.addr)
+		if err != nil {
+			return "", fmt.Errorf("a keep-alive client: %w", err)
+		}
+		parked = append(parked, k)
+	}
+	time.Sleep(2500 * time.Millisecond)
 	n := limit + limit/4
 	f, err := openFlood(t.addr, n) // connects succeed: the kernel's backlog takes what accept cannot
 	if err != nil {
 		return "", err
 	}
 	time.Sleep(2 * time.Second)
+	var answered, ended, hung int
+	for _, k := range parked {
+		switch err := k.get(5 * time.Second); {
+		case err == nil:
+			answered++
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			hung++
+		default:
+			ended++
+		}
+	}
 	okFull, errsFull := measure(t.addr, 2*time.Second)
 	alive := !t.exited.Load()
 	f.close()
@@ -644,8 +671,47 @@ func fdExhaustion(t *target, tname string, limit int) (string, error) {
 	if back >= 0 {
 		backS = round(back)
 	}
-	return fmt.Sprintf("| %s | RLIMIT_NOFILE %d, %d idle connections | %s | full: %d served, %d failed (5 s timeout); freed: served again after %s, then %s (%d errors) | — | — | — | — | — | — | alive |",
-		tname, limit, n, fmtLat(base), len(okFull), errsFull, backS, fmtLat(after), errs), nil
+	return fmt.Sprintf("| %s | RLIMIT_NOFILE %d, %d idle connections | %s | full: %d served, %d failed (5 s timeout); %d keep-alive clients idle 2.5 s then speaking: %d answered, %d ended, %d without an answer in 5 s; freed: served again after %s, then %s (%d errors) | — | — | — | — | — | — | alive |",
+		tname, limit, n, fmtLat(base), len(okFull), errsFull, len(parked), answered, ended, hung, backS, fmtLat(after), errs), nil
+}
+
+// parkedAtLimit is the number of idle keep-alive clients that speak again when the descriptor
+// limit is hit.
+const parkedAtLimit = 16
+
+// keepAlive is a keep-alive client connection.
+type keepAlive struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+// dialKeepAlive connects and has one request answered.
+func dialKeepAlive(addr string) (*keepAlive, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	k := &keepAlive{c: c, br: bufio.NewReader(c)}
+	if err := k.get(5 * time.Second); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return k, nil
+}
+
+// get sends a GET and reads its answer whole.
+func (k *keepAlive) get(timeout time.Duration) error {
+	k.c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(k.c, "GET / HTTP/1.1\r\nHost: overload\r\n\r\n"); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(k.br, nil)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return err
 }
 
 func raiseNoFile() {
