@@ -40,7 +40,9 @@
 // For the closed-loop loads it reads the CPU time of the path's proxy
 // processes from /proc/PID/stat and divides it by the requests completed.
 // Rounds are interleaved (every path once per round) and the median is
-// reported.
+// reported. After the rounds, -syscalls counts each proxy process's system
+// calls (by kind) and context switches per request with perf stat during one
+// more keep-alive run per path, and -profile records the sidecars with perf.
 package main
 
 import (
@@ -71,6 +73,7 @@ var (
 	rateConns    = flag.Int("rate-conns", 32, "keep-alive connections of the fixed-rate client")
 	idleConns    = flag.Int("idle", 2000, "idle keep-alive connections held through each path")
 	idleSettle   = flag.Duration("idle-settle", 10*time.Second, "how much longer the idle connections are held before the proxies' RSS is read again")
+	syscalls     = flag.Bool("syscalls", false, "after the rounds, count each proxy process's system calls and context switches per request (perf stat) during one more keep-alive run per path")
 	profileDir   = flag.String("profile", "", "after the rounds, record each sidecar process with perf during one more keep-alive run and write the reports here")
 	serveBack    = flag.Bool("serve-backend", false, "internal: run as the backend process")
 )
@@ -156,6 +159,9 @@ func main() {
 		}
 	}
 	report(paths, results, load0, loadavg())
+	if *syscalls {
+		countSyscalls(s, paths)
+	}
 	if *profileDir != "" {
 		profile(s)
 	}
