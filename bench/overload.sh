@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduces the "hostile load" section of BENCHMARKS.md: the real binaries of
 # examples/multiplex (detect.Mux) and examples/sidecar (a pair with mutual TLS)
-# under silent floods, slowloris, a connect burst and descriptor exhaustion,
-# with a real client measured throughout (issue 15).
+# under silent floods, slowloris, a connect burst, requests their clients
+# abandon, and descriptor exhaustion, with a real client measured throughout
+# (issue 15).
 #
 #   bench/overload.sh                                      # everything (about 12 minutes)
 #   bench/overload.sh -targets sidecar -scenarios silent:10000

@@ -33,7 +33,9 @@
 // reads into Joiner.WaitBufferSize bytes (16 KiB: one TLS record, the most
 // crypto/tls returns per Read), moves to Joiner.BufferSize once a read fills
 // that, and back after a read that ends a shorter record: an idle joined TLS
-// connection holds 16 KiB per direction, not 32. A connection that implements
+// connection holds 16 KiB per direction, not 32. A direction that reads a
+// *tls.Conn stays at 16 KiB while it streams too (a larger buffer would never
+// be filled past one record). A connection that implements
 // Unwrapper (the replaying connection returned by package detect) is first
 // drained through its Read until its replay buffer is empty and then
 // replaced by the connection it wraps, so a detected TCP connection still

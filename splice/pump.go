@@ -1,6 +1,7 @@
 package splice
 
 import (
+	"crypto/tls"
 	"io"
 	"math/bits"
 	"net"
@@ -155,8 +156,11 @@ func (p *pump) putBuf(b *[]byte) { putPooled(p.s.cfg.hooks, b) }
 func getPooled(h *hooks, n int) *[]byte {
 	if h != nil {
 		h.buffersOut.Add(1)
-		h.bytesOut.Add(int64(n))
+		out := h.bytesOut.Add(int64(n))
 		h.bufferGets.Add(1)
+		for peak := h.peakBytesOut.Load(); out > peak && !h.peakBytesOut.CompareAndSwap(peak, out); {
+			peak = h.peakBytesOut.Load()
+		}
 	}
 	if b, ok := poolFor(n).Get().(*[]byte); ok {
 		return b
@@ -270,9 +274,15 @@ const maxRecord = 16 << 10
 // end a full TLS record, and given back after a read that ends a shorter
 // one (the message is over; the next read probably waits). A direction
 // whose last message ended on a full record or filled the wait buffer
-// exactly waits in the larger buffer until its next read.
+// exactly waits in the larger buffer until its next read. A *tls.Conn source
+// never reads into more than one record's plaintext (or WaitBufferSize, if
+// larger): crypto/tls returns at most one record per Read, so the rest of a
+// larger buffer would be held and never filled.
 func (p *pump) copyGeneric(src net.Conn) result {
 	wait, big := p.s.wait, p.s.big
+	if _, ok := src.(*tls.Conn); ok {
+		big = min(big, max(wait, maxRecord))
+	}
 	b := p.getBuf(wait)
 	defer func() { p.putBuf(b) }()
 	run := 0 // bytes of the reads since the last one that did not fill its buffer

@@ -181,7 +181,9 @@ type Joiner struct {
 	// BufferSize is the size of the pooled buffer of a direction that
 	// cannot use the TCP path (TLS, pipes) while bytes stream. 0:
 	// DefaultBufferSize. It is rounded up to a power of two between 1 KiB
-	// and 1 MiB.
+	// and 1 MiB. A direction that reads a *tls.Conn uses at most one TLS
+	// record's 16 KiB (or WaitBufferSize, if larger): crypto/tls returns no
+	// more per Read.
 	BufferSize int
 	// WaitBufferSize is the size of the pooled buffer such a direction
 	// reads into when it may have to wait: the only way to wait on an
@@ -211,7 +213,9 @@ const (
 	// there on splice costs less (the threshold table in the splice section
 	// of BENCHMARKS.md, bench/relay.sh -sections threshold).
 	DefaultSpliceThreshold = 64 << 10
-	// DefaultBufferSize fits two TLS records.
+	// DefaultBufferSize is for a streaming direction whose source is not a
+	// *tls.Conn (a pipe, another net.Conn); one that is uses one TLS
+	// record's 16 KiB.
 	DefaultBufferSize = 32 << 10
 	// DefaultWaitBufferSize is one full TLS record's plaintext: crypto/tls
 	// returns at most one record per Read, so a TLS direction waiting in it
@@ -224,6 +228,7 @@ const (
 type hooks struct {
 	buffersOut   atomic.Int64 // pooled buffers checked out now
 	bytesOut     atomic.Int64 // their bytes
+	peakBytesOut atomic.Int64 // the most bytesOut has been
 	bufferGets   atomic.Int64 // buffers checked out so far
 	splicing     atomic.Int64 // ReadFrom calls in flight now
 	splicedBytes atomic.Int64 // bytes moved by (*net.TCPConn).ReadFrom from a *net.TCPConn

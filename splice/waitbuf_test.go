@@ -109,6 +109,12 @@ func TestTLSWaitBuffer(t *testing.T) {
 					"idle after a %d-byte message: %d buffers, %d bytes held", n, h.buffersOut.Load(), h.bytesOut.Load())
 			}
 
+			// A direction that reads a *tls.Conn never holds more than one
+			// record's plaintext, or its wait buffer if larger: crypto/tls
+			// returns no more per Read.
+			peak := max(tc.held, min(int64(size(j.BufferSize, DefaultBufferSize)), maxRecord))
+			assert.Equal(t, 2*peak, h.peakBytesOut.Load(), "the most both directions held at once")
+
 			closeWrite(t, e.client)
 			closeWrite(t, e.server)
 			r := e.wait(t)
