@@ -273,6 +273,12 @@ func (m *Mux) Stats() MuxStats {
 	}
 }
 
+// WaitStats returns the counts of the Waiter in which the mux's connections wait for their first
+// bytes: how many wait now, how each wait ended (ready, timed out, shed, closed), how many had
+// their timeout shortened under pressure and how many waited detached. Hand it to
+// metrics.Registry.AddWaiter to export them.
+func (m *Mux) WaitStats() WaitStats { return m.wait.Stats() }
+
 // Addr returns the parent listener's address.
 func (m *Mux) Addr() net.Addr { return m.root.Addr() }
 

@@ -1013,6 +1013,8 @@ func TestMuxSilentDetached(t *testing.T) {
 	st := m.Stats()
 	assert.Equal(t, uint64(2), st.Routed)
 	assert.Zero(t, st.ShedWaiting+st.DetectFailed+st.Shutdown)
+	// The Waiter's own counts, as metrics.Registry.AddWaiter reads them: one spoke, one timed out.
+	assert.Equal(t, detect.WaitStats{Ready: 1, TimedOut: 1, Detached: 2}, m.WaitStats())
 	require.NoError(t, m.Close())
 	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
 }

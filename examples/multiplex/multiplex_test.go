@@ -432,6 +432,9 @@ func TestMetrics(t *testing.T) {
 		`tcp_read_bytes_total{direction="inbound",protocol="unknown",tls="false"} 11`,
 		`tcp_write_bytes_total{direction="inbound",protocol="unknown",tls="false"} 11`,
 		`tcp_close_total{direction="inbound",errno="",protocol="unknown",tls="false"} 1`,
+		// Each of the three connections waited for its first bytes in the mux's Waiter.
+		`waiter_connections_total{outcome="ready",waiter="mux"} 3`,
+		`waiter_waiting_connections{waiter="mux"} 0`,
 	}
 	var text string
 	require.Eventually(t, func() bool { // the echo counts its close asynchronously

@@ -67,6 +67,9 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		r := ev.Result
 		out.Printf("conn %s: %s (%s, %d bytes in %v) %s", ev.RemoteAddr, r.Protocol, r.Reason, r.Bytes, r.Duration.Round(time.Microsecond), ev.Outcome)
 	}})
+	// The Waiter the mux's connections wait in for their first bytes: the
+	// waiter_* families, waiter="mux".
+	reg.AddWaiter("mux", mux.WaitStats)
 	// gRPC has its own child (without one the mux would send it to the
 	// HTTP/2 child), so the HTTP child gets HTTP/1 and the other HTTP/2.
 	httpL := mux.Match(detect.HTTP1, detect.HTTP2)
