@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"testing"
 	"time"
@@ -22,20 +23,9 @@ func TestDirectClientGone(t *testing.T) {
 	t.Cleanup(func() { clientWatch = restore }) // after the sidecars have closed
 	clientWatch = 50 * time.Millisecond
 	cancelled := make(chan struct{}, 4)
-	mux := http.NewServeMux()
-	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
-		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
-		select {
-		case <-time.After(time.Duration(ms) * time.Millisecond):
-			io.WriteString(w, "slow "+r.URL.Query().Get("ms"))
-		case <-r.Context().Done():
-			cancelled <- struct{}{}
-		}
-	})
-	var protos http.Protocols
-	protos.SetHTTP1(true)
+	app := slowBackend(t, cancelled)
 	var evA, evB events
-	addr, pA, pB := h1Pair(t, httpBackend(t, &http.Server{Handler: mux, Protocols: &protos}), &evA, &evB)
+	addr, pA, pB := h1Pair(t, app, &evA, &evB)
 
 	// Stays: an answer after six watch periods.
 	hc := dialH1(t, addr)
@@ -70,9 +60,85 @@ func TestDirectClientGone(t *testing.T) {
 		return pA.Metrics.Snapshot().Value("response_total", "direction", "outbound", "status_code", "499") == 1 &&
 			pB.Metrics.Snapshot().Value("response_total", "direction", "inbound", "status_code", "499") == 1
 	}, 5*time.Second, 10*time.Millisecond, "both sidecars count the request as the client's 499")
-	for _, p := range []*Proxy{pA, pB} {
-		s := p.Metrics.Snapshot()
-		require.Equal(t, 4.0, s.Value("request_total"), "every request counted once")
-		require.Equal(t, 3.0, s.Value("response_total", "status_code", "200"))
+
+	// Leaves in the middle of a streamed answer (its head and first chunk
+	// read): the application's request ends too.
+	hc = dialH1(t, addr)
+	hc.send("GET /stream HTTP/1.1\r\nHost: app\r\n\r\n")
+	resp, err = http.ReadResponse(hc.br, nil)
+	require.NoError(t, err)
+	require.Equal(t, 200, resp.StatusCode)
+	first := make([]byte, len("first;"))
+	_, err = io.ReadFull(resp.Body, first)
+	require.NoError(t, err)
+	require.Equal(t, "first;", string(first))
+	start = time.Now()
+	hc.c.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the application's stream goes on after its client left")
 	}
+	t.Logf("stream ended at the application %v after the client left", time.Since(start))
+
+	for _, p := range []*Proxy{pA, pB} {
+		// The stream's request is counted when its handler returns, after the application's end.
+		require.Eventually(t, func() bool { return p.Metrics.Snapshot().Value("response_total") == 5 }, 5*time.Second, 10*time.Millisecond)
+		s := p.Metrics.Snapshot()
+		require.Equal(t, 5.0, s.Value("request_total"), "every request counted once")
+		require.Equal(t, 4.0, s.Value("response_total", "status_code", "200"), "the stream's answer had begun")
+	}
+}
+
+// slowBackend is an application whose /slow?ms=N answers after N ms and
+// whose /stream?ms=N sends "first;", then "last" after N ms (20 s when not
+// given); a request whose context ends first is reported on cancelled.
+func slowBackend(t *testing.T, cancelled chan<- struct{}) netip.AddrPort {
+	mux := http.NewServeMux()
+	wait := func(r *http.Request) bool {
+		ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+		if err != nil {
+			ms = 20000
+		}
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			return true
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+			return false
+		}
+	}
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		if wait(r) {
+			io.WriteString(w, "slow "+r.URL.Query().Get("ms"))
+		}
+	})
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first;")
+		w.(http.Flusher).Flush()
+		if wait(r) {
+			io.WriteString(w, "last")
+		}
+	})
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	return httpBackend(t, &http.Server{Handler: mux, Protocols: &protos})
+}
+
+// TestDirectResponseTimeout: ResponseTimeout bounds the wait for a response
+// head (504), not a body that streams after it.
+func TestDirectResponseTimeout(t *testing.T) {
+	cancelled := make(chan struct{}, 4)
+	var evA, evB events
+	addr, pA, _ := h1Pair(t, slowBackend(t, cancelled), &evA, &evB, func(p *Proxy) { p.ResponseTimeout = 300 * time.Millisecond })
+	hc := dialH1(t, addr)
+	resp, body := hc.do("GET /stream?ms=900 HTTP/1.1\r\nHost: app\r\n\r\n")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "first;last", body, "the body streams past ResponseTimeout")
+	resp, _ = hc.do("GET /slow?ms=900 HTTP/1.1\r\nHost: app\r\n\r\n")
+	require.Equal(t, http.StatusGatewayTimeout, resp.StatusCode)
+	require.Eventually(t, func() bool {
+		s := pA.Metrics.Snapshot()
+		return s.Value("response_total", "status_code", "504") == 1 && s.Value("response_total", "status_code", "200") == 1
+	}, 5*time.Second, 10*time.Millisecond)
 }

@@ -79,8 +79,9 @@ var h1Scratches = sync.Pool{New: func() any { return &h1Scratch{out: make([]byte
 // upConn is an upstream connection of the direct path.
 type upConn struct {
 	net.Conn
-	br   *bufio.Reader // nil while idle in its pool with nothing buffered (h1UpReaders)
+	br   *bufio.Reader // nil while idle in its pool with nothing buffered (h1UpReaders); reads through Read
 	idle time.Time     // when it was put back
+	w    responseWatch // while a response is read
 }
 
 // h1UpReaders are the read buffers of upstream connections in use: one put back in its pool with
@@ -98,7 +99,7 @@ func newUpConn(c net.Conn) *upConn {
 func (uc *upConn) takeReader() {
 	if uc.br == nil {
 		uc.br = h1UpReaders.Get().(*bufio.Reader)
-		uc.br.Reset(uc.Conn)
+		uc.br.Reset(uc)
 	}
 }
 
@@ -699,10 +700,10 @@ var errNoResponse = errors.New("sidecar: malformed HTTP response from upstream")
 // writes it to the client. got reports whether any response bytes arrived
 // (so that the request cannot be tried again).
 func (s *h1Server) relayResponse(w http.ResponseWriter, uc *upConn) (got bool, err error) {
-	hw := s.headWait()
+	s.watch(uc) // an error return leaves it set: the caller closes uc
 	hd := &s.sc.resp
 	for {
-		b, err := s.waitHead(uc, &hw)
+		b, err := s.responseHead(uc)
 		if len(b) > 0 || uc.br.Buffered() > 0 {
 			got = true
 		}
@@ -722,12 +723,11 @@ func (s *h1Server) relayResponse(w http.ResponseWriter, uc *upConn) (got bool, e
 		}
 		if err := s.write(out); err != nil { // an informational answer: the final one follows
 			s.keep = false
+			s.drop(uc)
 			return true, nil
 		}
 	}
-	if hw.set {
-		uc.SetReadDeadline(time.Time{})
-	}
+	uc.w.headDone(uc)
 	w.WriteHeader(hd.status)
 	out := s.sc.out
 	reuse := !hd.close
@@ -769,6 +769,7 @@ func (s *h1Server) relayResponse(w http.ResponseWriter, uc *upConn) (got bool, e
 			reuse = false // the rest of the body is not read
 		}
 	}
+	uc.w.stop(uc) // before uc can be someone else's (done)
 	if reuse {
 		s.done(uc)
 	} else {
@@ -778,59 +779,93 @@ func (s *h1Server) relayResponse(w http.ResponseWriter, uc *upConn) (got bool, e
 }
 
 // clientWatch is how often the direct path looks at its client while it
-// waits for a response head: a client that has gone (its connection closed
-// or reset, with no more bytes sent) ends the wait, and the upstream
-// connection is closed, so that the request ends upstream too (as
+// reads a response (its head, then its body): a client that has gone (its
+// connection closed or reset, with no more bytes sent) ends the read, and the
+// upstream connection is closed, so that the request ends upstream too (as
 // net/http's server cancels a request whose connection closes, and
 // ReverseProxy the upstream round trip with it). An attacker who sends
-// requests to a slow endpoint and leaves holds nothing for longer. A
-// variable for the tests.
+// requests to a slow endpoint, or to a stream, and leaves holds nothing for
+// longer. A variable for the tests.
 var clientWatch = time.Second
 
-// errClientGone: the client's connection closed while its request waited
-// for the upstream's answer (counted as statusClientClosed).
+// errClientGone: the client's connection closed while the answer to its
+// request was read (counted as statusClientClosed when no answer had begun).
 var errClientGone = errors.New("sidecar: the client closed its connection before the answer")
 
-// headWait is the deadline of one request's wait for its response head.
-type headWait struct {
-	end   time.Time    // the proxy's ResponseTimeout; zero: none
-	watch *net.TCPConn // the client's socket to look at every clientWatch; nil: none
-	set   bool         // a read deadline is set on the upstream connection
+// responseWatch times the reads of one response on its upstream connection:
+// ResponseTimeout for the head, and a look at the client every clientWatch
+// (upConn.Read).
+type responseWatch struct {
+	end    time.Time    // the proxy's ResponseTimeout for the head; zero: none
+	client *net.TCPConn // the client's socket to look at; nil: none
+	tls    bool         // the client speaks TLS over client
+	set    bool         // a read deadline is set on the upstream connection
 }
 
-func (s *h1Server) headWait() headWait {
-	hw := headWait{watch: waitConn(s.c)}
+// watch starts uc's watch for the response to the request just written. A
+// client with bytes already read after this request (pipelined) is not
+// watched: like net/http, the proxy sees its end when it reads them.
+func (s *h1Server) watch(uc *upConn) {
+	uc.w = responseWatch{}
+	if s.w == s.r {
+		uc.w.client = waitConn(s.c)
+		uc.w.tls = uc.w.client != nil && s.c != net.Conn(uc.w.client)
+	}
 	if rt := s.p.ResponseTimeout; rt > 0 {
-		hw.end = time.Now().Add(rt)
+		uc.w.end = time.Now().Add(rt)
 	}
-	return hw
+	uc.w.arm(uc)
 }
 
-// waitHead returns the next response head at the front of uc.br as
-// responseHead does, under hw's deadlines: errClientGone when the client
-// has gone, os.ErrDeadlineExceeded past ResponseTimeout.
-func (s *h1Server) waitHead(uc *upConn, hw *headWait) ([]byte, error) {
-	for {
-		if hw.watch == nil && hw.end.IsZero() {
-			return s.responseHead(uc)
-		}
-		d := hw.end
-		if hw.watch != nil {
-			if next := time.Now().Add(clientWatch); d.IsZero() || next.Before(d) {
-				d = next
-			}
-		}
-		uc.SetReadDeadline(d)
-		hw.set = true
-		b, err := s.responseHead(uc)
-		if err == nil || hw.watch == nil || !errors.Is(err, os.ErrDeadlineExceeded) ||
-			(!hw.end.IsZero() && !time.Now().Before(hw.end)) {
-			return b, err
-		}
-		if s.w == s.r && clientGone(hw.watch, s.c != net.Conn(hw.watch)) {
-			return b, errClientGone
+// arm sets uc's read deadline to the watch's next look or its end, whichever
+// comes first (none: no deadline).
+func (w *responseWatch) arm(uc *upConn) {
+	d := w.end
+	if w.client != nil {
+		if next := time.Now().Add(clientWatch); d.IsZero() || next.Before(d) {
+			d = next
 		}
 	}
+	if d.IsZero() && !w.set {
+		return
+	}
+	uc.Conn.SetReadDeadline(d)
+	w.set = !d.IsZero()
+}
+
+// headDone ends ResponseTimeout's part: the body has no limit.
+func (w *responseWatch) headDone(uc *upConn) {
+	if !w.end.IsZero() {
+		w.end = time.Time{}
+		w.arm(uc)
+	}
+}
+
+// stop ends the watch and clears the deadline it set.
+func (w *responseWatch) stop(uc *upConn) {
+	if w.set {
+		uc.Conn.SetReadDeadline(time.Time{})
+	}
+	*w = responseWatch{}
+}
+
+// Read reads the upstream connection (its bufio.Reader's source). When the
+// watch's deadline passes with nothing read, it looks at the client:
+// errClientGone when the client has gone, the timeout past ResponseTimeout,
+// and otherwise it reads on until the next look.
+func (uc *upConn) Read(p []byte) (int, error) {
+	n, err := uc.Conn.Read(p)
+	for n == 0 && err != nil && uc.w.client != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		if !uc.w.end.IsZero() && !time.Now().Before(uc.w.end) {
+			break // ResponseTimeout
+		}
+		if clientGone(uc.w.client, uc.w.tls) {
+			return 0, errClientGone
+		}
+		uc.w.arm(uc)
+		n, err = uc.Conn.Read(p)
+	}
+	return n, err
 }
 
 // responseHead returns the next response head at the front of uc.br.
