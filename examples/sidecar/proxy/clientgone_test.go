@@ -48,14 +48,7 @@ func TestDirectClientGone(t *testing.T) {
 	hc = dialH1(t, addr)
 	hc.send("GET /slow?ms=20000 HTTP/1.1\r\nHost: app\r\n\r\n")
 	time.Sleep(3 * clientWatch) // in flight at the application
-	start := time.Now()
-	hc.c.Close()
-	select {
-	case <-cancelled:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the application's request goes on after its client left")
-	}
-	t.Logf("ended at the application %v after the client left", time.Since(start))
+	leave(t, hc, cancelled, "request")
 	require.Eventually(t, func() bool {
 		return pA.Metrics.Snapshot().Value("response_total", "direction", "outbound", "status_code", "499") == 1 &&
 			pB.Metrics.Snapshot().Value("response_total", "direction", "inbound", "status_code", "499") == 1
@@ -72,14 +65,7 @@ func TestDirectClientGone(t *testing.T) {
 	_, err = io.ReadFull(resp.Body, first)
 	require.NoError(t, err)
 	require.Equal(t, "first;", string(first))
-	start = time.Now()
-	hc.c.Close()
-	select {
-	case <-cancelled:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the application's stream goes on after its client left")
-	}
-	t.Logf("stream ended at the application %v after the client left", time.Since(start))
+	leave(t, hc, cancelled, "stream")
 
 	for _, p := range []*Proxy{pA, pB} {
 		// The stream's request is counted when its handler returns, after the application's end.
@@ -88,6 +74,20 @@ func TestDirectClientGone(t *testing.T) {
 		require.Equal(t, 5.0, s.Value("request_total"), "every request counted once")
 		require.Equal(t, 4.0, s.Value("response_total", "status_code", "200"), "the stream's answer had begun")
 	}
+}
+
+// leave closes the client's connection and waits for the application's
+// request (what) to end.
+func leave(t *testing.T, hc *h1Client, cancelled <-chan struct{}, what string) {
+	t.Helper()
+	start := time.Now()
+	hc.c.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the application's %s goes on after its client left", what)
+	}
+	t.Logf("the %s ended at the application %v after the client left", what, time.Since(start))
 }
 
 // slowBackend is an application whose /slow?ms=N answers after N ms and
