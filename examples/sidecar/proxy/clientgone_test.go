@@ -142,3 +142,34 @@ func TestDirectResponseTimeout(t *testing.T) {
 		return s.Value("response_total", "status_code", "504") == 1 && s.Value("response_total", "status_code", "200") == 1
 	}, 5*time.Second, 10*time.Millisecond)
 }
+
+// TestDirectInformationalToGoneClient: when the client has reset its
+// connection before an informational answer (103) is written to it, sidecar
+// A closes its upstream connection instead of leaving it open: sidecar B sees
+// its inbound connection end (its event) soon after.
+func TestDirectInformationalToGoneClient(t *testing.T) {
+	restore := clientWatch
+	t.Cleanup(func() { clientWatch = restore }) // after the sidecars have closed
+	clientWatch = time.Hour                     // the 103's write, not the watch, finds the client gone
+	mux := http.NewServeMux()
+	mux.HandleFunc("/hints", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond) // the client has reset its connection by now
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		io.WriteString(w, "final")
+	})
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	var evA, evB events
+	addr, _, _ := h1Pair(t, httpBackend(t, &http.Server{Handler: mux, Protocols: &protos}), &evA, &evB, noEarlyRace)
+	hc := dialH1(t, addr)
+	hc.send("GET /hints HTTP/1.1\r\nHost: app\r\n\r\n")
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, hc.c.(*net.TCPConn).SetLinger(0))
+	hc.c.Close() // a reset
+	require.Eventually(t, func() bool {
+		evB.mu.Lock()
+		defer evB.mu.Unlock()
+		return len(evB.evs) == 1
+	}, 5*time.Second, 10*time.Millisecond, "B's inbound connection from A ends: A closed it")
+}
