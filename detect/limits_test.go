@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/internal/testnet"
 )
 
 // edgeBytes are the byte values at the edges of the classes the matchers
@@ -60,7 +61,7 @@ type deadline struct {
 
 func newDeadline(t *testing.T) *deadline {
 	d := 3 * time.Second
-	if raceEnabled {
+	if testnet.RaceEnabled {
 		d *= 6
 	}
 	name := t.Name()
@@ -606,7 +607,7 @@ func TestLimitsPostgreSQL(t *testing.T) {
 // loop then fails in seconds instead of hanging until the run's timeout.
 func boundTime(t *testing.T) (stop func()) {
 	d := 20 * time.Second
-	if raceEnabled {
+	if testnet.RaceEnabled {
 		d *= 6
 	}
 	tm := time.AfterFunc(d, func() { panic(fmt.Sprintf("%s ran past %v: a parser loops", t.Name(), d)) })

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/internal/testnet"
 )
 
 // helloSpec builds a ClientHello with each field chosen.
@@ -450,7 +451,7 @@ func TestLimitsClientHello(t *testing.T) {
 		for _, b := range forms {
 			// Every prefix: the parsers agree, and nothing matches early.
 			step := 1
-			if raceEnabled {
+			if testnet.RaceEnabled {
 				step = 5
 			}
 			for n := 0; n <= len(b); n += step {
@@ -473,7 +474,7 @@ func TestLimitsClientHello(t *testing.T) {
 					}
 					copy(buf, b)
 					buf[pos] = v
-					if k++; raceEnabled && k%7 != 0 {
+					if k++; testnet.RaceEnabled && k%7 != 0 {
 						continue // the race detector slows this tenfold and finds nothing in one goroutine
 					}
 					for n := pos; n <= min(pos+2, len(buf)); n++ {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/sniffsplice/sniff/internal/testnet"
 )
 
 func TestMain(m *testing.M) {
@@ -24,7 +26,7 @@ func TestMain(m *testing.M) {
 // written for that loop.
 func bound(t testing.TB) {
 	d := 3 * time.Second
-	if raceEnabled {
+	if testnet.RaceEnabled {
 		d *= 6
 	}
 	name := t.Name()

@@ -101,7 +101,7 @@ func TestConcurrentJoins(t *testing.T) {
 	same := func(c net.Conn) net.Conn { return c }
 	// Under the race detector (5-10x the CPU per join), fewer joins: still hundreds at once.
 	n, tlsN := 1000, 1000
-	if raceEnabled || testing.Short() {
+	if testnet.RaceEnabled || testing.Short() {
 		n, tlsN = 400, 200
 	}
 	cases := []struct {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -34,7 +35,7 @@ func newLoop(t testing.TB, l *Loop) *Loop {
 // loopBytes is the size sent each way by the Loop's bulk test: 256 MiB,
 // or 32 MiB under -race or -short.
 func loopBytes() int64 {
-	if raceEnabled || testing.Short() {
+	if testnet.RaceEnabled || testing.Short() {
 		return 32 << 20
 	}
 	return 256 << 20

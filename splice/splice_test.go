@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sniffsplice/sniff/internal/testnet"
 )
 
 // bulkBytes is the size sent each way by TestBulkBothWays: 1 GiB, or
@@ -25,7 +27,7 @@ func bulkBytes(t testing.TB) int64 {
 		require.NoError(t, err)
 		return n
 	}
-	if raceEnabled || testing.Short() {
+	if testnet.RaceEnabled || testing.Short() {
 		return 64 << 20
 	}
 	return 1 << 30

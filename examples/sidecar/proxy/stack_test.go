@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sniffsplice/sniff/internal/testnet"
 )
 
 // stackBudget is the goroutine stack, in bytes, that one HTTP/1.1 request in
@@ -28,7 +30,7 @@ const stackBudget = 12 << 10
 // measures the stack they hold, from the runtime's count of the stack bytes a
 // collection scanned.
 func TestServingStackDepth(t *testing.T) {
-	if raceEnabled {
+	if testnet.RaceEnabled {
 		t.Skip("the race detector enlarges every frame; the budget is for normal builds")
 	}
 	const n = 32

@@ -1,7 +1,0 @@
-//go:build race
-
-package detect_test
-
-// raceEnabled: the race detector is on; the limit tests then try a sample
-// of their inputs (scripts/mutate runs them without it, on all inputs).
-const raceEnabled = true

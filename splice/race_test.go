@@ -1,5 +1,0 @@
-//go:build race
-
-package splice
-
-const raceEnabled = true
