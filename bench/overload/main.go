@@ -5,7 +5,9 @@
 // builds and runs it):
 //
 //	silent N    N connections that connect and send nothing, held while a real client is measured;
-//	            RSS and goroutines per waiting connection; the RSS 60 s after they close
+//	            RSS, live heap (go_gc_heap_live_bytes, as of the last collection, when one ran after
+//	            the connections were detached) and goroutines per waiting connection; the RSS 60 s
+//	            after they close
 //	slowloris   connections that send one byte of an HTTP request every few seconds
 //	burst       connections opened as fast as possible, each sending a request and closing
 //	abandon N   (sidecar) N clients each send a request the application answers only after a
@@ -415,6 +417,7 @@ func shedCount(t *target) float64 {
 func silent(t *target, tname string, n int) (string, error) {
 	base, _ := measure(t.addr, 2*time.Second)
 	rss0, g0 := rss(t.pid()), scrape(t.metrics, "go_goroutines", "")
+	live0 := scrape(t.metrics, "go_gc_heap_live_bytes", "")
 	hs0 := peerHandshakes(t)
 	f, err := openFlood(t.addr, n)
 	if err != nil {
@@ -422,8 +425,13 @@ func silent(t *target, tname string, n int) (string, error) {
 	}
 	f.watch()
 	time.Sleep(500 * time.Millisecond) // every connection accepted and waiting
+	// Collections after this one saw the connections detached (1 s after they came, with the
+	// default DetachAfter): the live heap they measured is what a waiting connection keeps.
+	time.Sleep(time.Second)
+	gcs0 := scrape(t.metrics, "go_gc_duration_seconds_count", "")
 	during, errs := measure(t.addr, *hold)
 	rss1, g1 := rss(t.pid()), scrape(t.metrics, "go_goroutines", "")
+	live1, gcs1 := scrape(t.metrics, "go_gc_heap_live_bytes", ""), scrape(t.metrics, "go_gc_duration_seconds_count", "")
 	shed := shedCount(t)
 	hs := "—"
 	if hs0 >= 0 {
@@ -440,9 +448,18 @@ func silent(t *target, tname string, n int) (string, error) {
 	if t.exited.Load() {
 		return "", fmt.Errorf("the target exited\n%s", t.logs)
 	}
-	return fmt.Sprintf("| %s | silent %d | %s | %s | %d | %d | %.0f | %s | %.2f KiB | %.3f | %s → %s → %s |",
+	var live string
+	switch {
+	case gcs1 <= gcs0 || live1 <= 0:
+		live = "no collection since the connections were detached"
+	case live0 <= 0: // a fresh target has not collected yet: the base is not known
+		live = fmt.Sprintf("at most %.2f KiB (the process's own included)", live1/1024/float64(n))
+	default:
+		live = fmt.Sprintf("%.2f KiB", (live1-live0)/1024/float64(n))
+	}
+	return fmt.Sprintf("| %s | silent %d | %s | %s | %d | %d | %.0f | %s | %.2f KiB (live heap: %s) | %.3f | %s → %s → %s |",
 		tname, n, fmtLat(base), fmtLat(during), errs, closedEarly, shed, hs,
-		float64(rss1-rss0)/1024/float64(n), (g1-g0)/float64(n), mib(rss0), mib(rss1), afterS), nil
+		float64(rss1-rss0)/1024/float64(n), live, (g1-g0)/float64(n), mib(rss0), mib(rss1), afterS), nil
 }
 
 // silentFresh floods a target that has served nothing yet on the port (no Learner history: the
