@@ -155,3 +155,45 @@ func ExampleSnapshot_Value() {
 	// 2
 	// 1
 }
+
+// A detect.Waiter (or a detect.Mux, through Mux.WaitStats) is added by name; its counts are
+// read at each snapshot or scrape, as the waiter_* families.
+func ExampleRegistry_AddWaiter() {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer client.Close()
+	server, err := l.Accept()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer server.Close()
+
+	var w detect.Waiter // where a server's connections wait for their first bytes
+	defer w.Close()
+	reg := metrics.New(metrics.Config{})
+	reg.AddWaiter("first_bytes", w.Stats) // a Mux: reg.AddWaiter("mux", mux.WaitStats)
+
+	ready := make(chan error, 1)
+	w.Wait(server, 5*time.Second, func(c net.Conn, err error) { ready <- err })
+	fmt.Println("waiting:", reg.Snapshot().Value("waiter_waiting_connections", "waiter", "first_bytes"))
+	client.Write([]byte("hello"))
+	fmt.Println("ready error:", <-ready)
+	s := reg.Snapshot()
+	fmt.Println("waiting:", s.Value("waiter_waiting_connections", "waiter", "first_bytes"))
+	fmt.Println("ready:", s.Value("waiter_connections_total", "waiter", "first_bytes", "outcome", "ready"))
+	// Output:
+	// waiting: 1
+	// ready error: <nil>
+	// waiting: 0
+	// ready: 1
+}
