@@ -74,6 +74,7 @@ var (
 	idleConns    = flag.Int("idle", 2000, "idle keep-alive connections held through each path")
 	idleSettle   = flag.Duration("idle-settle", 10*time.Second, "how much longer the idle connections are held before the proxies' RSS is read again")
 	syscalls     = flag.Bool("syscalls", false, "after the rounds, count each proxy process's system calls and context switches per request (perf stat) during one more keep-alive run per path")
+	profileLoad  = flag.String("profile-load", "keep-alive", "the load -profile records: keep-alive, close or h2c")
 	profileDir   = flag.String("profile", "", "after the rounds, record each sidecar process with perf during one more keep-alive run and write the reports here")
 	serveBack    = flag.Bool("serve-backend", false, "internal: run as the backend process")
 )
@@ -237,7 +238,7 @@ func raiseNoFile() {
 }
 
 // profile records each sidecar process of sidecar-http (and sidecar-opaque
-// when it was compared) with perf during one more keep-alive wrk run, and
+// when it was compared) with perf during one more run of -profile-load, and
 // writes perf report's flat profile of each, the top of it printed.
 func profile(s *starter) {
 	if _, err := exec.LookPath("perf"); err != nil {
@@ -269,7 +270,15 @@ func profile(s *starter) {
 			recs, outs = append(recs, rec), append(outs, out)
 		}
 		time.Sleep(300 * time.Millisecond)
-		t, err := runWrk(p.addr, false)
+		var t throughput
+		switch *profileLoad {
+		case "close":
+			t, err = runWrk(p.addr, true)
+		case "h2c":
+			t, err = runH2load(p.addr)
+		default:
+			t, err = runWrk(p.addr, false)
+		}
 		for _, rec := range recs {
 			rec.Wait()
 		}
@@ -277,7 +286,7 @@ func profile(s *starter) {
 		if err != nil {
 			fatal(err)
 		}
-		fmt.Printf("### profile: %s, keep-alive, %.0f req/s under perf (sidecar A: client side; B: server side)\n\n", name, t.rps)
+		fmt.Printf("### profile: %s, %s, %.0f req/s under perf (sidecar A: client side; B: server side)\n\n", name, *profileLoad, t.rps)
 		for _, out := range outs {
 			rep, err := exec.Command("perf", "report", "-i", out, "--stdio", "--no-children", "-g", "none",
 				"--percent-limit", "0.7", "--sort", "dso,symbol").Output()
