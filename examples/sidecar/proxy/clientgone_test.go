@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sniffsplice/sniff/opaque"
 )
 
 // TestDirectClientGone: a client that leaves while its request waits for a
@@ -44,6 +48,38 @@ func TestDirectClientGone(t *testing.T) {
 	require.ErrorIs(t, err, io.EOF)
 	hc.c.Close()
 
+	// Sends its next request while the first one's answer is awaited: the
+	// bytes waiting in its socket (not read yet) say it is still there, on A
+	// (plain) and on B (TLS from a peer): both answered.
+	hc = dialH1(t, addr)
+	hc.send("GET /slow?ms=300 HTTP/1.1\r\nHost: app\r\n\r\n")
+	time.Sleep(100 * time.Millisecond)
+	hc.send("GET /slow?ms=1 HTTP/1.1\r\nHost: app\r\n\r\n")
+	_, body = hc.read("GET")
+	require.Equal(t, "slow 300", body)
+	_, body = hc.read("GET")
+	require.Equal(t, "slow 1", body)
+	hc.c.Close()
+	peer, err := pA.Peers(app)
+	require.NoError(t, err)
+	tc, _, err := pA.dialMesh(context.Background(), peer, opaque.Header{Port: app.Port(), SessionProtocol: opaque.SessionHTTP1})
+	require.NoError(t, err)
+	tc.SetDeadline(time.Now().Add(20 * time.Second))
+	_, err = io.WriteString(tc, "GET /slow?ms=300 HTTP/1.1\r\nHost: app\r\n\r\n")
+	require.NoError(t, err)
+	time.Sleep(100 * time.Millisecond)
+	_, err = io.WriteString(tc, "GET /slow?ms=1 HTTP/1.1\r\nHost: app\r\n\r\n")
+	require.NoError(t, err)
+	tbr := bufio.NewReader(tc)
+	for _, want := range []string{"slow 300", "slow 1"} {
+		resp, err := http.ReadResponse(tbr, nil)
+		require.NoError(t, err)
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, want, string(b), "B's client (TLS) answered")
+	}
+	tc.Close()
+
 	// Leaves: the application's request ends long before its 20 s.
 	hc = dialH1(t, addr)
 	hc.send("GET /slow?ms=20000 HTTP/1.1\r\nHost: app\r\n\r\n")
@@ -67,12 +103,15 @@ func TestDirectClientGone(t *testing.T) {
 	require.Equal(t, "first;", string(first))
 	leave(t, hc, cancelled, "stream")
 
-	for _, p := range []*Proxy{pA, pB} {
+	for _, c := range []struct {
+		p    *Proxy
+		reqs float64 // B also served the two sent to it directly
+	}{{pA, 7}, {pB, 9}} {
 		// The stream's request is counted when its handler returns, after the application's end.
-		require.Eventually(t, func() bool { return p.Metrics.Snapshot().Value("response_total") == 5 }, 5*time.Second, 10*time.Millisecond)
-		s := p.Metrics.Snapshot()
-		require.Equal(t, 5.0, s.Value("request_total"), "every request counted once")
-		require.Equal(t, 4.0, s.Value("response_total", "status_code", "200"), "the stream's answer had begun")
+		require.Eventually(t, func() bool { return c.p.Metrics.Snapshot().Value("response_total") == c.reqs }, 5*time.Second, 10*time.Millisecond)
+		s := c.p.Metrics.Snapshot()
+		require.Equal(t, c.reqs, s.Value("request_total"), "every request counted once")
+		require.Equal(t, c.reqs-1, s.Value("response_total", "status_code", "200"), "all but the one that left (the stream's answer had begun)")
 	}
 }
 
