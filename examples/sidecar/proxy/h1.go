@@ -82,6 +82,9 @@ type upConn struct {
 	br   *bufio.Reader // nil while idle in its pool with nothing buffered (h1UpReaders); reads through Read
 	idle time.Time     // when it was put back
 	w    responseWatch // while a response is read
+	// deadline: a read deadline is set on Conn (arm); it may outlive the
+	// response that set it, until the next one's watch.
+	deadline bool
 }
 
 // h1UpReaders are the read buffers of upstream connections in use: one put back in its pool with
@@ -727,7 +730,7 @@ func (s *h1Server) relayResponse(w http.ResponseWriter, uc *upConn) (got bool, e
 			return true, nil
 		}
 	}
-	uc.w.headDone(uc)
+	uc.headDone()
 	w.WriteHeader(hd.status)
 	out := s.sc.out
 	reuse := !hd.close
@@ -769,7 +772,7 @@ func (s *h1Server) relayResponse(w http.ResponseWriter, uc *upConn) (got bool, e
 			reuse = false // the rest of the body is not read
 		}
 	}
-	uc.w.stop(uc) // before uc can be someone else's (done)
+	uc.endWatch() // before uc can be someone else's (done)
 	if reuse {
 		s.done(uc)
 	} else {
@@ -792,14 +795,13 @@ var clientWatch = time.Second
 // request was read (counted as statusClientClosed when no answer had begun).
 var errClientGone = errors.New("sidecar: the client closed its connection before the answer")
 
-// responseWatch times the reads of one response on its upstream connection:
-// ResponseTimeout for the head, and a look at the client every clientWatch
-// (upConn.Read).
+// responseWatch times the reads of one response on its upstream connection
+// (upConn.Read): ResponseTimeout for the head, and a look at the client every
+// clientWatch.
 type responseWatch struct {
 	end    time.Time    // the proxy's ResponseTimeout for the head; zero: none
 	client *net.TCPConn // the client's socket to look at; nil: none
 	tls    bool         // the client speaks TLS over client
-	set    bool         // a read deadline is set on the upstream connection
 }
 
 // watch starts uc's watch for the response to the request just written. A
@@ -814,40 +816,37 @@ func (s *h1Server) watch(uc *upConn) {
 	if rt := s.p.ResponseTimeout; rt > 0 {
 		uc.w.end = time.Now().Add(rt)
 	}
-	uc.w.arm(uc)
+	uc.arm()
 }
 
 // arm sets uc's read deadline to the watch's next look or its end, whichever
-// comes first (none: no deadline).
-func (w *responseWatch) arm(uc *upConn) {
-	d := w.end
-	if w.client != nil {
+// comes first; with neither, it clears one an earlier response left.
+func (uc *upConn) arm() {
+	d := uc.w.end
+	if uc.w.client != nil {
 		if next := time.Now().Add(clientWatch); d.IsZero() || next.Before(d) {
 			d = next
 		}
 	}
-	if d.IsZero() && !w.set {
+	if d.IsZero() && !uc.deadline {
 		return
 	}
 	uc.Conn.SetReadDeadline(d)
-	w.set = !d.IsZero()
+	uc.deadline = !d.IsZero()
 }
 
 // headDone ends ResponseTimeout's part: the body has no limit.
-func (w *responseWatch) headDone(uc *upConn) {
-	if !w.end.IsZero() {
-		w.end = time.Time{}
-		w.arm(uc)
+func (uc *upConn) headDone() {
+	if !uc.w.end.IsZero() {
+		uc.w.end = time.Time{}
+		uc.arm()
 	}
 }
 
-// stop ends the watch and clears the deadline it set.
-func (w *responseWatch) stop(uc *upConn) {
-	if w.set {
-		uc.Conn.SetReadDeadline(time.Time{})
-	}
-	*w = responseWatch{}
-}
+// endWatch ends the watch. Its deadline stays set: nothing reads uc until its
+// next response, whose watch replaces or clears it (one deadline update per
+// response, not two).
+func (uc *upConn) endWatch() { uc.w = responseWatch{} }
 
 // Read reads the upstream connection (its bufio.Reader's source). When the
 // watch's deadline passes with nothing read, it looks at the client:
@@ -862,7 +861,7 @@ func (uc *upConn) Read(p []byte) (int, error) {
 		if clientGone(uc.w.client, uc.w.tls) {
 			return 0, errClientGone
 		}
-		uc.w.arm(uc)
+		uc.arm()
 		n, err = uc.Conn.Read(p)
 	}
 	return n, err
