@@ -148,8 +148,9 @@ type MuxStats struct {
 // descriptors or memory is waited out, never fatal), then it waits for its first bytes in a
 // [Waiter] (no goroutine, no buffer: a client that connects and says nothing delays no one and
 // costs its socket; after a second, [Waiter.Park], its descriptor alone), then it is detected on
-// a goroutine of its own, then handed to the child listener of its protocol. The limits are [MuxConfig]'s; a full mux sheds its oldest waiting or
-// detecting connection to the Default listener rather than stop accepting. Routing rules:
+// a goroutine of its own, then handed to the child listener of its protocol. The limits are
+// [MuxConfig]'s; a full mux sheds its oldest waiting or detecting connection to the Default
+// listener rather than stop accepting. Routing rules:
 //   - a protocol goes to the first child created by Match that names it;
 //   - [GRPC] goes to the child for [HTTP2] when no child names GRPC (gRPC is HTTP/2);
 //   - everything else (unknown, timed out, shed, a protocol no Match names) goes to the Default
@@ -331,18 +332,19 @@ func (m *Mux) admit(c net.Conn) {
 // closed.
 func (m *Mux) ready(c net.Conn, start time.Time, err error) {
 	defer m.conns.Done()
-	if c == nil {
-		ev := MuxEvent{Outcome: MuxDetectFailed, Result: Result{Protocol: Unknown, Reason: ReasonClosed}, Err: err}
-		if errors.Is(err, ErrWaiterClosed) || m.ctx.Err() != nil {
-			ev.Outcome, ev.Err = MuxShutdown, nil
-		}
-		m.finish(ev)
+	closed := Result{Protocol: Unknown, Reason: ReasonClosed}
+	switch {
+	case c == nil && (errors.Is(err, ErrWaiterClosed) || m.ctx.Err() != nil):
+		m.finish(MuxEvent{Outcome: MuxShutdown, Result: closed})
+		return
+	case c == nil:
+		m.finish(MuxEvent{Outcome: MuxDetectFailed, Result: closed, Err: err})
 		return
 	}
 	remote := c.RemoteAddr()
 	switch {
 	case errors.Is(err, ErrWaiterClosed) || m.ctx.Err() != nil:
-		m.drop(c, MuxEvent{Outcome: MuxShutdown, Result: Result{Protocol: Unknown, Reason: ReasonClosed}, RemoteAddr: remote})
+		m.drop(c, MuxEvent{Outcome: MuxShutdown, Result: closed, RemoteAddr: remote})
 		return
 	case err != nil:
 		// Silent until its timeout, or shed: decided as a timeout.
@@ -363,7 +365,7 @@ func (m *Mux) ready(c net.Conn, start time.Time, err error) {
 			pc = c
 		}
 		if err != nil {
-			ev := MuxEvent{Outcome: MuxDetectFailed, Result: Result{Protocol: Unknown, Reason: ReasonClosed}, Err: err, RemoteAddr: remote}
+			ev := MuxEvent{Outcome: MuxDetectFailed, Result: closed, Err: err, RemoteAddr: remote}
 			if m.ctx.Err() != nil {
 				ev.Outcome, ev.Err = MuxShutdown, nil
 			}

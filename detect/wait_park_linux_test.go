@@ -259,3 +259,40 @@ func TestWaiterParkNoDescriptor(t *testing.T) {
 	require.NoError(t, w.Close())
 	assert.Equal(t, before, openFDs(t), "descriptors open after")
 }
+
+// TestMuxDetachedNoDescriptor: a mux's silent client, detached, that speaks when the process has
+// no descriptor to spare is ended and reported as detect_failed with the reason (EMFILE), not
+// left in flight; the mux serves again once descriptors are back.
+func TestMuxDetachedNoDescriptor(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var events muxEvents
+	m, serve := startMux(t, &detect.Detector{Timeout: time.Minute}, detect.MuxConfig{OnConn: events.add})
+	echoDefault(t, m)
+	serveErr := serve()
+	c, err := net.Dial("tcp", m.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	require.Eventually(t, func() bool { return m.Stats().Detached == 1 }, 3*detect.DefaultDetachAfter, 5*time.Millisecond)
+	restore := exhaustFDs(t)
+	_, err = c.Write([]byte("x"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return m.Stats().DetectFailed == 1 }, testWait, 5*time.Millisecond)
+	restore()
+	events.mu.Lock()
+	evs := append([]detect.MuxEvent(nil), events.evs...)
+	events.mu.Unlock()
+	require.Len(t, evs, 1)
+	assert.Equal(t, detect.MuxDetectFailed, evs[0].Outcome)
+	assert.ErrorIs(t, evs[0].Err, syscall.EMFILE)
+	assert.Zero(t, m.Stats().InFlight, "nothing left in flight")
+	_, err = bounded(c).Read(make([]byte, 1))
+	if !errors.Is(err, syscall.ECONNRESET) { // closed with the byte unread
+		assert.ErrorIs(t, err, io.EOF, "the client sees the end")
+	}
+	c2, err := net.Dial("tcp", m.Addr().String())
+	require.NoError(t, err)
+	defer c2.Close()
+	roundTrip(t, c2, "\x00served again", "\x00served again")
+	require.NoError(t, m.Close())
+	assert.ErrorIs(t, recv(t, serveErr, "Serve to return"), detect.ErrMuxClosed)
+}
