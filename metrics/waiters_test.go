@@ -1,4 +1,4 @@
-package metrics
+package metrics_test
 
 import (
 	"net"
@@ -9,24 +9,21 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/internal/testnet"
+	"github.com/sniffsplice/sniff/metrics"
 )
 
 // TestWaiterFamilies: a real Waiter's counts reach the waiter_* families under its name, read at
 // each snapshot; a name added again is replaced, not doubled; names beyond MaxLabelValues are
 // not kept.
 func TestWaiterFamilies(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	client, err := net.Dial("tcp", l.Addr().String())
-	require.NoError(t, err)
+	client, server := tcpPair(t)
 	defer client.Close()
-	server, err := l.Accept()
-	require.NoError(t, err)
+	defer server.Close()
 
 	var w detect.Waiter
 	defer w.Close()
-	r := New(Config{MaxLabelValues: 2})
+	r := metrics.New(metrics.Config{MaxLabelValues: 2})
 	r.AddWaiter("first_bytes", w.Stats)
 	s := r.Snapshot()
 	assert.Zero(t, s.Value("waiter_waiting_connections", "waiter", "first_bytes"))
@@ -34,13 +31,13 @@ func TestWaiterFamilies(t *testing.T) {
 	done := make(chan error, 1)
 	w.Wait(server, time.Hour, func(c net.Conn, err error) { done <- err })
 	assert.Equal(t, 1.0, r.Snapshot().Value("waiter_waiting_connections", "waiter", "first_bytes"), "read at the snapshot")
-	_, err = client.Write([]byte{'x'})
+	_, err := client.Write([]byte{'x'})
 	require.NoError(t, err)
-	require.NoError(t, recvErr(t, done))
+	require.NoError(t, testnet.Recv(t, done, "the wait's end"))
 	_, err = server.Read(make([]byte, 1)) // nothing left to read: the next wait times out
 	require.NoError(t, err)
 	w.Wait(server, 20*time.Millisecond, func(c net.Conn, err error) { c.Close(); done <- err })
-	require.ErrorIs(t, recvErr(t, done), detect.ErrWaitTimeout)
+	require.ErrorIs(t, testnet.Recv(t, done, "the wait's end"), detect.ErrWaitTimeout)
 	s = r.Snapshot()
 	assert.Zero(t, s.Value("waiter_waiting_connections", "waiter", "first_bytes"))
 	assert.Equal(t, 1.0, s.Value("waiter_connections_total", "waiter", "first_bytes", "outcome", "ready"))
@@ -56,15 +53,4 @@ func TestWaiterFamilies(t *testing.T) {
 	assert.Equal(t, 4.0, s.Value("waiter_detached_total"))
 	assert.Equal(t, 2.0, s.Value("waiter_reduced_total"))
 	assert.Equal(t, 3.0, s.Value("waiter_waiting_connections"), "the third name is beyond the cap")
-}
-
-func recvErr(t *testing.T, ch chan error) error {
-	t.Helper()
-	select {
-	case err := <-ch:
-		return err
-	case <-time.After(10 * time.Second):
-		t.Fatal("the wait did not end")
-		return nil
-	}
 }
