@@ -660,11 +660,13 @@ func fdExhaustion(t *target, tname string, limit int) (string, error) {
 		return "", err
 	}
 	time.Sleep(2 * time.Second)
-	var answered, ended, hung int
+	var answered, failed, ended, hung int
 	for _, k := range parked {
 		switch err := k.get(5 * time.Second); {
 		case err == nil:
 			answered++
+		case errors.Is(err, errNotOK):
+			failed++
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			hung++
 		default:
@@ -691,8 +693,8 @@ func fdExhaustion(t *target, tname string, limit int) (string, error) {
 	if back >= 0 {
 		backS = round(back)
 	}
-	return fmt.Sprintf("| %s | RLIMIT_NOFILE %d, %d idle connections | %s | full: %d served, %d failed (5 s timeout); %d keep-alive clients idle 2.5 s then speaking: %d answered, %d ended, %d without an answer in 5 s; freed: served again after %s, then %s (%d errors) | — | — | — | — | — | — | alive |",
-		tname, limit, n, fmtLat(base), len(okFull), errsFull, len(parked), answered, ended, hung, backS, fmtLat(after), errs), nil
+	return fmt.Sprintf("| %s | RLIMIT_NOFILE %d, %d idle connections | %s | full: %d served, %d failed (5 s timeout); %d keep-alive clients idle 2.5 s then speaking: %d answered, %d answered with an error, %d ended, %d without an answer in 5 s; freed: served again after %s, then %s (%d errors) | — | — | — | — | — | — | alive |",
+		tname, limit, n, fmtLat(base), len(okFull), errsFull, len(parked), answered, failed, ended, hung, backS, fmtLat(after), errs), nil
 }
 
 // parkedAtLimit is the number of idle keep-alive clients that speak again when the descriptor
@@ -719,7 +721,10 @@ func dialKeepAlive(addr string) (*keepAlive, error) {
 	return k, nil
 }
 
-// get sends a GET and reads its answer whole.
+// errNotOK: an answer came, and it was not 200 OK.
+var errNotOK = errors.New("an answer other than 200")
+
+// get sends a GET and reads its answer whole; an answer other than 200 is errNotOK.
 func (k *keepAlive) get(timeout time.Duration) error {
 	k.c.SetDeadline(time.Now().Add(timeout))
 	if _, err := io.WriteString(k.c, "GET / HTTP/1.1\r\nHost: overload\r\n\r\n"); err != nil {
@@ -731,6 +736,9 @@ func (k *keepAlive) get(timeout time.Duration) error {
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%w: %s", errNotOK, resp.Status)
+	}
 	return err
 }
 
