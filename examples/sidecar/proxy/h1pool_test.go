@@ -106,6 +106,7 @@ func TestIdleUpConnHoldsNoBuffer(t *testing.T) {
 	var evA, evB events
 	addr, pA, pB := h1Pair(t, h1Backend(t), &evA, &evB, noEarlyRace)
 	hc := dialH1(t, addr)
+	first := map[*Proxy]*upConn{}
 	for i := range 3 {
 		resp, body := hc.do(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: app\r\n\r\n", i))
 		require.Equal(t, 200, resp.StatusCode)
@@ -115,6 +116,10 @@ func TestIdleUpConnHoldsNoBuffer(t *testing.T) {
 			require.Eventually(t, func() bool { idle = idleUpConns(p); return len(idle) == 1 }, 5*time.Second, time.Millisecond,
 				"one idle upstream connection")
 			require.Nil(t, idle[0].br, "an idle pooled connection holds no read buffer")
+			if i == 0 {
+				first[p] = idle[0]
+			}
+			require.Same(t, first[p], idle[0], "the same upstream connection each time (it took a reader again)")
 		}
 	}
 	require.Equal(t, uint64(3), pA.http.direct.Load(), "all three requests on the direct path")
