@@ -193,8 +193,12 @@ type Joiner struct {
 	// a read neither fills that nor ends a full TLS record (16 KiB, counting
 	// the reads that filled a buffer before it): the message is over, and
 	// the direction waits in a WaitBufferSize buffer again. A message larger
-	// than WaitBufferSize arriving after a pause is written in two parts.
-	// 0: DefaultWaitBufferSize; a value of BufferSize or more holds one
+	// than WaitBufferSize arriving after a pause is written in two parts,
+	// except from a *tls.Conn: crypto/tls keeps the rest of a record in
+	// memory, where Join takes it without waiting, so a message is written
+	// whole whatever the size of the buffer it began in. 0:
+	// DefaultWaitBufferSize, and DefaultTLSWaitBufferSize for a direction
+	// that reads a *tls.Conn; a value of BufferSize or more holds one
 	// BufferSize buffer for the life of the direction. It is rounded up to
 	// a power of two between 1 KiB and 1 MiB.
 	WaitBufferSize int
@@ -222,6 +226,12 @@ const (
 	// never writes a message out in two parts (BenchmarkTLSPingPong: 4 KiB
 	// made 8-KiB exchanges 1.13-1.38x slower, in two runs).
 	DefaultWaitBufferSize = 16 << 10
+	// DefaultTLSWaitBufferSize is the wait buffer of a direction that
+	// reads a *tls.Conn: a message larger than it is still written whole
+	// (crypto/tls holds the rest of its record), so the buffer is sized for
+	// the most messages that end in it: one idle joined TLS connection holds
+	// 1 KiB per direction instead of 16.
+	DefaultTLSWaitBufferSize = 1 << 10
 )
 
 // hooks lets tests see inside a join. Every field is updated atomically.
@@ -267,6 +277,7 @@ func (j *Joiner) Join(ctx context.Context, a, b net.Conn, obs Observer) (Stats, 
 	s.small = size(j.SpliceThreshold, DefaultSpliceThreshold)
 	s.big = size(j.BufferSize, DefaultBufferSize)
 	s.wait = min(size(j.WaitBufferSize, DefaultWaitBufferSize), s.big)
+	s.tlsWait = min(size(j.WaitBufferSize, DefaultTLSWaitBufferSize), s.big)
 	s.pumps[AToB].init(s, AToB, a, b, SideA, SideB)
 	s.pumps[BToA].init(s, BToA, b, a, SideB, SideA)
 
@@ -318,6 +329,7 @@ type join struct {
 	start      time.Time
 	small, big int
 	wait       int // the buffer a generic direction waits in (Joiner.WaitBufferSize)
+	tlsWait    int // the buffer a direction reading a *tls.Conn waits in
 	pumps      [2]pump
 	wg         sync.WaitGroup
 	cancelDone chan struct{}
