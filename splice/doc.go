@@ -30,12 +30,17 @@
 // Any other connection (TLS, pipes, wrappers) is copied through pooled
 // buffers; reads and writes allocate nothing. The only way to wait on such a
 // connection is a Read, which holds its buffer, so a direction that may wait
-// reads into Joiner.WaitBufferSize bytes (16 KiB: one TLS record, the most
-// crypto/tls returns per Read), moves to Joiner.BufferSize once a read fills
-// that, and back after a read that ends a shorter record: an idle joined TLS
-// connection holds 16 KiB per direction, not 32. A direction that reads a
-// *tls.Conn stays at 16 KiB while it streams too (a larger buffer would never
-// be filled past one record). A connection that implements
+// reads into Joiner.WaitBufferSize bytes (16 KiB), moves to
+// Joiner.BufferSize once a read fills that, and back after a read that ends
+// a shorter message. A direction that reads a *tls.Conn waits in 1 KiB
+// (DefaultTLSWaitBufferSize): crypto/tls keeps the rest of a record in
+// memory, and a read that fills the wait buffer takes that rest at once,
+// under a read deadline in the past, into one record's 16 KiB, so a message
+// is still written whole; an idle joined TLS connection holds 1 KiB per
+// direction. (crypto/tls itself keeps a record buffer that never shrinks:
+// 37 KiB once full records have arrived; see BENCHMARKS.md.) It never
+// reads into more than one record's 16 KiB while it streams (a larger
+// buffer would never be filled past one record). A connection that implements
 // Unwrapper (the replaying connection returned by package detect) is first
 // drained through its Read until its replay buffer is empty and then
 // replaced by the connection it wraps, so a detected TCP connection still

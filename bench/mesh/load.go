@@ -199,22 +199,27 @@ type rateConn struct {
 
 var rateRequest = []byte("GET / HTTP/1.1\r\nHost: mesh.bench\r\nUser-Agent: meshbench\r\n\r\n")
 
-func dialRate(addr string) (*rateConn, error) {
+func dialRate(addr string) (*rateConn, error) { return dialGet(addr, rateRequest) }
+
+// dialGet connects to addr and makes request once.
+func dialGet(addr string, request []byte) (*rateConn, error) {
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	rc := &rateConn{Conn: c, br: bufio.NewReader(c)}
-	if err := rc.get(); err != nil { // the path's connections are set up before the clock starts
+	if err := rc.do(request); err != nil { // the path's connections are set up before the clock starts
 		c.Close()
 		return nil, err
 	}
 	return rc, nil
 }
 
-func (c *rateConn) get() error {
+func (c *rateConn) get() error { return c.do(rateRequest) }
+
+func (c *rateConn) do(request []byte) error {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(rateRequest); err != nil {
+	if _, err := c.Write(request); err != nil {
 		return err
 	}
 	resp, err := http.ReadResponse(c.br, nil)
@@ -328,6 +333,10 @@ func openIdle(addr string, cs []*rateConn) error {
 		mu       sync.Mutex
 		firstErr error
 	)
+	request := rateRequest
+	if *idleBody > 0 {
+		request = fmt.Appendf(nil, "GET %s%d HTTP/1.1\r\nHost: mesh.bench\r\nUser-Agent: meshbench\r\n\r\n", bulkPrefix, *idleBody)
+	}
 	sem := make(chan struct{}, 64)
 	for i := range cs {
 		wg.Add(1)
@@ -335,7 +344,7 @@ func openIdle(addr string, cs []*rateConn) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := dialRate(addr)
+			c, err := dialGet(addr, request)
 			if err != nil {
 				mu.Lock()
 				firstErr = cmpErr(firstErr, err)

@@ -30,7 +30,9 @@
 //	            2 s after the last one opened and -idle-settle later; then,
 //	            2 x -idle-settle later, as many more, and what each added
 //	            once settled (the marginal cost, without a fresh process's
-//	            one-time costs)
+//	            one-time costs); with -idle-body N each of those requests is
+//	            answered with N bytes (a connection that streamed once, then
+//	            went idle)
 //	keep-alive  wrk -t2 -c32, HTTP/1.1 keep-alive
 //	close       wrk -t2 -c32 -H 'Connection: close': a new connection per request
 //	h2c         h2load, HTTP/2 with prior knowledge, several streams per connection
@@ -72,6 +74,7 @@ var (
 	rateDuration = flag.Duration("rate-duration", 10*time.Second, "duration of the fixed-rate load")
 	rateConns    = flag.Int("rate-conns", 32, "keep-alive connections of the fixed-rate client")
 	idleConns    = flag.Int("idle", 2000, "idle keep-alive connections held through each path")
+	idleBody     = flag.Int("idle-body", 0, "bytes of the answer to each idle connection's request (0: the backend's short answer); at most 64 MiB")
 	idleSettle   = flag.Duration("idle-settle", 10*time.Second, "how much longer the idle connections are held before the proxies' RSS is read again")
 	syscalls     = flag.Bool("syscalls", false, "after the rounds, count each proxy process's system calls and context switches per request (perf stat) during one more keep-alive run per path")
 	profileLoad  = flag.String("profile-load", "keep-alive", "the load -profile records: keep-alive, close or h2c")
@@ -114,6 +117,9 @@ func main() {
 	}
 	if *sidecarBin == "" {
 		fatal(fmt.Errorf("-sidecar is required"))
+	}
+	if *idleBody < 0 || *idleBody > maxBulk {
+		fatal(fmt.Errorf("-idle-body %d: want 0 to %d", *idleBody, maxBulk))
 	}
 	var paths []string
 	for _, p := range strings.Split(*pathList, ",") {

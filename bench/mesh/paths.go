@@ -390,9 +390,16 @@ func getOK(addr string) error {
 // backendBody is what the backend answers to every request.
 const backendBody = "hello from the backend\n"
 
+// bulkPrefix asks the backend for a longer answer: GET /bulk/N is answered
+// with N bytes (at most maxBulk).
+const (
+	bulkPrefix = "/bulk/"
+	maxBulk    = 64 << 20
+)
+
 // serveBackend is the backend process: a net/http server speaking HTTP/1.1
-// and h2c that answers every request with backendBody. It prints its
-// address and serves until killed.
+// and h2c that answers every request with backendBody, and GET /bulk/N with
+// N bytes. It prints its address and serves until killed.
 func serveBackend() {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -403,10 +410,27 @@ func serveBackend() {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	body := []byte(backendBody)
+	chunk := make([]byte, 64<<10)
 	srv := &http.Server{
 		Protocols: &protos,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
+			if n, ok := strings.CutPrefix(r.URL.Path, bulkPrefix); ok {
+				size, err := strconv.Atoi(n)
+				if err != nil || size < 0 || size > maxBulk {
+					http.Error(w, "bad size", http.StatusBadRequest)
+					return
+				}
+				w.Header().Set("Content-Length", n)
+				for size > 0 {
+					k, err := w.Write(chunk[:min(size, len(chunk))])
+					if err != nil {
+						return
+					}
+					size -= k
+				}
+				return
+			}
 			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 			w.Write(body)
 		}),

@@ -53,6 +53,9 @@ func report(paths []string, results map[string][]result, load0, load1 string) {
 		"then, %s later, %d more opened, and what they added once settled (2 s + %s later): the marginal cost of one more idle connection. "+
 		"Ratios in brackets: req/s ÷ the compared pair's; CPU and memory: its ÷ the compared pair's (lower is better).\n\n",
 		*conns, *duration, *h2Conns, *h2Streams, *duration, *idleConns, *idleSettle, 2**idleSettle, *idleConns, *idleSettle)
+	if *idleBody > 0 {
+		fmt.Printf("Each idle connection's one request was answered with %d bytes.\n\n", *idleBody)
+	}
 	fmt.Printf("| path | keep-alive req/s | proxies' CPU µs/req | new connection per request, req/s | proxies' CPU µs/req | h2c req/s | proxies' CPU µs/req | RSS per idle keep-alive connection, KiB, after 2 s | after %s more | marginal, %d more | descriptors per idle connection, after 2 s → after %s more |\n", *idleSettle, *idleConns, *idleSettle)
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, name := range paths {
