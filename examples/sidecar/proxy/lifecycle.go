@@ -129,11 +129,20 @@ func (s *listener) waitThen(c net.Conn, timeout time.Duration, then func(net.Con
 			return
 		}
 		if c == nil {
-			s.p.emit(&Event{Direction: s.dir, Protocol: detect.Unknown, Duration: time.Since(start), Err: err})
+			s.lost(start, err)
 			return
 		}
 		then(c, err)
 	})
+}
+
+// lost reports a parked connection that could not be made again. It is a frame of its own, not
+// inlined, so that the Event it builds is not in waitThen's callback frame, which stays on the
+// connection's stack while it is served (TestServingStackDepth).
+//
+//go:noinline
+func (s *listener) lost(start time.Time, err error) {
+	s.p.emit(&Event{Direction: s.dir, Protocol: detect.Unknown, Duration: time.Since(start), Err: err})
 }
 
 func isWaiterClosed(err error) bool { return errors.Is(err, detect.ErrWaiterClosed) }

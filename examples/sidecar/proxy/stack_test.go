@@ -21,17 +21,25 @@ import (
 // collection while the backend holds the request. It was 21.4 KiB when
 // handleOutbound, detectThenDial, HandleInbound and HandleLocal kept
 // detection results by value in their frames (those frames stay on the stack
-// while the connection is served), 11.3 KiB since; the runtime starts every
+// while the connection is served), 11.3 KiB since (13.2 while the listener's
+// waitThen callback built an Event in its frame); the runtime starts every
 // new goroutine with a stack sized by the average it scans, and keeps that
 // much per goroutine it caches after they exit (issue 17: idle memory).
 const stackBudget = 12 << 10
+
+// stackBudgetRace is stackBudget under the race detector, which enlarges every
+// frame: 16.1 KiB measured, 18.0 while waitThen's callback built an Event in
+// its own frame (the budget of normal builds was then exceeded too: 13.2 KiB;
+// the test skipped under the race detector then, and CI runs it there).
+const stackBudgetRace = 17 << 10
 
 // TestServingStackDepth holds requests in flight through the pair and
 // measures the stack they hold, from the runtime's count of the stack bytes a
 // collection scanned.
 func TestServingStackDepth(t *testing.T) {
+	budget := stackBudget
 	if testnet.RaceEnabled {
-		t.Skip("the race detector enlarges every frame; the budget is for normal builds")
+		budget = stackBudgetRace
 	}
 	const n = 32
 	var (
@@ -72,9 +80,9 @@ func TestServingStackDepth(t *testing.T) {
 	}
 	warm.c.Close()
 	per := (float64(held) - float64(base)) / n
-	t.Logf("stack per request in flight (A, B and the backend): %.0f bytes (budget %d)", per, stackBudget)
-	if per > stackBudget {
-		t.Errorf("a request in flight holds %.0f bytes of goroutine stack across the pair and the backend, over the budget of %d", per, stackBudget)
+	t.Logf("stack per request in flight (A, B and the backend): %.0f bytes (budget %d)", per, budget)
+	if per > float64(budget) {
+		t.Errorf("a request in flight holds %.0f bytes of goroutine stack across the pair and the backend, over the budget of %d", per, budget)
 	}
 }
 
