@@ -120,7 +120,7 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // Observer sees bytes as they move. Transferred is called after every chunk
-// written (a read's worth, or one splice of at most a few MiB), from the
+// written (a read's worth, or one splice of at most a few MiB; n > 0), from the
 // goroutine of that direction: the two directions call it concurrently, so
 // an implementation must be safe for concurrent use and must not block.
 type Observer interface {

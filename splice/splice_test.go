@@ -33,10 +33,16 @@ func bulkBytes(t testing.TB) int64 {
 	return 1 << 30
 }
 
-// counter is an Observer.
-type counter struct{ n [2]atomic.Int64 }
+// counter is an Observer; zero counts the calls that reported no bytes
+// (there must be none).
+type counter struct{ n, zero [2]atomic.Int64 }
 
-func (c *counter) Transferred(d Flow, n int64) { c.n[d].Add(n) }
+func (c *counter) Transferred(d Flow, n int64) {
+	if n <= 0 {
+		c.zero[d].Add(1)
+	}
+	c.n[d].Add(n)
+}
 
 func TestBulkBothWays(t *testing.T) {
 	// Join: most of the bulk is spliced.
@@ -59,6 +65,7 @@ func testBulkBothWays(t *testing.T, eng relayEngine, n int64, tenths int64) {
 			assert.Equal(t, n, r.st.BToA)
 			assert.Equal(t, r.st.AToB, obs.n[AToB].Load(), "observer saw every byte a->b")
 			assert.Equal(t, r.st.BToA, obs.n[BToA].Load(), "observer saw every byte b->a")
+			assert.Zero(t, obs.zero[AToB].Load()+obs.zero[BToA].Load(), "observer calls that reported no bytes")
 			assert.Equal(t, EndEOF, r.st.End)
 			assert.NotEqual(t, SideNone, r.st.First)
 			assert.NoError(t, r.st.Err)

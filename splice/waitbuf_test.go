@@ -33,7 +33,8 @@ func TestTLSWaitBuffer(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			j := tc.j
 			j.hooks = &hooks{}
-			e := newEnv(t, trTLS, &j, context.Background(), nil)
+			var obs counter
+			e := newEnv(t, trTLS, &j, context.Background(), &obs)
 			h := j.hooks
 			idleHeld := func() bool { return h.buffersOut.Load() == 2 && h.bytesOut.Load() == 2*tc.held }
 			require.Eventually(t, idleHeld, 10*time.Second, time.Millisecond,
@@ -129,6 +130,9 @@ func TestTLSWaitBuffer(t *testing.T) {
 			r := e.wait(t)
 			require.NoError(t, r.err)
 			assertIdle(t, h)
+			assert.Equal(t, r.st.AToB, obs.n[AToB].Load(), "observer saw every byte a->b")
+			assert.Equal(t, r.st.BToA, obs.n[BToA].Load(), "observer saw every byte b->a")
+			assert.Zero(t, obs.zero[AToB].Load()+obs.zero[BToA].Load(), "observer calls that reported no bytes")
 		})
 	}
 }
