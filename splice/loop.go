@@ -62,7 +62,8 @@ type Loop struct {
 	// Joiner.Join (TLS, pipes). 0: DefaultBufferSize.
 	BufferSize int
 	// WaitBufferSize is Joiner.WaitBufferSize for those joins. 0:
-	// DefaultWaitBufferSize.
+	// Joiner's defaults (DefaultWaitBufferSize; DefaultTLSWaitBufferSize
+	// for a direction that reads a *tls.Conn).
 	WaitBufferSize int
 	// DisableSplice keeps every byte in user space.
 	DisableSplice bool

@@ -221,10 +221,13 @@ const (
 	// *tls.Conn (a pipe, another net.Conn); one that is uses one TLS
 	// record's 16 KiB.
 	DefaultBufferSize = 32 << 10
-	// DefaultWaitBufferSize is one full TLS record's plaintext: crypto/tls
-	// returns at most one record per Read, so a TLS direction waiting in it
-	// never writes a message out in two parts (BenchmarkTLSPingPong: 4 KiB
-	// made 8-KiB exchanges 1.13-1.38x slower, in two runs).
+	// DefaultWaitBufferSize is the wait buffer of a direction that reads
+	// neither a *net.TCPConn nor a *tls.Conn (a pipe, another wrapper):
+	// what such a source holds cannot be taken without waiting, so a
+	// message larger than the buffer is written out in two parts; 16 KiB
+	// keeps most messages whole (with TLS sources, before they had a path
+	// of their own, 4 KiB made 8-KiB exchanges 1.13-1.38x slower in
+	// BenchmarkTLSPingPong).
 	DefaultWaitBufferSize = 16 << 10
 	// DefaultTLSWaitBufferSize is the wait buffer of a direction that
 	// reads a *tls.Conn: a message larger than it is still written whole
