@@ -243,17 +243,26 @@ func (p *pump) drain(u Unwrapper) (r result, done bool) {
 		}
 		k = min(k, len(*b))
 		n, err := u.Read((*b)[:k])
-		if n > 0 {
-			if werr := p.writeAll((*b)[:n]); werr != nil {
-				return p.fail(p.dstSide, "write", werr), true
-			}
-			p.addSmall(n)
-			p.account(int64(n))
-		}
-		if err != nil {
-			return p.readErr(err), true
+		if r, done := p.pass((*b)[:n], err); done {
+			return r, true
 		}
 	}
+}
+
+// pass writes to dst what a read returned (b) and accounts for it, then acts
+// on the read's error rerr; done reports that the direction ended, with r.
+func (p *pump) pass(b []byte, rerr error) (r result, done bool) {
+	if len(b) > 0 {
+		if werr := p.writeAll(b); werr != nil {
+			return p.fail(p.dstSide, "write", werr), true
+		}
+		p.addSmall(len(b))
+		p.account(int64(len(b)))
+	}
+	if rerr != nil {
+		return p.readErr(rerr), true
+	}
+	return 0, false
 }
 
 func (p *pump) addSmall(n int) {
@@ -286,15 +295,8 @@ func (p *pump) copyGeneric(src net.Conn) result {
 	run := 0 // bytes of the reads since the last one that did not fill its buffer
 	for {
 		n, err := src.Read(*b)
-		if n > 0 {
-			if werr := p.writeAll((*b)[:n]); werr != nil {
-				return p.fail(p.dstSide, "write", werr)
-			}
-			p.addSmall(n)
-			p.account(int64(n))
-		}
-		if err != nil {
-			return p.readErr(err)
+		if r, done := p.pass((*b)[:n], err); done {
+			return r
 		}
 		l := len(*b)
 		if n == l { // more is probably queued

@@ -38,15 +38,8 @@ func (p *pump) copyTLS(src *tls.Conn) result {
 			m, err = p.heldBytes(src, (*b)[n:])
 			n += m
 		}
-		if n > 0 {
-			if werr := p.writeAll((*b)[:n]); werr != nil {
-				return p.fail(p.dstSide, "write", werr)
-			}
-			p.addSmall(n)
-			p.account(int64(n))
-		}
-		if err != nil {
-			return p.readErr(err)
+		if r, done := p.pass((*b)[:n], err); done {
+			return r
 		}
 		if n < len(*b) && len(*b) > wait { // the message is over
 			p.putBuf(b)
