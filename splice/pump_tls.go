@@ -21,10 +21,11 @@ var longAgo = time.Unix(1, 0)
 // returns no more per Read), takes what src already holds with one Read
 // under such a deadline, and writes it all at once. The direction stays in
 // the larger buffer while reads fill it (a stream of full records) and goes
-// back to the wait buffer after one that does not. It sets src's read
-// deadline (the join owns the connection's reads).
+// back to the wait buffer after one that does not. It owns src's read
+// deadline: cleared at the start, set and cleared around each heldBytes.
 func (p *pump) copyTLS(src *tls.Conn) result {
 	wait, big := p.s.tlsWait, min(p.s.big, max(p.s.tlsWait, maxRecord))
+	src.SetReadDeadline(time.Time{}) // heldBytes clears it after each use: no deadline from before lasts
 	b := p.getBuf(wait)
 	defer func() { p.putBuf(b) }()
 	for {

@@ -266,9 +266,10 @@ func Join(ctx context.Context, a, b net.Conn) (Stats, error) {
 // read or write error ends the join: the connection opposite the one that
 // failed is reset (SO_LINGER 0) when it is TCP, and both are closed. The idle
 // timeout, the lifetime and ctx end the join by closing both connections.
-// The join owns both connections' reads: it sets and clears the read
-// deadline of a *tls.Conn it reads (to take what crypto/tls holds without
-// waiting), so a deadline set before Join does not last through it.
+// The join owns both connections' reads: it clears the read deadline of a
+// *tls.Conn it reads when it starts, and uses it (to take what crypto/tls
+// holds without waiting); Joiner.Lifetime and IdleTimeout are the join's
+// deadlines.
 //
 // The returned error is nil when both directions ended with EOF, and
 // Stats.Err otherwise.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -189,6 +190,35 @@ func TestLoopTLSWaitBuffer(t *testing.T) {
 	h := l.hooks
 	require.Eventually(t, func() bool { return h.buffersOut.Load() == 2 && h.bytesOut.Load() == 2*4<<10 }, 10*time.Second, time.Millisecond,
 		"idle: %d buffers, %d bytes held", h.buffersOut.Load(), h.bytesOut.Load())
+	closeWrite(t, e.client)
+	closeWrite(t, e.server)
+	require.NoError(t, e.wait(t).err)
+}
+
+// TestTLSDeadlineBeforeJoin: a read deadline left on a *tls.Conn before Join
+// does not end the join when it passes: the join owns the connection's reads
+// (it uses the deadline itself to take what crypto/tls holds).
+func TestTLSDeadlineBeforeJoin(t *testing.T) {
+	var j Joiner
+	const before = 100 * time.Millisecond
+	e := newEnvWith(t, trTLS, func(a, b net.Conn, out chan<- joinOut) {
+		require.NoError(t, a.SetReadDeadline(time.Now().Add(before)))
+		require.NoError(t, b.SetReadDeadline(time.Now().Add(before)))
+		go func() {
+			st, err := j.Join(context.Background(), a, b, nil)
+			out <- joinOut{st, err}
+		}()
+	})
+	time.Sleep(3 * before)
+	for _, c := range [][2]io.ReadWriter{{e.client, e.server}, {e.server, e.client}} {
+		msg := []byte("after the deadline")
+		_, err := c[0].Write(msg)
+		require.NoError(t, err)
+		got := make([]byte, len(msg))
+		_, err = io.ReadFull(c[1], got)
+		require.NoError(t, err)
+		require.Equal(t, msg, got)
+	}
 	closeWrite(t, e.client)
 	closeWrite(t, e.server)
 	require.NoError(t, e.wait(t).err)
