@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -210,6 +211,42 @@ func TestRedisServer(t *testing.T) {
 	require.Equal(t, "through two sidecars\n", runClient(t, 20*time.Second, cli, "-h", h, "-p", p, "GET", "mesh:key"))
 	// The server saw the inbound sidecar as its client, not redis-cli.
 	require.Contains(t, runClient(t, 20*time.Second, cli, "-h", h, "-p", p, "CLIENT", "INFO"), "addr=127.0.0.1:")
+	redisValues(t, addr)
+}
+
+// redisValues sets and gets, on one connection through the pair, values of
+// sizes around the relay's buffers: the 1-KiB wait buffer of a direction
+// that reads the sidecars' TLS connection, a TLS record's 16 KiB, and
+// several records. Each request and each answer crosses the mutual-TLS hop
+// whole or in parts, and must arrive byte for byte.
+func redisValues(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(20*time.Second)))
+	r := bufio.NewReader(c)
+	for _, n := range []int{1, 1000, 1023, 1024, 1025, 4096, 16383, 16384, 16385, 65536, 300000} {
+		v := make([]byte, n)
+		for i := range v {
+			v[i] = 'a' + byte((i*7+n)%26)
+		}
+		key := fmt.Sprintf("mesh:value:%d", n)
+		_, err := fmt.Fprintf(c, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(key), key, n, v)
+		require.NoError(t, err)
+		line, err := r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "+OK\r\n", line, "SET of %d bytes", n)
+		_, err = fmt.Fprintf(c, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", len(key), key)
+		require.NoError(t, err)
+		line, err = r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprintf("$%d\r\n", n), line, "GET of %d bytes", n)
+		got := make([]byte, n+2)
+		_, err = io.ReadFull(r, got)
+		require.NoError(t, err)
+		require.Equal(t, string(v)+"\r\n", string(got), "GET of %d bytes", n)
+	}
 }
 
 func TestMemcached(t *testing.T) {
