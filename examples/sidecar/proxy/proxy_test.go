@@ -192,6 +192,34 @@ func TestInboundRefusesPlaintext(t *testing.T) {
 	require.ErrorIs(t, ev.wait(t, 1)[0].Err, ErrNotMeshed)
 }
 
+// TestInboundSilentClient: a client of the inbound port that sends no
+// ClientHello within DialTimeout is closed and reported as not meshed, with
+// the wait's timeout in its error.
+func TestInboundSilentClient(t *testing.T) {
+	ca := mtlstest.MustNew("in.test")
+	src := ca.Source("/b")
+	var ev events
+	const timeout = 200 * time.Millisecond
+	s, err := Start(context.Background(), &Proxy{TLS: &mtls.Config{SVID: src, Bundle: src}, OnEvent: ev.add, DialTimeout: timeout},
+		Listeners{Inbound: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer s.Close()
+	c, err := net.Dial("tcp", s.InboundAddr.String())
+	require.NoError(t, err)
+	defer c.Close()
+	start := time.Now()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	n, err := c.Read(make([]byte, 1))
+	require.Zero(t, n)
+	require.Error(t, err, "the silent client is closed")
+	require.GreaterOrEqual(t, time.Since(start), timeout*9/10, "not before its wait ends")
+	e := ev.wait(t, 1)[0]
+	require.ErrorIs(t, e.Err, ErrNotMeshed)
+	require.ErrorIs(t, e.Err, detect.ErrWaitTimeout)
+	require.Equal(t, PathHeader, e.Path)
+	require.Equal(t, opaque.Inbound, e.Direction)
+}
+
 // TestHandleLocal: an unmeshed client of a local port (as the inbound
 // redirect delivers it) gets detection and, for HTTP, the HTTP layer; a
 // forged l5d-client-id never reaches the application.
