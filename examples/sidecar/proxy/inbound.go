@@ -91,6 +91,7 @@ func (p *Proxy) notMeshed(start time.Time, err error) {
 func (p *Proxy) HandleInbound(ctx context.Context, c net.Conn) {
 	start := time.Now()
 	ev := Event{Protocol: detect.Unknown, Path: PathHeader}
+	ev.began = start
 	defer func() {
 		ev.Duration = time.Since(start)
 		p.emit(&ev)
@@ -252,6 +253,7 @@ func (p *Proxy) detectLocal(ctx context.Context, dec opaque.Decision, c, app net
 func (p *Proxy) HandleLocal(ctx context.Context, c net.Conn, port uint16) {
 	start := time.Now()
 	ev := Event{Dst: netip.AddrPortFrom(p.appHost(), port), Protocol: detect.Unknown}
+	ev.began = start
 	defer func() {
 		ev.Duration = time.Since(start)
 		p.emit(&ev)

@@ -114,6 +114,12 @@ type Event struct {
 	// keep-alive connection waiting in its listener's Waiter, park.go); emit
 	// hands the event to it, and it is emitted when the connection ends.
 	parked *h1Server
+	// joined: the connection's join went on on a goroutine of its own
+	// (finish), which emits its own copy of the event when the join ends;
+	// emit leaves this one. began is when the handler took the connection,
+	// for that copy's Duration.
+	joined bool
+	began  time.Time
 }
 
 // Proxy is one sidecar. Fill in the fields, then call ServeOutbound and
@@ -353,6 +359,9 @@ func (p *Proxy) join(ctx context.Context, a, b net.Conn, obs splice.Observer) (s
 }
 
 func (p *Proxy) emit(ev *Event) {
+	if ev.joined {
+		return
+	}
 	if ev.parked != nil {
 		ev.parked.parkEvent(ev)
 		return
