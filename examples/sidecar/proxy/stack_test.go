@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"bufio"
+	"io"
+	"net"
 	"net/http"
 	"runtime"
 	"runtime/metrics"
@@ -97,5 +100,60 @@ func scannedStack(t *testing.T) uint64 {
 	if s[0].Value.Kind() != metrics.KindUint64 {
 		t.Skip("this Go has no /gc/scan/stack:bytes")
 	}
+	return s[0].Value.Uint64()
+}
+
+// opaqueStackBudget is the goroutine stack, in bytes, that one idle opaque
+// connection may hold across the pair and the echo server behind it: on
+// each sidecar the join's two goroutines (their stacks start small), and the
+// server's goroutine. 20.2 KiB measured; 28.2 while the join ran on the
+// connection's handler goroutine, whose stack everything before the join had
+// grown to 8 KiB (finish).
+const opaqueStackBudget = 24 << 10
+
+// opaqueStackBudgetRace is opaqueStackBudget under the race detector: 37.0
+// KiB measured, 44.5 with the join on the handler goroutine.
+const opaqueStackBudgetRace = 40 << 10
+
+// TestOpaqueIdleStack holds idle opaque connections through the pair and
+// measures the goroutine stack memory they hold, from the runtime's count
+// after two collections (which shrink what they can).
+func TestOpaqueIdleStack(t *testing.T) {
+	budget := opaqueStackBudget
+	if testnet.RaceEnabled {
+		budget = opaqueStackBudgetRace
+	}
+	addr := pairFor(t, lineEcho(t), true, false)
+	const n = 200
+	exchange := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+		_, err = io.WriteString(c, "hi\n")
+		require.NoError(t, err)
+		_, err = bufio.NewReader(c).ReadString('\n')
+		require.NoError(t, err)
+		return c
+	}
+	exchange() // the first handshake's goroutines and the pools are there before the baseline
+	base := stackInUse()
+	for range n {
+		exchange()
+	}
+	per := (float64(stackInUse()) - float64(base)) / n
+	t.Logf("stack per idle opaque connection (A, B and the echo server): %.0f bytes (budget %d)", per, budget)
+	if per > float64(budget) {
+		t.Errorf("an idle opaque connection holds %.0f bytes of goroutine stack across the pair and the server, over the budget of %d", per, budget)
+	}
+}
+
+// stackInUse runs two collections and returns the bytes of goroutine stacks
+// in use.
+func stackInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/memory/classes/heap/stacks:bytes"}}
+	metrics.Read(s)
 	return s[0].Value.Uint64()
 }
