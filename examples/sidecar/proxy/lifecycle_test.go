@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -166,4 +167,35 @@ func TestClosingClientsCostThePeerNothing(t *testing.T) {
 	}
 	assert.Zero(t, handshakes(regB), "no handshake to the peer")
 	assert.Zero(t, a.Proxy.RaceStats().Started)
+}
+
+// TestRaceSlotEndsWithTheRace: a silent client raced against a server that
+// speaks first holds its race slot while the race runs, not while the
+// connection it decided is carried; so with MaxRaces 1, a second silent
+// client is raced after its own grace, while the first is still open,
+// instead of waiting on for its detection timeout.
+func TestRaceSlotEndsWithTheRace(t *testing.T) {
+	const grace = 100 * time.Millisecond
+	a, _, _ := pair(t, greeter(t), func(p *Proxy) {
+		p.Race = &detect.RacePolicy{Grace: grace, MaxRaces: 1}
+	})
+	addr := a.ForwardAddrs[0].String()
+	greeted := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		// Well inside the detection timeout (10 s): only a race answers in time.
+		require.NoError(t, c.SetDeadline(time.Now().Add(3*time.Second)))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		require.NoError(t, err, "the server's greeting")
+		require.Equal(t, "220 greeter ready\r\n", line)
+		return c
+	}
+	greeted()
+	require.Eventually(t, func() bool { return a.Proxy.RaceStats().Running == 0 }, 2*time.Second, time.Millisecond,
+		"the race is over once the server has spoken, though its connection is open")
+	greeted()
+	rs := a.Proxy.RaceStats()
+	assert.Equal(t, uint64(2), rs.Started, "both silent clients raced")
+	assert.Zero(t, rs.Capped, "none waited for a race slot")
 }
