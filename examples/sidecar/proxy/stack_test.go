@@ -42,10 +42,6 @@ const stackBudgetRace = 16 << 10
 // measures the stack they hold, from the runtime's count of the stack bytes a
 // collection scanned.
 func TestServingStackDepth(t *testing.T) {
-	budget := stackBudget
-	if testnet.RaceEnabled {
-		budget = stackBudgetRace
-	}
 	const n = 32
 	var (
 		arrived     atomic.Int32
@@ -85,10 +81,7 @@ func TestServingStackDepth(t *testing.T) {
 	}
 	warm.c.Close()
 	per := (float64(held) - float64(base)) / n
-	t.Logf("stack per request in flight (A, B and the backend): %.0f bytes (budget %d)", per, budget)
-	if per > float64(budget) {
-		t.Errorf("a request in flight holds %.0f bytes of goroutine stack across the pair and the backend, over the budget of %d", per, budget)
-	}
+	withinBudget(t, "a request in flight, across the pair and the backend", per, stackBudget, stackBudgetRace)
 }
 
 // scannedStack runs a collection and returns the stack bytes it scanned.
@@ -119,10 +112,6 @@ const opaqueStackBudgetRace = 40 << 10
 // measures the goroutine stack memory they hold, from the runtime's count
 // after two collections (which shrink what they can).
 func TestOpaqueIdleStack(t *testing.T) {
-	budget := opaqueStackBudget
-	if testnet.RaceEnabled {
-		budget = opaqueStackBudgetRace
-	}
 	addr := pairFor(t, lineEcho(t), true, false)
 	const n = 200
 	exchange := func() net.Conn {
@@ -142,9 +131,19 @@ func TestOpaqueIdleStack(t *testing.T) {
 		exchange()
 	}
 	per := (float64(stackInUse()) - float64(base)) / n
-	t.Logf("stack per idle opaque connection (A, B and the echo server): %.0f bytes (budget %d)", per, budget)
+	withinBudget(t, "an idle opaque connection, across the pair and the echo server", per, opaqueStackBudget, opaqueStackBudgetRace)
+}
+
+// withinBudget fails t when per bytes of stack (what holds them: what) are
+// over budget, or over raceBudget under the race detector.
+func withinBudget(t *testing.T, what string, per float64, budget, raceBudget int) {
+	t.Helper()
+	if testnet.RaceEnabled {
+		budget = raceBudget
+	}
+	t.Logf("goroutine stack of %s: %.0f bytes (budget %d)", what, per, budget)
 	if per > float64(budget) {
-		t.Errorf("an idle opaque connection holds %.0f bytes of goroutine stack across the pair and the server, over the budget of %d", per, budget)
+		t.Errorf("%s holds %.0f bytes of goroutine stack, over the budget of %d", what, per, budget)
 	}
 }
 
