@@ -11,6 +11,7 @@ import (
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/opaque"
 	"github.com/sniffsplice/sniff/spiffe"
+	"github.com/sniffsplice/sniff/splice"
 )
 
 // ServeOutbound accepts the application's outgoing connections on l until ctx
@@ -354,32 +355,45 @@ func (p *Proxy) dialAndFinish(ctx context.Context, ev *Event, client net.Conn, d
 // before the join grew to 8 KiB (detection, dials, the frames of the
 // handler's callers), ends instead of holding that stack for the
 // connection's life; the join's goroutines start small (about 4 KiB less per
-// connection and sidecar). That goroutine emits a copy of ev when the join
-// ends, and ev is marked so that the handler's own emit leaves it. Called
-// directly (HandleInbound and the like, no listener), finish joins on the
-// caller's goroutine.
+// connection and sidecar). ev is marked so that the handler's own emit leaves
+// it; when something consumes events (OnEvent), that goroutine emits a copy
+// of ev when the join ends (without a consumer no copy is kept: an Event is
+// about 1 KiB). Called directly (HandleInbound and the like, no listener),
+// finish joins on the caller's goroutine.
 func (p *Proxy) finish(ctx context.Context, ev *Event, client, up net.Conn) {
 	mc := p.Metrics.OpenConn(connLabels(ev))
 	s, ok := ctx.Value(listenerKey{}).(*listener)
 	if !ok || ev.began.IsZero() {
-		p.joinAndRecord(ctx, ev, mc, client, up)
+		ev.record(p.joinCounted(ctx, mc, client, up))
 		return
 	}
-	e := *ev
+	var e *Event
+	if p.OnEvent != nil {
+		e = new(Event)
+		*e = *ev
+	}
 	ev.joined = true
 	s.handlers.Add(1) // the caller's handler still counts: no Wait can have returned
 	go func() {
 		defer s.handlers.Done()
-		p.joinAndRecord(ctx, &e, mc, client, up)
-		e.Duration = time.Since(e.began)
-		p.emit(&e)
+		st, err := p.joinCounted(ctx, mc, client, up)
+		if e != nil {
+			e.record(st, err)
+			e.Duration = time.Since(e.began)
+			p.emit(e)
+		}
 	}()
 }
 
-// joinAndRecord joins client and up and records the byte counts in ev and mc.
-func (p *Proxy) joinAndRecord(ctx context.Context, ev *Event, mc metrics.Conn, client, up net.Conn) {
+// joinCounted joins client and up, counting the connection's bytes in mc.
+func (p *Proxy) joinCounted(ctx context.Context, mc metrics.Conn, client, up net.Conn) (splice.Stats, error) {
 	st, err := p.join(ctx, client, up, mc.Observer())
 	mc.End(st)
+	return st, err
+}
+
+// record puts a join's byte counts and error into ev (an earlier error stays).
+func (ev *Event) record(st splice.Stats, err error) {
 	ev.ClientBytes, ev.ServerBytes = st.AToB, st.BToA
 	if err != nil && ev.Err == nil {
 		ev.Err = err
