@@ -89,6 +89,21 @@ func WaitGroup(tb testing.TB, wg *sync.WaitGroup, what string) {
 	Recv(tb, done, what)
 }
 
+// Dial connects to addr over TCP, closes the connection when the test ends,
+// and bounds its reads and writes by a deadline of d from now.
+func Dial(tb testing.TB, addr string, d time.Duration) net.Conn {
+	tb.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatalf("dial %s: %v", addr, err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	if err := c.SetDeadline(time.Now().Add(d)); err != nil {
+		tb.Fatalf("deadline on %s: %v", addr, err)
+	}
+	return c
+}
+
 // OneConnListener is a net.Listener that hands out one connection, then
 // blocks until closed: it serves an already accepted (or detected)
 // connection to a server that wants a listener.

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/sniffsplice/sniff/metrics"
 	"github.com/sniffsplice/sniff/mtls"
 	"github.com/sniffsplice/sniff/mtls/mtlstest"
@@ -181,11 +182,8 @@ func TestRaceSlotEndsWithTheRace(t *testing.T) {
 	})
 	addr := a.ForwardAddrs[0].String()
 	greeted := func() net.Conn {
-		c, err := net.Dial("tcp", addr)
-		require.NoError(t, err)
-		t.Cleanup(func() { c.Close() })
 		// Well inside the detection timeout (10 s): only a race answers in time.
-		require.NoError(t, c.SetDeadline(time.Now().Add(3*time.Second)))
+		c := testnet.Dial(t, addr, 3*time.Second)
 		line, err := bufio.NewReader(c).ReadString('\n')
 		require.NoError(t, err, "the server's greeting")
 		require.Equal(t, "220 greeter ready\r\n", line)

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sniffsplice/sniff/detect"
+	"github.com/sniffsplice/sniff/internal/testnet"
 	"github.com/sniffsplice/sniff/opaque"
 )
 
@@ -160,13 +161,7 @@ func TestSilentDetached(t *testing.T) {
 		p.Race = &detect.RacePolicy{Grace: grace}
 	})
 	addr := a.ForwardAddrs[0].String()
-	dial := func() net.Conn {
-		c, err := net.Dial("tcp", addr)
-		require.NoError(t, err)
-		t.Cleanup(func() { c.Close() })
-		require.NoError(t, c.SetDeadline(time.Now().Add(20*time.Second)))
-		return c
-	}
+	dial := func() net.Conn { return testnet.Dial(t, addr, 20*time.Second) }
 	exchange := func(c net.Conn, line string) {
 		t.Helper()
 		_, err := io.WriteString(c, line+"\n")

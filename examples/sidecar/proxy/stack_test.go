@@ -121,11 +121,8 @@ func TestOpaqueIdleStack(t *testing.T) {
 	addr := pairFor(t, lineEcho(t), true, false)
 	const n = 200
 	exchange := func() net.Conn {
-		c, err := net.Dial("tcp", addr)
-		require.NoError(t, err)
-		t.Cleanup(func() { c.Close() })
-		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-		_, err = io.WriteString(c, "hi\n")
+		c := testnet.Dial(t, addr, 10*time.Second)
+		_, err := io.WriteString(c, "hi\n")
 		require.NoError(t, err)
 		_, err = bufio.NewReader(c).ReadString('\n')
 		require.NoError(t, err)
