@@ -56,7 +56,7 @@ func (p *pump) heldBytes(src *tls.Conn, b []byte) (int, error) {
 	src.SetReadDeadline(longAgo)
 	n, err := src.Read(b)
 	src.SetReadDeadline(time.Time{})
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
 		err = nil // nothing more in memory (a timeout is not kept by crypto/tls)
 	}
 	return n, err
