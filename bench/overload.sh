@@ -22,4 +22,4 @@ go build -o "$tmp/overload" ./overload
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 "$tmp/overload" -multiplex "$tmp/multiplex" -sidecar "$tmp/sidecar" \
   -targets multiplex,sidecar \
-  -scenarios silent:5000,silent:10000,silentfresh:5000,slowloris:2000,burst:2000,abandon:500,fd:256 "$@"
+  -scenarios silent:5000,silent:10000,silentfresh:5000,greeting:1000,slowloris:2000,burst:2000,abandon:500,fd:256 "$@"

@@ -14,6 +14,8 @@
 //	            minute, and close their connections once all N are at the application: how long
 //	            until the application's requests have ended (their contexts cancelled), and the
 //	            sidecars' descriptors before, with them in flight, and after
+//	greeting N  (sidecar) N silent clients at once of a port whose server speaks first: how many
+//	            get the greeting within the hold, how soon, and the peer's handshakes
 //	fd          the target under a low RLIMIT_NOFILE, filled with idle connections past its limit:
 //	            it must keep running, and serve again within 1 s once they close
 //
@@ -85,6 +87,10 @@ type target struct {
 	exited  atomic.Bool
 	logs    *tail
 	peer    *target // the sidecar target's inbound sidecar (B)
+	// greet is the sidecar target's forward listener for a server that speaks first (greeter);
+	// forwards maps each forward listener's destination to its address.
+	greet    string
+	forwards map[string]string
 }
 
 func (t *target) pid() int { return t.cmd.Process.Pid }
@@ -205,6 +211,8 @@ func runScenario(tname, name string, size int) (string, error) {
 		return fdExhaustion(t, tname, size)
 	case "abandon":
 		return abandon(t, tname, size)
+	case "greeting":
+		return greetingFlood(t, tname, size)
 	}
 	return "", fmt.Errorf("unknown scenario %q", name)
 }
@@ -483,6 +491,60 @@ func silentFresh(t *target, tname string, n int) (string, error) {
 	}
 	return fmt.Sprintf("| %s | silent %d on a port it has not served yet | — | %s | %d | %d | — | %.0f after 1 s, %.0f after %v | — | — | — |",
 		tname, n, fmtLat(during), errs, closedEarly, hs1, hs2, *hold+time.Second), nil
+}
+
+// greetingFlood opens n silent clients at once to a port whose server speaks first (the sidecar
+// target's greeter; a port no policy declares, with no history): each is raced against its
+// server after its grace, at most MaxRaces at once, and gets the greeting once its race has
+// decided. It reports how many got it within the hold, how soon, and the peer's handshakes.
+func greetingFlood(t *target, tname string, n int) (string, error) {
+	if t.greet == "" {
+		return fmt.Sprintf("| %s | greeting %d: no server-first port on this target | — | — | — | — | — | — | — | — | — |", tname, n), nil
+	}
+	hs0 := peerHandshakes(t)
+	f, err := openFlood(t.greet, n)
+	if err != nil {
+		return "", err
+	}
+	start := time.Now()
+	var (
+		mu    sync.Mutex
+		times []time.Duration
+		wrong atomic.Int64
+		wg    sync.WaitGroup
+	)
+	for _, c := range f.conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.SetReadDeadline(start.Add(*hold))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line != greeting {
+				wrong.Add(1)
+				return
+			}
+			mu.Lock()
+			times = append(times, time.Since(start))
+			mu.Unlock()
+		}()
+	}
+	during, errs := measure(t.addr, *hold)
+	wg.Wait()
+	hs := peerHandshakes(t) - hs0
+	f.close()
+	if t.exited.Load() {
+		return "", fmt.Errorf("the target exited\n%s", t.logs)
+	}
+	slices.Sort(times)
+	when := "—"
+	if len(times) > 0 {
+		when = fmt.Sprintf("median %v, last %v", times[len(times)/2].Round(time.Millisecond), times[len(times)-1].Round(time.Millisecond))
+	}
+	return fmt.Sprintf("| %s | greeting %d: silent clients of a server that speaks first; %d greeted within %v (%s), %d wrong | — | %s | %d | — | — | %.0f | — | — | — |",
+		tname, n, len(times), *hold, when, wrong.Load(), fmtLat(during), errs, hs), nil
 }
 
 func slowloris(t *target, tname string, n int) (string, error) {

@@ -27,7 +27,7 @@ func init() { startSidecarPair = startSidecars }
 
 var (
 	backendOnce string
-	fwdRE       = regexp.MustCompile(`forward=(\S+)->`)
+	fwdRE       = regexp.MustCompile(`forward=(\S+)->(\S+)`)
 	inboundRE   = regexp.MustCompile(`inbound=(\S+)`)
 	adminRE     = regexp.MustCompile(`admin=(\S+)`)
 )
@@ -56,6 +56,37 @@ func backend() (string, error) {
 	backendOnce = ln.Addr().String()
 	return backendOnce, nil
 }
+
+// greeter is a server that speaks first ("220 overload ready"), as SMTP or a database does, for
+// the greeting scenario; it then reads until its client closes.
+func greeter() (string, error) {
+	if greeterOnce != "" {
+		return greeterOnce, nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.WriteString(c, greeting)
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	greeterOnce = ln.Addr().String()
+	return greeterOnce, nil
+}
+
+const greeting = "220 overload ready\r\n"
+
+var greeterOnce string
 
 // slowInFlight counts the backend's /slow requests still running.
 var slowInFlight atomic.Int64
@@ -89,7 +120,12 @@ func startSidecars(nofile int) (*target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sidecar B: %w", err)
 	}
-	a, err := startSidecar(nofile, "-forward", "127.0.0.1:0="+be, "-peer", b.addr, "-admin", "127.0.0.1:0",
+	gr, err := greeter()
+	if err != nil {
+		b.stop()
+		return nil, err
+	}
+	a, err := startSidecar(nofile, "-forward", "127.0.0.1:0="+be, "-forward", "127.0.0.1:0="+gr, "-peer", b.addr, "-admin", "127.0.0.1:0",
 		"-cert", fa.Cert, "-key", fa.Key, "-bundle", fa.Bundle, "-detect-timeout", detectTO.String())
 	if err != nil {
 		b.stop()
@@ -97,7 +133,7 @@ func startSidecars(nofile int) (*target, error) {
 	}
 	pairB = b
 	stopA := a
-	return &target{cmd: stopA.cmd, addr: a.addr, metrics: a.metrics, done: a.done, logs: a.logs, peer: b}, nil
+	return &target{cmd: stopA.cmd, addr: a.addr, greet: a.forwards[gr], metrics: a.metrics, done: a.done, logs: a.logs, peer: b}, nil
 }
 
 // startSidecar starts one sidecar binary and reads its listening line: addr is its forward
@@ -134,8 +170,12 @@ func startSidecar(nofile int, args ...string) (*target, error) {
 	go func() { err := cmd.Wait(); t.exited.Store(true); t.done <- err }()
 	select {
 	case s := <-line:
-		if m := fwdRE.FindStringSubmatch(s); m != nil {
-			t.addr = m[1]
+		if ms := fwdRE.FindAllStringSubmatch(s, -1); ms != nil {
+			t.addr = ms[0][1]
+			t.forwards = map[string]string{}
+			for _, m := range ms {
+				t.forwards[m[2]] = m[1]
+			}
 		} else if m := inboundRE.FindStringSubmatch(s); m != nil {
 			t.addr = m[1]
 		}
